@@ -1,0 +1,84 @@
+# optimal-scaling: two commands on a fresh machine with only python3.
+#   make lab    create .venv, install, open the course in JupyterLab
+#   make test   create .venv, install, run the whole suite (ruff, unit tests, notebooks)
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+# Extra arguments for JupyterLab, e.g. make lab LAB_ARGS="--no-browser --port 8899"
+LAB_ARGS ?=
+# Per-notebook timeout (seconds) and parallel workers for the notebook run.
+NB_TIMEOUT ?= 300
+WORKERS ?= 2
+
+BIN := $(VENV)/bin
+# The install stamp depends on pyproject.toml: editing it reinstalls, otherwise a rerun takes seconds.
+STAMP := $(VENV)/.installed
+
+NOTEBOOK_DIRS := lectures solutions exercises
+
+.PHONY: lab test install lint unit notebooks notebooks-solutions notebooks-exercises \
+        sync exercises check test-all clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+# torch goes first at an exact version (the CPU wheel where one is available locally);
+# skipped when the venv already has a torch.
+$(STAMP): pyproject.toml | $(BIN)/python
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	else \
+		$(BIN)/python -m pip install "torch==$(TORCH_VERSION)"; \
+	fi
+	$(BIN)/python -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+lab: install
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(LAB_ARGS) lectures/00_welcome.ipynb
+
+lint: install
+	$(BIN)/ruff check optimal_scaling tests tools benchmarks lectures solutions exercises
+
+# Unit tests, including the drift checks (pairs, outputs, stale exercises).
+unit: install
+	$(BIN)/python tools/pytest_ok.py $(BIN)/python -m pytest -n $(WORKERS) -m "not slow" tests
+
+# Every notebook, in fast mode. Lectures and solutions run strict (a failing self-check raises);
+# exercises run with their stubs and must still reach the end.
+notebooks: notebooks-solutions notebooks-exercises
+
+notebooks-solutions: install
+	OPTIMAL_SCALING_FAST=$${OPTIMAL_SCALING_FAST:-1} OPTIMAL_SCALING_STRICT=1 \
+	$(BIN)/python tools/pytest_ok.py $(BIN)/python -m pytest -p no:cacheprovider -n $(WORKERS) \
+		--nbmake --nbmake-timeout=$(NB_TIMEOUT) lectures solutions
+
+notebooks-exercises: install
+	OPTIMAL_SCALING_FAST=$${OPTIMAL_SCALING_FAST:-1} OPTIMAL_SCALING_STRICT=0 \
+	$(BIN)/python tools/pytest_ok.py $(BIN)/python -m pytest -p no:cacheprovider -n $(WORKERS) \
+		--nbmake --nbmake-timeout=$(NB_TIMEOUT) exercises
+
+test: lint unit notebooks
+	@echo "make test: all green"
+
+test-all: install
+	$(BIN)/python -m pytest -n $(WORKERS) tests
+
+# Regenerate every .ipynb from its Jupytext .py source (outputs stripped).
+sync: install
+	$(BIN)/python -m optimal_scaling.notebooks sync $(NOTEBOOK_DIRS)
+
+# Regenerate exercises/ from solutions/.
+exercises: install
+	$(BIN)/python -m optimal_scaling.exercises solutions exercises
+
+# Fail if any pair drifted or any exercise is stale (the tests check the same).
+check: install
+	$(BIN)/python -m optimal_scaling.notebooks check $(NOTEBOOK_DIRS)
+	$(BIN)/python -m optimal_scaling.exercises solutions exercises --check
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,221 @@
+"""Self-checks for the exercise notebooks.
+
+A self-check runs the learner's function and the package's reference on a few small inputs and
+prints one line:
+
+* ``✅ name: correct on 4 cases``
+* ``❌ name: case 2 (width=8): expected 1.5, got 3.0. Hint: ...``
+* ``⏳ name: not attempted yet: replace the NotImplementedError stub with your code``
+
+In strict mode (``OPTIMAL_SCALING_STRICT=1``, set by the test-suite when it executes lectures
+and solutions) anything but a pass raises :class:`CheckFailed`, so a broken solution fails CI.
+Exercise notebooks run without strict mode: their stubs report "not attempted" and the
+notebook still runs to the end.
+
+Each lecture's checks live in a submodule (``checks.lecture00``, ...) and are thin wrappers
+around :func:`check` with the right reference and cases.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from optimal_scaling.config import strict_mode
+
+PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
+_ICON = {PASSED: "✅", FAILED: "❌", NOT_ATTEMPTED: "⏳"}
+
+
+class CheckFailed(AssertionError):
+    """Raised by a self-check in strict mode when the learner's answer is not right."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one self-check: ``status`` is "passed", "failed" or "not attempted"."""
+
+    name: str
+    status: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.status == PASSED
+
+    def __str__(self) -> str:
+        return f"{_ICON[self.status]} {self.name}: {self.message}"
+
+
+def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
+    """Return ``None`` if ``got`` matches ``expected``, else a short reason why not.
+
+    Numbers and tensors are compared with ``|got − expected| ≤ atol + rtol·|expected|``;
+    integers exactly; sequences and mappings element by element.
+    """
+    if isinstance(expected, torch.Tensor | np.ndarray):
+        exp = torch.as_tensor(expected).detach().cpu()
+        if not isinstance(got, torch.Tensor | np.ndarray):
+            return f"expected a tensor of shape {tuple(exp.shape)}, got {type(got).__name__}"
+        g = torch.as_tensor(got).detach().cpu()
+        if g.shape != exp.shape:
+            return f"expected shape {tuple(exp.shape)}, got shape {tuple(g.shape)}"
+        if exp.is_floating_point() or g.is_floating_point():
+            g64, e64 = g.double(), exp.double()
+            if torch.isnan(g64).any() and not torch.isnan(e64).any():
+                return "the result contains NaN"
+            if not torch.allclose(g64, e64, rtol=rtol, atol=atol, equal_nan=True):
+                worst = (g64 - e64).abs().max().item()
+                return f"values differ (largest absolute difference {worst:.3g})"
+            return None
+        return None if torch.equal(g, exp) else "integer values differ"
+    if isinstance(expected, bool | str) or expected is None:
+        return None if got == expected else f"expected {expected!r}, got {got!r}"
+    if isinstance(expected, int | np.integer) and isinstance(got, int | np.integer):
+        return None if int(got) == int(expected) else f"expected {int(expected)}, got {int(got)}"
+    if isinstance(expected, int | float | np.number):
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if not isinstance(got, int | float | np.number) or isinstance(got, bool):
+            return f"expected a number, got {type(got).__name__}"
+        if math.isnan(float(got)):
+            return "the result is NaN"
+        if not math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol):
+            return f"expected {float(expected):.6g}, got {float(got):.6g}"
+        return None
+    if isinstance(expected, Mapping):
+        if not isinstance(got, Mapping):
+            return f"expected a mapping, got {type(got).__name__}"
+        if set(got) != set(expected):
+            return f"expected keys {sorted(map(str, expected))}, got {sorted(map(str, got))}"
+        for key in expected:
+            why = compare(expected[key], got[key], rtol, atol)
+            if why:
+                return f"[{key!r}]: {why}"
+        return None
+    if isinstance(expected, Sequence):
+        if not isinstance(got, Sequence) or isinstance(got, str):
+            return f"expected a sequence, got {type(got).__name__}"
+        if len(got) != len(expected):
+            return f"expected {len(expected)} items, got {len(got)}"
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+            why = compare(e, g, rtol, atol)
+            if why:
+                return f"item {i}: {why}"
+        return None
+    return None if got == expected else f"expected {expected!r}, got {got!r}"
+
+
+def _describe(case: Mapping[str, Any]) -> str:
+    def short(v: Any) -> str:
+        if isinstance(v, torch.Tensor | np.ndarray):
+            return f"tensor{tuple(v.shape)}"
+        text = repr(v)
+        return text if len(text) <= 30 else text[:27] + "..."
+
+    return ", ".join(f"{k}={short(v)}" for k, v in case.items())
+
+
+@contextmanager
+def strict(enabled: bool) -> Iterator[None]:
+    """Turn strict mode on or off inside a ``with`` block (lectures use it to demo a failure)."""
+    old = os.environ.get("OPTIMAL_SCALING_STRICT")
+    os.environ["OPTIMAL_SCALING_STRICT"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["OPTIMAL_SCALING_STRICT"]
+        else:
+            os.environ["OPTIMAL_SCALING_STRICT"] = old
+
+
+def report(result: CheckResult) -> CheckResult:
+    """Print a result's line; in strict mode raise :class:`CheckFailed` unless it passed."""
+    print(result)
+    if strict_mode() and not result:
+        raise CheckFailed(str(result))
+    return result
+
+
+def check(
+    name: str,
+    learner: Callable[..., Any],
+    reference: Callable[..., Any],
+    cases: Iterable[Mapping[str, Any]],
+    *,
+    hint: str = "",
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> CheckResult:
+    """Run ``learner`` and ``reference`` on each case (keyword arguments) and compare.
+
+    Inputs are deep-copied for each call, so a function that mutates its arguments cannot
+    change what the other one sees. Prints one line and returns a :class:`CheckResult`.
+    """
+    if not callable(learner):
+        raise TypeError(f"self-check {name!r}: expected a function, got {type(learner).__name__}")
+    cases = list(cases)
+    if not cases:
+        raise ValueError(f"self-check {name!r} has no cases")
+    hint_text = f" Hint: {hint}" if hint else ""
+    for i, case in enumerate(cases, start=1):
+        expected = reference(**copy.deepcopy(dict(case)))
+        try:
+            got = learner(**copy.deepcopy(dict(case)))
+        except NotImplementedError:
+            return report(
+                CheckResult(
+                    name,
+                    NOT_ATTEMPTED,
+                    "not attempted yet: replace the NotImplementedError stub with your code",
+                )
+            )
+        except Exception as err:  # noqa: BLE001 - any learner error is a failed check
+            msg = f"case {i} ({_describe(case)}) raised {type(err).__name__}: {err}.{hint_text}"
+            return report(CheckResult(name, FAILED, msg))
+        why = compare(expected, got, rtol=rtol, atol=atol)
+        if why:
+            return report(
+                CheckResult(name, FAILED, f"case {i} ({_describe(case)}): {why}.{hint_text}")
+            )
+    return report(CheckResult(name, PASSED, f"correct on {len(cases)} cases"))
+
+
+def check_value(
+    name: str, value: Any, expected: Any, *, hint: str = "", rtol: float = 1e-5, atol: float = 1e-6
+) -> CheckResult:
+    """Check a single value (e.g. a prediction typed into a cell) against a computed one.
+
+    ``value`` may be ``...`` (Ellipsis) to mean "not attempted yet".
+    """
+    if value is Ellipsis:
+        return report(
+            CheckResult(name, NOT_ATTEMPTED, "not attempted yet: replace ... with your answer")
+        )
+    why = compare(expected, value, rtol=rtol, atol=atol)
+    hint_text = f" Hint: {hint}" if hint else ""
+    if why:
+        return report(CheckResult(name, FAILED, f"{why}.{hint_text}"))
+    return report(CheckResult(name, PASSED, "correct"))
+
+
+__all__ = [
+    "CheckFailed",
+    "CheckResult",
+    "check",
+    "check_value",
+    "compare",
+    "report",
+    "strict",
+    "FAILED",
+    "NOT_ATTEMPTED",
+    "PASSED",
+]

@@ -1,0 +1,5 @@
+"""Models whose width and depth are knobs."""
+
+from optimal_scaling.models.mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,157 @@
+"""Notebook pairs: every course notebook is a Jupytext percent ``.py`` (the source) plus its
+``.ipynb`` (committed without outputs).
+
+``python -m optimal_scaling.notebooks sync lectures solutions exercises``
+    Rewrite each ``.ipynb`` from its ``.py`` (outputs and widget state dropped). An ``.ipynb``
+    that has no ``.py`` yet gets one written from it first.
+``python -m optimal_scaling.notebooks check lectures solutions exercises``
+    Exit 1 and list every problem: a missing pair, a pair whose cells drifted, a committed
+    ``.ipynb`` with outputs, execution counts or widget state.
+
+Inside JupyterLab the Jupytext contents manager keeps both files of a pair in step on save
+(``jupytext.toml`` sets the pairing), so ``make sync`` is only needed after editing a ``.py``
+in a text editor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+PY_FORMAT = "py:percent"
+
+
+def jupytext_config(path: Path):
+    """The ``jupytext.toml`` settings that apply to ``path`` (as JupyterLab would use them)."""
+    from jupytext.config import (
+        find_jupytext_configuration_file,
+        load_jupytext_configuration_file,
+    )
+
+    found = find_jupytext_configuration_file(str(Path(path).resolve().parent))
+    return load_jupytext_configuration_file(found) if found else None
+
+
+def to_text(nb: nbformat.NotebookNode, path: Path) -> str:
+    """``nb`` as the percent ``.py`` text JupyterLab would save at ``path``."""
+    return jupytext.writes(nb, fmt=PY_FORMAT, config=jupytext_config(path))
+
+
+def read_source(py: Path) -> nbformat.NotebookNode:
+    """Read a Jupytext percent ``.py`` file as a notebook."""
+    return jupytext.read(py, fmt=PY_FORMAT)
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop outputs, execution counts and widget state, in place; return ``nb``."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("execution", None)
+    return nb
+
+
+def write_pair(nb: nbformat.NotebookNode, py: Path) -> None:
+    """Write ``nb`` as ``py`` (percent format) and its paired ``.ipynb`` without outputs."""
+    clean(nb)
+    nb.metadata.setdefault(
+        "kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"}
+    )
+    write_text(py, to_text(nb, py))
+    write_ipynb(nb, py.with_suffix(".ipynb"))
+
+
+def write_ipynb(nb: nbformat.NotebookNode, path: Path) -> None:
+    """Write the ``.ipynb`` of a pair, without outputs; the file is replaced atomically."""
+    write_text(path, jupytext.writes(clean(nb), fmt="ipynb"))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so no half-written file is left."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def cell_summary(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
+    """What must agree between the two files of a pair: each cell's type, source and tags."""
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+
+
+def notebook_files(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every ``.py`` and ``.ipynb`` directly inside ``dirs``."""
+    files: list[Path] = []
+    for d in map(Path, dirs):
+        if d.is_dir():
+            files += sorted(p for p in d.iterdir() if p.suffix in {".py", ".ipynb"})
+    return files
+
+
+def problems(dirs: Iterable[str | Path]) -> list[str]:
+    """List what is wrong with the notebook pairs in ``dirs`` (empty when all is well)."""
+    found: list[str] = []
+    files = notebook_files(dirs)
+    for path in files:
+        twin = path.with_suffix(".ipynb" if path.suffix == ".py" else ".py")
+        if not twin.exists():
+            found.append(f"{path}: no paired {twin.name} (run `make sync`)")
+        if path.suffix != ".ipynb":
+            continue
+        nb = nbformat.read(path, as_version=4)
+        if "widgets" in nb.metadata:
+            found.append(f"{path}: holds widget state (run `make sync`)")
+        for i, cell in enumerate(nb.cells, start=1):
+            if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+                found.append(f"{path}: cell {i} holds outputs or an execution count")
+                break
+        if twin.exists() and cell_summary(read_source(twin)) != cell_summary(nb):
+            found.append(f"{path}: differs from {twin.name} (run `make sync`)")
+    return found
+
+
+def sync(dirs: Iterable[str | Path]) -> list[Path]:
+    """Rewrite every ``.ipynb`` from its ``.py``; return the files written."""
+    written: list[Path] = []
+    for path in notebook_files(dirs):
+        if path.suffix == ".ipynb" and not path.with_suffix(".py").exists():
+            write_pair(nbformat.read(path, as_version=4), path.with_suffix(".py"))
+            written.append(path.with_suffix(".py"))
+    for path in notebook_files(dirs):
+        if path.suffix == ".py":
+            write_ipynb(read_source(path), path.with_suffix(".ipynb"))
+            written.append(path.with_suffix(".ipynb"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m optimal_scaling.notebooks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=["sync", "check"])
+    parser.add_argument("dirs", nargs="+", help="folders holding notebook pairs")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.dirs if not Path(d).is_dir()]
+    if missing:
+        parser.error(f"not a folder: {', '.join(missing)}")
+    if args.command == "sync":
+        for path in sync(args.dirs):
+            print(f"wrote {path}")
+        return 0
+    found = problems(args.dirs)
+    for line in found:
+        print(line, file=sys.stderr)
+    print(f"{len(found)} notebook problem(s)" if found else "notebook pairs: all in sync")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

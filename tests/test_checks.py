@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from optimal_scaling import checks
+from optimal_scaling.checks import lecture00
+
+CASES = [{"x": 2.0}, {"x": -3.0}]
+
+
+def square(x):
+    return x * x
+
+
+def test_right_answer_passes(capsys):
+    result = checks.check("square", square, square, CASES)
+    assert result and result.status == checks.PASSED
+    assert capsys.readouterr().out.startswith("✅ square: correct on 2 cases")
+
+
+def test_wrong_answer_is_rejected_with_hint(capsys):
+    result = checks.check("square", lambda x: 2 * x, square, CASES, hint="x times x")
+    assert not result and result.status == checks.FAILED
+    out = capsys.readouterr().out
+    assert out.startswith("❌ square: case 2 (x=-3.0): expected 9, got -6")
+    assert "Hint: x times x" in out
+
+
+def test_stub_is_not_attempted(capsys):
+    def stub(x):
+        raise NotImplementedError("do it")
+
+    result = checks.check("square", stub, square, CASES)
+    assert result.status == checks.NOT_ATTEMPTED
+    assert "not attempted yet" in capsys.readouterr().out
+
+
+def test_learner_exception_is_a_failure():
+    result = checks.check("square", lambda x: x.nope, square, CASES)
+    assert result.status == checks.FAILED and "AttributeError" in result.message
+
+
+@pytest.mark.parametrize(
+    "learner", [lambda x: 2 * x, lambda x: (_ for _ in ()).throw(NotImplementedError())]
+)
+def test_strict_mode_raises(monkeypatch, learner):
+    monkeypatch.setenv("OPTIMAL_SCALING_STRICT", "1")
+    with pytest.raises(checks.CheckFailed):
+        checks.check("square", learner, square, CASES)
+    assert checks.check("square", square, square, CASES)  # a pass never raises
+
+
+def test_strict_context_manager(monkeypatch):
+    monkeypatch.setenv("OPTIMAL_SCALING_STRICT", "1")
+    with checks.strict(False):
+        assert not checks.check("square", lambda x: 0.0, square, CASES)
+    with pytest.raises(checks.CheckFailed):
+        checks.check("square", lambda x: 0.0, square, CASES)
+
+
+def test_inputs_are_copied():
+    def mutating(x):
+        x.add_(1)
+        return x
+
+    cases = [{"x": torch.zeros(3)}]
+    assert checks.check("identity", lambda x: x.clone(), lambda x: x.clone(), cases)
+    assert not checks.check("mutate", mutating, lambda x: x.clone(), cases)
+    assert torch.equal(cases[0]["x"], torch.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "expected, got, needle",
+    [
+        (torch.ones(2, 3), torch.ones(3, 2), "expected shape (2, 3)"),
+        (torch.ones(2), torch.tensor([1.0, float("nan")]), "NaN"),
+        (torch.ones(2), torch.tensor([1.0, 1.1]), "largest absolute difference 0.1"),
+        (torch.ones(2), [1.0, 1.0], "expected a tensor"),
+        (3, 4, "expected 3, got 4"),
+        (1.0, 1.0 + 1e-3, "expected 1, got 1.001"),
+        ({"a": 1}, {"b": 1}, "expected keys"),
+        ([1, 2], [1, 2, 3], "expected 2 items"),
+        ([1.0, 2.0], [1.0, 2.5], "item 1"),
+    ],
+)
+def test_compare_explains_mismatches(expected, got, needle):
+    assert needle in checks.compare(expected, got)
+
+
+def test_compare_accepts_close_values():
+    assert checks.compare(torch.ones(4), torch.ones(4) + 1e-8) is None
+    assert checks.compare(1.0, 1.0 + 1e-9) is None
+    assert checks.compare({"a": [1, 2.0]}, {"a": [1, 2.0]}) is None
+
+
+def test_check_value():
+    assert checks.check_value("guess", 0.5, 0.5)
+    assert checks.check_value("guess", ..., 0.5).status == checks.NOT_ATTEMPTED
+    assert checks.check_value("guess", 0.4, 0.5).status == checks.FAILED
+
+
+def formula_count(d_in, width, d_out, depth, bias=True):
+    b = int(bias)
+    return (d_in + b) * width + (depth - 2) * (width + b) * width + (width + b) * d_out
+
+
+def test_lecture00_checks_accept_the_formula_and_reject_mistakes():
+    assert lecture00.check_num_params(formula_count)
+
+    def no_bias(d_in, width, d_out, depth, bias=True):
+        return formula_count(d_in, width, d_out, depth, False)
+
+    def one_hidden_too_many(d_in, width, d_out, depth, bias=True):
+        return formula_count(d_in, width, d_out, depth + 1, bias)
+
+    assert not lecture00.check_num_params(no_bias)
+    assert not lecture00.check_num_params(one_hidden_too_many)
+
+    def flops(d_in, width, d_out, depth, bias, samples):
+        return 6 * formula_count(d_in, width, d_out, depth, bias) * samples
+
+    assert lecture00.check_training_flops(flops)
+    assert not lecture00.check_training_flops(lambda *a, **k: flops(*a, **k) // 3)  # forward only

@@ -1,0 +1,84 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from optimal_scaling import config
+
+
+def test_fast_mode_follows_ci_by_default(monkeypatch):
+    assert config.fast_mode() is False
+    monkeypatch.setenv("CI", "true")
+    assert config.fast_mode() is True
+    monkeypatch.setenv("OPTIMAL_SCALING_FAST", "0")  # explicit beats CI
+    assert config.fast_mode() is False
+
+
+@pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), ("OFF", False), ("", False)])
+def test_fast_mode_values(monkeypatch, raw, expected):
+    monkeypatch.setenv("OPTIMAL_SCALING_FAST", raw)
+    assert config.fast_mode() is expected
+    assert config.choose(fast="small", full="big") == ("small" if expected else "big")
+
+
+def test_bad_flag_names_the_variable(monkeypatch):
+    monkeypatch.setenv("OPTIMAL_SCALING_FAST", "maybe")
+    with pytest.raises(ValueError, match="OPTIMAL_SCALING_FAST='maybe'"):
+        config.fast_mode()
+
+
+def test_device_default_and_override(monkeypatch):
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected:
+        assert config.device().type == "cuda"
+    monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "cpu")
+    assert config.device() == torch.device("cpu")
+
+
+def test_device_override_errors(monkeypatch):
+    monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "gpu0")
+    with pytest.raises(ValueError, match="not a device name"):
+        config.device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "cuda")
+        with pytest.raises(RuntimeError, match="not available"):
+            config.device()
+
+
+def test_seed_everything_is_reproducible():
+    g1 = config.seed_everything(7)
+    a = (torch.rand(3), np.random.rand(), torch.rand(2, generator=g1))
+    g2 = config.seed_everything(7)
+    b = (torch.rand(3), np.random.rand(), torch.rand(2, generator=g2))
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and torch.equal(a[2], b[2])
+    with pytest.raises(ValueError, match="non-negative int"):
+        config.seed_everything(-1)
+
+
+def test_environment_report_has_versions():
+    report = config.environment()
+    assert report["torch"] == torch.__version__
+    assert report["device"] == str(config.device())
+    assert {"python", "triton", "fast mode"} <= set(report)
+
+
+def test_import_is_light():
+    """`import optimal_scaling` must not pull in torch, Triton or data generation."""
+    code = (
+        "import sys, optimal_scaling\n"
+        "print(sorted(m for m in ('torch', 'triton') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_env_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "optimal_scaling.cli", "env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "torch" in out.stdout and torch.__version__ in out.stdout

@@ -1,0 +1,183 @@
+import subprocess
+import sys
+import textwrap
+
+import jupytext
+import pytest
+
+from optimal_scaling.exercises import ExerciseError, build, exercise_notebook, strip_solutions
+
+HEADER = "# %%\n"
+
+
+def strip(text: str) -> str:
+    return strip_solutions(textwrap.dedent(text), "sol.py")
+
+
+def test_region_inside_function_body_keeps_indentation_and_hint():
+    out = strip(
+        """\
+        def f(x):
+            y = x + 1
+            # BEGIN SOLUTION
+            # HINT: double it
+            z = 2 * y
+            # END SOLUTION
+            return z
+        """
+    )
+    assert out == textwrap.dedent(
+        """\
+        def f(x):
+            y = x + 1
+            raise NotImplementedError('double it')
+            return z
+        """
+    )
+
+
+def test_nested_indentation():
+    out = strip(
+        """\
+        class A:
+            def f(self, xs):
+                for x in xs:
+                    if x:
+                        # BEGIN SOLUTION
+                        print(x)
+                        # END SOLUTION
+                return xs
+        """
+    )
+    assert "                raise NotImplementedError(" in out
+    assert "print" not in out
+    compile(out, "out", "exec")  # still valid Python
+
+
+def test_several_regions_in_one_cell():
+    src = """\
+        def f():
+            # BEGIN SOLUTION
+            # HINT: first
+            return 1
+            # END SOLUTION
+
+
+        def g():
+            # BEGIN SOLUTION
+            return 2
+            # END SOLUTION
+        """
+    out = strip(src)
+    assert out.count("raise NotImplementedError") == 2
+    assert "'first'" in out and "replace this line with your code" in out
+    assert "return 1" not in out and "return 2" not in out
+    namespace = {}
+    exec(out, namespace)
+    for name in "fg":
+        with pytest.raises(NotImplementedError):
+            namespace[name]()
+
+
+def test_several_hint_lines_join():
+    lines = ["def f():", "# BEGIN SOLUTION", "# HINT: a", "# HINT: b", "pass", "# END SOLUTION"]
+    out = strip("\n    ".join(lines) + "\n")
+    assert "raise NotImplementedError('a b')" in out
+
+
+@pytest.mark.parametrize(
+    "src, needle",
+    [
+        (
+            "x = 1\ndef f():\n    # BEGIN SOLUTION\n    return 1\n",
+            "sol.py:3: '# BEGIN SOLUTION' has no matching",
+        ),
+        (
+            "def f():\n    return 1\n    # END SOLUTION\n",
+            "sol.py:3: '# END SOLUTION' without a BEGIN",
+        ),
+        (
+            "def f():\n    # BEGIN SOLUTION\n    # BEGIN SOLUTION\n",
+            "sol.py:3: '# BEGIN SOLUTION' inside the region opened at line 2",
+        ),
+        ("# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n", "sol.py:1: solution region at the top level"),
+    ],
+)
+def test_malformed_markers_name_file_and_line(src, needle):
+    with pytest.raises(ExerciseError) as err:
+        strip_solutions(src, "sol.py")
+    assert needle in str(err.value)
+
+
+SOLUTION = """\
+# %% [markdown]
+# Intro
+
+# %%
+def f(x):
+    # BEGIN SOLUTION
+    return x + 1
+    # END SOLUTION
+
+# %% tags=["solution"]
+print("the answer is", f(1))
+
+# %%
+print("done")
+"""
+
+
+def test_solution_tagged_cells_are_dropped(tmp_path):
+    sol = tmp_path / "01_x.py"
+    sol.write_text(SOLUTION)
+    nb = exercise_notebook(sol)
+    sources = [c.source for c in nb.cells]
+    assert not any("the answer is" in s for s in sources)
+    assert any('print("done")' in s for s in sources)
+    assert "generated from `solutions/01_x.py`" in sources[0]
+
+
+def test_build_then_check_detects_stale(tmp_path):
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    assert build(sols, exs, check=True) == [
+        f"{exs / '01_x.py'}: stale, regenerate with `make exercises`"
+    ]
+    assert build(sols, exs) == []
+    assert (exs / "01_x.ipynb").exists()
+    assert build(sols, exs, check=True) == []
+    # the generated notebook reads back with the stub in place
+    assert "raise NotImplementedError" in jupytext.read(exs / "01_x.py").cells[2].source
+    (sols / "01_x.py").write_text(SOLUTION.replace("x + 1", "x + 2"))
+    assert build(sols, exs, check=True) == []  # the solution body is hidden: still up to date
+    (sols / "01_x.py").write_text(SOLUTION.replace('print("done")', 'print("finished")'))
+    assert len(build(sols, exs, check=True)) == 1
+    # an edited ipynb is stale too
+    build(sols, exs)
+    nb_path = exs / "01_x.ipynb"
+    nb_path.write_text(nb_path.read_text().replace("finished", "edited by hand"))
+    assert build(sols, exs, check=True) == [f"{nb_path}: stale, regenerate with `make exercises`"]
+    # an exercise whose solution is gone is reported, then removed on rebuild
+    (exs / "02_y.py").write_text("# %%\n")
+    assert any("has no solution" in s for s in build(sols, exs, check=True))
+    build(sols, exs)
+    assert not (exs / "02_y.py").exists()
+
+
+def test_cli_reports_bad_marker(tmp_path):
+    sols = tmp_path / "solutions"
+    sols.mkdir()
+    (sols / "01_x.py").write_text("# %%\ndef f():\n    # BEGIN SOLUTION\n    return 1\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "optimal_scaling.exercises", str(sols), str(tmp_path / "ex")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert f"{sols / '01_x.py'}:3: '# BEGIN SOLUTION' has no matching" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_course_exercises_are_up_to_date(root):
+    assert build(root / "solutions", root / "exercises", check=True) == []

@@ -1,0 +1,73 @@
+"""The project files agree with each other: pyproject ↔ environment.yml, README ↔ syllabus."""
+
+import re
+
+import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from optimal_scaling.course import FOLDERS, SYLLABUS
+
+CONDA_TO_PIP = {"pytorch": "torch"}
+
+
+def requirement_name(spec: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_lists_the_same_packages(root):
+    meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pip_names = {requirement_name(r) for r in meta["dependencies"]}
+    pip_names |= {requirement_name(r) for r in meta["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    conda_names = {CONDA_TO_PIP.get(n, n) for n in map(requirement_name, conda)} - {"python", "pip"}
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    # triton comes in through the package's own extra (its marker keeps it to Linux)
+    assert any(line.startswith("-e") and "triton" in line for line in pip_section)
+    triton = {requirement_name(r) for r in meta["optional-dependencies"]["triton"]}
+    assert triton == {"triton"}
+    assert conda_names == pip_names - triton, (
+        f"only in pyproject: {sorted(pip_names - triton - conda_names)}; "
+        f"only in environment.yml: {sorted(conda_names - pip_names)}"
+    )
+
+
+def test_torch_is_a_lower_bound_only(root):
+    meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    torch_req = [r for r in meta["dependencies"] if requirement_name(r) == "torch"]
+    assert torch_req and all(re.fullmatch(r"torch>=[\d.]+", r) for r in torch_req)
+    makefile = (root / "Makefile").read_text()
+    assert re.search(r"^TORCH_VERSION \?= \d+\.\d+\.\d+$", makefile, re.M)
+
+
+def test_readme_starts_with_the_two_commands(root):
+    text = (root / "README.md").read_text()
+    first_block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert [line.split()[:2] for line in first_block.strip().splitlines()] == [
+        ["make", "lab"],
+        ["make", "test"],
+    ]
+
+
+def test_readme_syllabus_links_every_existing_notebook(root):
+    text = (root / "README.md").read_text()
+    rows = {int(m[1]): m[2] for m in re.finditer(r"^\| (\d\d) \| [^|]+ \| (.+) \|$", text, re.M)}
+    assert sorted(rows) == [lec.number for lec in SYLLABUS]
+    for lec in SYLLABUS:
+        links = re.findall(r"\]\(([^)]+)\)", rows[lec.number])
+        exists = [(root / f / f"{lec.stem}.ipynb").exists() for f in FOLDERS]
+        if all(exists):
+            assert sorted(links) == sorted(f"{f}/{lec.stem}.ipynb" for f in FOLDERS), lec.stem
+        else:
+            assert not any(exists), f"{lec.stem}: some but not all of its notebooks exist"
+            assert rows[lec.number].strip() == "coming", lec.stem
+
+
+def test_readme_links_resolve(root):
+    text = (root / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#:]+)\)", text):
+        assert (root / target).exists(), f"README links to missing {target}"
