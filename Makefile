@@ -11,6 +11,9 @@ LAB_ARGS ?=
 NB_TIMEOUT ?= 300
 WORKERS ?= 2
 
+# JupyterLab refuses to start as root (containers, cloud VMs) unless told it may.
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 BIN := $(VENV)/bin
 # The install stamp depends on pyproject.toml: editing it reinstalls, otherwise a rerun takes seconds.
 STAMP := $(VENV)/.installed
@@ -38,7 +41,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 lab: install
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(LAB_ARGS) lectures/00_welcome.ipynb
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(ALLOW_ROOT) $(LAB_ARGS) lectures/00_welcome.ipynb
 
 lint: install
 	$(BIN)/ruff check optimal_scaling tests tools benchmarks lectures solutions exercises
