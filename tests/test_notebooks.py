@@ -86,3 +86,15 @@ def test_sync_strips_outputs(pair):
     edit(ipynb, lambda nb: first_code(nb).update(execution_count=1))
     notebooks.sync([ipynb.parent])
     assert all(c.get("execution_count") is None for c in json.loads(ipynb.read_text())["cells"])
+
+
+def test_no_notebook_hard_codes_a_device(root):
+    """Notebooks take their device from osc.config.device(), never `.cuda()` or "cuda"."""
+    offenders = []
+    for folder in FOLDERS:
+        for py in (root / folder).glob("*.py"):
+            for lineno, line in enumerate(py.read_text().splitlines(), start=1):
+                code = line.split("#", 1)[0]
+                if ".cuda(" in code or "device='cuda'" in code or 'device="cuda"' in code:
+                    offenders.append(f"{py.relative_to(root)}:{lineno}")
+    assert offenders == []
