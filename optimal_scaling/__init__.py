@@ -12,10 +12,37 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"checks", "cli", "config", "course", "data", "exercises", "models", "notebooks"}
+_SUBMODULES = {
+    "checks",
+    "cli",
+    "config",
+    "coord_check",
+    "course",
+    "data",
+    "exercises",
+    "experiments",
+    "models",
+    "notebooks",
+    "parametrization",
+    "results",
+    "train",
+}
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
-    from optimal_scaling import checks, config, course, data, exercises, models, notebooks  # noqa: F401
+    from optimal_scaling import (  # noqa: F401
+        checks,
+        config,
+        coord_check,
+        course,
+        data,
+        exercises,
+        experiments,
+        models,
+        notebooks,
+        parametrization,
+        results,
+        train,
+    )
 
 
 def __getattr__(name: str):

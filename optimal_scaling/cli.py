@@ -29,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solutions", default="solutions")
     p.add_argument("--exercises", default="exercises")
     p.add_argument("--check", action="store_true")
+    p = sub.add_parser("lr-transfer", help="GPT learning-rate transfer grid (lecture 01)")
+    p.add_argument("--out", required=True, help="CSV file to write (with a provenance header)")
+    p.add_argument("--fast", action="store_true", help="the seconds-long version")
+    p.add_argument("--widths", type=int, nargs="+")
+    p.add_argument("--log2-lrs", type=float, nargs="+")
+    p.add_argument("--parametrizations", nargs="+", choices=["sp", "mup", "ntk", "spectral"])
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--data", choices=["bytes", "markov"])
     args = parser.parse_args(argv)
 
     if args.command == "env":
@@ -39,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in report.items():
             print(f"{key:<{width}}  {value}")
         return 0
+    if args.command == "lr-transfer":
+        return _lr_transfer(args, argv)
     if args.command in ("sync", "check"):
         from optimal_scaling import notebooks
 
@@ -46,6 +57,30 @@ def main(argv: list[str] | None = None) -> int:
     from optimal_scaling import exercises
 
     return exercises.main([args.solutions, args.exercises] + (["--check"] if args.check else []))
+
+
+def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
+    import dataclasses
+    import shlex
+
+    from optimal_scaling.experiments import LRTransferConfig, describe, gpt_lr_transfer
+    from optimal_scaling.results import write_table
+
+    cfg = LRTransferConfig.fast() if args.fast else LRTransferConfig()
+    overrides = {
+        "widths": tuple(args.widths) if args.widths else None,
+        "log2_lrs": tuple(args.log2_lrs) if args.log2_lrs else None,
+        "parametrizations": tuple(args.parametrizations) if args.parametrizations else None,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "data": args.data,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    grid = gpt_lr_transfer(cfg)
+    argv = sys.argv[1:] if argv is None else argv
+    path = write_table(grid, args.out, "optimal-scaling " + shlex.join(argv), config=describe(cfg))
+    print(f"wrote {len(grid)} runs to {path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,11 +19,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from optimal_scaling.models.layers import Linear
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
 class MLP(nn.Module):
-    """Multilayer perceptron: ``depth`` linear layers of width ``width`` (``depth ≥ 2``)."""
+    """Multilayer perceptron: ``depth`` linear layers of width ``width`` (``depth ≥ 2``).
+
+    Weights start from N(0, 1/fan_in) and biases from zero (the standard parametrization);
+    a :class:`~optimal_scaling.parametrization.Parametrization` can re-initialize them.
+    """
 
     def __init__(
         self,
@@ -44,10 +50,13 @@ class MLP(nn.Module):
             raise ValueError(
                 f"MLP: unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
             )
+        self.config = dict(
+            d_in=d_in, width=width, d_out=d_out, depth=depth, activation=activation, bias=bias
+        )
         self.d_in, self.width, self.d_out, self.depth = d_in, width, d_out, depth
-        self.input = nn.Linear(d_in, width, bias=bias)
-        self.hidden = nn.ModuleList(nn.Linear(width, width, bias=bias) for _ in range(depth - 2))
-        self.output = nn.Linear(width, d_out, bias=bias)
+        self.input = Linear(d_in, width, bias=bias)
+        self.hidden = nn.ModuleList(Linear(width, width, bias=bias) for _ in range(depth - 2))
+        self.output = Linear(width, d_out, bias=bias)
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,6 +68,14 @@ class MLP(nn.Module):
         for layer in self.hidden:
             h = self.act(layer(h))
         return self.output(h)
+
+    def param_roles(self) -> dict[str, str]:
+        """Role of every parameter: ``input``, ``hidden``, ``output`` or ``bias``."""
+        roles = {}
+        for name, _ in self.named_parameters():
+            layer = name.split(".")[0]
+            roles[name] = "bias" if name.endswith("bias") else layer
+        return roles
 
     def num_params(self) -> int:
         """Number of trainable scalars, counted from the tensors themselves."""

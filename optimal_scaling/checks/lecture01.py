@@ -1,0 +1,84 @@
+"""Self-checks for lecture 01 (hyperparameters and μP)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from optimal_scaling.checks import CheckResult, check, check_value
+from optimal_scaling.models import MLP
+from optimal_scaling.parametrization import Parametrization
+
+# (role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer)
+_LAYER_CASES = [
+    ("input", 16, 256, 16, 64, "adam"),
+    ("hidden", 256, 256, 64, 64, "adam"),
+    ("output", 256, 10, 64, 10, "adam"),
+    ("input", 16, 1024, 16, 64, "sgd"),
+    ("hidden", 1024, 1024, 64, 64, "sgd"),
+    ("output", 1024, 10, 64, 10, "sgd"),
+    ("hidden", 64, 64, 64, 64, "adam"),
+]
+
+
+def _mup_reference(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
+    """Read the answer off the package: build an MLP with these shapes and ask μP."""
+    d_in, width, d_out = {
+        "input": (fan_in, fan_out, 10),
+        "hidden": (16, fan_in, 10),
+        "output": (16, fan_in, fan_out),
+    }[role]
+    base_width = {"input": base_fan_out, "hidden": base_fan_in, "output": base_fan_in}[role]
+    par = Parametrization("mup", base_width=base_width, optimizer=optimizer)
+    name = {"input": "input.weight", "hidden": "hidden.0.weight", "output": "output.weight"}[role]
+    rule = next(r for r in par.rules(MLP(d_in, width, d_out, depth=3)) if r.name == name)
+    return {"init_std": rule.init_std, "lr_mult": rule.lr_mult}
+
+
+def check_mup_multipliers(fn: Callable[..., dict]) -> CheckResult:
+    """``fn(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer)`` →
+    ``{"init_std": ..., "lr_mult": ...}`` under μP (Table 3 form)."""
+    keys = ("role", "fan_in", "fan_out", "base_fan_in", "base_fan_out", "optimizer")
+    return check(
+        "μP init std and LR multiplier",
+        fn,
+        _mup_reference,
+        [dict(zip(keys, case, strict=True)) for case in _LAYER_CASES],
+        hint="init std: 1/√fan_in, except the readout: (1/√base_fan_in)·(base_fan_in/fan_in); "
+        "Adam LR: 1/r_in for hidden and output, 1 for input; SGD LR: r_out, 1, 1/r_in",
+    )
+
+
+def _coord_stats(h: torch.Tensor, h0: torch.Tensor) -> tuple[float, float]:
+    h, h0 = h.float(), h0.float()
+    return h.abs().mean().item(), (h - h0).abs().mean().item()
+
+
+def check_coord_stats(fn: Callable[..., tuple[float, float]]) -> CheckResult:
+    """``fn(h, h0)`` → (mean |h|, mean |h − h0|)."""
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for shape in [(4, 8), (2, 3, 16), (1, 1)]:
+        h0 = torch.randn(shape, generator=g)
+        cases.append({"h": h0 + 0.1 * torch.randn(shape, generator=g), "h0": h0})
+    cases.append({"h": cases[0]["h0"], "h0": cases[0]["h0"]})
+    return check("coordinate-check statistics", fn, _coord_stats, cases,
+                 hint="average |x| over every coordinate (all batch and feature entries)")
+
+
+def check_slope_prediction(predict: Callable[[], float], measured: float) -> CheckResult:
+    """Compare the slope ``predict()`` returns with the measured one (tolerance 0.25)."""
+    try:
+        predicted = predict()
+    except NotImplementedError:
+        predicted = ...
+    return check_value(
+        "predicted slope vs measurement",
+        predicted,
+        measured,
+        atol=0.25,
+        rtol=0.0,
+        hint="under SP with Adam the first update moves every readout weight by ±lr, and "
+        "the output sums n such terms",
+    )

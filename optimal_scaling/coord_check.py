@@ -1,0 +1,294 @@
+"""Coordinate checks and learning-rate transfer: do activations and optima stay put as width grows?
+
+**Coordinate check** (the convention of microsoft/mup): build the model at several widths,
+train each for a few steps on *one fixed batch* (reused at every step), and record for each
+layer the mean absolute value of its output coordinates,
+
+    out_ℓ(t) = mean_i |h_ℓ,i(t)|,        delta_ℓ(t) = mean_i |h_ℓ,i(t) − h_ℓ,i(1)|,
+
+where step 1 is measured *before* any update. A parametrization is healthy when every curve
+is flat in width: on log–log axes the slope of each statistic against width is ≈ 0. Under
+the standard parametrization with Adam the output logits' change grows like width.
+
+**LR transfer**: train at every (width, learning rate) of a grid and find each width's
+optimum; under μP the optimum (and the divergence edge) stays put across width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import torch
+from torch import nn
+
+from optimal_scaling.train import TrainResult
+
+STATS = ("out", "delta")
+
+
+def _layers(model: nn.Module, names: Sequence[str] | None) -> dict[str, nn.Module]:
+    """Modules to watch: the given names, else every module that owns a weight matrix."""
+    if names is not None:
+        return {n: model.get_submodule(n) for n in names}
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+    }
+
+
+def record_coords(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    steps: int = 4,
+    layers: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Coordinate statistics of one model over ``steps`` steps on one reused ``batch``.
+
+    Rows: ``step`` (1 = before any update), ``layer``, ``stat`` ("out" or "delta"),
+    ``value``, plus ``loss`` (the loss at that step, before its update).
+    """
+    if steps < 2:
+        raise ValueError(f"a coordinate check needs at least 2 steps, got {steps}")
+    watched = _layers(model, layers)
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, n=n: outputs.__setitem__(n, out.detach()))
+        for n, m in watched.items()
+    ]
+    x, y = batch
+    first: dict[str, torch.Tensor] = {}
+    rows = []
+    try:
+        for step in range(1, steps + 1):
+            loss = loss_fn(model(x), y)
+            for name, out in outputs.items():
+                out = out.float()
+                if step == 1:
+                    first[name] = out.clone()
+                rows.append(
+                    {
+                        "step": step,
+                        "layer": name,
+                        "stat": "out",
+                        "value": out.abs().mean().item(),
+                        "loss": loss.item(),
+                    }
+                )
+                rows.append(
+                    {
+                        "step": step,
+                        "layer": name,
+                        "stat": "delta",
+                        "value": (out - first[name]).abs().mean().item(),
+                        "loss": loss.item(),
+                    }
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for h in hooks:
+            h.remove()
+    return pd.DataFrame(rows)
+
+
+def coord_check(
+    make_model: Callable[[int], nn.Module],
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+    batch: tuple[torch.Tensor, torch.Tensor],
+    widths: Iterable[int],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    steps: int = 4,
+    seeds: Iterable[int] = (0,),
+    layers: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Coordinate statistics across widths (and seeds, averaged): a tidy DataFrame.
+
+    ``make_model(width)`` returns a model on the batch's device, already parametrized;
+    ``make_optimizer(model)`` its optimizer. Columns: width, seed, step, layer, stat, value.
+    """
+    frames = []
+    for width in widths:
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = make_model(width)
+            df = record_coords(model, make_optimizer(model), batch, loss_fn, steps, layers)
+            frames.append(df.assign(width=width, seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def mlp_coord_check(
+    parametrization: str = "mup",
+    optimizer: str = "adam",
+    widths: Sequence[int] = (128, 256, 512, 1024, 2048),
+    lr: float | None = None,
+    steps: int = 4,
+    seeds: Iterable[int] = range(4),
+    depth: int = 3,
+    d_in: int = 16,
+    batch_size: int = 4,
+) -> pd.DataFrame:
+    """The course's standard coordinate check: an MLP regressor at several widths.
+
+    Base width = the smallest width; one random batch of ``batch_size`` inputs reused at every
+    step; Adam at lr 1e-2 or SGD at lr 0.05 unless ``lr`` is given.
+    """
+    from optimal_scaling.models import MLP
+    from optimal_scaling.parametrization import Parametrization
+    from optimal_scaling.train import mse
+
+    widths = sorted(widths)
+    lr = lr if lr is not None else (1e-2 if optimizer == "adam" else 0.05)
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randn(batch_size, d_in, generator=g), torch.randn(batch_size, 1, generator=g)
+    par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
+    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+
+    def make_model(width: int) -> nn.Module:
+        gen = torch.Generator().manual_seed(torch.initial_seed())
+        return par.apply(MLP(d_in, width, 1, depth=depth), gen)
+
+    def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+        return opt_cls(par.param_groups(model, lr=lr))
+
+    return coord_check(make_model, make_optimizer, batch, widths, mse, steps=steps, seeds=seeds)
+
+
+def fit_slopes(df: pd.DataFrame) -> pd.DataFrame:
+    """Least-squares slope of log(value) against log(width), per layer, step and statistic.
+
+    Seeds are averaged first. Steps where a statistic is zero at some width (``delta`` at
+    step 1) get no slope.
+    """
+    mean = df.groupby(["layer", "stat", "step", "width"], as_index=False)["value"].mean()
+    rows = []
+    for (layer, stat, step), g in mean.groupby(["layer", "stat", "step"]):
+        if (g["value"] <= 0).any() or g["width"].nunique() < 2:
+            continue
+        slope = np.polyfit(np.log(g["width"]), np.log(g["value"]), 1)[0]
+        rows.append({"layer": layer, "stat": stat, "step": step, "slope": float(slope)})
+    return pd.DataFrame(rows)
+
+
+def plot_coords(df: pd.DataFrame, stat: str = "out", title: str = ""):
+    """Plotly figure: the statistic against width (log–log), one line per layer, one facet
+    per step."""
+    if stat not in STATS:
+        raise ValueError(f"unknown statistic {stat!r}; choose from {STATS}")
+    data = df[df["stat"] == stat].groupby(["step", "layer", "width"], as_index=False)["value"]
+    data = data.mean()
+    if stat == "delta":
+        data = data[data["step"] > 1]
+    label = "mean |h|" if stat == "out" else "mean |h − h₀|"
+    fig = px.line(
+        data,
+        x="width",
+        y="value",
+        color="layer",
+        facet_col="step",
+        markers=True,
+        log_x=True,
+        log_y=True,
+        labels={"value": label},
+        title=title,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------- learning-rate transfer
+def lr_transfer(
+    run: Callable[[int, float], TrainResult],
+    widths: Iterable[int],
+    lrs: Iterable[float],
+) -> pd.DataFrame:
+    """Train at every (width, lr) and return the loss grid.
+
+    ``run(width, lr)`` trains one model and returns its :class:`TrainResult`. Columns: width,
+    lr, loss (final validation loss, ``inf`` for a diverged run), train_loss, initial_loss
+    (the first step's loss), diverged, reason.
+    """
+    rows = []
+    for width in widths:
+        for lr in lrs:
+            result = run(width, lr)
+            rows.append(
+                {
+                    "width": width,
+                    "lr": lr,
+                    "loss": result.final_val_loss,
+                    "train_loss": result.final_loss,
+                    "initial_loss": float(result.history["loss"].iloc[0]),
+                    "diverged": result.diverged,
+                    "reason": result.reason,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",)) -> pd.DataFrame:
+    """Per group: the best learning rate, its loss, and the divergence edge.
+
+    A run *fails* when it diverged, its loss is not finite, or it ended no better than it
+    started (``loss ≥ initial_loss``); the divergence edge is the smallest failing learning
+    rate above the optimum (NaN when none failed).
+    """
+    rows = []
+    for key, g in grid.groupby(list(by)):
+        failed = g["diverged"] | ~np.isfinite(g["loss"])
+        if "initial_loss" in g:
+            failed |= g["loss"] >= g["initial_loss"]
+        ok = g[~failed]
+        best_lr, best = (
+            (math.nan, math.nan) if ok.empty else ok.loc[ok["loss"].idxmin(), ["lr", "loss"]]
+        )
+        above = g[failed & (g["lr"] > (0.0 if ok.empty else best_lr))]
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append(
+            {
+                **dict(zip(by, key, strict=True)),
+                "best_lr": best_lr,
+                "log2_best_lr": math.log2(best_lr) if best_lr == best_lr else math.nan,
+                "best_loss": best,
+                "divergence_lr": above["lr"].min() if len(above) else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_lr_transfer(grid: pd.DataFrame, title: str = "", facet: str | None = None):
+    """Loss against learning rate, one curve per width, each optimum marked with a star."""
+    data = grid[np.isfinite(grid["loss"])].copy()
+    data["width"] = data["width"].astype(str)
+    fig = px.line(
+        data,
+        x="lr",
+        y="loss",
+        color="width",
+        facet_col=facet,
+        markers=True,
+        log_x=True,
+        title=title,
+    )
+    by = ["width"] + ([facet] if facet else [])
+    best = optima(grid, by)
+    best = best[np.isfinite(best["best_loss"])]
+    for i, name in enumerate(sorted(best[facet].unique()) if facet else [None]):
+        sub = best if facet is None else best[best[facet] == name]
+        fig.add_scatter(
+            x=sub["best_lr"],
+            y=sub["best_loss"],
+            mode="markers",
+            marker={"symbol": "star", "size": 14, "color": "black"},
+            name="optimum",
+            showlegend=i == 0,
+            row=1,
+            col=i + 1,
+        )
+    return fig

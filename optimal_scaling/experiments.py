@@ -1,0 +1,160 @@
+"""The course's named experiments, runnable from a notebook or the command line.
+
+``gpt_lr_transfer``: the learning-rate-transfer experiment of lecture 01. A small GPT is
+trained with AdamW at every (parametrization, width, learning rate) of a grid, on the byte
+corpus (the Python standard library's own sources) or the synthetic Markov language, and the
+final validation loss is recorded. Under μP the loss-vs-LR curves of all widths should share
+their optimum and their divergence edge; under SP the optimum should drift to smaller LR as
+width grows. Regenerate the committed table with::
+
+    optimal-scaling lr-transfer --out results/lr_transfer_gpt.csv
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import torch
+
+from optimal_scaling import data as data_sources
+from optimal_scaling.config import device as default_device
+from optimal_scaling.models import GPT
+from optimal_scaling.parametrization import Parametrization
+from optimal_scaling.train import TrainResult, train
+
+
+@dataclass
+class LRTransferConfig:
+    """Settings of :func:`gpt_lr_transfer` (defaults: the full-mode run)."""
+
+    parametrizations: tuple[str, ...] = ("sp", "mup")
+    widths: tuple[int, ...] = (32, 64, 128, 256, 512)
+    log2_lrs: tuple[float, ...] = tuple(range(-12, -2))
+    base_width: int = 32
+    depth: int = 2
+    n_heads: int = 4
+    context: int = 64
+    batch_size: int = 16
+    steps: int = 250
+    warmup: float = 0.1  # fraction of steps with linear warmup; then cosine to 10 %
+    data: str = "bytes"  # "bytes" (stdlib sources) or "markov"
+    max_bytes: int = 4_000_000
+    val_batches: int = 8
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def fast(cls) -> LRTransferConfig:
+        """A seconds-long version that exercises the same code path."""
+        return cls(
+            widths=(32, 64),
+            log2_lrs=(-10, -7, -4),
+            steps=30,
+            batch_size=8,
+            context=32,
+            val_batches=2,
+            max_bytes=400_000,
+        )
+
+
+def load_data(cfg: LRTransferConfig) -> data_sources.TokenData:
+    if cfg.data == "bytes":
+        return data_sources.byte_corpus(max_bytes=cfg.max_bytes)
+    if cfg.data == "markov":
+        return data_sources.MarkovLanguage(seed=cfg.seed)
+    raise ValueError(f"unknown data source {cfg.data!r}; choose 'bytes' or 'markov'")
+
+
+def _schedule(steps: int, warmup: float):
+    n_warm = max(1, int(warmup * steps))
+
+    def factor(step: int) -> float:  # step counts from 0
+        if step < n_warm:
+            return (step + 1) / n_warm
+        progress = (step - n_warm) / max(1, steps - n_warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_gpt(
+    cfg: LRTransferConfig,
+    tokens: data_sources.TokenData,
+    parametrization: str,
+    width: int,
+    lr: float,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """One run of the grid: the same init seed and the same batches at every (width, lr)."""
+    device = device or default_device()
+    model = GPT(
+        vocab_size=tokens.vocab_size,
+        context=cfg.context,
+        width=width,
+        depth=cfg.depth,
+        n_heads=cfg.n_heads,
+    )
+    par = Parametrization(parametrization, base_width=cfg.base_width)
+    par.apply(model, torch.Generator().manual_seed(cfg.seed))
+    model.to(device)
+    opt = torch.optim.AdamW(par.param_groups(model, lr=lr), betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.steps, cfg.warmup))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    val_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    val = [
+        tokens.batch("val", cfg.batch_size, cfg.context, val_gen, device)
+        for _ in range(cfg.val_batches)
+    ]
+    return train(
+        model,
+        opt,
+        lambda: tokens.batch("train", cfg.batch_size, cfg.context, gen, device),
+        cfg.steps,
+        val_batches=val,
+        scheduler=sched,
+        progress=False,
+    )
+
+
+def gpt_lr_transfer(cfg: LRTransferConfig | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run the whole grid; one row per (parametrization, width, lr).
+
+    Columns: parametrization, width, lr, log2_lr, loss (final validation loss, inf when the
+    run diverged), train_loss, initial_loss, diverged, reason, params, seconds.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    cfg = cfg or LRTransferConfig()
+    tokens = load_data(cfg)
+    grid = [(p, w, e) for p in cfg.parametrizations for w in cfg.widths for e in cfg.log2_lrs]
+    rows = []
+    for p, w, e in tqdm(grid, disable=not progress, desc="lr transfer"):
+        start = time.perf_counter()
+        result = train_gpt(cfg, tokens, p, w, 2.0**e)
+        h = result.history
+        rows.append(
+            {
+                "parametrization": p,
+                "width": w,
+                "lr": 2.0**e,
+                "log2_lr": e,
+                "loss": result.final_val_loss,
+                "train_loss": result.final_loss,
+                "initial_loss": float(h["loss"].iloc[0]),
+                "diverged": result.diverged,
+                "reason": result.reason,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def describe(cfg: LRTransferConfig) -> str:
+    """The settings on one line, for a result file's header."""
+    d = asdict(cfg)
+    d.pop("extra")
+    return ", ".join(f"{k}={v}" for k, v in d.items())

@@ -1,0 +1,132 @@
+"""Coordinate checks measure what μP predicts (microsoft/mup's convention: mean |h| per layer,
+one batch reused, step 1 before any update, slopes against width on log–log axes)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from optimal_scaling.coord_check import (
+    fit_slopes,
+    lr_transfer,
+    mlp_coord_check,
+    optima,
+    plot_coords,
+)
+from optimal_scaling.data import TeacherTask
+from optimal_scaling.models import MLP
+from optimal_scaling.parametrization import Parametrization
+from optimal_scaling.train import mse, train
+
+WIDTHS = [128, 256, 512, 1024, 2048]  # a 16× range
+
+
+def adam_coord_check(name: str) -> pd.DataFrame:
+    return mlp_coord_check(name, "adam", widths=WIDTHS, lr=1e-2, steps=4, seeds=range(4))
+
+
+@pytest.fixture(scope="module")
+def mup_slopes():
+    return fit_slopes(adam_coord_check("mup"))
+
+
+@pytest.fixture(scope="module")
+def sp_slopes():
+    return fit_slopes(adam_coord_check("sp"))
+
+
+def test_mup_every_layer_is_flat_in_width(mup_slopes):
+    # after the first update every statistic of every layer is width-independent
+    later = mup_slopes[mup_slopes.step >= 2]
+    assert set(later.layer) == {"input", "hidden.0", "output"}
+    assert later.slope.abs().max() <= 0.15, later.sort_values("slope").to_string()
+    # before any update: input and hidden outputs are flat too
+    init = mup_slopes[(mup_slopes.step == 1) & (mup_slopes.layer != "output")]
+    assert len(init) == 2 and init.slope.abs().max() <= 0.15
+
+
+def test_mup_readout_starts_at_zero_like_inverse_sqrt_width(mup_slopes):
+    # Table 3: readout init variance 1/fan_in², so its output at init is Θ(n^−1/2)
+    init = mup_slopes.query("step == 1 and layer == 'output' and stat == 'out'").slope
+    assert init.item() == pytest.approx(-0.5, abs=0.1)
+
+
+def test_sp_output_change_grows_with_width(sp_slopes):
+    delta = sp_slopes.query("layer == 'output' and stat == 'delta' and step >= 2").slope
+    assert len(delta) == 3 and delta.min() >= 0.5, delta.tolist()
+    hidden = sp_slopes.query("layer == 'hidden.0' and stat == 'delta' and step >= 2").slope
+    assert hidden.min() >= 0.5  # SP's hidden features also move faster with width under Adam
+
+
+def test_fit_slopes_recovers_a_known_power_law():
+    widths = [64, 128, 256, 512]
+    df = pd.DataFrame(
+        [
+            {"width": w, "seed": 0, "step": 2, "layer": "a", "stat": "out", "value": 3.0 * w**0.7}
+            for w in widths
+        ]
+    )
+    assert fit_slopes(df).slope.item() == pytest.approx(0.7)
+
+
+def test_mup_loss_does_not_grow_with_width():
+    """ "Wider is better": at a fixed learning rate, μP's loss after N steps falls with width."""
+    task = TeacherTask(d_in=16, width=64, seed=0)
+    x_val, y_val = task.batch(1024, torch.Generator().manual_seed(5))
+    par = Parametrization("mup", base_width=128)
+    losses = []
+    for width in [128, 256, 512, 1024]:
+        per_seed = []
+        for seed in range(2):
+            model = par.apply(MLP(16, width, 1, depth=3), torch.Generator().manual_seed(seed))
+            opt = torch.optim.Adam(par.param_groups(model, lr=3e-3))
+            gen = torch.Generator().manual_seed(100)  # the same data for every width
+            result = train(
+                model,
+                opt,
+                lambda gen=gen: task.batch(32, gen),
+                60,
+                val_batches=[(x_val, y_val)],
+                loss_fn=mse,
+                progress=False,
+            )
+            per_seed.append(result.final_val_loss)
+        losses.append(np.mean(per_seed))
+    assert all(b <= a * 1.01 for a, b in zip(losses, losses[1:], strict=False)), losses
+
+
+def test_plot_coords_facets_by_step():
+    df = adam_coord_check("mup")
+    fig = plot_coords(df, "delta")
+    steps = {a.text for a in fig.layout.annotations}
+    assert steps == {"step=2", "step=3", "step=4"}
+    with pytest.raises(ValueError, match="unknown statistic"):
+        plot_coords(df, "mean")
+
+
+def test_lr_transfer_grid_and_optima():
+    task = TeacherTask(d_in=8, width=32, seed=0)
+    val = [task.batch(256, torch.Generator().manual_seed(1))]
+
+    def run(width, lr):
+        model = MLP(8, width, 1, depth=3)
+        gen = torch.Generator().manual_seed(0)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        return train(
+            model,
+            opt,
+            lambda: task.batch(32, gen),
+            20,
+            val_batches=val,
+            loss_fn=mse,
+            progress=False,
+        )
+
+    grid = lr_transfer(run, [16, 32], [1e-3, 1e-1, 1e3])
+    assert len(grid) == 6 and grid.query("lr == 1e3").diverged.all()
+    best = optima(grid)
+    assert (best.best_lr == 1e-1).all()  # the tiny lr barely moves in 20 steps
+    assert (best.divergence_lr == 1e3).all()
+    for _, row in best.iterrows():
+        rows = grid[grid.width == row.width]
+        assert row.best_loss == rows[~rows.diverged].loss.min()

@@ -1,0 +1,204 @@
+"""Every preset's numbers against the μP table (Tensor Programs V) and its relatives."""
+
+import math
+
+import pytest
+import torch
+
+from optimal_scaling.models import GPT, MLP
+from optimal_scaling.parametrization import Parametrization
+
+D_IN, BASE = 16, 64
+
+
+def rules(name, width, **kw):
+    par = Parametrization(name, base_width=BASE, **kw)
+    model = MLP(D_IN, width, 1, depth=3)
+    return {r.name: r for r in par.rules(model)}
+
+
+def expected(name, optimizer, form, n):
+    """The table, written out by hand for MLP(16 → n → n → 1) with base width 64."""
+    m = n / BASE
+    if name == "sp":
+        std = {"input": D_IN**-0.5, "hidden": n**-0.5, "output": n**-0.5}
+        return std, dict.fromkeys(std, 1.0), dict.fromkeys(std, 1.0), dict.fromkeys(std, 1.0)
+    if name == "ntk":
+        std = {"input": D_IN**-0.5, "hidden": BASE**-0.5, "output": BASE**-0.5}
+        mult = {"input": 1.0, "hidden": m**-0.5, "output": m**-0.5}
+        return std, mult, dict.fromkeys(std, 1.0), dict.fromkeys(std, 1.0)
+    if name == "spectral":
+        std = {"input": D_IN**-0.5, "hidden": n**-0.5, "output": n**-0.5 * (1 / n) ** 0.5}
+        lr = {"input": 1.0, "hidden": 1 / m, "output": 1 / m}
+        if optimizer == "sgd":
+            lr = {"input": m, "hidden": 1.0, "output": 1 / m}
+        return std, dict.fromkeys(std, 1.0), lr, {"input": 1 / m, "hidden": 1 / m, "output": 1.0}
+    # μP: init var input 1/fan_in, hidden 1/fan_in, output 1/fan_in² (Table 3)
+    std = {"input": D_IN**-0.5, "hidden": n**-0.5, "output": BASE**-0.5 / m}
+    mult = dict.fromkeys(std, 1.0)
+    eps = {"input": 1 / m, "hidden": 1 / m, "output": 1.0}
+    if optimizer == "adam":
+        lr = {"input": 1.0, "hidden": 1 / m, "output": 1 / m}
+    else:
+        lr = {"input": m, "hidden": 1.0, "output": 1 / m}
+    if form == "table8":  # fixed readout init, 1/width multiplier
+        std["output"], mult["output"], eps["output"] = BASE**-0.5, 1 / m, 1 / m
+        lr["output"] = 1.0 if optimizer == "adam" else m
+    return std, mult, lr, eps
+
+
+CASES = [
+    ("sp", "adam", "table3"),
+    ("mup", "adam", "table3"),
+    ("mup", "sgd", "table3"),
+    ("mup", "adam", "table8"),
+    ("mup", "sgd", "table8"),
+    ("ntk", "sgd", "table3"),
+    ("spectral", "adam", "table3"),
+    ("spectral", "sgd", "table3"),
+]
+
+
+@pytest.mark.parametrize("width", [BASE, 4 * BASE])
+@pytest.mark.parametrize("name, optimizer, form", CASES)
+def test_presets_match_the_table(name, optimizer, form, width):
+    got = rules(name, width, optimizer=optimizer, form=form)
+    std, mult, lr, eps = expected(name, optimizer, form, width)
+    layer = {"input.weight": "input", "hidden.0.weight": "hidden", "output.weight": "output"}
+    for param, role in layer.items():
+        r = got[param]
+        assert r.role == role
+        assert r.init_std == pytest.approx(std[role]), (param, "init std")
+        assert r.multiplier == pytest.approx(mult[role]), (param, "multiplier")
+        assert r.lr_mult == pytest.approx(lr[role]), (param, "lr")
+        if optimizer == "adam":
+            assert r.eps_mult == pytest.approx(eps[role]), (param, "eps")
+    # biases: init 0; μP SGD LR ∝ fan_out ("input weights & all biases"), Adam LR 1
+    m = width / BASE
+    hidden_bias, out_bias = got["hidden.0.bias"], got["output.bias"]
+    assert hidden_bias.init_std is None and hidden_bias.role == "bias"
+    if name == "mup" and optimizer == "sgd":
+        assert (hidden_bias.lr_mult, out_bias.lr_mult) == pytest.approx((m, 1.0))
+    elif name in ("sp", "ntk") or optimizer == "adam":
+        assert (hidden_bias.lr_mult, out_bias.lr_mult) == (1.0, 1.0)
+
+
+def test_at_base_width_mup_is_sp():
+    sp, mup = rules("sp", BASE), rules("mup", BASE)
+    for name in sp:
+        assert (sp[name].init_std, sp[name].lr_mult, sp[name].multiplier) == (
+            mup[name].init_std,
+            mup[name].lr_mult,
+            mup[name].multiplier,
+        )
+
+
+@pytest.mark.parametrize("name", ["sp", "mup", "ntk", "spectral"])
+def test_apply_draws_the_stated_init(name):
+    par = Parametrization(name, base_width=BASE)
+    model = par.apply(MLP(D_IN, 512, 1, depth=3), torch.Generator().manual_seed(0))
+    for r in par.rules(model):
+        p = model.get_parameter(r.name)
+        if r.init_std is None:
+            assert torch.all(p == 0)
+        elif p.numel() > 1000:
+            assert p.std().item() == pytest.approx(r.init_std, rel=0.05), r.name
+    assert model.output.multiplier == par.rules(model)[-2].multiplier
+
+
+def test_param_groups_drive_plain_torch_optimizers():
+    par = Parametrization("mup", base_width=BASE)
+    model = par.apply(MLP(D_IN, 256, 1, depth=3))
+    groups = par.param_groups(model, lr=1e-2, weight_decay=0.1, eps=1e-8)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["hidden.0.weight"]["lr"] == pytest.approx(1e-2 / 4)
+    assert by_name["hidden.0.weight"]["eps"] == pytest.approx(1e-8 / 4)
+    assert by_name["hidden.0.bias"]["weight_decay"] == 0.0
+    opt = torch.optim.AdamW(groups)
+    before = model.hidden[0].weight.detach().clone()
+    model(torch.randn(8, D_IN)).pow(2).mean().backward()
+    opt.step()
+    # Adam's first step moves each entry by its group's lr (m̂/√v̂ = ±1), plus a tiny decay
+    step = (model.hidden[0].weight - before).abs()
+    assert step.max().item() == pytest.approx(1e-2 / 4, rel=0.05)
+    torch.optim.SGD(Parametrization("mup_sgd", base_width=BASE).param_groups(model, lr=0.1)).step()
+
+
+def test_gpt_attention_and_depth_rules():
+    par = Parametrization("mup", base_width=64, depth_alpha=1.0, base_depth=2)
+    model = par.apply(GPT(width=256, depth=8, n_heads=4))
+    attn = model.blocks[0].attn
+    assert attn.head_dim == 64
+    assert attn.logit_scale == pytest.approx(math.sqrt(16) / 64)  # √d_head₀ / d_head
+    assert model.blocks[3].branch_multiplier == pytest.approx((8 / 2) ** -1.0)
+    rule = {r.name: r for r in par.rules(model)}
+    # Adam: hidden LR × (L/L0)^(α−1) = 1 for CompleteP, on top of width's 1/m
+    assert rule["blocks.0.mlp.fc.weight"].lr_mult == pytest.approx(1 / 4)
+    depth_mup = Parametrization("mup", base_width=64, depth_alpha=0.5, base_depth=2)
+    rule = {r.name: r for r in depth_mup.rules(model)}
+    assert rule["blocks.0.mlp.fc.weight"].lr_mult == pytest.approx(1 / 4 * (8 / 2) ** -0.5)
+    sgd = Parametrization("mup", base_width=64, optimizer="sgd", depth_alpha=0.5, base_depth=2)
+    rule = {r.name: r for r in sgd.rules(model)}
+    assert rule["blocks.0.mlp.fc.weight"].lr_mult == pytest.approx(1.0)  # (L/L0)^(2α−1) = 1
+    sp = Parametrization("sp", base_width=64).apply(GPT(width=256, n_heads=4))
+    assert sp.blocks[0].attn.logit_scale == pytest.approx(64**-0.5)
+
+
+def test_gpt_roles():
+    roles = GPT(width=32, n_heads=2, norm_before_linear=True).param_roles()
+    assert roles["wte.weight"] == roles["wpe.weight"] == "input"
+    assert roles["head.weight"] == "output"
+    assert roles["blocks.0.attn.qkv.weight"] == "hidden"
+    assert roles["blocks.0.attn.proj_norm.weight"] == "gain"
+
+
+def test_table3_and_table8_train_the_same_function():
+    """The abc symmetry: the two μP forms give identical outputs under Adam, step by step."""
+    x, y = torch.randn(16, D_IN), torch.randn(16, 1)
+    outs = []
+    for form in ("table3", "table8"):
+        par = Parametrization("mup", base_width=BASE, form=form)
+        # the same draw from the same seed: W8 = r_in · W3, the same function at init
+        model = par.apply(MLP(D_IN, 256, 1, depth=3), torch.Generator().manual_seed(0))
+        opt = torch.optim.Adam(par.param_groups(model, lr=1e-2, eps=1e-12))
+        trace = []
+        for _ in range(5):
+            loss = (model(x) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            trace.append(model(x).detach())
+        outs.append(torch.stack(trace))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+
+def test_tied_embeddings():
+    with pytest.raises(ValueError, match="Table 8"):
+        Parametrization("mup", base_width=32).apply(GPT(width=64, n_heads=2, tied=True))
+    model = Parametrization("mup", base_width=32, form="table8").apply(
+        GPT(width=128, n_heads=2, tied=True)
+    )
+    assert model.head.weight is model.wte.weight
+    assert model.head.multiplier == pytest.approx(32 / 128)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, needle",
+    [
+        ({"name": "mupp"}, ValueError, "unknown parametrization 'mupp'"),
+        ({"optimizer": "lion"}, ValueError, "unknown optimizer 'lion'"),
+        ({"form": "table5"}, ValueError, "unknown μP form"),
+        ({"depth_alpha": 0.7, "base_depth": 2}, ValueError, "depth_alpha must be"),
+        ({"depth_alpha": 1.0}, ValueError, "needs both"),
+    ],
+)
+def test_bad_options(kwargs, error, needle):
+    with pytest.raises(error, match=needle):
+        Parametrization(**kwargs)
+
+
+def test_model_without_roles_is_rejected():
+    with pytest.raises(TypeError, match="not a width-parametrized model"):
+        Parametrization("mup", base_width=8).rules(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="no residual branches"):
+        Parametrization("mup", base_width=8, depth_alpha=1.0, base_depth=2).rules(MLP(4, 16, 1))
