@@ -57,12 +57,12 @@ notebooks: notebooks-solutions notebooks-exercises
 notebooks-solutions: install
 	OPTIMAL_SCALING_FAST=$${OPTIMAL_SCALING_FAST:-1} OPTIMAL_SCALING_STRICT=1 \
 	$(BIN)/python tools/pytest_ok.py $(BIN)/python -m pytest -p no:cacheprovider -n $(WORKERS) \
-		--nbmake --nbmake-timeout=$(NB_TIMEOUT) lectures solutions
+		--durations=0 --nbmake --nbmake-timeout=$(NB_TIMEOUT) lectures solutions
 
 notebooks-exercises: install
 	OPTIMAL_SCALING_FAST=$${OPTIMAL_SCALING_FAST:-1} OPTIMAL_SCALING_STRICT=0 \
 	$(BIN)/python tools/pytest_ok.py $(BIN)/python -m pytest -p no:cacheprovider -n $(WORKERS) \
-		--nbmake --nbmake-timeout=$(NB_TIMEOUT) exercises
+		--durations=0 --nbmake --nbmake-timeout=$(NB_TIMEOUT) exercises
 
 test: lint unit notebooks
 	@echo "make test: all green"

@@ -114,6 +114,9 @@ def coord_check(
     ``make_model(width)`` returns a model on the batch's device, already parametrized;
     ``make_optimizer(model)`` its optimizer. Columns: width, seed, step, layer, stat, value.
     """
+    widths, seeds = list(widths), list(seeds)
+    if not widths or not seeds:
+        raise ValueError("coord_check needs at least one width and one seed")
     frames = []
     for width in widths:
         for seed in seeds:
@@ -144,7 +147,11 @@ def mlp_coord_check(
     from optimal_scaling.parametrization import Parametrization
     from optimal_scaling.train import mse
 
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose 'adam' or 'sgd'")
     widths = sorted(widths)
+    if not widths:
+        raise ValueError("coord_check needs at least one width and one seed")
     lr = lr if lr is not None else (1e-2 if optimizer == "adam" else 0.05)
     g = torch.Generator().manual_seed(0)
     batch = torch.randn(batch_size, d_in, generator=g), torch.randn(batch_size, 1, generator=g)
@@ -207,37 +214,47 @@ def lr_transfer(
     run: Callable[[int, float], TrainResult],
     widths: Iterable[int],
     lrs: Iterable[float],
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Train at every (width, lr) and return the loss grid.
 
     ``run(width, lr)`` trains one model and returns its :class:`TrainResult`. Columns: width,
-    lr, loss (final validation loss, ``inf`` for a diverged run), train_loss, initial_loss
-    (the first step's loss), diverged, reason.
+    lr, log2_lr, loss (final validation loss, ``inf`` for a diverged run), train_loss,
+    initial_loss (the first step's loss), diverged, reason, seconds.
     """
+    import time
+
+    from tqdm.auto import tqdm
+
+    grid = [(w, lr) for w in widths for lr in lrs]
     rows = []
-    for width in widths:
-        for lr in lrs:
-            result = run(width, lr)
-            rows.append(
-                {
-                    "width": width,
-                    "lr": lr,
-                    "loss": result.final_val_loss,
-                    "train_loss": result.final_loss,
-                    "initial_loss": float(result.history["loss"].iloc[0]),
-                    "diverged": result.diverged,
-                    "reason": result.reason,
-                }
-            )
+    for width, lr in tqdm(grid, disable=not progress, desc="lr transfer"):
+        start = time.perf_counter()
+        result = run(width, lr)
+        rows.append(
+            {
+                "width": width,
+                "lr": lr,
+                "log2_lr": math.log2(lr),
+                "loss": result.final_val_loss,
+                "train_loss": result.final_loss,
+                "initial_loss": float(result.history["loss"].iloc[0]),
+                "diverged": result.diverged,
+                "reason": result.reason,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",)) -> pd.DataFrame:
-    """Per group: the best learning rate, its loss, and the divergence edge.
+def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",), margin: float = 0.5) -> pd.DataFrame:
+    """Per group: the best learning rate, its loss, and two edges above it.
 
     A run *fails* when it diverged, its loss is not finite, or it ended no better than it
-    started (``loss ≥ initial_loss``); the divergence edge is the smallest failing learning
-    rate above the optimum (NaN when none failed).
+    started (``loss ≥ initial_loss``). ``divergence_lr`` is the smallest failing learning rate
+    above the optimum; ``edge_lr`` the smallest one whose loss exceeds the best by more than
+    ``margin`` (nats), failed runs included: where the loss curve's right wall begins. Both are
+    NaN when the grid holds no such learning rate.
     """
     rows = []
     for key, g in grid.groupby(list(by)):
@@ -245,10 +262,13 @@ def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",)) -> pd.DataFrame:
         if "initial_loss" in g:
             failed |= g["loss"] >= g["initial_loss"]
         ok = g[~failed]
-        best_lr, best = (
-            (math.nan, math.nan) if ok.empty else ok.loc[ok["loss"].idxmin(), ["lr", "loss"]]
-        )
-        above = g[failed & (g["lr"] > (0.0 if ok.empty else best_lr))]
+        if ok.empty:
+            best_lr, best = math.nan, math.nan
+        else:
+            best_lr, best = ok.loc[ok["loss"].idxmin(), ["lr", "loss"]]
+        above = g["lr"] > (0.0 if ok.empty else best_lr)
+        diverged = g[above & failed]
+        wall = g[above & (failed | (g["loss"] > best + margin))]
         key = key if isinstance(key, tuple) else (key,)
         rows.append(
             {
@@ -256,7 +276,8 @@ def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",)) -> pd.DataFrame:
                 "best_lr": best_lr,
                 "log2_best_lr": math.log2(best_lr) if best_lr == best_lr else math.nan,
                 "best_loss": best,
-                "divergence_lr": above["lr"].min() if len(above) else math.nan,
+                "edge_lr": wall["lr"].min() if len(wall) else math.nan,
+                "divergence_lr": diverged["lr"].min() if len(diverged) else math.nan,
             }
         )
     return pd.DataFrame(rows)

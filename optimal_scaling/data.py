@@ -204,16 +204,12 @@ class MarkovLanguage(TokenData):
         restart: float = 1e-3,
         segment_length: int = 4096,
     ):
-        _check_markov_args(
-            vocab_size,
-            order,
-            branching,
-            zipf,
-            n_train_tokens,
-            n_val_tokens,
-            restart,
-            segment_length,
-        )
+        _check_markov_args(vocab_size, order, branching, zipf, restart, segment_length)
+        if n_train_tokens < 1 or n_val_tokens < 1:
+            raise ValueError(
+                "MarkovLanguage: n_train_tokens and n_val_tokens must be ≥ 1, "
+                f"got {n_train_tokens}, {n_val_tokens}"
+            )
         self.order, self.branching, self.zipf = order, branching, float(zipf)
         self.restart, self.segment_length, self.seed = float(restart), segment_length, seed
         self.vocab_size, self.n_states = vocab_size, vocab_size**order  # set before the chain
@@ -289,7 +285,9 @@ class MarkovLanguage(TokenData):
     def log_prob(self, tokens: np.ndarray) -> np.ndarray:
         """log q(x_t | x_{t-order}, …, x_{t-1}) for t = order, …, len(tokens) − 1 (nats).
 
-        The mean of −``log_prob`` over a long stream estimates ``entropy_rate()``.
+        The mean of −``log_prob`` over a long stream estimates ``entropy_rate()``. At the
+        seams between generated segments (targets at positions t with t mod
+        ``segment_length`` < ``order``) the stream does not follow the chain: leave them out.
         """
         x = np.asarray(tokens, dtype=np.int64)
         V, k = self.vocab_size, self.order
@@ -300,7 +298,8 @@ class MarkovLanguage(TokenData):
             states = states * V + x[i : len(x) - k + i]
         nxt = x[k:]
         p = ((self.successors[states] == nxt[:, None]) * self.rank_probs).sum(axis=1)
-        return np.log((1.0 - self.restart) * p + self.restart / V)
+        with np.errstate(divide="ignore"):  # −inf marks an impossible transition (a seam)
+            return np.log((1.0 - self.restart) * p + self.restart / V)
 
     # Generation -----------------------------------------------------------------------------
 
@@ -333,14 +332,7 @@ MAX_MARKOV_TRANSITIONS = 2**24
 
 
 def _check_markov_args(
-    vocab_size: int,
-    order: int,
-    branching: int,
-    zipf: float,
-    n_train: int,
-    n_val: int,
-    restart: float,
-    segment_length: int,
+    vocab_size: int, order: int, branching: int, zipf: float, restart: float, segment_length: int
 ) -> None:
     if not 1 <= vocab_size <= MAX_UINT16_VOCAB:
         raise ValueError(
@@ -362,10 +354,6 @@ def _check_markov_args(
         raise ValueError(f"MarkovLanguage: zipf must be ≥ 0, got {zipf}")
     if not 0 <= restart <= 1:
         raise ValueError(f"MarkovLanguage: restart must be in [0, 1], got {restart}")
-    if n_train < 1 or n_val < 1:
-        raise ValueError(
-            f"MarkovLanguage: n_train_tokens and n_val_tokens must be ≥ 1, got {n_train}, {n_val}"
-        )
     if segment_length <= order:
         raise ValueError(
             f"MarkovLanguage: segment_length must be > order={order}, got {segment_length}"
@@ -431,7 +419,7 @@ def byte_corpus(
         raise ValueError(f"byte_corpus: val_fraction must be in [0, 1), got {val_fraction}")
     roots = _resolve_paths(paths)
     files = [f for root in roots for f in _files_under(root, pattern)]
-    files = list(dict.fromkeys(files))  # a file reached twice is read once
+    files = _unique_paths(files)
     stats = [(str(path), *_size_mtime(path)) for path, _ in files]
     where = ", ".join(str(r) for r in roots)
     if sum(size for _, size, _ in stats) == 0:
@@ -490,6 +478,17 @@ def _files_under(root: Path, pattern: str) -> list[tuple[Path, str]]:
     if not found:
         raise FileNotFoundError(f"byte_corpus: no files matching {pattern!r} under {root}")
     return sorted(found, key=lambda f: f[1])
+
+
+def _unique_paths(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Drop files already reached through an earlier path, so none is read twice."""
+    seen: set[Path] = set()
+    unique = []
+    for path, rel in files:
+        if path not in seen:
+            seen.add(path)
+            unique.append((path, rel))
+    return unique
 
 
 def _size_mtime(path: Path) -> tuple[int, int]:
@@ -569,7 +568,7 @@ def _load_cache(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if not (folder / "meta.json").is_file():
         return None
     try:
-        return tuple(_load_npy(folder / f"{s}.npy") for s in SPLITS)  # type: ignore[return-value]
+        return _load_npy(folder / "train.npy"), _load_npy(folder / "val.npy")
     except (OSError, ValueError):
         return None
 

@@ -20,6 +20,7 @@ import torch
 
 from optimal_scaling import data as data_sources
 from optimal_scaling.config import device as default_device
+from optimal_scaling.coord_check import lr_transfer
 from optimal_scaling.models import GPT
 from optimal_scaling.parametrization import Parametrization
 from optimal_scaling.train import TrainResult, train
@@ -31,13 +32,13 @@ class LRTransferConfig:
 
     parametrizations: tuple[str, ...] = ("sp", "mup")
     widths: tuple[int, ...] = (32, 64, 128, 256, 512)
-    log2_lrs: tuple[float, ...] = tuple(range(-12, -2))
+    log2_lrs: tuple[float, ...] = tuple(range(-12, 0))
     base_width: int = 32
     depth: int = 2
     n_heads: int = 4
     context: int = 64
     batch_size: int = 16
-    steps: int = 250
+    steps: int = 200
     warmup: float = 0.1  # fraction of steps with linear warmup; then cosine to 10 %
     data: str = "bytes"  # "bytes" (stdlib sources) or "markov"
     max_bytes: int = 4_000_000
@@ -121,36 +122,21 @@ def train_gpt(
 def gpt_lr_transfer(cfg: LRTransferConfig | None = None, progress: bool = True) -> pd.DataFrame:
     """Run the whole grid; one row per (parametrization, width, lr).
 
-    Columns: parametrization, width, lr, log2_lr, loss (final validation loss, inf when the
-    run diverged), train_loss, initial_loss, diverged, reason, params, seconds.
+    Columns: parametrization, then those of :func:`~optimal_scaling.coord_check.lr_transfer`
+    (width, lr, log2_lr, loss = final validation loss or inf when diverged, train_loss,
+    initial_loss, diverged, reason, seconds).
     """
-    import time
-
-    from tqdm.auto import tqdm
-
     cfg = cfg or LRTransferConfig()
     tokens = load_data(cfg)
-    grid = [(p, w, e) for p in cfg.parametrizations for w in cfg.widths for e in cfg.log2_lrs]
-    rows = []
-    for p, w, e in tqdm(grid, disable=not progress, desc="lr transfer"):
-        start = time.perf_counter()
-        result = train_gpt(cfg, tokens, p, w, 2.0**e)
-        h = result.history
-        rows.append(
-            {
-                "parametrization": p,
-                "width": w,
-                "lr": 2.0**e,
-                "log2_lr": e,
-                "loss": result.final_val_loss,
-                "train_loss": result.final_loss,
-                "initial_loss": float(h["loss"].iloc[0]),
-                "diverged": result.diverged,
-                "reason": result.reason,
-                "seconds": round(time.perf_counter() - start, 2),
-            }
+    lrs = [2.0**e for e in cfg.log2_lrs]
+    frames = []
+    for p in cfg.parametrizations:
+        grid = lr_transfer(
+            lambda w, lr, p=p: train_gpt(cfg, tokens, p, w, lr), cfg.widths, lrs, progress=progress
         )
-    return pd.DataFrame(rows)
+        frames.append(grid.assign(parametrization=p))
+    grid = pd.concat(frames, ignore_index=True)
+    return grid[["parametrization", *grid.columns.drop("parametrization")]]
 
 
 def describe(cfg: LRTransferConfig) -> str:

@@ -130,6 +130,8 @@ class Parametrization:
             raise ValueError(
                 f"depth_alpha must be 0.5 (depth-μP) or 1 (CompleteP), got {depth_alpha}"
             )
+        if base_width is not None and (not isinstance(base_width, int) or base_width < 1):
+            raise ValueError(f"base_width must be a positive int or None, got {base_width!r}")
         if (depth_alpha is None) != (base_depth is None):
             raise ValueError("depth scaling needs both depth_alpha and base_depth")
         self.name, self.base_width, self.optimizer, self.form = name, base_width, optimizer, form

@@ -120,3 +120,31 @@ def test_lecture00_checks_accept_the_formula_and_reject_mistakes():
 
     assert lecture00.check_training_flops(flops)
     assert not lecture00.check_training_flops(lambda *a, **k: flops(*a, **k) // 3)  # forward only
+
+
+def test_lecture01_checks():
+    from optimal_scaling.checks import lecture01
+
+    def sp_like(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
+        return {"init_std": fan_in**-0.5, "lr_mult": 1.0}
+
+    def mup(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
+        r_in, r_out = fan_in / base_fan_in, fan_out / base_fan_out
+        std = base_fan_in**-0.5 / r_in if role == "output" else fan_in**-0.5
+        table = {
+            "adam": {"input": 1.0, "hidden": 1 / r_in, "output": 1 / r_in},
+            "sgd": {"input": r_out, "hidden": 1.0, "output": 1 / r_in},
+        }
+        return {"init_std": std, "lr_mult": table[optimizer][role]}
+
+    assert lecture01.check_mup_multipliers(mup)
+    assert not lecture01.check_mup_multipliers(sp_like)
+
+    def stats(h, h0):
+        return h.abs().mean().item(), (h - h0).abs().mean().item()
+
+    assert lecture01.check_coord_stats(stats)
+    assert not lecture01.check_coord_stats(lambda h, h0: (h.mean().item(), (h - h0).mean().item()))
+    assert lecture01.check_slope_prediction(lambda: 1.0, 0.93)
+    assert not lecture01.check_slope_prediction(lambda: 0.0, 0.93)
+    assert lecture01.check_slope_prediction(lambda: ..., 0.93).status == checks.NOT_ATTEMPTED

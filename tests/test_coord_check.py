@@ -1,6 +1,8 @@
 """Coordinate checks measure what μP predicts (microsoft/mup's convention: mean |h| per layer,
 one batch reused, step 1 before any update, slopes against width on log–log axes)."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,3 +132,28 @@ def test_lr_transfer_grid_and_optima():
     for _, row in best.iterrows():
         rows = grid[grid.width == row.width]
         assert row.best_loss == rows[~rows.diverged].loss.min()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        mlp_coord_check("mup", "lion")
+    with pytest.raises(ValueError, match="at least one width"):
+        mlp_coord_check("mup", widths=[])
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        mlp_coord_check("mup", widths=[8], steps=1)
+
+
+def test_optima_edges():
+    grid = pd.DataFrame(
+        {
+            "width": [8] * 5,
+            "lr": [0.1, 0.2, 0.4, 0.8, 1.6],
+            "loss": [2.0, 1.5, 1.8, 2.2, math.inf],
+            "initial_loss": [3.0] * 5,
+            "diverged": [False, False, False, False, True],
+        }
+    )
+    row = optima(grid, margin=0.5).iloc[0]
+    assert (row.best_lr, row.best_loss) == (0.2, 1.5)
+    assert row.edge_lr == 0.8  # 2.2 > 1.5 + 0.5; 1.8 is not
+    assert row.divergence_lr == 1.6

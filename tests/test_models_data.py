@@ -47,3 +47,72 @@ def test_teacher_task_is_deterministic_and_fresh():
     assert torch.allclose(y1.squeeze(-1), manual)
     with pytest.raises(ValueError, match=r"shape \(batch, 8\)"):
         task(torch.randn(5, 9))
+
+
+def test_gpt_is_causal_and_shaped():
+    from optimal_scaling.models import GPT
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=50, context=16, width=32, depth=2, n_heads=4)
+    idx = torch.randint(0, 50, (2, 10))
+    logits = model(idx)
+    assert logits.shape == (2, 10, 50)
+    changed = idx.clone()
+    changed[:, 6] = (changed[:, 6] + 1) % 50  # a later token cannot change earlier logits
+    torch.testing.assert_close(model(changed)[:, :6], logits[:, :6])
+    assert not torch.allclose(model(changed)[:, 6:], logits[:, 6:])
+
+
+def test_gpt_attention_matches_the_formula():
+    """softmax(s·q kᵀ + causal mask) v, with the settable logit scale s."""
+    from einops import rearrange
+
+    from optimal_scaling.models.gpt import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(width=16, n_heads=2, bias=False, norm_before_linear=False)
+    attn.logit_scale = 0.3
+    x = torch.randn(1, 5, 16)
+    q, k, v = rearrange(attn.qkv(x), "b t (three h d) -> three b h t d", three=3, h=2)
+    scores = (q @ k.transpose(-1, -2)) * 0.3
+    scores = scores.masked_fill(torch.triu(torch.ones(5, 5, dtype=torch.bool), 1), float("-inf"))
+    y = rearrange(scores.softmax(-1) @ v, "b h t d -> b t (h d)")
+    torch.testing.assert_close(attn(x), attn.proj(y))
+
+
+def test_gpt_options():
+    from optimal_scaling.models import GPT
+    from optimal_scaling.models.layers import RMSNorm
+
+    plain = GPT(width=32, depth=3, n_heads=2)
+    normed = GPT(width=32, depth=3, n_heads=2, norm_before_linear=True)
+    count = lambda m: sum(isinstance(x, RMSNorm) for x in m.modules())  # noqa: E731
+    # pre-norm: 2 per block + final; norm before every linear adds 2 per block
+    assert (count(plain), count(normed)) == (3 * 2 + 1, 3 * 4 + 1)
+    tied = GPT(width=32, n_heads=2, tied=True)
+    assert tied.head.weight is tied.wte.weight
+    assert tied.num_params() == GPT(width=32, n_heads=2).num_params() - 256 * 32
+    assert plain.num_params(non_embedding=True) == plain.num_params() - (256 + 64) * 32
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [({"width": 30, "n_heads": 4}, "not divisible"), ({"depth": 0}, "depth must be")],
+)
+def test_gpt_bad_config(kwargs, needle):
+    from optimal_scaling.models import GPT
+
+    with pytest.raises(ValueError, match=needle):
+        GPT(**kwargs)
+
+
+def test_gpt_bad_input():
+    from optimal_scaling.models import GPT
+
+    model = GPT(context=8, width=16, n_heads=2)
+    with pytest.raises(ValueError, match="exceeds the model's context 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer token ids"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"shape \(batch, time\)"):
+        model(torch.zeros(4, dtype=torch.long))

@@ -79,6 +79,6 @@ def check_slope_prediction(predict: Callable[[], float], measured: float) -> Che
         measured,
         atol=0.25,
         rtol=0.0,
-        hint="under SP with Adam the first update moves every readout weight by ±lr, and "
-        "the output sums n such terms",
+        hint="under SP with Adam the first update moves every weight by ±lr, in the direction "
+        "of the gradient, and a hidden unit sums n such terms",
     )

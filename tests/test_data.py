@@ -1,0 +1,422 @@
+"""Token data sources: the Markov language's entropy, batches, the byte corpus, token shards."""
+
+from __future__ import annotations
+
+import math
+import sysconfig
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from optimal_scaling import data
+from optimal_scaling.data import MarkovLanguage, TokenData, byte_corpus, token_shards
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def next_token_matrix(lang: MarkovLanguage) -> np.ndarray:
+    """Dense q(c | s), shape (n_states, V), built from the chain's public structure."""
+    V = lang.vocab_size
+    q = np.full((lang.n_states, V), lang.restart / V)
+    rows = np.arange(lang.n_states)[:, None]
+    np.add.at(q, (rows, lang.successors), (1 - lang.restart) * lang.rank_probs)
+    return q
+
+
+def states_of(tokens: np.ndarray, lang: MarkovLanguage) -> np.ndarray:
+    """The state before each target x_t, t = order, …, n − 1 (most recent token last)."""
+    x = tokens.astype(np.int64)
+    k, n = lang.order, len(tokens)
+    return sum(x[i : n - k + i] * lang.vocab_size ** (k - 1 - i) for i in range(k))
+
+
+def inside_segments(lang: MarkovLanguage, n: int) -> np.ndarray:
+    """Mask over targets t = order, …, n − 1: True where the whole state lies in t's segment."""
+    t = np.arange(lang.order, n)
+    return t % lang.segment_length >= lang.order
+
+
+SMALL = {"n_train_tokens": 2**16, "n_val_tokens": 2**12}
+CHAINS = [
+    pytest.param({}, id="order1-default"),
+    pytest.param({"order": 2, "vocab_size": 24, "branching": 5}, id="order2"),
+    pytest.param({"order": 2, "vocab_size": 20, "restart": 0.0, **SMALL}, id="order2-no-restart"),
+    pytest.param({"vocab_size": 50, "branching": 3, "restart": 0.0, **SMALL}, id="order1-sparse"),
+]
+
+# ---------------------------------------------------------------------- Markov language
+
+
+@pytest.mark.parametrize("kwargs", CHAINS)
+def test_stationary_distribution_is_a_fixed_point(kwargs):
+    lang = MarkovLanguage(seed=1, **kwargs)
+    pi, q, V = lang.stationary, next_token_matrix(lang), lang.vocab_size
+    assert pi.shape == (V**lang.order,) and (pi >= 0).all()
+    assert pi.sum() == pytest.approx(1.0, abs=1e-12)
+    # (πQ)(rest, c) = Σ_a π(a, rest)·q(c | a, rest): the dense product, computed independently
+    pi_next = (pi[:, None] * q).reshape(V, -1, V).sum(axis=0).ravel()
+    np.testing.assert_allclose(pi_next, pi, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lang.step_distribution(pi), pi_next, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs", CHAINS)
+def test_entropy_rate_is_the_formula_and_the_measured_loss(kwargs):
+    lang = MarkovLanguage(seed=2, **kwargs)
+    q = next_token_matrix(lang)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        state_entropy = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1)
+    assert lang.entropy_rate() == pytest.approx(lang.stationary @ state_entropy, rel=1e-10)
+    assert lang.irreducible_loss == lang.entropy_rate()
+    # the empirical mean of −log q(x_t | state) over the generated stream, inside segments
+    x = np.asarray(lang.train)
+    inside = inside_segments(lang, len(x))  # leave out the seams between segments
+    logq = np.log(q[states_of(x, lang)[inside], x[lang.order :][inside]])
+    assert np.isfinite(logq).all()
+    assert -logq.mean() == pytest.approx(lang.entropy_rate(), rel=0.01)
+    np.testing.assert_allclose(lang.log_prob(x)[inside], logq, rtol=1e-12)
+
+
+def test_restarts_leave_the_successors_at_the_expected_rate():
+    lang = MarkovLanguage(vocab_size=64, branching=4, restart=0.02, seed=3)
+    x = np.asarray(lang.train)
+    nxt = x[1:][inside_segments(lang, len(x))]
+    succ = lang.successors[states_of(x, lang)[inside_segments(lang, len(x))]]
+    outside = ~(succ == nxt[:, None].astype(np.int64)).any(axis=1)
+    rate = lang.restart * (1 - lang.branching / lang.vocab_size)  # a restart missing them
+    sd = math.sqrt(rate * (1 - rate) / len(nxt))
+    assert abs(outside.mean() - rate) < 5 * sd
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_without_restarts_every_transition_is_an_allowed_successor(order):
+    lang = MarkovLanguage(vocab_size=32, order=order, restart=0.0, seed=4, **SMALL)
+    for x in (np.asarray(lang.train), np.asarray(lang.val)):
+        inside = inside_segments(lang, len(x))
+        succ = lang.successors[states_of(x, lang)[inside]]
+        nxt = x[order:][inside].astype(np.int64)
+        hits = succ == nxt[:, None]
+        assert hits.any(axis=1).all()
+        # and successor k is taken with probability p_k ∝ k^(−zipf)
+        freq = hits.mean(axis=0)
+        sd = np.sqrt(lang.rank_probs * (1 - lang.rank_probs) / len(nxt))
+        assert (np.abs(freq - lang.rank_probs) < 5 * sd + 1e-12).all()
+    p = lang.rank_probs
+    assert np.allclose(p[0] / p[1:], np.arange(2, lang.branching + 1) ** lang.zipf)
+
+
+def test_successors_are_distinct_tokens():
+    lang = MarkovLanguage(vocab_size=16, order=2, branching=12, **SMALL)
+    s = np.sort(lang.successors, axis=1)
+    assert s.shape == (16**2, 12) and (np.diff(s, axis=1) > 0).all()
+    assert s.min() >= 0 and s.max() < 16
+
+
+def test_token_frequencies_follow_the_stationary_distribution():
+    lang = MarkovLanguage(seed=5)  # order 1: a state is a token
+    freq = np.bincount(lang.train, minlength=lang.vocab_size) / len(lang.train)
+    uniform = np.full(lang.vocab_size, 1 / lang.vocab_size)
+    assert np.abs(uniform - lang.stationary).sum() > 0.1  # π is far from uniform …
+    assert np.abs(freq - lang.stationary).sum() < 0.03  # … and the stream follows it
+
+
+def test_markov_is_deterministic_and_stored_as_uint16():
+    a = MarkovLanguage(seed=7, **SMALL)
+    b = MarkovLanguage(seed=7, **SMALL)
+    c = MarkovLanguage(seed=8, **SMALL)
+    assert a.train.dtype == np.uint16 and a.val.dtype == np.uint16
+    assert len(a.train) == SMALL["n_train_tokens"] and len(a.val) == SMALL["n_val_tokens"]
+    assert np.array_equal(a.train, b.train) and np.array_equal(a.val, b.val)
+    assert np.array_equal(a.successors, b.successors)
+    assert not np.array_equal(a.train, c.train)
+    assert not np.array_equal(a.val[:1000], a.train[:1000])
+    assert a.vocab_size == 256 and "markov" in repr(a) and "256" in repr(a)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"vocab_size": 65537}, "vocab_size must be in"),
+        ({"order": 0}, "order must be"),
+        ({"branching": 300}, "branching must be in"),
+        ({"vocab_size": 4096, "order": 2}, "transitions"),
+        ({"restart": 1.5}, "restart must be in"),
+        ({"zipf": -1.0}, "zipf must be"),
+        ({"n_val_tokens": 0}, "n_val_tokens"),
+        ({"segment_length": 1}, "segment_length"),
+    ],
+)
+def test_markov_bad_arguments(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        MarkovLanguage(**kwargs)
+
+
+# ------------------------------------------------------------------------------- batches
+
+
+def counting_data(n_train: int = 1000, n_val: int = 300) -> TokenData:
+    return TokenData(np.arange(n_train), np.arange(n_val) + 5000, vocab_size=6000, name="count")
+
+
+def test_batch_windows_are_shifted_slices():
+    tokens = counting_data()
+    x, y = tokens.batch("train", 16, 10, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (16, 10) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    # data[i] = i, so every row of x is a contiguous window and y = x + 1
+    assert torch.equal(x, x[:, :1] + torch.arange(10)) and torch.equal(y, x + 1)
+    xv, _ = tokens.batch("val", 4, 10, torch.Generator().manual_seed(0))
+    assert (xv >= 5000).all()
+
+
+def test_batch_covers_every_offset_and_stays_in_range():
+    tokens = TokenData(np.arange(6), np.arange(6), vocab_size=6, name="tiny")
+    x, y = tokens.batch("train", 400, 3, torch.Generator().manual_seed(1))
+    assert set(x[:, 0].tolist()) == {0, 1, 2}  # offsets 0 … n − context − 1
+    assert y.max().item() == 5
+
+
+def test_batch_is_reproducible_and_respects_device():
+    tokens = counting_data()
+    a = tokens.batch("train", 8, 5, torch.Generator().manual_seed(3), device="cpu")
+    b = tokens.batch("train", 8, 5, torch.Generator().manual_seed(3), device=torch.device("cpu"))
+    c = tokens.batch("train", 8, 5, torch.Generator().manual_seed(4))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert a[0].device.type == "cpu" and a[1].device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "split, batch_size, context, needle",
+    [
+        ("test", 2, 4, "unknown split 'test'"),
+        ("train", 0, 4, "batch_size must be"),
+        ("train", 2, 0, "context must be in"),
+        ("val", 2, 299, r"context must be in \[1, 298\]"),
+    ],
+)
+def test_batch_bad_arguments(split, batch_size, context, needle):
+    with pytest.raises(ValueError, match=needle):
+        counting_data().batch(split, batch_size, context, torch.Generator())
+
+
+def test_batch_empty_split_and_bad_arrays():
+    tokens = TokenData(np.arange(10), np.zeros(0, dtype=np.int64), vocab_size=10, name="e")
+    with pytest.raises(ValueError, match="'val' split is empty"):
+        tokens.batch("val", 1, 2, torch.Generator())
+    with pytest.raises(ValueError, match="1-D integer array"):
+        TokenData(np.zeros((2, 3), dtype=np.int64), np.arange(3), vocab_size=3, name="bad")
+    with pytest.raises(ValueError, match="1-D integer array"):
+        TokenData(np.arange(3.0), np.arange(3), vocab_size=3, name="bad")
+
+
+def test_repr_names_the_source_and_sizes():
+    text = repr(counting_data())
+    assert "count" in text and "6000" in text and "1,000" in text and "300" in text
+
+
+# --------------------------------------------------------------------------- byte corpus
+
+
+def make_tree(root: Path, n_files: int = 40) -> dict[str, bytes]:
+    """Python files with varied bytes under ``root``; returns {relative path: content}."""
+    rng = np.random.default_rng(0)
+    files = {}
+    for i in range(n_files):
+        rel = f"pkg{i % 3}/mod_{i:02d}.py" if i % 2 else f"top_{i:02d}.py"
+        content = f"# file {i}\n".encode() + rng.integers(0, 256, 50 + 7 * i, np.uint8).tobytes()
+        files[rel] = content
+    for rel, content in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+    (root / "notes.txt").write_bytes(b"not python")  # does not match the pattern
+    (root / "site-packages").mkdir()
+    (root / "site-packages" / "skipped.py").write_bytes(b"skipped")
+    return files
+
+
+def expected_streams(files: dict[str, bytes], val_fraction: float) -> tuple[bytes, bytes]:
+    train, val = b"", b""
+    for rel in sorted(files):
+        chunk = files[rel] + b"\n"
+        if zlib.crc32(rel.encode()) % 1000 < val_fraction * 1000:
+            val += chunk
+        else:
+            train += chunk
+    return train, val
+
+
+def test_byte_corpus_round_trips_and_splits_by_file(tmp_path):
+    files = make_tree(tmp_path / "src")
+    want_train, want_val = expected_streams(files, 0.25)
+    assert want_train and want_val  # the rule gives both splits files
+    corpus = byte_corpus(tmp_path / "src", val_fraction=0.25, cache_dir=tmp_path / "cache")
+    assert corpus.vocab_size == 256 and corpus.irreducible_loss is None
+    assert corpus.train.dtype == np.uint8
+    assert corpus.train.tobytes() == want_train and corpus.val.tobytes() == want_val
+    again = byte_corpus(str(tmp_path / "src"), val_fraction=0.25, cache_dir=tmp_path / "other")
+    assert np.array_equal(again.train, corpus.train) and np.array_equal(again.val, corpus.val)
+    x, y = corpus.batch("train", 4, 16, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 16) and torch.equal(y[:, :-1], x[:, 1:])
+
+
+def test_byte_corpus_cache_is_written_once_and_reused(tmp_path, monkeypatch):
+    files = make_tree(tmp_path / "src")
+    cache = tmp_path / "cache"
+    first = byte_corpus(tmp_path / "src", cache_dir=cache)
+    (key,) = [p.name for p in cache.iterdir()]
+    assert sorted(p.name for p in (cache / key).iterdir()) == ["meta.json", "train.npy", "val.npy"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (cache / key).iterdir()}
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(data, "_read_prefix", no_reading)
+    second = byte_corpus(tmp_path / "src", cache_dir=cache)
+    assert isinstance(second.train, np.memmap)
+    assert np.array_equal(second.train, first.train) and np.array_equal(second.val, first.val)
+    assert {p.name: p.stat().st_mtime_ns for p in (cache / key).iterdir()} == stamps
+    monkeypatch.undo()
+    # changing a file changes the key: the corpus is rebuilt and sees the new bytes
+    rel = sorted(files)[0]
+    (tmp_path / "src" / rel).write_bytes(b"changed!")
+    third = byte_corpus(tmp_path / "src", cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
+    assert b"changed!" in third.train.tobytes() + third.val.tobytes()
+
+
+def test_byte_corpus_crash_leaves_no_partial_cache(tmp_path, monkeypatch):
+    make_tree(tmp_path / "src")
+    cache = tmp_path / "cache"
+    real_save = np.save
+    calls = []
+
+    def crashing_save(f, arr):
+        calls.append(1)
+        if len(calls) == 2:  # train.npy is written, then the crash hits val.npy
+            f.write(b"half")
+            raise KeyboardInterrupt
+        real_save(f, arr)
+
+    monkeypatch.setattr(np, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        byte_corpus(tmp_path / "src", cache_dir=cache)
+    monkeypatch.undo()
+    leftovers = [p.name for p in cache.rglob("*") if p.is_file()]
+    assert leftovers == ["train.npy"]  # no temporary file, no val.npy, no meta.json marker
+    corpus = byte_corpus(tmp_path / "src", cache_dir=cache)  # incomplete: rebuilt
+    assert len(corpus.val) > 0
+    assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_byte_corpus_max_bytes_caps_each_split(tmp_path):
+    make_tree(tmp_path / "src")
+    full = byte_corpus(tmp_path / "src", val_fraction=0.25, cache_dir=tmp_path / "c")
+    capped = byte_corpus(
+        tmp_path / "src", max_bytes=1000, val_fraction=0.25, cache_dir=tmp_path / "c"
+    )
+    assert len(capped.train) == 750 and len(capped.val) == 250
+    assert np.array_equal(capped.train, full.train[:750])
+    assert np.array_equal(capped.val, full.val[:250])
+
+
+def test_byte_corpus_files_and_lists_of_paths(tmp_path):
+    files = make_tree(tmp_path / "src")
+    one = tmp_path / "src" / "top_00.py"
+    single = byte_corpus(one, val_fraction=0.0, cache_dir=tmp_path / "c")
+    assert single.train.tobytes() == files["top_00.py"] + b"\n" and len(single.val) == 0
+    both = byte_corpus([one, tmp_path / "src" / "pkg1"], cache_dir=tmp_path / "c")
+    total = len(both.train) + len(both.val)
+    pkg1 = [c for rel, c in files.items() if rel.startswith("pkg1/")]
+    assert total == sum(len(c) + 1 for c in [files["top_00.py"], *pkg1])
+    with pytest.raises(ValueError, match="single file"):
+        byte_corpus(one, cache_dir=tmp_path / "c")
+
+
+def test_byte_corpus_errors_name_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        byte_corpus(missing, cache_dir=tmp_path / "c")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no files matching '\*\.py' under .*empty"):
+        byte_corpus(tmp_path / "empty", cache_dir=tmp_path / "c")
+    (tmp_path / "blank").mkdir()
+    for name in ("a.py", "b.py"):
+        (tmp_path / "blank" / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"'\*\.py' under .*blank are empty"):
+        byte_corpus(tmp_path / "blank", cache_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match="val_fraction"):
+        byte_corpus(tmp_path / "blank", val_fraction=1.0, cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # nothing cached for failed calls
+
+
+def test_default_corpus_is_the_standard_library(tmp_path):
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    if not (stdlib / "os.py").is_file():
+        pytest.skip(f"no Python sources in {stdlib}")
+    corpus = byte_corpus(max_bytes=200_000, cache_dir=tmp_path / "cache")
+    assert len(corpus.train) == 180_000 and len(corpus.val) == 20_000
+    assert corpus.name == "bytes:stdlib" and corpus.vocab_size == 256
+    assert b"def " in corpus.train.tobytes() and b"import" in corpus.val.tobytes()
+    x, y = corpus.batch("val", 2, 64, torch.Generator().manual_seed(0))
+    assert x.shape == (2, 64) and torch.equal(y[:, :-1], x[:, 1:])
+
+
+# -------------------------------------------------------------------------- token shards
+
+
+def test_token_shards_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 50257, 5000)
+    val = rng.integers(0, 1000, 700)
+    path = data.write_token_shard(train, tmp_path / "gpt" / "train.bin")
+    data.write_token_shard(torch.from_numpy(val), tmp_path / "gpt" / "val.bin")
+    assert path.stat().st_size == 2 * len(train)
+    assert np.array_equal(np.memmap(path, dtype=np.uint16, mode="r"), train)
+    shards = token_shards(tmp_path / "gpt")
+    assert isinstance(shards.train, np.memmap) and shards.train.dtype == np.uint16
+    assert np.array_equal(shards.train, train) and np.array_equal(shards.val, val)
+    assert shards.vocab_size == max(train.max(), val.max()) + 1
+    assert token_shards(tmp_path / "gpt", vocab_size=50304).vocab_size == 50304
+    x, y = shards.batch("train", 3, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(y[:, :-1], x[:, 1:]) and x.max() < shards.vocab_size
+    assert not [p for p in (tmp_path / "gpt").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_vocab_size_is_scanned_in_chunks():
+    tokens = np.random.default_rng(1).integers(0, 60000, 1001).astype(np.uint16)
+    assert data._chunked_max(tokens, chunk=64) == tokens.max()
+
+
+@pytest.mark.parametrize(
+    "tokens, needle",
+    [
+        (np.array([1, -1, 2]), r"\[0, 65536\)"),
+        (np.array([0, 65536]), r"\[0, 65536\)"),
+        (np.zeros((2, 2), dtype=np.int64), "1-D integer array"),
+        (np.array([0.5, 1.0]), "1-D integer array"),
+    ],
+)
+def test_write_token_shard_rejects_bad_tokens(tmp_path, tokens, needle):
+    with pytest.raises(ValueError, match=needle):
+        data.write_token_shard(tokens, tmp_path / "train.bin")
+    assert not list(tmp_path.iterdir())
+
+
+def test_token_shards_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing"):
+        token_shards(tmp_path / "missing")
+    data.write_token_shard(np.arange(10), tmp_path / "train.bin")
+    with pytest.raises(FileNotFoundError, match=r"val\.bin"):
+        token_shards(tmp_path)
+    (tmp_path / "val.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"val\.bin is empty"):
+        token_shards(tmp_path)
+    (tmp_path / "val.bin").write_bytes(b"abc")
+    with pytest.raises(ValueError, match="odd size"):
+        token_shards(tmp_path)
+    (tmp_path / "val.bin").write_bytes(b"abcd")
+    with pytest.raises(ValueError, match="vocab_size must be"):
+        token_shards(tmp_path, vocab_size=70000)

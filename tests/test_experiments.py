@@ -1,0 +1,80 @@
+import dataclasses
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optimal_scaling.coord_check import optima
+from optimal_scaling.experiments import LRTransferConfig, gpt_lr_transfer
+from optimal_scaling.results import read_table, write_table
+
+
+def test_fast_lr_transfer_grid_on_the_markov_language():
+    cfg = dataclasses.replace(LRTransferConfig.fast(), data="markov", log2_lrs=(-8, -5, 6))
+    grid = gpt_lr_transfer(cfg, progress=False)
+    assert len(grid) == 2 * 2 * 3
+    assert set(grid.parametrization) == {"sp", "mup"}
+    # at the base width μP is SP: identical runs
+    base = grid[grid.width == cfg.base_width].pivot(
+        index="lr", columns="parametrization", values="loss"
+    )
+    np.testing.assert_array_equal(base["sp"], base["mup"])
+    # lr = 64 fails; the reasonable ones learn (loss below the initial ln(vocab)-ish loss)
+    assert grid[grid.log2_lr == 6].pipe(lambda g: (g.diverged | (g.loss >= g.initial_loss)).all())
+    ok = grid[grid.log2_lr == -5]
+    assert (ok.loss < ok.initial_loss).all()
+    best = optima(grid, by=["parametrization", "width"])
+    assert (best.divergence_lr == 64).all()
+
+
+def test_result_tables_round_trip(tmp_path):
+    df = pd.DataFrame({"a": [1, 2], "b": [0.5, math.inf]})
+    path = write_table(df, tmp_path / "sub" / "t.csv", "optimal-scaling something", note="x")
+    back, meta = read_table(path)
+    pd.testing.assert_frame_equal(back, df)
+    assert meta["command"] == "optimal-scaling something" and meta["note"] == "x"
+    assert {"optimal_scaling", "torch", "machine", "date"} <= set(meta)
+    assert not list(tmp_path.glob("sub/.*tmp"))
+    with pytest.raises(ValueError, match="one line"):
+        write_table(df, tmp_path / "u.csv", "a\nb")
+    assert not (tmp_path / "u.csv").exists()
+    with pytest.raises(FileNotFoundError, match="no result table"):
+        read_table(tmp_path / "missing.csv")
+
+
+def test_cli_lr_transfer_writes_a_provenance_header(tmp_path):
+    out = tmp_path / "grid.csv"
+    cmd = [
+        sys.executable,
+        "-m",
+        "optimal_scaling.cli",
+        "lr-transfer",
+        "--fast",
+        "--data",
+        "markov",
+        "--widths",
+        "32",
+        "--log2-lrs",
+        "-6",
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    grid, meta = read_table(out)
+    assert meta["command"].startswith("optimal-scaling lr-transfer --fast")
+    assert "widths=(32,)" in meta["config"] and len(grid) == 2
+
+
+def test_committed_lr_transfer_table(root):
+    """The committed full-mode grid: regenerable, 16× width range, LRs a factor 2 apart."""
+    grid, meta = read_table(root / "results" / "lr_transfer_gpt.csv")
+    assert meta["command"].startswith("optimal-scaling lr-transfer")
+    assert set(grid.parametrization) == {"sp", "mup"}
+    assert grid.width.max() / grid.width.min() >= 16
+    steps = np.diff(np.sort(grid.log2_lr.unique()))
+    assert np.allclose(steps, 1.0)
+    counts = grid.groupby(["parametrization", "width"]).size()
+    assert counts.nunique() == 1  # a full grid
