@@ -16,6 +16,7 @@ in a text editor.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -69,8 +70,16 @@ def write_pair(nb: nbformat.NotebookNode, py: Path) -> None:
 
 
 def write_ipynb(nb: nbformat.NotebookNode, path: Path) -> None:
-    """Write the ``.ipynb`` of a pair, without outputs; the file is replaced atomically."""
-    write_text(path, jupytext.writes(clean(nb), fmt="ipynb"))
+    """Write the ``.ipynb`` of a pair, without outputs; the file is replaced atomically.
+
+    Cell ids are derived from each cell's position and content, so rewriting an unchanged
+    notebook gives the same bytes (no diff churn from random ids).
+    """
+    clean(nb)
+    for i, cell in enumerate(nb.cells):
+        digest = hashlib.sha1(f"{i}:{cell.cell_type}:{cell.source}".encode()).hexdigest()
+        cell["id"] = digest[:8]
+    write_text(path, jupytext.writes(nb, fmt="ipynb"))
 
 
 def write_text(path: Path, text: str) -> None:

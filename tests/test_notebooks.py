@@ -98,3 +98,12 @@ def test_no_notebook_hard_codes_a_device(root):
                 if ".cuda(" in code or "device='cuda'" in code or 'device="cuda"' in code:
                     offenders.append(f"{py.relative_to(root)}:{lineno}")
     assert offenders == []
+
+
+def test_sync_is_byte_stable(pair):
+    """Rewriting an unchanged pair changes nothing (cell ids come from content, not chance)."""
+    _, ipynb = pair
+    notebooks.sync([ipynb.parent])
+    first = ipynb.read_bytes()
+    notebooks.sync([ipynb.parent])
+    assert ipynb.read_bytes() == first
