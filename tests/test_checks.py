@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -148,3 +150,31 @@ def test_lecture01_checks():
     assert lecture01.check_slope_prediction(lambda: 1.0, 0.93)
     assert not lecture01.check_slope_prediction(lambda: 0.0, 0.93)
     assert lecture01.check_slope_prediction(lambda: ..., 0.93).status == checks.NOT_ATTEMPTED
+
+
+def test_lecture02_and_03_checks():
+    from optimal_scaling.checks import lecture02, lecture03
+
+    def rms_to_rms(W):
+        return (W.shape[1] / W.shape[0]) ** 0.5 * torch.linalg.matrix_norm(W, ord=2).item()
+
+    assert lecture02.check_rms_to_rms(rms_to_rms)
+    assert not lecture02.check_rms_to_rms(lambda W: torch.linalg.matrix_norm(W, ord=2).item())
+
+    def align(W, z):
+        rms = lambda t: t.pow(2).mean().sqrt()  # noqa: E731
+        return (torch.log(rms(z @ W.T) / (rms(W) * rms(z))) / math.log(W.shape[1])).item()
+
+    assert lecture02.check_alignment(align)
+    assert not lecture02.check_alignment(lambda W, z: 2 * align(W, z))
+
+    assert lecture03.check_colnorm(lambda G: G / (G.norm(dim=0) / G.shape[0] ** 0.5))
+    assert not lecture03.check_colnorm(lambda G: G / G.norm(dim=0))  # ℓ2, not RMS
+
+    def step(G, sharpness):
+        U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+        c = (G.shape[0] / G.shape[1]) ** 0.5
+        return -(c * S.sum() / sharpness) * c * (U @ Vh)
+
+    assert lecture03.check_spectral_step(step)
+    assert not lecture03.check_spectral_step(lambda G, sharpness: -G / sharpness)

@@ -1,0 +1,237 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Modular duality
+#
+# A gradient is not an update. The gradient `g` lives in the *dual* space: it tells how the
+# loss changes along each direction, `⟨g, Δw⟩`. To turn it into a step you must say how long
+# a step is, that is, pick a **norm**, and then ask which step of a given length decreases the
+# loss most. Different norms give different optimizers: the Euclidean norm gives gradient
+# descent, the max norm gives sign descent (Adam without its moving averages), the spectral
+# norm gives Muon. This lecture makes that precise and computes it for every kind of layer.
+
+# %%
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from ipywidgets import FloatLogSlider, IntSlider, interact
+from plotly.subplots import make_subplots
+
+from optimal_scaling import duality, norms
+
+# %% [markdown]
+# ## Unit balls and their duals
+#
+# In the plane, the unit balls of `ℓ1`, `ℓ2` and `ℓ∞` are a diamond, a disc and a square. The
+# **dual norm** of `g` is the largest inner product it reaches on the unit ball,
+# `‖g‖† = max_{‖a‖ ≤ 1} ⟨g, a⟩`. The dual of `ℓ1` is `ℓ∞` and vice versa; `ℓ2` is its own dual.
+# Below, each ball is traced numerically (directions `u`, scaled to `u/‖u‖`), and its dual
+# ball is traced from the definition (a maximum over the ball's boundary), not from the
+# formula:
+
+# %%
+theta = np.linspace(0, 2 * np.pi, 721)
+directions = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+vector_norms = {"ℓ1": lambda v: np.abs(v).sum(-1), "ℓ2": lambda v: np.linalg.norm(v, axis=-1),
+                "ℓ∞": lambda v: np.abs(v).max(-1)}
+fig = make_subplots(rows=1, cols=3, subplot_titles=list(vector_norms))
+for col, (name, norm) in enumerate(vector_norms.items(), start=1):
+    ball = directions / norm(directions)[:, None]
+    dual = (directions @ ball.T).max(axis=1)  # ‖u‖† = max over the ball of ⟨u, a⟩
+    dual_ball = directions / dual[:, None]
+    fig.add_scatter(x=ball[:, 0], y=ball[:, 1], name=f"{name} ball", row=1, col=col,
+                    line={"color": "royalblue"}, showlegend=col == 1)
+    fig.add_scatter(x=dual_ball[:, 0], y=dual_ball[:, 1], name="its dual ball", row=1, col=col,
+                    line={"color": "crimson", "dash": "dot"}, showlegend=col == 1)
+fig.update_yaxes(scaleanchor="x", scaleratio=1)
+fig.update_layout(title="unit balls (solid) and dual balls (dotted), computed from the definitions")
+fig.show()
+
+# %% [markdown]
+# ## The duality map and steepest descent
+#
+# The maximizer `dualize(g) = argmax_{‖a‖ ≤ 1} ⟨g, a⟩` is the direction of steepest ascent in
+# that norm. Minimizing the local model `⟨g, Δw⟩ + (λ/2)‖Δw‖²` over both direction and length
+# gives **steepest descent under the norm**:
+#
+# $$\Delta w = -\frac{\|g\|^\dagger}{\lambda}\;\operatorname{dualize}(g).$$
+#
+# For vectors: `ℓ2` gives `g/‖g‖₂` (gradient descent); `ℓ∞` gives `sign(g)` (sign descent,
+# with `‖g‖† = ‖g‖₁`); `ℓ1` gives the largest coordinate alone (coordinate descent, with
+# `‖g‖† = ‖g‖∞`).
+
+
+# %%
+def dualize_vector(g: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+    """(dualize(g), ‖g‖†) for the ℓ1, ℓ2 and ℓ∞ norms."""
+    if name == "ℓ2":
+        return g / np.linalg.norm(g), float(np.linalg.norm(g))
+    if name == "ℓ∞":
+        return np.sign(g), float(np.abs(g).sum())
+    e = np.zeros_like(g)
+    i = int(np.abs(g).argmax())
+    e[i] = np.sign(g[i])
+    return e, float(np.abs(g).max())
+
+
+H = np.array([[3.0, 1.0], [1.0, 0.6]])  # an ill-conditioned quadratic f(w) = ½ wᵀ H w
+
+
+def trajectory(name: str, sharpness: float, steps: int, start=(2.0, 2.0)) -> np.ndarray:
+    w = np.array(start)
+    path = [w]
+    for _ in range(steps):
+        g = H @ w
+        d, dual = dualize_vector(g, name)
+        w = w - dual / sharpness * d
+        path.append(w)
+    return np.array(path)
+
+
+def plot_descent(sharpness: float, steps: int):
+    xs = np.linspace(-2.5, 2.5, 101)
+    X, Y = np.meshgrid(xs, xs)
+    Z = 0.5 * (H[0, 0] * X**2 + 2 * H[0, 1] * X * Y + H[1, 1] * Y**2)
+    fig = go.Figure(go.Contour(x=xs, y=xs, z=Z, showscale=False, contours_coloring="lines",
+                               colorscale="gray", ncontours=20))
+    for name, color in zip(vector_norms, ["seagreen", "royalblue", "crimson"], strict=True):
+        p = trajectory(name, sharpness, steps)
+        fig.add_scatter(x=p[:, 0], y=p[:, 1], mode="lines+markers", name=name,
+                        line={"color": color})
+    fig.update_layout(title=f"steepest descent on a quadratic, λ = {sharpness:g}, {steps} steps",
+                      width=650, height=600)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+plot_descent(sharpness=8.0, steps=12).show()
+
+# %% [markdown]
+# The three optimizers reach different points from the same gradients: each measures a step's
+# length differently. Try other sharpness values (λ plays the role of 1/learning rate): small
+# λ makes the ℓ∞ (sign) steps overshoot, large λ slows every method.
+
+# %%
+interact(lambda sharpness, steps: plot_descent(sharpness, steps).show(),
+         sharpness=FloatLogSlider(value=8, base=10, min=0, max=2, step=0.1),
+         steps=IntSlider(value=12, min=1, max=40));
+
+# %% [markdown]
+# ## Adam is sign descent; Muon is spectral descent
+#
+# Adam with both moving averages switched off (`β1 = β2 = 0`, `ε = 0`) divides each gradient
+# entry by its own magnitude: its step is `−η·sign(G)`. That is steepest descent under the
+# elementwise max norm `max_ij |W_ij|` (the ℓ1→∞ operator norm), the "max-of-max" norm.
+# Measured with `torch.optim.Adam` against the package's `Sign` duality map:
+
+# %%
+g = torch.Generator().manual_seed(0)
+W0, G = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+W = torch.nn.Parameter(W0.clone())
+W.grad = G.clone()
+torch.optim.Adam([W], lr=0.01, betas=(0.0, 0.0), eps=1e-30).step()
+sign_map = duality.Sign(scaled=False)
+expected = -0.01 * sign_map.dualize(G)
+print(f"max |Adam step − (−η·dualize_Sign(G))| = {(W.detach() - W0 - expected).abs().max():.2e}")
+
+# %% [markdown]
+# Under the spectral (RMS→RMS) norm the duality map is `√(d_out/d_in)·U Vᵀ` from the SVD
+# `G = U Σ Vᵀ`: the gradient with every singular value set equal. That is the update Shampoo
+# (without accumulation) and Muon compute; lecture 04 computes it without an SVD.
+
+# %%
+G = torch.randn(8, 32, generator=g)
+D = duality.Spectral().dualize(G)
+print("singular values of G:          ", torch.linalg.svdvals(G).numpy().round(2))
+print("singular values of dualize(G): ", torch.linalg.svdvals(D).numpy().round(3))
+print(f"√(d_out/d_in) = {math.sqrt(8 / 32):.3f}; ⟨G, dualize(G)⟩ = "
+      f"{(G * D).sum():.4f}, ‖G‖† = {duality.Spectral().dual_norm(G):.4f}")
+
+# %% [markdown]
+# ## Dualize per module
+#
+# A network is a list of modules, each with a natural norm: the norm in which a unit step
+# changes its output by a unit amount. Modular duality dualizes the gradient of each module
+# in its own norm. The package's choices, and a numerical check of the two defining
+# identities on a random gradient, `⟨g, dualize(g)⟩ = ‖g‖†` and `‖dualize(g)‖ = 1`:
+
+# %%
+modules = [
+    ("embedding (one-hot in)", "colnorm", (64, 256)),
+    ("hidden linear", "spectral", (256, 256)),
+    ("readout (to logits)", "rownorm", (256, 64)),
+    ("readout, sign variant", "sign", (256, 64)),
+    ("bias", "bias_rms", (256,)),
+    ("conv2d 3×3", "conv2d_spectral", (32, 16, 3, 3)),
+]
+rows = []
+for module, map_name, shape in modules:
+    lmo = duality.get_map(map_name)
+    grad = torch.randn(shape, generator=g)
+    d = lmo.dualize(grad)
+    rows.append({"module": module, "duality map": type(lmo).__name__, "shape": shape,
+                 "⟨g, dualize(g)⟩": (grad * d).sum().item(), "‖g‖†": lmo.dual_norm(grad).item(),
+                 "‖dualize(g)‖": lmo.norm(d).item(),
+                 "‖init‖": lmo.norm(lmo.init(shape, generator=g)).item()})
+pd.DataFrame(rows).round(4)
+
+# %% [markdown]
+# (`BiasRMS` initializes at zero, whose norm is 0.) The induced norms behind these maps, with
+# the package's closed forms checked against the definition `max_x ‖Wx‖_β/‖x‖_α` by brute
+# force on a small matrix:
+
+# %%
+M = torch.randn(5, 7, generator=g)
+pairs = {"l1->rms": ("l1", "rms"), "rms->inf": ("rms", "inf"), "l1->inf": ("l1", "inf"),
+         "l1->l2": ("l1", "l2"), "rms->rms": ("rms", "rms")}
+pd.DataFrame([{"norm": name, "closed form": norms.operator_norm(M, name).item(),
+               "brute force": norms.induced_norm_bruteforce(M, a, b, samples=20000,
+                                                            generator=g).item()}
+              for name, (a, b) in pairs.items()]).round(4)
+
+# %% [markdown]
+# ## Normalise everything
+#
+# Dualized updates have norm 1 in each module's natural norm, whatever the module's size: the
+# update's size is set by the learning rate alone, at every width and in every layer. That is
+# the property μP had to engineer layer by layer; here it comes from the norm. Measured on
+# random gradients whose scale varies wildly with width:
+
+# %%
+rows = []
+for n in (64, 256, 1024):
+    grad = torch.randn(n, n, generator=g) * 10 ** np.random.default_rng(n).uniform(-4, 2)
+    for map_name in ("spectral", "colnorm", "rownorm", "sign"):
+        lmo = duality.get_map(map_name)
+        rows.append({"width": n, "map": map_name,
+                     "RMS→RMS norm of g": norms.rms_to_rms(grad).item(),
+                     "own norm of dualize(g)": lmo.norm(lmo.dualize(grad)).item()})
+table = pd.DataFrame(rows).pivot(index="width", columns="map", values="own norm of dualize(g)")
+table.round(6)
+
+# %% [markdown]
+# ## Summary
+#
+# * A norm turns a gradient into an update: `Δw = −(‖g‖†/λ)·dualize(g)`.
+# * ℓ2 gives gradient descent, the max norm gives sign descent (Adam with β = 0), the spectral
+#   norm gives orthogonalized updates (Shampoo, Muon).
+# * Each module gets its own norm, duality map and matching init (ColNorm, Spectral, RowNorm,
+#   Sign, BiasRMS, Conv2D); dualized updates have unit size at every width.
+# * Exercise: [`exercises/03_duality.ipynb`](../exercises/03_duality.ipynb): a duality map and
+#   one steepest-descent step. Next: lecture 04 computes `U Vᵀ` fast, with Newton–Schulz.

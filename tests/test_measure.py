@@ -1,0 +1,53 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from optimal_scaling.measure import log_alignment_ratio, norm_sweep, width_slopes
+
+
+def test_alignment_ratio_limits():
+    g = torch.Generator().manual_seed(0)
+    n = 2048
+    W, z = torch.randn(n, n, generator=g), torch.randn(16, n, generator=g)
+    assert log_alignment_ratio(W, z) == pytest.approx(0.5, abs=0.03)  # √n: independent
+    u, v = torch.randn(64, generator=g), torch.randn(n, generator=g)
+    assert log_alignment_ratio(torch.outer(u, v), v.repeat(8, 1)) == pytest.approx(1.0)  # n
+
+
+def test_alignment_ratio_errors():
+    with pytest.raises(ValueError, match="expected a matrix"):
+        log_alignment_ratio(torch.ones(3), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="do not match"):
+        log_alignment_ratio(torch.ones(4, 3), torch.ones(2, 5))
+
+
+@pytest.fixture(scope="module")
+def slopes():
+    widths = [64, 128, 256, 512]
+    frames = [norm_sweep(p, widths, steps=20, lr=3e-3, record_every=20) for p in ("sp", "mup")]
+    return width_slopes(pd.concat(frames)).set_index(["parametrization", "layer", "step"])
+
+
+def test_mup_keeps_natural_norms_flat(slopes):
+    mup = slopes.loc["mup"]
+    # ‖W‖ at init and after training, ‖ΔW‖ after training: all Θ(1) in width. (The input
+    # layer's ‖W‖ is 1 + O(√(d_in/n)) for a Gaussian 16-column matrix: slope ≈ −0.15 here.)
+    assert mup["norm_W"].abs().max() <= 0.2, mup
+    assert mup.xs(20, level="step")["norm_dW"].abs().max() <= 0.15, mup
+
+
+def test_sp_breaks_the_spectral_condition(slopes):
+    sp = slopes.loc["sp"]
+    # readout init std 1/√n: ‖W‖_RMS→RMS = √(n/d_out)·σ_max ≈ √n·(1 + 1/√n)
+    assert sp.loc[("output", 0), "norm_W"] == pytest.approx(0.5, abs=0.1)
+    # Adam's ±lr entries, partly aligned with the inputs: ‖ΔW‖ grows with fan-in
+    assert sp.loc[("hidden.0", 20), "norm_dW"] >= 0.4
+    assert sp.loc[("output", 20), "norm_dW"] >= 0.4
+
+
+def test_step_zero_has_no_update():
+    df = norm_sweep("mup", [32], steps=2, record_every=1)
+    assert (df[df.step == 0].norm_dW == 0).all()
+    assert df[df.step == 0].align_dW.apply(math.isnan).all()
