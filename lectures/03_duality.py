@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from ipywidgets import FloatLogSlider, IntSlider, interact
+from ipywidgets import Dropdown, FloatLogSlider, IntSlider, interact
 from plotly.subplots import make_subplots
 
 from optimal_scaling import duality, norms
@@ -104,13 +104,15 @@ def trajectory(name: str, sharpness: float, steps: int, start=(2.0, 2.0)) -> np.
     return np.array(path)
 
 
-def plot_descent(sharpness: float, steps: int):
+def plot_descent(sharpness: float, steps: int, which: str = "all three"):
     xs = np.linspace(-2.5, 2.5, 101)
     X, Y = np.meshgrid(xs, xs)
     Z = 0.5 * (H[0, 0] * X**2 + 2 * H[0, 1] * X * Y + H[1, 1] * Y**2)
     fig = go.Figure(go.Contour(x=xs, y=xs, z=Z, showscale=False, contours_coloring="lines",
                                colorscale="gray", ncontours=20))
     for name, color in zip(vector_norms, ["seagreen", "royalblue", "crimson"], strict=True):
+        if which not in ("all three", name):
+            continue
         p = trajectory(name, sharpness, steps)
         fig.add_scatter(x=p[:, 0], y=p[:, 1], mode="lines+markers", name=name,
                         line={"color": color})
@@ -124,11 +126,12 @@ plot_descent(sharpness=8.0, steps=12).show()
 
 # %% [markdown]
 # The three optimizers reach different points from the same gradients: each measures a step's
-# length differently. Try other sharpness values (λ plays the role of 1/learning rate): small
-# λ makes the ℓ∞ (sign) steps overshoot, large λ slows every method.
+# length differently. Choose a norm and the sharpness (λ plays the role of 1/learning rate):
+# small λ makes the ℓ∞ (sign) steps overshoot, large λ slows every method.
 
 # %%
-interact(lambda sharpness, steps: plot_descent(sharpness, steps).show(),
+interact(lambda norm, sharpness, steps: plot_descent(sharpness, steps, norm).show(),
+         norm=Dropdown(options=["all three", *vector_norms], value="ℓ∞"),
          sharpness=FloatLogSlider(value=8, base=10, min=0, max=2, step=0.1),
          steps=IntSlider(value=12, min=1, max=40));
 
