@@ -24,6 +24,7 @@ _SUBMODULES = {
     "experiments",
     "measure",
     "models",
+    "newton_schulz",
     "norms",
     "notebooks",
     "parametrization",

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from optimal_scaling.newton_schulz import (
+    coefficients,
+    orthogonalize,
+    polar_express_coefficients,
+    response,
+)
+
+
+def polar(G: torch.Tensor) -> torch.Tensor:
+    U, _, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+    return U @ Vh
+
+
+def test_polar_express_first_triple_matches_the_published_one():
+    # COURSE.md: ℓ = 1e-3, u = 1, cushion ≈ 0.024 → (8.2872, −23.5959, 17.3004) before safety
+    a, b, c = (
+        x * 1.01**k for x, k in zip(polar_express_coefficients(5)[0], (1, 3, 5), strict=True)
+    )
+    assert (a, b, c) == pytest.approx((8.2872, -23.5959, 17.3004), rel=5e-4)
+    a, b, c = (
+        x * 1.01**k
+        for x, k in zip(polar_express_coefficients(5, cushion=0.02)[0], (1, 3, 5), strict=True)
+    )
+    assert (a, b, c) == pytest.approx((8.320, -23.859, 17.531), rel=5e-4)
+
+
+def test_muon_quintic_does_not_converge_to_one():
+    sigma = np.geomspace(1e-2, 1, 4000)
+    out = response(sigma, "muon", 5)
+    assert out.min() == pytest.approx(0.68, abs=0.01)
+    assert 1.1 < out.max() < 1.21  # one step peaks at 1.20; five steps stay below
+    assert response(np.linspace(0, 1, 10001), "muon", 1).max() == pytest.approx(1.20, abs=0.01)
+    assert response(np.array([1e-3]), "muon", 5)[0] < 0.68  # smaller ones end lower still
+
+
+def test_polar_express_converges_on_its_design_interval():
+    sigma = np.geomspace(1e-3, 1, 400)
+    out = response(sigma, "polar_express", 8)
+    assert np.abs(out - 1).max() < 0.02
+
+
+@pytest.mark.parametrize("shape", [(16, 64), (64, 16), (3, 32, 32), (1, 9), (9, 1)])
+def test_orthogonalize_approaches_uv(shape):
+    g = torch.Generator().manual_seed(0)
+    G = torch.randn(shape, generator=g)
+    X = orthogonalize(G, steps=10, schedule="polar_express")
+    assert X.shape == G.shape and X.dtype == G.dtype
+    assert (X.double() - polar(G)).abs().max() < 0.05
+    # the iteration acts on singular values only: σ_out = p∘…∘p(σ_in / (1.01·‖G‖_F))
+    sv_in = torch.linalg.svdvals(G.double())
+    fro = torch.linalg.vector_norm(G.double(), dim=(-2, -1), keepdim=True).squeeze(-1)
+    expected = np.sort(response((sv_in / (1.01 * fro)).numpy(), "muon", 5), axis=-1)
+    sv_out = torch.linalg.svdvals(orthogonalize(G, steps=5, schedule="muon").double()).numpy()
+    np.testing.assert_allclose(np.sort(sv_out, axis=-1), expected, atol=2e-3)
+
+
+def test_edge_cases():
+    assert torch.equal(orthogonalize(torch.zeros(4, 6)), torch.zeros(4, 6))
+    assert orthogonalize(torch.zeros(0, 5)).shape == (0, 5)
+    big = torch.randn(8, 8) * 1e20
+    assert torch.isfinite(orthogonalize(big)).all()
+    view = torch.randn(10, 6).T  # a non-contiguous transposed view
+    torch.testing.assert_close(orthogonalize(view), orthogonalize(view.contiguous()))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        orthogonalize(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="expects a matrix"):
+        orthogonalize(torch.ones(3))
+    with pytest.raises(TypeError, match="floating-point"):
+        orthogonalize(torch.ones(3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown schedule"):
+        coefficients("quartic", 3)
+    assert coefficients([(1.5, -0.5, 0.0)], 3) == [(1.5, -0.5, 0.0)] * 3
