@@ -168,18 +168,28 @@ class Parametrization:
 
     def rules(self, model: nn.Module) -> list[ParamRule]:
         """The init std, multiplier, LR and ε multipliers of every parameter of ``model``."""
-        base = self._base_model(model)
-        return [self._rule_for(model, base, name, p) for name, p in model.named_parameters()]
+        base, roles, depth = self._base_model(model), model.param_roles(), self._depth_ratio(model)
+        return [
+            self._rule_for(model, base, roles, depth, name, p)
+            for name, p in model.named_parameters()
+        ]
 
-    def _rule_for(self, model: nn.Module, base: nn.Module, name: str, p: torch.Tensor) -> ParamRule:
-        role = model.param_roles()[name]
+    def _rule_for(
+        self,
+        model: nn.Module,
+        base: nn.Module,
+        roles: dict[str, str],
+        depth_ratio: float,
+        name: str,
+        p: torch.Tensor,
+    ) -> ParamRule:
+        role = roles[name]
         if role not in ROLES:
             raise ValueError(f"{name}: unknown role {role!r}; expected one of {ROLES}")
         fan_in, fan_out = _fans(model, name, p)
         base_in, base_out = _fans(base, name, base.get_parameter(name))
         r_in, r_out = fan_in / base_in, fan_out / base_out
         std, mult, lr, eps = self._rule(model, name, role, fan_in, fan_out, base_in, r_in, r_out)
-        depth_ratio = self._depth_ratio(model)
         if role == "hidden" and depth_ratio != 1.0:
             alpha = self.depth_alpha
             lr *= depth_ratio ** (alpha - 1 if self.optimizer == "adam" else 2 * alpha - 1)
@@ -236,10 +246,10 @@ class Parametrization:
         """
         if self.name == "mup" and self.form == "table3" and _tied(model):
             raise ValueError("tied embeddings need μP in Table 8 form (form='table8')")
-        base = self._base_model(model)
+        base, roles, depth = self._base_model(model), model.param_roles(), self._depth_ratio(model)
         unique = dict(model.named_parameters())
         for name, p in model.named_parameters(remove_duplicate=False):
-            rule = self._rule_for(model, base, name, p)
+            rule = self._rule_for(model, base, roles, depth, name, p)
             owner = _owner(model, name)
             if rule.role in ("input", "hidden", "output"):
                 if hasattr(owner, "multiplier"):
@@ -257,7 +267,7 @@ class Parametrization:
         base_attn = [m for m in base.modules() if hasattr(m, "logit_scale")]
         for m, m0 in zip(attn, base_attn, strict=True):
             m.logit_scale = self._logit_scale(m.head_dim, m0.head_dim)
-        beta = self._depth_ratio(model) ** -(self.depth_alpha or 0.0)
+        beta = depth ** -(self.depth_alpha or 0.0)
         for m in model.modules():
             if hasattr(m, "branch_multiplier"):
                 m.branch_multiplier = beta
