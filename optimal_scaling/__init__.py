@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBMODULES = {
+    "bench",
     "checks",
     "cli",
     "config",
@@ -22,6 +23,7 @@ _SUBMODULES = {
     "duality",
     "exercises",
     "experiments",
+    "kernels",
     "measure",
     "models",
     "newton_schulz",

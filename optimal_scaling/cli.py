@@ -4,6 +4,8 @@ optimal-scaling env                         what this machine offers the course
 optimal-scaling sync [DIR ...]              rewrite each .ipynb from its .py
 optimal-scaling check [DIR ...]             fail on drifted pairs or committed outputs
 optimal-scaling exercises [--check]         generate exercises/ from solutions/
+optimal-scaling lr-transfer --out F         GPT learning-rate transfer grid (lecture 01)
+optimal-scaling bench ns [--fast] [--out F] Newton–Schulz benchmark (lecture 04)
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--data", choices=["bytes", "markov"])
+    p = sub.add_parser("bench", help="benchmarks (ratios against a reference, same run)")
+    p.add_argument("benchmark", choices=["ns"], help="ns: Newton–Schulz orthogonalization")
+    p.add_argument("--out", help="JSON file to write (default: benchmarks/results/<name>.json)")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--fast", action="store_true", help="small shapes, few repeats")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--steps", type=int, default=5)
     args = parser.parse_args(argv)
 
     if args.command == "env":
@@ -50,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "lr-transfer":
         return _lr_transfer(args, argv)
+    if args.command == "bench":
+        return _bench(args, argv)
     if args.command in ("sync", "check"):
         from optimal_scaling import notebooks
 
@@ -80,6 +93,41 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path = write_table(grid, args.out, "optimal-scaling " + shlex.join(argv), config=describe(cfg))
     print(f"wrote {len(grid)} runs to {path}")
+    return 0
+
+
+def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
+    import shlex
+    from pathlib import Path
+
+    import torch
+
+    from optimal_scaling.bench import run_newton_schulz
+    from optimal_scaling.course import repo_root
+
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    if args.repeats is not None and args.repeats < 1 or args.steps < 1:
+        print("bench: --repeats and --steps must be ≥ 1", file=sys.stderr)
+        return 2
+    out = args.out
+    if out is None and not args.no_write:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        kind = "fast" if args.fast else "full"
+        results = (repo_root() or Path.cwd()) / "benchmarks" / "results"
+        out = results / f"newton_schulz_{device}_{dtype}_{kind}.json"
+    argv = sys.argv[1:] if argv is None else argv
+    run_newton_schulz(
+        out,
+        fast=args.fast,
+        dtype=args.dtype,
+        device=args.device,
+        repeats=args.repeats,
+        steps=args.steps,
+        command="optimal-scaling " + shlex.join(argv),
+    )
     return 0
 
 

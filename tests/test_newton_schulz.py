@@ -61,8 +61,11 @@ def test_orthogonalize_approaches_uv(shape):
 def test_edge_cases():
     assert torch.equal(orthogonalize(torch.zeros(4, 6)), torch.zeros(4, 6))
     assert orthogonalize(torch.zeros(0, 5)).shape == (0, 5)
-    big = torch.randn(8, 8) * 1e20
-    assert torch.isfinite(orthogonalize(big)).all()
+    G = torch.randn(8, 8)
+    for scale in (1e20, 1e37, 1e-30):  # squares overflow / underflow in fp32
+        torch.testing.assert_close(orthogonalize(G * scale), orthogonalize(G), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        orthogonalize(torch.tensor([[1.0, float("inf")]]))
     view = torch.randn(10, 6).T  # a non-contiguous transposed view
     torch.testing.assert_close(orthogonalize(view), orthogonalize(view.contiguous()))
     with pytest.raises(ValueError, match="NaN or inf"):
@@ -74,3 +77,35 @@ def test_edge_cases():
     with pytest.raises(ValueError, match="unknown schedule"):
         coefficients("quartic", 3)
     assert coefficients([(1.5, -0.5, 0.0)], 3) == [(1.5, -0.5, 0.0)] * 3
+
+
+def test_fused_torch_path_equals_the_textbook_step():
+    from optimal_scaling.newton_schulz import MUON, reference_step, torch_step, torch_steps
+
+    g = torch.Generator().manual_seed(1)
+    for shape in [(6, 10), (3, 5, 9)]:
+        X = torch.randn(shape, generator=g, dtype=torch.float64) / 4
+        torch.testing.assert_close(torch_step(X, *MUON), reference_step(X, *MUON))
+        Y = X.clone()
+        for _ in range(3):
+            Y = reference_step(Y, *MUON)
+        torch.testing.assert_close(torch_steps(X.clone(), [MUON] * 3), Y)
+
+
+def test_backend_dispatch(monkeypatch):
+    pytest.importorskip("triton")
+    G = torch.randn(2, 30, 18, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="unknown backend"):
+        orthogonalize(G, backend="cuda")
+    if not torch.cuda.is_available():  # conftest set TRITON_INTERPRET=1 before Triton loaded
+        monkeypatch.delenv("TRITON_INTERPRET")
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+            orthogonalize(G, backend="triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.testing.assert_close(
+        orthogonalize(G, backend="triton"), orthogonalize(G, backend="torch"), atol=1e-5, rtol=0
+    )
+    with pytest.raises(TypeError, match="Triton kernels compute in"):
+        orthogonalize(G, backend="triton", dtype=torch.float64)
+    # "auto" sends CPU tensors to torch, even in interpreter mode
+    torch.testing.assert_close(orthogonalize(G), orthogonalize(G, backend="torch"))

@@ -1,0 +1,289 @@
+r"""Benchmarks that report ratios against a reference measured in the same run.
+
+Newton–Schulz (:func:`newton_schulz_benchmark`). For X of shape m×n (m ≤ n) one step costs
+
+    dense FLOPs = 2m²n (X Xᵀ) + 2m³ (A A) + 2m²n (B X) = 4m²n + 2m³,
+
+and every method below is credited with those dense FLOPs, so GFLOP/s are comparable:
+
+* ``package``: :func:`optimal_scaling.newton_schulz.orthogonalize` (Triton kernels on CUDA,
+  the fused torch path elsewhere);
+* ``reference``: the textbook step written from the formula, three matmuls and separate
+  elementwise sums (:func:`optimal_scaling.newton_schulz.reference_step`);
+* ``matmul_bound``: only the three dense matmuls per step, into preallocated buffers: what
+  any implementation that does the dense FLOPs cannot beat (the symmetric kernels can, by at
+  most 1.5×);
+* ``pytorch_optimizer``: ``zero_power_via_newton_schulz_5`` from the optional
+  ``pytorch-optimizer`` package, when it is installed.
+
+Methods are timed round-robin (each repeat runs every method once), after one warm-up call
+each, and the median is reported; CUDA timings synchronize before reading the clock.
+Results go to JSON with the device, dtype and versions (written atomically).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from optimal_scaling import newton_schulz as ns
+
+#: Shapes of the full benchmark: squares, 1:4 rectangles, batches.
+FULL_SHAPES: tuple[tuple[int, ...], ...] = (
+    (256, 256), (512, 512), (1024, 1024), (2048, 2048), (4096, 4096),
+    (256, 1024), (512, 2048), (1024, 4096),
+    (16, 256, 256), (8, 512, 512), (4, 256, 1024),
+)  # fmt: skip
+#: Shapes of the fast (CI / lecture) run.
+FAST_SHAPES: tuple[tuple[int, ...], ...] = ((128, 128), (256, 256), (128, 512), (8, 64, 64))
+
+METHODS = ("package", "reference", "matmul_bound", "pytorch_optimizer")
+
+
+def ns_flops(shape: Sequence[int], steps: int) -> int:
+    """Dense FLOPs of ``steps`` steps on a (..., m, n) batch: batch·steps·(4m²n + 2m³)."""
+    *batch, m, n = shape
+    count = 1
+    for b in batch:
+        count *= b
+    return count * steps * ns.step_flops(m, n)
+
+
+def _reference(G: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    X = G.mT if G.shape[-2] > G.shape[-1] else G
+    X = (X / (X.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-7)).to(dtype)
+    for a, b, c in [ns.MUON] * steps:
+        X = ns.reference_step(X, a, b, c)
+    return X
+
+
+def _matmul_bound(G: torch.Tensor, steps: int, dtype: torch.dtype) -> Callable[[], None]:
+    X = (G.mT if G.shape[-2] > G.shape[-1] else G).to(dtype).contiguous()
+    X = X / X.norm(dim=(-2, -1), keepdim=True).to(dtype)
+    A = X.new_empty(*X.shape[:-1], X.shape[-2])
+    B = torch.empty_like(A)
+    Y = torch.empty_like(X)
+
+    def run() -> None:
+        for _ in range(steps):
+            torch.matmul(X, X.mT, out=A)
+            torch.matmul(A, A, out=B)
+            torch.matmul(B, X, out=Y)
+
+    return run
+
+
+def _other_library() -> tuple[Callable | None, str]:
+    try:
+        from pytorch_optimizer.optimizer.utils.matrix import zero_power_via_newton_schulz_5
+    except ImportError:
+        return None, "not installed"
+    from importlib.metadata import version
+
+    return zero_power_via_newton_schulz_5, version("pytorch-optimizer")
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    def clock(fn: Callable[[], object]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    return clock
+
+
+def newton_schulz_benchmark(
+    shapes: Sequence[Sequence[int]] = FULL_SHAPES,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    steps: int = 5,
+    repeats: int = 7,
+    methods: Sequence[str] = METHODS,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Time every method at every shape; one row per (shape, method).
+
+    Columns: shape, method, median_s, gflops (dense FLOPs / median time), and
+    ``time_vs_reference`` = median_s / the reference's median_s at that shape (below 1 is
+    faster). ``dtype`` defaults to float32 on the CPU and bfloat16 on CUDA.
+    """
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown benchmark methods {unknown}; choose from {METHODS}")
+    if steps < 1 or repeats < 1:
+        raise ValueError(f"steps and repeats must be ≥ 1, got {steps}, {repeats}")
+    for shape in shapes:
+        if len(shape) < 2 or any(int(s) < 1 for s in shape):
+            raise ValueError(f"a benchmark shape is (..., m, n) with positive sizes, got {shape}")
+    device = torch.device(device) if device is not None else _default_device()
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    other, _ = _other_library()
+    clock = _timer(device)
+    rows = []
+    for shape in shapes:
+        shape = tuple(int(s) for s in shape)
+        G = torch.randn(shape, device=device, generator=None)
+        runs: dict[str, Callable[[], object]] = {
+            "package": lambda G=G: ns.orthogonalize(G, steps=steps, dtype=dtype),
+            "reference": lambda G=G: _reference(G, steps, dtype),
+            "matmul_bound": _matmul_bound(G, steps, dtype),
+        }
+        if other is not None:
+            runs["pytorch_optimizer"] = lambda G=G: other(G, num_steps=steps, dtype=dtype)
+        runs = {k: v for k, v in runs.items() if k in methods}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for fn in runs.values():
+            fn()  # warm-up (allocator, kernel compilation)
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                times[name].append(clock(fn))
+        flops = ns_flops(shape, steps)
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        ref = medians.get("reference")
+        for name, t in medians.items():
+            rows.append(
+                {
+                    "shape": "x".join(map(str, shape)),
+                    "method": name,
+                    "median_s": t,
+                    "gflops": flops / t / 1e9,
+                    "time_vs_reference": t / ref if ref else float("nan"),
+                }
+            )
+        if progress:
+            summary = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in medians.items())
+            print(f"{'x'.join(map(str, shape)):>14}: {summary}", flush=True)
+    return pd.DataFrame(rows)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software a benchmark result depends on."""
+    from optimal_scaling import __version__
+
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optimal_scaling": __version__,
+    }
+    try:
+        import triton
+
+        out["triton"] = triton.__version__
+    except ImportError:
+        out["triton"] = "not installed"
+    out["pytorch_optimizer"] = _other_library()[1]
+    return out
+
+
+def device_name(device: str | torch.device | None = None) -> str:
+    """The accelerator's name, or the CPU's model and core count."""
+    device = torch.device(device) if device is not None else _default_device()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def write_json(path: str | Path, table: pd.DataFrame, **meta: object) -> Path:
+    """Write ``{meta..., "rows": [...]}`` to ``path`` through a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        **meta,
+        "rows": table.to_dict(orient="records"),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_json(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Read a result written by :func:`write_json`: ``(rows as a DataFrame, metadata)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no benchmark result at {path}")
+    payload = json.loads(path.read_text())
+    rows = payload.pop("rows")
+    return pd.DataFrame(rows), payload
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per shape: the methods' GFLOP/s and time ratios side by side."""
+    wide = table.pivot(index="shape", columns="method", values="time_vs_reference")
+    gflops = table.pivot(index="shape", columns="method", values="gflops")
+    out = gflops.add_suffix(" GFLOP/s").join(wide.add_suffix(" / reference"))
+    order = list(dict.fromkeys(table["shape"]))
+    return out.loc[order]
+
+
+def run_newton_schulz(
+    out: str | Path | None,
+    fast: bool = False,
+    dtype: str | None = None,
+    device: str | None = None,
+    repeats: int | None = None,
+    steps: int = 5,
+    command: str = "",
+) -> pd.DataFrame:
+    """The ``optimal-scaling bench ns`` command: run, print the summary, write JSON."""
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype is not None and dtype not in dtypes:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(dtypes)}")
+    dev = torch.device(device) if device else _default_device()
+    torch_dtype = dtypes[dtype] if dtype else None
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    table = newton_schulz_benchmark(
+        FAST_SHAPES if fast else FULL_SHAPES,
+        dtype=torch_dtype,
+        device=dev,
+        steps=steps,
+        repeats=repeats or (3 if fast else 7),
+        progress=True,
+    )
+    used = torch_dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summary(table).round(3).to_string())
+    if out is not None:
+        path = write_json(
+            out,
+            table,
+            benchmark="newton_schulz",
+            command=command,
+            device=device_name(dev),
+            device_type=dev.type,
+            dtype=str(used).removeprefix("torch."),
+            steps=steps,
+            schedule="muon",
+            versions=versions(),
+            # other work on the machine distorts CPU timings badly (BLAS threads wait on each
+            # other): the 1-minute load average before the run, for the reader to judge
+            load_average_before=round(load_before, 2),
+        )
+        print(f"wrote {path}")
+    return table

@@ -1,0 +1,52 @@
+"""Self-checks for lecture 04 (Newton–Schulz)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from optimal_scaling import newton_schulz as ns
+from optimal_scaling.checks import CheckResult, check
+
+
+def _matrices(shapes) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for s in shapes:
+        X = torch.randn(s, generator=g, dtype=torch.float64)
+        out.append(X / torch.linalg.matrix_norm(X))
+    return out
+
+
+def check_ns_step(fn: Callable[[torch.Tensor, float, float, float], torch.Tensor]) -> CheckResult:
+    """``fn(X, a, b, c)`` → a X + b (X Xᵀ) X + c (X Xᵀ)² X for X of shape (m, n), m ≤ n."""
+    coeffs = [ns.MUON, ns.CUBIC, (2.0, -1.5, 0.5), ns.MUON]
+    cases = [{"X": X, "a": a, "b": b, "c": c}
+             for X, (a, b, c) in zip(_matrices([(3, 5), (4, 4), (2, 7), (8, 16)]), coeffs,
+                                     strict=True)]
+    return check("one Newton–Schulz step", fn, ns.reference_step, cases,
+                 hint="A = X @ X.T; B = b*A + c*(A @ A); return a*X + B @ X", rtol=1e-6,
+                 atol=1e-9)
+
+
+def check_response(fn: Callable[[np.ndarray, list], np.ndarray]) -> CheckResult:
+    """``fn(sigma, triples)`` → p_k ∘ … ∘ p_1 (σ), with p(σ) = a σ + b σ³ + c σ⁵ per triple."""
+    sigma = np.geomspace(1e-3, 1, 9)
+    cases = [{"sigma": sigma, "triples": t} for t in
+             ([ns.MUON] * 5, [ns.CUBIC] * 3, ns.polar_express_coefficients(4), [(2.0, -1.5, 0.5)])]
+    return check("Newton–Schulz response", fn,
+                 lambda sigma, triples: ns.response(sigma, triples, len(triples)), cases,
+                 hint="apply the triples in order: s = a*s + b*s**3 + c*s**5", rtol=1e-9,
+                 atol=1e-12)
+
+
+def check_flops(fn: Callable[[int, int, bool], int]) -> CheckResult:
+    """``fn(m, n, symmetric)`` → FLOPs of one step (a multiply-add counts 2)."""
+    cases = [{"m": m, "n": n, "symmetric": s}
+             for m, n, s in [(4, 4, False), (4, 8, False), (8, 4, False), (4, 8, True),
+                             (8, 4, True), (128, 512, True)]]
+    return check("FLOP count of one step", fn, ns.step_flops, cases,
+                 hint="transpose first so m ≤ n; dense: 2m²n + 2m³ + 2m²n; the symmetric "
+                 "X Xᵀ and A A cost half of their dense products")

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+import torch
+
+from optimal_scaling import bench
+from optimal_scaling.cli import main
+from optimal_scaling.newton_schulz import step_flops
+
+
+def test_flop_counts_follow_the_formula():
+    m, n = 4, 8
+    assert step_flops(m, n) == 2 * m * m * n + 2 * m**3 + 2 * m * m * n
+    assert step_flops(n, m) == step_flops(m, n)  # tall matrices are transposed first
+    assert bench.ns_flops((3, m, n), steps=2) == 3 * 2 * step_flops(m, n)
+    # the symmetric kernels save 1.5× on squares, 4/3 as n/m grows
+    assert step_flops(64, 64) / step_flops(64, 64, symmetric=True) == pytest.approx(1.5)
+    assert step_flops(8, 8000) / step_flops(8, 8000, symmetric=True) == pytest.approx(4 / 3, 1e-3)
+
+
+def test_benchmark_rows_and_ratios():
+    table = bench.newton_schulz_benchmark([(8, 16), (2, 12, 5)], repeats=2, steps=2)
+    assert set(table["shape"]) == {"8x16", "2x12x5"}
+    assert {"package", "reference", "matmul_bound"} <= set(table["method"])
+    ref = table[table.method == "reference"]
+    assert (ref["time_vs_reference"] == 1.0).all()
+    for _, row in table.iterrows():
+        flops = bench.ns_flops(tuple(int(s) for s in row["shape"].split("x")), 2)
+        assert row["gflops"] == pytest.approx(flops / row["median_s"] / 1e9)
+    wide = bench.summary(table)
+    assert list(wide.index) == ["8x16", "2x12x5"]
+
+
+def test_benchmark_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown benchmark methods"):
+        bench.newton_schulz_benchmark([(4, 4)], methods=["fastest"])
+    with pytest.raises(ValueError, match="shape"):
+        bench.newton_schulz_benchmark([(4,)])
+    with pytest.raises(ValueError, match="repeats"):
+        bench.newton_schulz_benchmark([(4, 4)], repeats=0)
+
+
+def test_cli_writes_json_with_provenance(tmp_path, capsys):
+    out = tmp_path / "ns.json"
+    assert main(["bench", "ns", "--fast", "--repeats", "1", "--steps", "1", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["benchmark"] == "newton_schulz" and payload["dtype"] == "float32"
+    assert payload["versions"]["torch"] == torch.__version__
+    assert payload["device_type"] == "cpu" and payload["device"]
+    table, meta = bench.read_json(out)
+    assert len(table) >= 3 * len(bench.FAST_SHAPES) and meta["steps"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ns.json"]  # no temporary file left
+    assert "package / reference" in capsys.readouterr().out
+    assert main(["bench", "ns", "--fast", "--repeats", "0"]) == 2

@@ -1,0 +1,292 @@
+"""Triton Newton–Schulz kernels against the torch formulas.
+
+Without CUDA every kernel runs on CPU tensors in Triton's interpreter: conftest.py sets
+``TRITON_INTERPRET=1`` at start-up, before anything imports Triton (which fixes its mode at
+import), and an autouse fixture keeps it set in case a test cleared it. With CUDA the same
+tests run compiled, on the GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from optimal_scaling import kernels
+from optimal_scaling import newton_schulz as ns
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
+
+# Error allowed, relative to the largest entry of the float64 result computed from the same
+# (rounded) inputs: accumulation is fp32, so what is left is the final rounding. bf16 gets
+# 2⁻⁶: the interpreter rounds fp32 → bf16 towards zero (up to 2⁻⁷ relative), a GPU to
+# nearest (2⁻⁸).
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2**-6}
+DTYPES = list(TOL)
+# Non-multiples of the block (16 in the interpreter, 64 on a GPU), square, wide, tall,
+# batched, 4-D.
+SHAPES = [(5, 7), (17, 33), (33, 50), (24, 24), (20, 9), (3, 17, 40), (2, 2, 9, 13)]
+MUON = ns.MUON
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not CUDA:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(dtype=dtype, device=DEVICE)
+
+
+def sym(m: int, lead: tuple[int, ...] = (), dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A symmetric (…, m, m) matrix with entries of order 1, like X Xᵀ of a normalized X."""
+    G = randn(*lead, m, m + 3, seed=1).double()
+    A = G @ G.mT / (m + 3)
+    return A.to(dtype)
+
+
+def assert_close(got: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
+    assert got.dtype == dtype and got.shape == ref.shape
+    scale = ref.abs().max().item() or 1.0
+    err = (got.double() - ref).abs().max().item()
+    assert err <= TOL[dtype] * scale, f"max error {err:.3g} > {TOL[dtype]:.3g} × {scale:.3g}"
+
+
+# -- the three kernels --------------------------------------------------------------------
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_syrk_is_x_xt_and_exactly_symmetric(shape, dtype):
+    X = randn(*shape, dtype=dtype)
+    A = kernels.syrk(X)
+    assert_close(A, X.double() @ X.double().mT, dtype)
+    assert torch.equal(A, A.mT)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_sym_poly_is_b_a_plus_c_a_a(shape, dtype):
+    A = sym(shape[-2], shape[:-2], dtype)
+    _, b, c = MUON
+    B = kernels.sym_poly(A, b, c)
+    Ad = A.double()
+    assert_close(B, b * Ad + c * Ad @ Ad, dtype)
+    assert torch.equal(B, B.mT)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_ns_update_is_a_x_plus_b_x(shape, dtype):
+    X = randn(*shape, dtype=dtype)
+    B = sym(shape[-2], shape[:-2], dtype)
+    a = MUON[0]
+    assert_close(kernels.ns_update(X, B, a), a * X.double() + B.double() @ X.double(), dtype)
+
+
+@needs_triton
+def test_ns_step_is_the_reference_step():
+    X = randn(3, 17, 40) / 10
+    a, b, c = MUON
+    assert_close(kernels.ns_step(X, a, b, c), ns.reference_step(X.double(), a, b, c), X.dtype)
+
+
+@needs_triton
+def test_strided_inputs_and_outputs():
+    """Transposes and slices run as they are (the kernels take strides), as does an ``out``
+    that cannot be viewed as (batch, m, m)."""
+    X = randn(2, 40, 17).mT  # (2, 17, 40), column-major
+    Xd = X.double()
+    assert not X.is_contiguous()
+    A = kernels.syrk(X)
+    assert_close(A, Xd @ Xd.mT, X.dtype)
+    assert torch.equal(A, A.mT)
+
+    Xs = randn(17, 80)[:, ::2]  # every other column
+    assert_close(kernels.syrk(Xs), Xs.double() @ Xs.double().mT, Xs.dtype)
+
+    S = sym(17, (2,)).mT  # symmetric, so the same values; strides (289, 1, 17)
+    B = kernels.sym_poly(S, -1.0, 0.5)
+    assert_close(B, -S.double() + 0.5 * S.double() @ S.double(), S.dtype)
+
+    N = randn(2, 17, 17, seed=3).mT  # ns_update needs no symmetry: a transposed B
+    assert_close(kernels.ns_update(X, N, 2.0), 2 * Xd + N.double() @ Xd, X.dtype)
+
+    X4 = randn(2, 2, 9, 13)
+    out = torch.full((2, 9, 2, 9), float("nan"), device=DEVICE).permute(0, 2, 1, 3)
+    with pytest.raises(RuntimeError):
+        out.view(-1, 9, 9)  # so syrk computes into a temporary and copies back
+    assert kernels.syrk(X4, out=out) is out
+    assert_close(out, X4.double() @ X4.double().mT, X4.dtype)
+
+
+@needs_triton
+def test_out_argument_and_batch_chunks(monkeypatch: pytest.MonkeyPatch):
+    X = randn(5, 6, 7)
+    A = torch.empty(5, 6, 6, device=DEVICE)
+    # pretend CUDA's grid limit is 2, so the batch of 5 is launched as 2 + 2 + 1
+    monkeypatch.setattr(kernels, "_MAX_GRID_Y", 2)
+    assert kernels.syrk(X, out=A) is A
+    assert_close(A, X.double() @ X.double().mT, X.dtype)
+    Y = kernels.ns_update(X, kernels.sym_poly(A, 0.1, 0.01), 1.0)
+    Ad = A.double()
+    assert_close(Y, X.double() + (0.1 * Ad + 0.01 * Ad @ Ad) @ X.double(), X.dtype)
+
+
+@needs_triton
+def test_empty_shapes():
+    assert kernels.syrk(randn(0, 5, 7)).shape == (0, 5, 5)
+    assert torch.equal(kernels.syrk(randn(3, 0)), torch.zeros(3, 3, device=DEVICE))  # n = 0
+    assert kernels.ns_step(randn(2, 0, 4), *MUON).shape == (2, 0, 4)
+
+
+# -- Newton–Schulz with the kernels ----------------------------------------------------------
+
+
+def normalized(G: torch.Tensor) -> torch.Tensor:
+    return G / (1.01 * torch.linalg.vector_norm(G, dim=(-2, -1), keepdim=True))
+
+
+@needs_triton
+def test_five_muon_steps_match_the_torch_path():
+    G = randn(24, 40)
+    X = normalized(G)
+    for a, b, c in ns.coefficients("muon", 5):
+        X = kernels.ns_step(X, a, b, c)
+    ref = ns.orthogonalize(G, steps=5, schedule="muon", dtype=torch.float32, backend="torch")
+    # measured ≈ 1e-6 (fp32 rounding, differently ordered sums) over several seeds
+    assert (X - ref).abs().max().item() < 1e-5
+
+
+@needs_triton
+def test_eight_polar_express_steps_reach_u_vt():
+    G = randn(24, 40, seed=2)
+    X = normalized(G)
+    for a, b, c in ns.coefficients("polar_express", 8):
+        X = kernels.ns_step(X, a, b, c)
+    U, _, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+    # σ_min / ‖G‖_F ≈ 0.05 here, well inside [10⁻³, 1], so 8 steps converge to fp32
+    # precision: measured ≈ 6e-7 (the torch path gives the same)
+    assert (X.double() - U @ Vh).abs().max().item() < 1e-5
+
+
+# -- availability, modes and input errors -----------------------------------------------------
+
+
+def test_importing_kernels_does_not_import_triton():
+    code = (
+        "import sys, optimal_scaling as osc\n"
+        "assert 'kernels' in dir(osc) and 'torch' not in sys.modules\n"
+        "import optimal_scaling.kernels\n"
+        "print('triton' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_without_triton(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
+    assert not kernels.available()
+    assert not kernels.available(randn(3, 4))
+    with pytest.raises(RuntimeError, match="Triton is not installed"):
+        kernels.syrk(randn(3, 4))
+
+
+@needs_triton
+def test_modes(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert kernels.interpreting()
+    assert kernels.available(torch.zeros(2, 2))
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not kernels.interpreting()
+    assert not kernels.available(torch.zeros(2, 2))
+    assert kernels.available() == CUDA
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        kernels.syrk(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: kernels.syrk([[1.0]]), TypeError, "X must be a torch.Tensor"),
+        (lambda: kernels.syrk(torch.zeros(4)), ValueError, "ndim 1"),
+        (lambda: kernels.syrk(torch.zeros(2, 3, dtype=torch.int32)), TypeError, "dtype"),
+        (lambda: kernels.syrk(torch.zeros(2, 3, dtype=torch.float64)), TypeError, "float64"),
+        (lambda: kernels.sym_poly(torch.zeros(2, 3), 1.0, 1.0), ValueError, "square"),
+        (
+            lambda: kernels.ns_update(torch.zeros(2, 4, 5), torch.zeros(2, 5, 5), 1.0),
+            ValueError,
+            "shape mismatch",
+        ),
+        (
+            lambda: kernels.ns_update(torch.zeros(2, 4, 5), torch.zeros(3, 4, 4), 1.0),
+            ValueError,
+            "shape mismatch",
+        ),
+        (
+            lambda: kernels.ns_update(torch.zeros(4, 5), torch.zeros(4, 4, device="meta"), 1.0),
+            ValueError,
+            "device",
+        ),
+        (
+            lambda: kernels.ns_update(torch.zeros(4, 5), torch.zeros(4, 4).half(), 1.0),
+            TypeError,
+            "dtype",
+        ),
+        (lambda: kernels.syrk(torch.zeros(4, 5), out=torch.zeros(4, 5)), ValueError, "shape"),
+        (
+            lambda: kernels.syrk(torch.zeros(4, 5), out=torch.zeros(4, 4).half()),
+            TypeError,
+            "dtype",
+        ),
+    ],
+)
+def test_input_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_out_must_not_alias_an_input():
+    X = torch.zeros(4, 4)
+    with pytest.raises(ValueError, match="share memory"):
+        kernels.ns_update(X, torch.zeros(4, 4), 1.0, out=X)
+
+
+# -- on a GPU -----------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@needs_triton
+def test_bf16_on_cuda_matches_torch(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # compiled, not interpreted
+    dtype = torch.bfloat16
+    G = torch.randn(512, 1024, device="cuda")
+    X = normalized(G).to(dtype)
+    Xd = X.double()
+    A = kernels.syrk(X)
+    assert_close(A, Xd @ Xd.mT, dtype)
+    assert torch.equal(A, A.mT)
+    a, b, c = MUON
+    B = kernels.sym_poly(A, b, c)
+    assert_close(B, b * A.double() + c * A.double() @ A.double(), dtype)
+    assert_close(kernels.ns_update(X, B, a), a * Xd + B.double() @ Xd, dtype)
+
+    # five steps: the kernels' bf16 result is about as far from the float64 one as torch's
+    exact = ns.orthogonalize(G.double(), steps=5, dtype=torch.float64, backend="torch")
+    torch_bf16 = ns.orthogonalize(G, steps=5, dtype=dtype, backend="torch")
+    Y = X
+    for step in ns.coefficients("muon", 5):
+        Y = kernels.ns_step(Y, *step)
+    err_kernels = torch.linalg.norm(Y.double() - exact) / torch.linalg.norm(exact)
+    err_torch = torch.linalg.norm(torch_bf16.double() - exact) / torch.linalg.norm(exact)
+    assert err_kernels <= 2 * err_torch + 1e-2, (err_kernels.item(), err_torch.item())
