@@ -20,6 +20,7 @@ _SUBMODULES = {
     "coord_check",
     "course",
     "data",
+    "distributed",
     "duality",
     "exercises",
     "experiments",
@@ -29,8 +30,10 @@ _SUBMODULES = {
     "newton_schulz",
     "norms",
     "notebooks",
+    "optim",
     "parametrization",
     "results",
+    "tracking",
     "train",
 }
 

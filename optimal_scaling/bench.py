@@ -24,6 +24,7 @@ Results go to JSON with the device, dtype and versions (written atomically).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -285,5 +286,111 @@ def run_newton_schulz(
             # other): the 1-minute load average before the run, for the reader to judge
             load_average_before=round(load_before, 2),
         )
+        print(f"wrote {path}")
+    return table
+
+
+# -- optimizer overhead (lecture 05) --------------------------------------------------------
+
+OPTIMIZERS = ("adamw", "muon", "scion")
+
+
+def _make_optimizer(name: str, model: torch.nn.Module):
+    from optimal_scaling import optim
+
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    if name == "muon":
+        return optim.muon_with_adamw(model, lr=0.02, adamw_lr=1e-3)
+    if name == "scion":
+        return optim.Scion(optim.scion_groups(model, "colnorm-spectral-sign", lr=1e-3))
+    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+
+
+def _forward_backward(model, optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    loss.backward()
+
+
+def optimizer_benchmark(
+    widths: Sequence[int] = (128, 256),
+    depth: int = 2,
+    batch_size: int = 8,
+    context: int = 64,
+    vocab_size: int = 256,
+    steps: int = 10,
+    repeats: int = 3,
+    optimizers: Sequence[str] = OPTIMIZERS,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """The optimizer's share of a training step of a small GPT, per optimizer and width.
+
+    For every (width, optimizer) the same model (same init) runs ``steps`` training steps,
+    timing forward + backward and ``optimizer.step()`` separately; the median over
+    ``repeats`` rounds (optimizers round-robin within a round) is reported. Columns:
+    width, optimizer, fwd_bwd_ms, opt_ms, step_ms, opt_share = opt / (fwd+bwd+opt), and
+    ``step_vs_adamw`` = the whole step's time over AdamW's at that width.
+    """
+    from optimal_scaling.models import GPT
+
+    unknown = sorted(set(optimizers) - set(OPTIMIZERS))
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown}; choose from {OPTIMIZERS}")
+    if steps < 1 or repeats < 1:
+        raise ValueError(f"steps and repeats must be ≥ 1, got {steps}, {repeats}")
+    device = torch.device(device) if device is not None else _default_device()
+    clock = _timer(device)
+    rows = []
+    for width in widths:
+        torch.manual_seed(0)
+        base = GPT(vocab_size=vocab_size, context=context, width=width, depth=depth,
+                   n_heads=max(1, width // 64), norm_before_linear=True).to(device)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(vocab_size, (batch_size, context), generator=g).to(device)
+        y = torch.randint(vocab_size, (batch_size, context), generator=g).to(device)
+        runs = {}
+        for name in optimizers:
+            model = GPT(**base.config).to(device)
+            model.load_state_dict(base.state_dict())
+            runs[name] = (model, _make_optimizer(name, model))
+        fwd: dict[str, list[float]] = {k: [] for k in runs}
+        opt: dict[str, list[float]] = {k: [] for k in runs}
+        for round_ in range(repeats + 1):  # round 0 warms up
+            for name, (model, optimizer) in runs.items():
+                f = o = 0.0
+                for _ in range(steps):
+                    f += clock(functools.partial(_forward_backward, model, optimizer, x, y))
+                    o += clock(optimizer.step)
+                if round_:
+                    fwd[name].append(f / steps)
+                    opt[name].append(o / steps)
+        medians = {k: (statistics.median(fwd[k]), statistics.median(opt[k])) for k in runs}
+        adamw = sum(medians["adamw"]) if "adamw" in medians else float("nan")
+        for name, (f, o) in medians.items():
+            rows.append({"width": width, "optimizer": name, "params": sum(
+                p.numel() for p in runs[name][0].parameters()),
+                "fwd_bwd_ms": 1e3 * f, "opt_ms": 1e3 * o, "step_ms": 1e3 * (f + o),
+                "opt_share": o / (f + o), "step_vs_adamw": (f + o) / adamw})
+    return pd.DataFrame(rows)
+
+
+def run_optimizers(
+    out: str | Path | None, fast: bool = False, device: str | None = None, command: str = ""
+) -> pd.DataFrame:
+    """The ``optimal-scaling bench optim`` command: run, print, write JSON."""
+    dev = torch.device(device) if device else _default_device()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    settings = dict(widths=(64, 128), steps=3, repeats=2) if fast else dict(
+        widths=(128, 256, 512), steps=10, repeats=3)
+    table = optimizer_benchmark(device=dev, **settings)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.round(3).to_string(index=False))
+    if out is not None:
+        path = write_json(out, table, benchmark="optimizer_overhead", command=command,
+                          device=device_name(dev), device_type=dev.type, dtype="float32",
+                          settings=settings, versions=versions(),
+                          load_average_before=round(load_before, 2))
         print(f"wrote {path}")
     return table

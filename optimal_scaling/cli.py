@@ -6,6 +6,7 @@ optimal-scaling check [DIR ...]             fail on drifted pairs or committed o
 optimal-scaling exercises [--check]         generate exercises/ from solutions/
 optimal-scaling lr-transfer --out F         GPT learning-rate transfer grid (lecture 01)
 optimal-scaling bench ns [--fast] [--out F] Newton–Schulz benchmark (lecture 04)
+optimal-scaling bench optim [--fast]        optimizer share of a GPT step (lecture 05)
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--data", choices=["bytes", "markov"])
     p = sub.add_parser("bench", help="benchmarks (ratios against a reference, same run)")
-    p.add_argument("benchmark", choices=["ns"], help="ns: Newton–Schulz orthogonalization")
+    p.add_argument("benchmark", choices=["ns", "optim"],
+                   help="ns: Newton–Schulz orthogonalization; optim: optimizer share of a step")
     p.add_argument("--out", help="JSON file to write (default: benchmarks/results/<name>.json)")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--fast", action="store_true", help="small shapes, few repeats")
@@ -102,7 +104,7 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     import torch
 
-    from optimal_scaling.bench import run_newton_schulz
+    from optimal_scaling.bench import run_newton_schulz, run_optimizers
     from optimal_scaling.course import repo_root
 
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -111,14 +113,21 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.repeats is not None and args.repeats < 1 or args.steps < 1:
         print("bench: --repeats and --steps must be ≥ 1", file=sys.stderr)
         return 2
+    argv = sys.argv[1:] if argv is None else argv
+    command = "optimal-scaling " + shlex.join(argv)
+    results = (repo_root() or Path.cwd()) / "benchmarks" / "results"
+    if args.benchmark == "optim":
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kind = "fast" if args.fast else "full"
+        out = None if args.no_write else (args.out or results / f"optimizers_{device}_{kind}.json")
+        run_optimizers(out, fast=args.fast, device=args.device, command=command)
+        return 0
     out = args.out
     if out is None and not args.no_write:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         kind = "fast" if args.fast else "full"
-        results = (repo_root() or Path.cwd()) / "benchmarks" / "results"
         out = results / f"newton_schulz_{device}_{dtype}_{kind}.json"
-    argv = sys.argv[1:] if argv is None else argv
     run_newton_schulz(
         out,
         fast=args.fast,
@@ -126,7 +135,7 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         device=args.device,
         repeats=args.repeats,
         steps=args.steps,
-        command="optimal-scaling " + shlex.join(argv),
+        command=command,
     )
     return 0
 

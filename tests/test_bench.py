@@ -52,3 +52,15 @@ def test_cli_writes_json_with_provenance(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["ns.json"]  # no temporary file left
     assert "package / reference" in capsys.readouterr().out
     assert main(["bench", "ns", "--fast", "--repeats", "0"]) == 2
+
+
+def test_optimizer_benchmark_shares():
+    table = bench.optimizer_benchmark(widths=(32,), depth=1, batch_size=2, context=8,
+                                      vocab_size=16, steps=1, repeats=1)
+    assert list(table["optimizer"]) == ["adamw", "muon", "scion"]
+    assert table["opt_share"].between(0, 1).all()
+    row = table.iloc[1]
+    assert row["opt_share"] == pytest.approx(row["opt_ms"] / row["step_ms"])
+    assert table.loc[table.optimizer == "adamw", "step_vs_adamw"].item() == 1.0
+    with pytest.raises(ValueError, match="unknown optimizers"):
+        bench.optimizer_benchmark(optimizers=["sgd"])

@@ -1,0 +1,444 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Muon and Scion: optimizers that know each layer's norm
+#
+# Lecture 03 derived steepest descent under a norm, `Δw = −(‖g‖†/λ)·dualize(g)`, and lecture 04
+# built the engine that computes the spectral `dualize` fast. Now we put them into optimizers:
+#
+# 1. **Muon**: momentum → Newton–Schulz → a shape-scaled step, for hidden matrices; AdamW for
+#    the rest;
+# 2. **Scion**: one norm per layer, a *linear minimization oracle* (LMO) per norm, with a
+#    radius, in an unconstrained and a constrained form; **ScionLight** with no optimizer state;
+# 3. the three trained on the same small GPT; the norms each layer reaches, tracked cheaply;
+# 4. **HyperP**: Muon on the Frobenius sphere, where weight decay does nothing to first order;
+# 5. orthogonalization split across processes.
+
+# %%
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from ipywidgets import Dropdown, interact
+
+import optimal_scaling as osc
+from optimal_scaling import bench, distributed, duality, optim
+from optimal_scaling.data import byte_corpus
+from optimal_scaling.models import GPT
+from optimal_scaling.newton_schulz import orthogonalize
+from optimal_scaling.tracking import NormTracker
+from optimal_scaling.train import train
+
+osc.config.seed_everything(0)
+device = osc.config.device()
+print(f"device: {device}, fast mode: {osc.config.fast_mode()}")
+
+# %% [markdown]
+# ## Muon
+#
+# For each hidden weight matrix `W` (`d_out × d_in`) with gradient `g`, Muon keeps a momentum
+# buffer and steps along its orthogonalization:
+#
+# $$b \leftarrow \mu b + g,\quad u = g + \mu b\ \text{(Nesterov)},\quad
+# W \leftarrow W - \eta\, s\, \mathrm{NS}_5(u),\quad s = \sqrt{\max(1, d_\text{out}/d_\text{in})}.$$
+#
+# Written out by hand, one step is a few lines; the package's `optim.Muon` must agree:
+
+# %%
+g = torch.Generator().manual_seed(0)
+W0 = torch.randn(64, 32, generator=g)
+grads = [torch.randn(64, 32, generator=g) for _ in range(3)]
+lr, mu = 0.02, 0.95
+
+W_hand, buf = W0.clone(), torch.zeros_like(W0)
+for grad in grads:
+    buf = mu * buf + grad
+    u = grad + mu * buf
+    W_hand -= lr * max(1, 64 / 32) ** 0.5 * orthogonalize(u, steps=5, schedule="muon")
+
+W = torch.nn.Parameter(W0.clone())
+opt = optim.Muon([W], lr=lr, momentum=mu, nesterov=True)
+for grad in grads:
+    W.grad = grad.clone()
+    opt.step()
+print(f"max |package − by hand| after 3 steps: {(W.detach() - W_hand).abs().max():.2e}")
+one = torch.nn.Parameter(W0.clone())
+one.grad = grads[0].clone()
+optim.Muon([one], lr=lr, momentum=mu).step()
+sv = torch.linalg.svdvals((W0 - one.detach()) / (lr * 2**0.5))
+print(f"one step's update, singular values / (η·s): {sv.min():.3f} … {sv.max():.3f}")
+
+# %% [markdown]
+# Each step's update has every singular value near `s` (Muon's quintic band, lecture 04), so
+# no direction of the gradient dominates. Embeddings, the readout, gains and biases are not
+# "hidden matrices"; Muon hands them to AdamW. `optim.muon_param_groups` splits a model by the
+# roles it declares:
+
+# %%
+model = GPT(vocab_size=256, context=64, width=64, depth=2, n_heads=2, norm_before_linear=True)
+muon_groups, adamw_groups = optim.muon_param_groups(model)
+pd.DataFrame([{"optimizer": kind, "parameter": name, "shape": tuple(p.shape)}
+              for kind, groups in (("Muon", muon_groups), ("AdamW", adamw_groups))
+              for group in groups for name, p in group["params"]])
+
+# %% [markdown]
+# ## Scion: a norm, an LMO and an init per layer
+#
+# Scion starts from the same geometry. For a layer with norm `‖·‖`, the **linear minimization
+# oracle** of its unit ball is `lmo(d) = argmin_{‖s‖≤1} ⟨d, s⟩ = −dualize(d)`. With momentum
+# `d ← (1−α)d + α g` (α = 1: no momentum), radius ρ and learning rate γ:
+#
+# $$\text{unconstrained: } x \leftarrow x + \gamma\rho\,\mathrm{lmo}(d), \qquad
+# \text{constrained: } x \leftarrow (1-\gamma)\,x + \gamma\rho\,\mathrm{lmo}(d).$$
+#
+# Each layer gets the norm of what it maps: an embedding maps one-hot vectors (ℓ1 → RMS:
+# ColNorm), a hidden layer maps RMS-sized activations to RMS-sized ones (RMS→RMS: Spectral),
+# a readout produces logits that must stay bounded entry by entry (RMS→∞: RowNorm, or Sign).
+# The package computes the table for a GPT, checking the three identities that make each row
+# consistent: `‖lmo(g)‖ = 1`, `⟨g, lmo(g)⟩ = −‖g‖†`, `‖init‖ = 1`:
+
+# %%
+groups = optim.scion_groups(model, "colnorm-spectral-rownorm", spectral_method="svd")
+rows = []
+for group in groups:
+    norm = duality.get_map(group["norm"], **group["norm_kwargs"])
+    for name, p in group["params"]:
+        # an embedding is stored (vocab, d): the map one-hot → vector is its transpose
+        shape = tuple(p.shape)[::-1] if group["transpose"] else tuple(p.shape)
+        G = torch.randn(shape, generator=g, dtype=torch.float64)
+        step = optim.lmo(norm, G)
+        init = norm.init(shape, generator=g, dtype=torch.float64)
+        rows.append({"parameter": name, "role": group["role"], "norm": group["norm"],
+                     "‖lmo(g)‖": norm.norm(step).item(),
+                     "⟨g, lmo(g)⟩ + ‖g‖†": (G * step).sum().item() + norm.dual_norm(G).item(),
+                     "‖init‖": norm.norm(init).item()})
+table = pd.DataFrame(rows)
+table.round(6)
+
+# %% [markdown]
+# Every LMO has norm 1 and attains the dual norm (the middle column is 0 up to rounding), and
+# the matrix inits have norm 1. Gains and biases are the exception in the last column: the
+# BiasRMS map's init is zero (right for biases), and `Scion.init()` leaves RMSNorm gains at 1.
+
+# %% [markdown]
+# ### Constrained against unconstrained
+#
+# The constrained step is a convex combination of `x` and a point `ρ·lmo(d)` of the radius-ρ
+# ball, so a weight that starts inside the ball never leaves it (Frank–Wolfe). The
+# unconstrained step adds `γρ` of norm every step, and the weights can grow. We train the same
+# small GPT both ways on local bytes (the course's byte corpus, built from files on this
+# machine) and track every layer's norm:
+
+# %%
+data = byte_corpus(max_bytes=osc.config.choose(fast=200_000, full=2_000_000))
+width = osc.config.choose(fast=64, full=128)
+steps = osc.config.choose(fast=60, full=400)
+context, batch_size = 64, 16
+
+
+def make_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(vocab_size=data.vocab_size, context=context, width=width, depth=2, n_heads=2,
+               norm_before_linear=True).to(device)
+
+
+def batches(seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    return lambda: data.batch("train", batch_size, context, gen, device=device)
+
+
+val = [data.batch("val", batch_size, context, torch.Generator().manual_seed(2), device=device)
+       for _ in range(4)]
+radii = {"output": 16.0}
+tracked = {}
+for constrained in (False, True):
+    net = make_gpt()
+    opt = optim.Scion(optim.scion_groups(net, "colnorm-spectral-rownorm", lr=0.01, radii=radii),
+                      momentum=0.1, constrained=constrained)
+    opt.init()
+    tracker = NormTracker(net, every=5)
+    result = train(net, opt, batches(), steps, val_batches=val, callback=tracker)
+    tracked["constrained" if constrained else "unconstrained"] = (result, tracker)
+    print(f"{'constrained' if constrained else 'unconstrained':>13}: final val loss "
+          f"{result.final_val_loss:.3f}")
+
+# %%
+fig = go.Figure()
+for label, (result, _) in tracked.items():
+    h = result.history.dropna(subset=["W[output]"])
+    for role, dash in (("hidden", None), ("output", "dot")):
+        fig.add_scatter(x=h["step"], y=h[f"W[{role}]"], name=f"{label}: {role}",
+                        line={"dash": dash})
+fig.add_hline(y=radii["output"], line_dash="dash", annotation_text="output radius ρ = 16")
+fig.add_hline(y=1.0, line_dash="dash", annotation_text="hidden radius ρ = 1")
+fig.update_yaxes(type="log", title="largest norm in the group (RMS→RMS / RMS→∞)")
+fig.update_layout(title="weight norms during training", xaxis_title="step", height=420)
+fig.show()
+for label, (_, tracker) in tracked.items():
+    t = tracker.table
+    print(f"{label:>13}: max ‖W‖/ρ over training: hidden "
+          f"{t[t.role == 'hidden'].weight.max():.3f}, output "
+          f"{t[t.role == 'output'].weight.max() / radii['output']:.3f}")
+
+# %% [markdown]
+# The constrained weights stay within their radius (≤ 1 in units of ρ, measured above); the
+# unconstrained ones are free to grow. The tracker also recorded each update's norm: for
+# unconstrained Scion it must be exactly `γ·ρ` per layer (the LMO has norm 1), a free check:
+
+# %%
+t = tracked["unconstrained"][1].table.dropna(subset=["update"])
+lrs = {"input": 0.01, "hidden": 0.01, "output": 0.01}
+for role in ("input", "hidden", "output"):
+    ratio = t[t.role == role]["update"] / (lrs[role] * radii.get(role, 1.0))
+    print(f"{role:>6}: ‖ΔW‖/(γρ) between {ratio.min():.4f} and {ratio.max():.4f}")
+
+# %% [markdown]
+# (The hidden ratio is not exactly 1 because the package's Scion uses 8 Polar Express
+# Newton–Schulz steps for the spectral LMO, and the tracker estimates σ_max by warm-started
+# power iteration: both approximations show, at the 10⁻³ level.)
+#
+# ### ScionLight: momentum without state
+#
+# Scion stores `d` for every parameter. ScionLight keeps it in `p.grad`: after each step it
+# scales the gradient by `(1 − α)` and lets the next backward pass *add* the new gradient, so
+# `p.grad = d/α`. Every LMO is scale-invariant (`lmo(c·d) = lmo(d)` for `c > 0`), so the steps
+# are identical, with no optimizer state at all:
+
+# %%
+nets, opts = [], []
+for cls in (optim.Scion, optim.ScionLight):
+    net = make_gpt()
+    opt = cls(optim.scion_groups(net, "colnorm-spectral-sign", lr=0.01), momentum=0.1)
+    opt.init()
+    nets.append(net)
+    opts.append(opt)
+for _ in range(5):
+    x, y = batches()()
+    for net, opt in zip(nets, opts, strict=True):
+        logits = net(x)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, data.vocab_size),
+                                                 y.reshape(-1))
+        opt.zero_grad(set_to_none=True)  # ScionLight's zero_grad keeps the momentum in .grad
+        loss.backward()
+        opt.step()
+diff = max((a - b).abs().max().item() for a, b in
+           zip(nets[0].parameters(), nets[1].parameters(), strict=True))
+state = [sum(v.numel() for s in o.state.values() for v in s.values()
+             if isinstance(v, torch.Tensor)) for o in opts]
+print(f"max parameter difference after 5 steps: {diff:.2e}")
+print(f"optimizer state (numbers): Scion {state[0]:,}, ScionLight {state[1]:,}")
+
+# %% [markdown]
+# ## AdamW, Muon and Scion on the same GPT
+#
+# Same model, same init, same batches. Each optimizer gets the learning rate that was best in
+# a 3-point sweep (full mode runs that sweep here; fast mode uses the winners of a 150-step
+# sweep at width 64: AdamW 1e-2, Muon 0.03 with AdamW 3e-3 on the rest, Scion 0.01 with
+# momentum 0.1 and output radius 16). AdamW's best was the largest value tried, so its
+# optimum may lie higher.
+
+# %%
+def make_optimizer(kind: str, net: GPT, lr: float):
+    if kind == "AdamW":
+        return torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    if kind == "Muon":
+        return optim.muon_with_adamw(net, lr=lr, adamw_lr=3e-3)
+    opt = optim.Scion(optim.scion_groups(net, "colnorm-spectral-sign", lr=lr, radii=radii),
+                      momentum=0.1)
+    opt.init()
+    return opt
+
+
+grid = osc.config.choose(fast={"AdamW": [1e-2], "Muon": [0.03], "Scion": [0.01]},
+                         full={"AdamW": [1e-3, 3e-3, 1e-2], "Muon": [0.01, 0.03, 0.1],
+                               "Scion": [0.003, 0.01, 0.03]})
+runs = {}
+for kind, lrs_ in grid.items():
+    for lr_ in lrs_:
+        net = make_gpt()
+        start = time.perf_counter()
+        result = train(net, make_optimizer(kind, net, lr_), batches(), steps, val_batches=val,
+                       eval_every=max(1, steps // 6))
+        runs[(kind, lr_)] = result
+        print(f"{kind:>5} lr {lr_:<6g}: val loss {result.final_val_loss:.3f} "
+              f"({time.perf_counter() - start:.1f} s)")
+best = {kind: min((r for (k, _), r in runs.items() if k == kind), key=lambda r: r.final_val_loss)
+        for kind in grid}
+
+# %%
+fig = go.Figure()
+for kind, result in best.items():
+    h = result.history
+    fig.add_scatter(x=h["step"], y=h["loss"].rolling(5, min_periods=1).mean(), name=kind)
+fig.update_layout(title="training loss (5-step average) against step", xaxis_title="step",
+                  yaxis_title="loss (nats/byte)", height=380)
+fig.show()
+fig = go.Figure()
+for kind, result in best.items():
+    h = result.history
+    fig.add_scatter(x=h["tokens"] / h["tokens_per_s"], y=h["loss"].rolling(5, min_periods=1).mean(),
+                    name=kind)
+fig.update_layout(title="training loss against wall time (this machine)",
+                  xaxis_title="seconds", yaxis_title="loss (nats/byte)", height=380)
+fig.show()
+summary = pd.DataFrame([{"optimizer": k, "val loss": r.final_val_loss,
+                         "tokens/s": r.history["tokens_per_s"].iloc[-1]} for k, r in best.items()])
+summary.round(3)
+
+# %% [markdown]
+# At this scale (a GPT of ~width 64, a few dozen to a few hundred steps on bytes) the
+# differences are small and depend on the learning rates found; read the table, not a
+# slogan. Per step, Muon and Scion cost more than AdamW (a Newton–Schulz per matrix) and on a
+# CPU that overhead is a visible share of a step; the benchmark below measures it.
+#
+# ## Norms over training
+#
+# The tracker's record shows how each layer group's weights move in the norm its LMO controls
+# (here for the unconstrained Scion run). The output layer's RMS→∞ norm is the quantity
+# lecture 07 will tie to the optimal (η, B).
+
+# %%
+h = tracked["unconstrained"][0].history.dropna(subset=["W[output]"])
+roles = [c[2:-1] for c in h.columns if c.startswith("W[")]
+
+
+def show_norms(role: str) -> None:
+    fig = go.Figure()
+    fig.add_scatter(x=h["step"], y=h[f"W[{role}]"], name="‖W‖")
+    fig.add_scatter(x=h["step"], y=h[f"dW[{role}]"], name="‖ΔW‖ (one step)", yaxis="y2")
+    fig.update_layout(title=f"{role}: weight and update norms", xaxis_title="step",
+                      yaxis={"title": "‖W‖"}, height=350,
+                      yaxis2={"title": "‖ΔW‖", "overlaying": "y", "side": "right"})
+    fig.show()
+
+
+show_norms("output")
+interact(show_norms, role=Dropdown(options=roles, value="hidden"));
+
+# %% [markdown]
+# ## HyperP: Muon on the sphere
+#
+# HyperP takes Muon's step and then rescales each matrix back to its initial Frobenius norm:
+# the weights live on a sphere. There, decoupled weight decay `W ← (1 − ηλ)W` only shrinks
+# `W` radially, and the retraction undoes it: the two steps differ by `O(η²)`. Halving η should
+# then divide the gap by ~4 (for plain Muon, where decay changes the step at first order, by 2):
+
+# %%
+Wd = torch.randn(48, 32, generator=g, dtype=torch.float64)
+Gd = torch.randn(48, 32, generator=g, dtype=torch.float64)
+rows = []
+for lr_ in (0.04, 0.02, 0.01, 0.005):
+    rows.append({"lr": lr_, "HyperP gap": optim.weight_decay_gap(Wd, Gd, lr_, 0.1,
+                                                                 dtype=torch.float64)})
+    plain = []
+    for wd in (0.1, 0.0):
+        P = torch.nn.Parameter(Wd.clone())
+        o = optim.Muon([P], lr=lr_, weight_decay=wd, dtype=torch.float64)
+        P.grad = Gd.clone()
+        o.step()
+        plain.append(P.detach())
+    rows[-1]["Muon gap"] = (plain[0] - plain[1]).abs().max().item()
+gaps = pd.DataFrame(rows)
+gaps["HyperP ratio"] = gaps["HyperP gap"].shift(1) / gaps["HyperP gap"]
+gaps["Muon ratio"] = gaps["Muon gap"].shift(1) / gaps["Muon gap"]
+gaps
+
+# %% [markdown]
+# ## Distributed orthogonalization
+#
+# Under data parallelism every rank holds the same averaged gradients after the all-reduce,
+# so every rank would orthogonalize every matrix: the same work `world` times. Instead:
+#
+# ```
+#  rank 0:  NS(W_a) NS(W_d) ...   ─┐
+#  rank 1:  NS(W_b) NS(W_e) ...   ─┼─ all-gather the results ─→ every rank applies every update
+#  rank 2:  NS(W_c) NS(W_f) ...   ─┘
+# ```
+#
+# Matrices are assigned by their Newton–Schulz FLOPs, largest first, each to the least
+# loaded rank (every rank computes the same assignment, no communication). For a wider GPT:
+
+# %%
+big = GPT(vocab_size=256, context=64, width=512, depth=8, n_heads=8)
+mats = [p for grp in optim.muon_param_groups(big)[0] for _, p in grp["params"]]
+rows = []
+for world in (1, 2, 4, 8):
+    owners = distributed.assign([p.shape for p in mats], world)
+    loads = np.bincount(owners, weights=[distributed.matrix_cost(p.shape) for p in mats],
+                        minlength=world)
+    rows.append({"ranks": world, "max load / ideal": loads.max() / (loads.sum() / world),
+                 "speed-up of the NS work": loads.sum() / loads.max()})
+pd.DataFrame(rows).round(3)
+
+# %% [markdown]
+# The same code runs as real processes: `torchrun --standalone --nproc_per_node=2 -m
+# optimal_scaling.distributed` trains a tiny GPT with DDP and `Muon(distributed=True)` (gloo on
+# CPUs, NCCL on GPUs) and prints how the work was split and a checksum of the parameters. With
+# one process the checksum must agree:
+
+# %%
+for nproc in (2, 1):
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          f"--nproc_per_node={nproc}", "-m", "optimal_scaling.distributed"],
+                         capture_output=True, text=True, timeout=120)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("world size")]
+    print(lines[-1] if lines else f"failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+
+# %% [markdown]
+# ## What the optimizer costs
+#
+# `optimal-scaling bench optim` times forward+backward and `optimizer.step()` separately for
+# each optimizer on small GPTs. The committed results, then a small live run:
+
+# %%
+results_dir = osc.course.repo_root() / "benchmarks" / "results" if osc.course.repo_root() else None
+for path in sorted(results_dir.glob("optimizers_*_full.json")) if results_dir else []:
+    table_, meta = bench.read_json(path)
+    print(f"{path.name}: {meta['device']}, {meta['date']}")
+    print(table_.round(3).to_string(index=False), "\n")
+live = bench.optimizer_benchmark(widths=osc.config.choose(fast=(64,), full=(128, 256)),
+                                 steps=3, repeats=osc.config.choose(fast=1, full=3))
+live.round(3)
+
+# %% [markdown]
+# The optimizer's work depends on the parameter shapes, not on the batch; forward and backward
+# grow with the tokens per step. These runs use 8 × 64 = 512 tokens per step, so Newton–Schulz
+# dominates. A rough extrapolation from the live numbers (forward+backward taken proportional
+# to tokens, optimizer time fixed) shows how the share falls at larger batches:
+
+# %%
+for factor in (1, 16, 256):
+    share = live["opt_ms"] / (live["opt_ms"] + factor * live["fwd_bwd_ms"])
+    print(f"{512 * factor:>7} tokens/step: optimizer share " + ", ".join(
+        f"{name} {s:.2f}" for name, s in zip(live["optimizer"], share, strict=True)))
+
+# %% [markdown]
+# ## Summary
+#
+# * Muon: momentum, Newton–Schulz, a shape scale; AdamW for embeddings, readout and vectors.
+# * Scion: an LMO per layer from the layer's natural norm (ColNorm → Spectral → Sign/RowNorm),
+#   a radius per layer, constrained (weights stay in the ball) or unconstrained; ScionLight
+#   gets the same steps with no state.
+# * Norm tracking is cheap (warm-started power iteration) and checks the optimizer: for
+#   unconstrained Scion every update has norm γρ.
+# * HyperP fixes each matrix's Frobenius norm; weight decay then changes nothing to first order.
+# * Orthogonalization splits across ranks by FLOPs, and the result equals one process's.
+#
+# The exercises: a Scion step, choosing each layer's norm, a norm-tracking function.

@@ -1,0 +1,184 @@
+"""Parameter groups by role: Muon + AdamW splits, and Scion's per-layer norm presets.
+
+Models from :mod:`optimal_scaling.models` name each parameter's role (``param_roles()``:
+``input``, ``hidden``, ``output``, ``gain``, ``bias``). For any other model the roles are guessed
+from shapes: an ``nn.Embedding`` weight is ``input``, any other ≥ 2-D tensor ``hidden`` (so a
+readout layer counts as hidden there), a 1-D tensor ``bias`` if its name ends in "bias", else
+``gain``. Every group lists its parameters as (name, tensor) pairs, so torch keeps
+``param_names`` and error messages can name the parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from optimal_scaling.optim.combined import CombinedOptimizer
+from optimal_scaling.optim.muon import Muon
+from optimal_scaling.optim.scion import ROLES
+
+__all__ = ["PRESETS", "muon_param_groups", "muon_with_adamw", "named_roles", "scion_groups"]
+
+#: Scion presets: the norm of each role. Gains and biases take the RMS norm of a vector (their
+#: LMO is an RMS-normalized step); the presets differ in the readout's norm.
+PRESETS: dict[str, dict[str, str]] = {
+    "colnorm-spectral-sign": {
+        "input": "colnorm",
+        "hidden": "spectral",
+        "output": "sign",
+        "gain": "bias_rms",
+        "bias": "bias_rms",
+    },
+    "colnorm-spectral-rownorm": {
+        "input": "colnorm",
+        "hidden": "spectral",
+        "output": "rownorm",
+        "gain": "bias_rms",
+        "bias": "bias_rms",
+    },
+}
+
+
+def _owner(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+
+
+def _guess_role(model: nn.Module, name: str, p: Tensor) -> str:
+    if isinstance(_owner(model, name), nn.Embedding):
+        return "input"
+    if p.ndim >= 2:
+        return "hidden"
+    return "bias" if name.endswith("bias") else "gain"
+
+
+def named_roles(model: nn.Module) -> list[tuple[str, Tensor, str]]:
+    """(name, parameter, role) for every distinct trainable parameter of ``model``.
+
+    Roles come from ``model.param_roles()`` when it exists, else from shapes (module doc). A
+    parameter shared by two modules (tied embeddings) appears once, under its first name.
+    """
+    roles = model.param_roles() if hasattr(model, "param_roles") else None
+    out = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        role = roles[name] if roles is not None else _guess_role(model, name, p)
+        if role not in ROLES:
+            raise ValueError(f"{name}: unknown role {role!r}; expected one of {ROLES}")
+        out.append((name, p, role))
+    return out
+
+
+def muon_param_groups(
+    model: nn.Module, lr: float = 0.02, adamw_lr: float = 3e-4, weight_decay: float = 0.0
+) -> tuple[list[dict], list[dict]]:
+    """(Muon groups, AdamW groups) for ``model``: hidden matrices to Muon, the rest to AdamW.
+
+    Muon gets one group (lr ``lr``); AdamW gets up to two (lr ``adamw_lr``): embeddings and
+    readout with ``weight_decay``, gains and biases without. Empty groups are left out.
+    """
+    muon, adam_matrices, adam_vectors = [], [], []
+    for name, p, role in named_roles(model):
+        if role == "hidden":
+            muon.append((name, p))
+        elif p.ndim >= 2:
+            adam_matrices.append((name, p))
+        else:
+            adam_vectors.append((name, p))
+    muon_groups = [{"params": muon, "lr": lr, "weight_decay": weight_decay}]
+    adamw_groups = [
+        {"params": adam_matrices, "lr": adamw_lr, "weight_decay": weight_decay},
+        {"params": adam_vectors, "lr": adamw_lr, "weight_decay": 0.0},
+    ]
+    return (
+        [g for g in muon_groups if g["params"]],
+        [g for g in adamw_groups if g["params"]],
+    )
+
+
+def muon_with_adamw(
+    model: nn.Module,
+    lr: float = 0.02,
+    adamw_lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    optimizer: type[Muon] = Muon,
+    **muon_kwargs,
+) -> CombinedOptimizer:
+    """Muon (or ``optimizer``, e.g. HyperP) on hidden matrices + ``torch.optim.AdamW`` on the rest.
+
+    Groups from :func:`muon_param_groups`; ``muon_kwargs`` go to the Muon constructor
+    (momentum, nesterov, steps, schedule, scale, dtype).
+    """
+    muon_groups, adamw_groups = muon_param_groups(model, lr, adamw_lr, weight_decay)
+    members: list[torch.optim.Optimizer] = []
+    if muon_groups:
+        members.append(optimizer(muon_groups, lr=lr, **muon_kwargs))
+    if adamw_groups:
+        members.append(torch.optim.AdamW(adamw_groups, lr=adamw_lr, betas=betas, eps=eps))
+    return CombinedOptimizer(members)
+
+
+def _check_role_dict(what: str, values: dict | None, default: float) -> dict[str, float]:
+    values = dict(values or {})
+    unknown = set(values) - set(ROLES)
+    if unknown:
+        raise ValueError(
+            f"scion_groups: unknown roles in {what}: {sorted(unknown)}; valid: {', '.join(ROLES)}"
+        )
+    return {role: float(values.get(role, default)) for role in ROLES}
+
+
+def scion_groups(
+    model: nn.Module,
+    preset: str = "colnorm-spectral-sign",
+    lr: float = 1e-3,
+    lr_multipliers: dict[str, float] | None = None,
+    radii: dict[str, float] | None = None,
+    spectral_method: str = "newton_schulz",
+) -> list[dict]:
+    """Scion param groups for a model with ``param_roles()``, one group per role.
+
+    ``preset`` picks each role's norm (:data:`PRESETS`): input → ColNorm, hidden → Spectral
+    (``spectral_method``: "newton_schulz" or "svd"; 4-D weights → Conv2DSpectral), output → Sign
+    or RowNorm, gains and biases → BiasRMS. Each role's lr is ``lr·lr_multipliers[role]`` and its
+    radius ``radii[role]`` (both default to 1). ``nn.Embedding`` weights, stored (vocab, d),
+    get ``transpose=True`` so that ColNorm normalizes each token's vector. The groups carry
+    ``role`` (so :meth:`Scion.init` leaves gains at 1). Tied embeddings raise: the input and
+    output roles want different norms of the same tensor.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"scion_groups: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    if not hasattr(model, "param_roles"):
+        raise TypeError(
+            f"scion_groups needs a model with param_roles() (see optimal_scaling.models); for "
+            f"{type(model).__name__}, build groups by hand or use Scion(..., norm='auto')"
+        )
+    all_names = model.named_parameters(remove_duplicate=False)
+    if len(list(model.parameters())) != len(list(all_names)):
+        raise ValueError(
+            "scion_groups: the model shares a parameter between layers (tied embeddings?); the "
+            "input and output roles need different norms, so untie them"
+        )
+    mults = _check_role_dict("lr_multipliers", lr_multipliers, 1.0)
+    radius = _check_role_dict("radii", radii, 1.0)
+    groups: dict[tuple[str, str, bool], dict] = {}
+    for name, p, role in named_roles(model):
+        norm = PRESETS[preset][role]
+        if role == "hidden" and p.ndim == 4:
+            norm = "conv2d_spectral"
+        transpose = isinstance(_owner(model, name), nn.Embedding)
+        key = (role, norm, transpose)
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "lr": lr * mults[role],
+                "radius": radius[role],
+                "role": role,
+                "norm": norm,
+                "norm_kwargs": {"method": spectral_method} if "spectral" in norm else {},
+                "transpose": transpose,
+            }
+        groups[key]["params"].append((name, p))
+    return list(groups.values())

@@ -1,0 +1,213 @@
+r"""Muon: momentum, then orthogonalize, then a shape-dependent step size.
+
+For every weight matrix W (d_out × d_in; a conv weight (out, in, kh, kw) is flattened to
+out × (in·kh·kw)) with gradient g, one step is
+
+    buf ← μ·buf + g                                   (momentum buffer, starts at 0)
+    u   ← g + μ·buf   (Nesterov)    or    u ← buf      (heavy ball)
+    O   ← orthogonalize(u) ≈ U Vᵀ  for u = U Σ Vᵀ      (Newton–Schulz, lecture 04)
+    W   ← W·(1 − η·λ)                                  (decoupled weight decay)
+    W   ← W − η·s·O
+
+where s is the shape scale:
+
+    ``"max1"``   s = √max(1, d_out/d_in)     (Keller Jordan's Muon)
+    ``"ratio"``  s = √(d_out/d_in)           (the RMS→RMS dual map: s·UVᵀ = dualize(u))
+    ``"adamw"``  s = 0.2·√max(d_out, d_in)   (an update RMS ≈ 0.2, like AdamW's; Moonlight)
+    ``"none"``   s = 1
+
+U Vᵀ has every singular value 1, so its RMS entry is 1/√max(d_out, d_in): the ``"adamw"``
+scale makes the update RMS 0.2 whatever the shape, which lets Muon reuse an AdamW schedule.
+
+Muon is for matrices only. Embeddings, the readout, gains and biases go to another
+optimizer (AdamW); :func:`optimal_scaling.optim.muon_with_adamw` builds the pair.
+
+``distributed=True`` (data parallel, FSDP2) splits the orthogonalizations over the ranks:
+:mod:`optimal_scaling.distributed`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.distributed import ProcessGroup
+
+from optimal_scaling.distributed import orthogonalize_sharded
+from optimal_scaling.newton_schulz import coefficients, orthogonalize
+from optimal_scaling.optim._checks import check_finite_grad, check_number, describe, named_params
+
+__all__ = ["SCALES", "Muon", "orthogonalized_update", "shape_scale"]
+
+#: The shape scales Muon knows (see the module docstring).
+SCALES: tuple[str, ...] = ("max1", "ratio", "adamw", "none")
+
+
+def shape_scale(scale: str, d_out: int, d_in: int) -> float:
+    """The step multiplier s of a d_out × d_in matrix under the named ``scale``."""
+    if scale == "max1":
+        return math.sqrt(max(1.0, d_out / d_in))
+    if scale == "ratio":
+        return math.sqrt(d_out / d_in)
+    if scale == "adamw":
+        return 0.2 * math.sqrt(max(d_out, d_in))
+    if scale == "none":
+        return 1.0
+    raise ValueError(f"unknown Muon scale {scale!r}; valid: {', '.join(SCALES)}")
+
+
+def orthogonalized_update(
+    u: Tensor,
+    steps: int = 5,
+    schedule: str | Sequence = "muon",
+    scale: str = "max1",
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """s·orthogonalize(u) in u's shape; u is a matrix or a conv weight (flattened to out × rest)."""
+    d_out, d_in = u.shape[0], u[0].numel()
+    O = orthogonalize(u.reshape(d_out, d_in), steps=steps, schedule=schedule, dtype=dtype)
+    return O.view_as(u) * shape_scale(scale, d_out, d_in)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (MomentUm Orthogonalized by Newton–Schulz) for ≥ 2-D weights; see the module doc.
+
+    Every argument is also a per-group setting. ``steps``/``schedule``/``dtype`` go to
+    :func:`optimal_scaling.newton_schulz.orthogonalize` (``dtype=None``: float32 on the CPU,
+    bfloat16 on CUDA). ``check_finite`` raises a ValueError naming the parameter when a gradient
+    holds NaN or inf (one device sync per parameter; turn it off for speed).
+
+    ``distributed=True``: each step first computes every momentum update of a group, then
+    orthogonalizes them with :func:`optimal_scaling.distributed.orthogonalize_sharded` (each
+    rank of ``process_group``, default the world, does its share and the results are
+    all-gathered), then applies them. For DDP and FSDP2 (DTensor parameters), where every rank
+    steps the same parameters with the same (averaged) gradients. It is opt-in, not automatic
+    once ``torch.distributed`` is initialized: a rank that steps other parameters (pipeline
+    stages, a Muon over a local model) would hang the collective. Without an initialized
+    process group, or with one process, the results equal ``distributed=False`` exactly.
+    """
+
+    who = "Muon"
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        steps: int = 5,
+        schedule: str | Sequence = "muon",
+        scale: str = "max1",
+        weight_decay: float = 0.0,
+        dtype: torch.dtype | None = None,
+        *,
+        check_finite: bool = True,
+        distributed: bool = False,
+        process_group: ProcessGroup | None = None,
+    ) -> None:
+        if not isinstance(distributed, bool):
+            raise TypeError(f"{self.who}: distributed must be True or False, got {distributed!r}")
+        # Not group settings: how the work is spread is no hyperparameter, and a process group
+        # cannot go into state_dict().
+        self.distributed = distributed
+        self.process_group = process_group
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            steps=steps,
+            schedule=schedule,
+            scale=scale,
+            weight_decay=weight_decay,
+            dtype=dtype,
+            check_finite=check_finite,
+        )
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group (torch's rules) and validate its settings and parameter shapes."""
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1])
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict) -> None:
+        who = self.who
+        check_number(who, "lr", group["lr"], low=0.0)
+        check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
+        check_number(who, "weight_decay", group["weight_decay"], low=0.0)
+        if not isinstance(group["nesterov"], bool):
+            raise TypeError(f"{who}: nesterov must be True or False, got {group['nesterov']!r}")
+        steps = group["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"{who}: steps must be an int ≥ 0, got {steps!r}")
+        coefficients(group["schedule"], 1)  # raises for an unknown schedule
+        if group["scale"] not in SCALES:
+            raise ValueError(f"{who}: unknown scale {group['scale']!r}; valid: {', '.join(SCALES)}")
+        dtype = group["dtype"]
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"{who}: dtype must be None or a floating torch.dtype, got {dtype!r}")
+        for p, name in named_params(group):
+            if p.ndim < 2:
+                raise ValueError(
+                    f"{who} updates matrices only, but got {describe(p, name)}; give embeddings,"
+                    " gains and biases to another optimizer (see muon_param_groups)"
+                )
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def _init_state(self, p: Tensor, state: dict, name: str | None) -> None:
+        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _after_update(self, p: Tensor, state: dict) -> None:
+        """Called after each parameter's update (HyperP projects back onto its sphere here)."""
+
+    # ------------------------------------------------------------------ the step
+    def _momentum_updates(self, group: dict) -> Iterator[tuple[Tensor, dict, Tensor]]:
+        """(p, state, u) for every parameter with a gradient, updating its momentum buffer."""
+        mu = group["momentum"]
+        for p, name in named_params(group):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if group["check_finite"]:
+                check_finite_grad(self.who, p, g, name)
+            state = self.state[p]
+            if not state:
+                self._init_state(p, state, name)
+            buf = state["momentum_buffer"]
+            buf.mul_(mu).add_(g)  # buf ← μ·buf + g
+            yield p, state, (g.add(buf, alpha=mu) if group["nesterov"] else buf)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One Muon step for every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+
+            def fn(u: Tensor, group: dict = group) -> Tensor:
+                return orthogonalized_update(
+                    u, group["steps"], group["schedule"], group["scale"], group["dtype"]
+                )
+
+            work = self._momentum_updates(group)
+            if self.distributed:  # every momentum first, then each rank orthogonalizes its share
+                work = list(work)
+                updates = orthogonalize_sharded([u for *_, u in work], fn, self.process_group)
+                pairs = zip(work, updates, strict=True)
+            else:  # one parameter at a time, as the momentum updates come
+                pairs = ((item, fn(item[-1])) for item in work)
+            for (p, state, _), update in pairs:
+                if wd != 0:
+                    p.mul_(1 - lr * wd)  # decoupled weight decay
+                p.add_(update, alpha=-lr)
+                self._after_update(p, state)
+        return loss

@@ -1,0 +1,330 @@
+r"""Scion: steepest descent with one norm per layer, through linear minimization oracles.
+
+For a norm ‖·‖, the linear minimization oracle (LMO) of its unit ball is
+
+    lmo(d) = argmin_{‖s‖ ≤ 1} ⟨d, s⟩ = −dualize(d)
+
+(:mod:`optimal_scaling.duality`: dualize(d) maximizes ⟨d, s⟩ over the ball). Every parameter x
+of a group with norm ‖·‖, radius ρ and learning rate γ takes the step
+
+    d ← (1 − α)·d + α·g                      (α: the weight of the new gradient; d starts at 0)
+    x ← x + γ·ρ·lmo(d)                       (unconstrained)
+    x ← (1 − γ)·x + γ·ρ·lmo(d)               (constrained: x stays in the ball of radius ρ)
+
+α = 1 means no momentum. The constrained step is a convex combination of x and a point of the
+radius-ρ ball, so a parameter that starts in that ball never leaves it (Frank–Wolfe).
+
+Each group names its norm: ``"colnorm"`` (ℓ1→RMS, embeddings), ``"spectral"`` (RMS→RMS, hidden
+matrices), ``"rownorm"`` (RMS→ℓ∞, readout), ``"sign"`` (scaled max-of-max, readout),
+``"bias_rms"`` (gains and biases), ``"conv2d_spectral"``, a
+:class:`~optimal_scaling.duality.DualityMap`, or ``"auto"``: by the group's ``role`` (input →
+colnorm, hidden → spectral, output → sign, gain/bias → bias_rms), else by shape (1-D →
+bias_rms, 2-D → spectral, 4-D → conv2d_spectral). Constructor options of a named map go in
+``norm_kwargs`` (e.g. ``{"method": "newton_schulz"}``), which keeps ``state_dict()`` plain data.
+
+Layouts: matrices are (d_out, d_in) as in ``nn.Linear``. An ``nn.Embedding`` weight is stored
+(vocab, d), the *transpose* of the linear map one-hot → vector; a group with
+``transpose=True`` applies its norm, LMO and init to xᵀ. With ColNorm that makes the embedding
+norm max over tokens of the RMS of the token's vector, as it should be.
+
+``distributed=True`` (data parallel, FSDP2) splits the Spectral LMOs, the expensive ones, over
+the ranks (:mod:`optimal_scaling.distributed`); the cheap ones stay local.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+
+import torch
+from torch import Tensor
+from torch.distributed import ProcessGroup
+
+from optimal_scaling.distributed import orthogonalize_sharded
+from optimal_scaling.duality import MAPS, BiasRMS, Conv2DSpectral, DualityMap, Spectral, get_map
+from optimal_scaling.optim._checks import check_finite_grad, check_number, describe, named_params
+
+__all__ = ["NORM_CHOICES", "ROLES", "ROLE_NORMS", "Scion", "ScionLight", "auto_norm", "lmo"]
+
+#: Roles a group may declare (those of ``model.param_roles()``).
+ROLES: tuple[str, ...] = ("input", "hidden", "output", "gain", "bias")
+
+#: The norm ``"auto"`` picks for each role.
+ROLE_NORMS: dict[str, str] = {
+    "input": "colnorm",
+    "hidden": "spectral",
+    "output": "sign",
+    "gain": "bias_rms",
+    "bias": "bias_rms",
+}
+
+#: Valid values of a group's ``norm`` (besides a DualityMap instance).
+NORM_CHOICES: tuple[str, ...] = (*MAPS, "auto")
+
+_SHAPE_NORMS = {1: "bias_rms", 2: "spectral", 4: "conv2d_spectral"}
+
+
+def lmo(norm: DualityMap, d: Tensor, transpose: bool = False) -> Tensor:
+    """argmin_{‖s‖ ≤ 1} ⟨d, s⟩ = −dualize(d), computed on dᵀ when ``transpose``."""
+    if transpose:
+        return -norm.dualize(d.mT).mT
+    return -norm.dualize(d)
+
+
+def auto_norm(p: Tensor, role: str | None = None) -> str:
+    """The norm name ``"auto"`` gives a parameter: by role if known, else by its shape."""
+    if role is not None:
+        if role == "hidden" and p.ndim == 4:
+            return "conv2d_spectral"
+        return ROLE_NORMS[role]
+    if p.ndim not in _SHAPE_NORMS:
+        raise ValueError(
+            f"Scion: no automatic norm for a tensor of shape {tuple(p.shape)}; name one of "
+            f"{', '.join(MAPS)}"
+        )
+    return _SHAPE_NORMS[p.ndim]
+
+
+class Scion(torch.optim.Optimizer):
+    """Scion (unconstrained or constrained); see the module docstring for the update.
+
+    Args:
+        params: parameters or param groups. Group keys, besides the arguments below:
+            ``role`` (one of :data:`ROLES`, used by ``norm="auto"``) and ``transpose``
+            (apply the norm to xᵀ: ``nn.Embedding`` weights).
+        lr: γ. Per-layer learning rates are just per-group ``lr`` values.
+        momentum: α ∈ (0, 1], the weight of the new gradient (1: no momentum).
+        norm: a name from :data:`NORM_CHOICES` or a DualityMap (an instance is pickled as an
+            object by ``state_dict()``: load such a checkpoint with ``weights_only=False``, or
+            prefer a name plus ``norm_kwargs``).
+        radius: ρ > 0, the scale of the step (and of :meth:`init`, and the constrained ball).
+        constrained: use x ← (1 − γ)·x + γ·ρ·lmo(d).
+        norm_kwargs: constructor options of the named map, e.g. ``{"method": "newton_schulz"}``.
+        check_finite: raise a ValueError naming the parameter when a gradient has NaN or inf.
+        distributed: split the LMOs of Spectral/Conv2DSpectral parameters (an SVD or
+            Newton–Schulz each) over the ranks of ``process_group`` (default: the world) with
+            :func:`optimal_scaling.distributed.orthogonalize_sharded`; the other LMOs (ColNorm,
+            RowNorm, Sign, BiasRMS: a pass over the entries) stay local. For DDP/FSDP2, where
+            every rank steps the same parameters with the same gradients; opt-in for the
+            reasons given in :class:`~optimal_scaling.optim.muon.Muon`. Without an initialized
+            process group, or with one process, the results equal ``distributed=False``.
+    """
+
+    who = "Scion"
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        momentum: float = 1.0,
+        norm: str | DualityMap = "auto",
+        radius: float = 1.0,
+        constrained: bool = False,
+        *,
+        norm_kwargs: dict | None = None,
+        check_finite: bool = True,
+        distributed: bool = False,
+        process_group: ProcessGroup | None = None,
+    ) -> None:
+        if not isinstance(distributed, bool):
+            raise TypeError(f"{self.who}: distributed must be True or False, got {distributed!r}")
+        # Not group settings (see Muon): no hyperparameter, and no plain data for state_dict().
+        self.distributed = distributed
+        self.process_group = process_group
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            norm=norm,
+            norm_kwargs=dict(norm_kwargs or {}),
+            radius=radius,
+            constrained=constrained,
+            role=None,
+            transpose=False,
+            check_finite=check_finite,
+        )
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group (torch's rules) and check its settings against its parameters' shapes."""
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1])
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict) -> None:
+        who = self.who
+        check_number(who, "lr", group["lr"], low=0.0)
+        check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, low_open=True)
+        check_number(who, "radius", group["radius"], low=0.0, low_open=True)
+        for key in ("constrained", "transpose"):
+            if not isinstance(group[key], bool):
+                raise TypeError(f"{who}: {key} must be True or False, got {group[key]!r}")
+        if group["role"] is not None and group["role"] not in ROLES:
+            raise ValueError(
+                f"{who}: unknown role {group['role']!r}; valid: {', '.join(ROLES)} (or None)"
+            )
+        norm = group["norm"]
+        if isinstance(norm, str) and norm.strip().lower() in NORM_CHOICES:
+            group["norm"] = norm = norm.strip().lower()
+        elif not isinstance(norm, DualityMap):
+            raise ValueError(
+                f"{who}: unknown norm {norm!r}; valid: {', '.join(NORM_CHOICES)} "
+                "or a DualityMap instance"
+            )
+        if not isinstance(group["norm_kwargs"], dict):
+            raise TypeError(f"{who}: norm_kwargs must be a dict, got {group['norm_kwargs']!r}")
+        if group["norm_kwargs"] and (not isinstance(norm, str) or norm == "auto"):
+            raise ValueError(f"{who}: norm_kwargs need a named norm, not {norm!r}")
+        for p, name in named_params(group):
+            self._check_param(group, p, name)
+
+    def _check_param(self, group: dict, p: Tensor, name: str | None) -> None:
+        m = self.norm_of(group, p)
+        if group["transpose"] and p.ndim != 2:
+            raise ValueError(f"{self.who}: transpose=True needs a matrix, got {describe(p, name)}")
+        one_vector = isinstance(m, BiasRMS) and not m.batched
+        if p.ndim < m.event_ndim or (one_vector and p.ndim != 1):
+            raise ValueError(
+                f"{self.who}: the {m.name!r} norm ({m!r}) expects {m.event_desc}, but its group "
+                f"holds {describe(p, name)}; put it in a group with a suitable norm"
+            )
+
+    def norm_of(self, group: dict, p: Tensor) -> DualityMap:
+        """The duality map a group applies to parameter ``p``."""
+        norm = group["norm"]
+        if isinstance(norm, DualityMap):
+            return norm
+        if norm == "auto":
+            norm = auto_norm(p, group["role"])
+        try:
+            # Our own finiteness check on the gradient names the parameter; skip the map's.
+            return get_map(norm, **{"check_finite": False, **group["norm_kwargs"]})
+        except TypeError as e:
+            raise TypeError(
+                f"{self.who}: norm_kwargs {group['norm_kwargs']} do not fit the {norm!r} map: {e}"
+            ) from None
+
+    # ------------------------------------------------------------------ hooks for ScionLight
+    def _direction(self, p: Tensor, group: dict) -> Tensor:
+        """d ← (1 − α)·d + α·g in the state (no state at all when α = 1)."""
+        alpha = group["momentum"]
+        if alpha == 1:
+            return p.grad
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state["momentum_buffer"].mul_(1 - alpha).add_(p.grad, alpha=alpha)
+
+    def _after_update(self, p: Tensor, group: dict) -> None:
+        """Called after each parameter's update (ScionLight decays its gradient here)."""
+
+    # ------------------------------------------------------------------ the step
+    def _directions(self, group: dict) -> Iterator[tuple[Tensor, Tensor, DualityMap]]:
+        """(p, d, norm) for every parameter with a gradient, updating its direction d."""
+        for p, name in named_params(group):
+            if p.grad is None:
+                continue
+            if group["check_finite"]:
+                check_finite_grad(self.who, p, p.grad, name)
+            yield p, self._direction(p, group), self.norm_of(group, p)
+
+    def _sharded_lmos(self, group: dict, work: list) -> list[Tensor]:
+        """Every lmo(d) of ``work``; the Spectral ones split over the ranks, the others local."""
+        transpose = group["transpose"]
+        heavy = [k for k, (_, _, m) in enumerate(work) if isinstance(m, (Spectral, Conv2DSpectral))]
+        fns = [partial(lmo, work[k][2], transpose=transpose) for k in heavy]
+        shared = orthogonalize_sharded([work[k][1] for k in heavy], fns, self.process_group)
+        out = dict(zip(heavy, shared, strict=True))
+        return [out[k] if k in out else lmo(m, d, transpose) for k, (_, d, m) in enumerate(work)]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One Scion step for every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, radius = group["lr"], group["radius"]
+            work = self._directions(group)
+            if self.distributed:  # every direction first, then the LMOs (the Spectral ones split)
+                work = list(work)
+                pairs = zip(work, self._sharded_lmos(group, work), strict=True)
+            else:  # one parameter at a time
+                pairs = ((item, lmo(item[2], item[1], group["transpose"])) for item in work)
+            for (p, _, _), s in pairs:
+                if group["constrained"]:
+                    p.mul_(1 - lr)
+                p.add_(s, alpha=lr * radius)  # x ← x + γ·ρ·lmo(d)
+                self._after_update(p, group)
+        return loss
+
+    # ------------------------------------------------------------------ init and monitoring
+    @torch.no_grad()
+    def init(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialize every parameter in place: ρ times its group's norm-matched init.
+
+        Each parameter gets ``radius · norm.init(shape)`` (drawn for xᵀ when ``transpose``), so
+        it has norm exactly ρ in its group's norm (BiasRMS inits are zeros). Groups whose role is
+        ``"gain"`` are left alone: a norm gain starts at 1, not at BiasRMS's zeros.
+        """
+        for group in self.param_groups:
+            if group["role"] == "gain":
+                continue
+            for p in group["params"]:
+                m = self.norm_of(group, p)
+                shape = p.shape[::-1] if group["transpose"] else p.shape
+                W = m.init(shape, generator=generator, dtype=p.dtype, device=p.device)
+                p.copy_((W.mT if group["transpose"] else W) * group["radius"])
+
+    @torch.no_grad()
+    def norms(self) -> dict[str, float]:
+        """Every parameter's norm in its group's norm (xᵀ when ``transpose``), by name.
+
+        Unnamed parameters are labelled ``"group{i}.param{j}"``.
+        """
+        out = {}
+        for i, group in enumerate(self.param_groups):
+            for j, (p, name) in enumerate(named_params(group)):
+                x = p.mT if group["transpose"] else p
+                out[name or f"group{i}.param{j}"] = float(self.norm_of(group, p).norm(x))
+        return out
+
+
+class ScionLight(Scion):
+    r"""Scion without optimizer state: the momentum lives in ``p.grad``.
+
+    Scion keeps d_t = (1 − α)·d_{t−1} + α·g_t (d_0 = 0), i.e. d_t = α·Σ_k (1 − α)^{t−k}·g_k.
+    ScionLight uses the gradient buffer instead: after each update it scales ``p.grad`` by
+    (1 − α), and the next ``backward()`` *adds* g_{t+1}. So ``p.grad`` holds
+
+        G_t = (1 − α)·G_{t−1} + g_t = Σ_k (1 − α)^{t−k}·g_k = d_t/α.
+
+    Every LMO is scale invariant (lmo(c·d) = lmo(d) for c > 0: the maximizer of ⟨c·d, s⟩ is
+    that of ⟨d, s⟩), so lmo(G_t) = lmo(d_t): the same updates as :class:`Scion` with the same α,
+    and no per-parameter tensors (``state`` stays empty).
+
+    Rules of use: the gradient buffers *are* the momentum, so :meth:`zero_grad` does nothing
+    (training loops may keep calling it; ``model.zero_grad()`` would still clear the momentum,
+    and so does :meth:`reset_momentum`). Gradient accumulation over micro-batches is fine (they
+    add up into g_t); anything else that rescales ``p.grad`` (clipping, loss scaling) rescales
+    the momentum too. To resume from a checkpoint, save the gradients with the model.
+    """
+
+    who = "ScionLight"
+
+    def _direction(self, p: Tensor, group: dict) -> Tensor:
+        return p.grad  # G_t = d_t/α
+
+    def _after_update(self, p: Tensor, group: dict) -> None:
+        p.grad.mul_(1 - group["momentum"])  # the next backward adds g_{t+1}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Does nothing: ``p.grad`` holds the momentum (see the class docstring)."""
+
+    def reset_momentum(self) -> None:
+        """Clear the momentum, i.e. the gradients (torch's ``zero_grad``)."""
+        super().zero_grad(set_to_none=True)

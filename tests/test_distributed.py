@@ -1,0 +1,323 @@
+"""Distributed orthogonalization: load balancing, and two gloo processes against one process.
+
+The multi-process tests run this very file as a script in two processes
+(``python tests/test_distributed.py SCENARIO OUT_DIR`` with ``RANK``/``WORLD_SIZE`` set; the
+ranks meet through a file in OUT_DIR, so no port is needed). Each rank saves its results under
+OUT_DIR and the test compares them with a single-process run in the pytest process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from optimal_scaling import distributed as D
+from optimal_scaling.models import MLP
+from optimal_scaling.newton_schulz import step_flops
+from optimal_scaling.optim import HyperP, Muon, Scion, ScionLight, scion_groups
+from optimal_scaling.optim.muon import orthogonalized_update
+
+WORLD = 2
+STEPS = 3
+GLOBAL_BATCH = 16
+
+# Matrices of assorted shapes (wide, tall, square, a conv weight, one in float64).
+SHAPES = [(24, 40), (40, 24), (32, 32), (8, 8), (16, 4, 3, 3), (5, 70), (12, 12)]
+
+
+def _matrices() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    out = [torch.randn(s, generator=g) for s in SHAPES]
+    out[-1] = out[-1].double()
+    return out
+
+
+def _orth(u: torch.Tensor) -> torch.Tensor:
+    return orthogonalized_update(u, steps=5, scale="max1")
+
+
+# --------------------------------------------------------------------------- assign
+def _loads(owners: list[int], costs: list[float], world: int) -> list[float]:
+    loads = [0.0] * world
+    for r, c in zip(owners, costs, strict=True):
+        loads[r] += c
+    return loads
+
+
+def test_assign_balances_costs() -> None:
+    costs = [8, 4, 4, 2, 2, 2, 1, 1]
+    owners = D.assign(costs, 2)
+    assert sorted(set(owners)) == [0, 1] and len(owners) == len(costs)
+    assert _loads(owners, costs, 2) == [12.0, 12.0]
+    assert D.assign(costs, 2) == owners  # deterministic
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
+def test_assign_within_lpt_bound(world: int) -> None:
+    g = torch.Generator().manual_seed(world)
+    costs = (torch.rand(23, generator=g) ** 3 * 100).tolist()
+    owners = D.assign(costs, world)
+    assert all(0 <= r < world for r in owners)
+    best_possible = max(sum(costs) / world, max(costs))  # a lower bound on the optimum
+    assert max(_loads(owners, costs, world)) <= (4 / 3) * best_possible + 1e-9
+
+
+def test_assign_costs_shapes_by_newton_schulz_flops() -> None:
+    shapes = [(1024, 4096), (64, 64), (4096, 1024), (256, 256)]
+    # The two big matrices cost the same and go to different ranks; the small ones follow.
+    assert D.assign(shapes, 2) == [0, 1, 1, 0]
+    assert D.matrix_cost((1024, 4096)) == step_flops(1024, 4096)
+    assert D.matrix_cost((16, 4, 3, 3)) == step_flops(16, 36)
+    assert D.matrix_cost((7,)) == 0
+
+
+def test_assign_more_ranks_than_matrices_and_errors() -> None:
+    assert D.assign([3.0, 1.0], 4) == [0, 1]
+    assert D.assign([], 3) == []
+    with pytest.raises(ValueError, match="world_size"):
+        D.assign([1.0], 0)
+    with pytest.raises(ValueError, match="≥ 0"):
+        D.assign([-1.0], 2)
+    with pytest.raises(TypeError, match="shapes or costs"):
+        D.assign(["big"], 2)
+
+
+# --------------------------------------------------------------------------- without a group
+def test_not_distributed_helpers() -> None:
+    assert not D.is_distributed()
+    assert D.rank() == 0 and D.world_size() == 1
+
+
+def test_fallback_is_the_plain_loop() -> None:
+    mats = _matrices()
+    outs = D.orthogonalize_sharded(mats, _orth)
+    for o, m in zip(outs, mats, strict=True):
+        assert o.dtype == m.dtype and torch.equal(o, _orth(m))
+    fns = [lambda t, k=k: t * k for k in range(len(mats))]  # one fn per tensor
+    for k, o in enumerate(D.orthogonalize_sharded(mats, fns)):
+        assert torch.equal(o, mats[k] * k)
+    assert torch.equal(D.orthogonalize_dtensor(mats[0], _orth), _orth(mats[0]))
+
+
+def test_sharded_checks_fn_output() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        D.orthogonalize_sharded([torch.ones(3, 4)], lambda t: t.T)
+    with pytest.raises(ValueError, match="one callable per tensor"):
+        D.orthogonalize_sharded([torch.ones(3, 4)], [_orth, _orth])
+    with pytest.raises(ValueError, match="costs"):
+        D.orthogonalize_sharded([torch.ones(3, 4)], _orth, costs=[1.0, 2.0])
+
+
+def _mlp(bias: bool = True) -> MLP:
+    torch.manual_seed(0)
+    return MLP(6, 12, 5, depth=4, bias=bias).double()
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(GLOBAL_BATCH, 6, generator=g, dtype=torch.float64)
+    return x, torch.randn(GLOBAL_BATCH, 5, generator=g, dtype=torch.float64)
+
+
+def _make_optimizer(kind: str, model: nn.Module, distributed: bool):
+    """The optimizers the DDP test compares (float64 throughout, so one process can match)."""
+    matrices = [p for p in model.parameters() if p.ndim == 2]
+    if kind == "muon":
+        return Muon(matrices, lr=0.05, dtype=torch.float64, distributed=distributed)
+    if kind == "hyperp":
+        return HyperP(matrices, lr=0.05, dtype=torch.float64, distributed=distributed)
+    # RowNorm readout (Sign would flip on rounding-level gradient differences); exact SVD.
+    groups = scion_groups(model, "colnorm-spectral-rownorm", lr=0.05, spectral_method="svd")
+    cls = ScionLight if kind == "scionlight" else Scion
+    return cls(groups, momentum=0.5, distributed=distributed)
+
+
+def _train(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor, steps: int = STEPS) -> None:
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()  # the mean over this batch
+        opt.step()
+
+
+@pytest.mark.parametrize("kind", ["muon", "hyperp", "scion", "scionlight"])
+def test_distributed_flag_without_group_changes_nothing(kind: str) -> None:
+    x, y = _batch()
+    params = []
+    for distributed in (False, True):
+        model = _mlp()
+        _train(model, _make_optimizer(kind, model, distributed), x, y)
+        params.append([p.detach() for p in model.parameters()])
+    for a, b in zip(*params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_distributed_flag_validated() -> None:
+    with pytest.raises(TypeError, match="distributed"):
+        Muon([nn.Parameter(torch.ones(2, 2))], distributed="yes")
+    with pytest.raises(TypeError, match="distributed"):
+        Scion([nn.Parameter(torch.ones(2, 2))], distributed=1)
+
+
+# --------------------------------------------------------------------------- two processes
+def _launch(scenario: str, out: Path, timeout: float = 120.0) -> None:
+    """Run this file as ``scenario`` in WORLD processes; fail with their stderr if one fails."""
+    env = {**os.environ, "WORLD_SIZE": str(WORLD), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, scenario, str(out)],
+            env={**env, "RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(WORLD)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"{scenario}: the workers did not finish in {timeout:.0f} s")
+    for r, (p, log) in enumerate(zip(procs, logs, strict=True)):
+        assert p.returncode == 0, f"{scenario}: rank {r} exited with {p.returncode}:\n{log}"
+
+
+def _load(out: Path, name: str, r: int):
+    return torch.load(out / f"{name}{r}.pt", weights_only=True)
+
+
+@pytest.mark.distributed
+def test_two_ranks_orthogonalize_sharded_equals_one_process(tmp_path: Path) -> None:
+    _launch("sharded", tmp_path)
+    expected = [_orth(m) for m in _matrices()]
+    ranks = [_load(tmp_path, "sharded", r) for r in range(WORLD)]
+    for k, e in enumerate(expected):
+        assert torch.equal(ranks[0][k], ranks[1][k])  # every rank holds every result
+        assert ranks[0][k].dtype == e.dtype
+        torch.testing.assert_close(ranks[0][k], e, atol=1e-6, rtol=0)
+
+
+@pytest.mark.distributed
+def test_ddp_training_equals_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    _launch("ddp", tmp_path)
+    x, y = _batch()
+    init = _mlp().state_dict()
+    for kind in ("muon", "hyperp", "scion", "scionlight"):
+        model = _mlp()
+        _train(model, _make_optimizer(kind, model, distributed=False), x, y)
+        assert not torch.allclose(model.hidden[0].weight, init["hidden.0.weight"])  # it trained
+        ranks = [_load(tmp_path, f"ddp_{kind}", r) for r in range(WORLD)]
+        for name, p in model.state_dict().items():
+            assert torch.equal(ranks[0][name], ranks[1][name]), f"{kind}: ranks differ at {name}"
+            torch.testing.assert_close(ranks[0][name], p, atol=1e-10, rtol=0, msg=f"{kind} {name}")
+
+
+@pytest.mark.distributed
+def test_dtensor_and_fsdp2_on_gloo(tmp_path: Path) -> None:
+    _launch("dtensor", tmp_path)
+    mats = _matrices()
+    got = [_load(tmp_path, "dtensor", r) for r in range(WORLD)]
+    for r in range(WORLD):
+        for k, m in enumerate(mats):
+            torch.testing.assert_close(got[r]["full"][k], _orth(m), atol=1e-6, rtol=0)
+            # Rank r keeps its torch.chunk slice of the rows (Shard(0)), uneven ones included.
+            local = torch.chunk(_orth(m), WORLD, dim=0)[r]
+            torch.testing.assert_close(got[r]["local"][k], local, atol=1e-6, rtol=0)
+    # FSDP2 (fully_shard) + Muon(distributed=True) against one process.
+    x, y = _batch()
+    model = _mlp(bias=False)
+    _train(model, _make_optimizer("muon", model, distributed=False), x, y)
+    for name, p in model.state_dict().items():
+        torch.testing.assert_close(got[0]["fsdp"][name], p, atol=1e-10, rtol=0, msg=name)
+
+
+# --------------------------------------------------------------------------- the workers
+def _worker_sharded(out: Path, r: int) -> None:
+    mats = _matrices()
+    done = []
+
+    def fn(u: torch.Tensor) -> torch.Tensor:
+        done.append(tuple(u.shape))
+        return _orth(u)
+
+    outs = D.orthogonalize_sharded(mats, fn)
+    # This rank orthogonalized its own share only.
+    owners = D.assign([m.shape for m in mats], WORLD)
+    assert done == [tuple(m.shape) for m, o in zip(mats, owners, strict=True) if o == r]
+    assert 0 < len(done) < len(mats)
+    # Each result was computed by one rank and copied: bitwise the single-process value.
+    for o, m in zip(outs, mats, strict=True):
+        assert torch.equal(o, _orth(m))
+    torch.save(outs, out / f"sharded{r}.pt")
+
+
+def _worker_ddp(out: Path, r: int) -> None:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    x, y = _batch()
+    half = GLOBAL_BATCH // WORLD
+    x, y = x[r * half : (r + 1) * half], y[r * half : (r + 1) * half]
+    for kind in ("muon", "hyperp", "scion", "scionlight"):
+        states = []
+        for distributed in (True, False):
+            model = DDP(_mlp())
+            _train(model, _make_optimizer(kind, model.module, distributed), x, y)
+            states.append(model.module.state_dict())
+        # Sharding the orthogonalization changes nothing, bit for bit.
+        for name, p in states[0].items():
+            assert torch.equal(p, states[1][name]), f"{kind}: sharded != local at {name}"
+        torch.save(states[0], out / f"ddp_{kind}{r}.pt")
+
+
+def _worker_dtensor(out: Path, r: int) -> None:
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+
+    mesh = init_device_mesh("cpu", (WORLD,))
+    mats = _matrices()
+    dts = [distribute_tensor(m, mesh, [Shard(0)]) for m in mats]
+    one = [D.orthogonalize_dtensor(dt, _orth) for dt in dts]
+    split = D.orthogonalize_sharded(dts, _orth)
+    for a, b in zip(one, split, strict=True):
+        assert a.placements == (Shard(0),) and b.placements == (Shard(0),)
+        assert torch.equal(a.to_local(), b.to_local())
+    result = {
+        "full": [b.full_tensor() for b in split],
+        "local": [b.to_local() for b in split],
+    }
+    # FSDP2: every matrix sharded by rows; Muon gathers, splits the work, re-shards.
+    x, y = _batch()
+    half = GLOBAL_BATCH // WORLD
+    x, y = x[r * half : (r + 1) * half], y[r * half : (r + 1) * half]
+    model = _mlp(bias=False)
+    fully_shard(model, mesh=mesh)
+    _train(model, _make_optimizer("muon", model, distributed=True), x, y)
+    result["fsdp"] = {k: v.full_tensor() for k, v in model.state_dict().items()}
+    torch.save(result, out / f"dtensor{r}.pt")
+
+
+def _worker_main(scenario: str, out: Path) -> None:
+    torch.set_num_threads(1)
+    r, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out / 'rendezvous'}", rank=r, world_size=world
+    )
+    try:
+        {"sharded": _worker_sharded, "ddp": _worker_ddp, "dtensor": _worker_dtensor}[scenario](
+            out, r
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1], Path(sys.argv[2]))

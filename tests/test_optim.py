@@ -1,0 +1,538 @@
+"""Optimizers (Muon, Scion, ScionLight, HyperP) against references written from the formulas.
+
+The references below use only torch and ``newton_schulz.orthogonalize`` (Muon's building
+block), never the optimizers' own helpers.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optimal_scaling.duality import Spectral
+from optimal_scaling.models import GPT, MLP
+from optimal_scaling.newton_schulz import orthogonalize
+from optimal_scaling.optim import (
+    PRESETS,
+    CombinedOptimizer,
+    HyperP,
+    Muon,
+    Scion,
+    ScionLight,
+    muon_param_groups,
+    muon_with_adamw,
+    scion_groups,
+    weight_decay_gap,
+)
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is fastest, and avoids oversubscribing under ``-n 2``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape: int, seed: int = 0, dtype: torch.dtype = F64) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen(seed), dtype=dtype)
+
+
+def param(*shape: int, seed: int = 0) -> nn.Parameter:
+    return nn.Parameter(randn(*shape, seed=seed))
+
+
+def tiny_gpt(seed: int = 0, **kwargs) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(vocab_size=32, context=8, width=16, depth=1, n_heads=2, mlp_ratio=2, **kwargs)
+
+
+def batches(n: int) -> list[torch.Tensor]:
+    return [torch.randint(0, 32, (2, 8), generator=gen(100 + i)) for i in range(n)]
+
+
+def lm_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
+
+
+def train(model: nn.Module, opt, xs: list[torch.Tensor]) -> None:
+    for x in xs:
+        opt.zero_grad()
+        lm_loss(model, x).backward()
+        opt.step()
+
+
+def assert_same_params(a: nn.Module, b: nn.Module, atol: float) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=atol, rtol=0, msg=name)
+
+
+# ------------------------------------------------------------------------------- Muon
+def muon_scale(scale: str, d_out: int, d_in: int) -> float:
+    return {
+        "max1": math.sqrt(max(1, d_out / d_in)),
+        "ratio": math.sqrt(d_out / d_in),
+        "adamw": 0.2 * math.sqrt(max(d_out, d_in)),
+        "none": 1.0,
+    }[scale]
+
+
+@pytest.mark.parametrize("scale", ["max1", "ratio", "adamw", "none"])
+@pytest.mark.parametrize("nesterov", [False, True], ids=["heavy_ball", "nesterov"])
+def test_muon_matches_reference(nesterov, scale):
+    shapes = [(6, 4), (4, 6), (3, 2, 2, 2)]  # tall, wide, conv (flattened to 3 × 8)
+    mu, lr, wd = 0.9, 0.05, 0.1
+    params = [param(*s, seed=i) for i, s in enumerate(shapes)]
+    ref = [p.detach().clone() for p in params]
+    bufs = [torch.zeros_like(r) for r in ref]
+    opt = Muon(
+        params, lr=lr, momentum=mu, nesterov=nesterov, scale=scale, weight_decay=wd, dtype=F64
+    )
+    for t in range(3):
+        grads = [randn(*s, seed=10 * t + i + 1) for i, s in enumerate(shapes)]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        for i, g in enumerate(grads):
+            bufs[i] = mu * bufs[i] + g
+            u = g + mu * bufs[i] if nesterov else bufs[i]
+            d_out, d_in = u.shape[0], u[0].numel()
+            O = orthogonalize(u.reshape(d_out, d_in), steps=5, schedule="muon", dtype=F64)
+            ref[i] = ref[i] * (1 - lr * wd) - lr * muon_scale(scale, d_out, d_in) * O.view_as(u)
+        for p, r in zip(params, ref, strict=True):
+            torch.testing.assert_close(p.detach(), r, atol=1e-12, rtol=0)
+
+
+def test_muon_errors():
+    with pytest.raises(ValueError, match=r"matrices only.*shape \(5,\)"):
+        Muon([param(5)])
+    with pytest.raises(ValueError, match=r"'gain'.*shape \(5,\)"):
+        Muon([("gain", param(5))])
+    with pytest.raises(ValueError, match="unknown scale 'huge'.*max1, ratio, adamw, none"):
+        Muon([param(3, 2)], scale="huge")
+    with pytest.raises(ValueError, match=r"lr must be in \[0"):
+        Muon([param(3, 2)], lr=-0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        Muon([param(3, 2)], momentum=1.0)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        Muon([param(3, 2)], schedule="quartic")
+    opt = Muon([param(3, 2)])
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        opt.add_param_group({"params": [param(4)]})
+    assert len(opt.param_groups) == 1  # the bad group was not kept
+    p = param(4, 3)
+    p.grad = torch.full_like(p, float("nan"))
+    with pytest.raises(ValueError, match=r"gradient of a parameter of shape \(4, 3\) contains NaN"):
+        Muon([p]).step()
+
+
+# ------------------------------------------------------------------------------- HyperP
+def test_hyperp_stays_on_the_sphere():
+    params = [param(6, 4, seed=1), param(4, 6, seed=2)]
+    radii = [float(p.detach().norm()) for p in params]
+    start = [p.detach().clone() for p in params]
+    opt = HyperP(params, lr=0.1, weight_decay=0.5, dtype=F64)
+    for t in range(4):
+        for i, p in enumerate(params):
+            p.grad = randn(*p.shape, seed=20 + 2 * t + i)
+        opt.step()
+    for p, r, p0 in zip(params, radii, start, strict=True):
+        assert float(p.detach().norm()) == pytest.approx(r, rel=1e-12)
+        assert not torch.allclose(p.detach(), p0)
+    # One step = the Muon step (tested above), then W ← r·W/‖W‖_F.
+    a, b = param(5, 3), param(5, 3)
+    a.grad, b.grad = randn(5, 3, seed=3), randn(5, 3, seed=3)
+    HyperP([a], lr=0.2, dtype=F64).step()
+    Muon([b], lr=0.2, dtype=F64).step()
+    r = float(randn(5, 3).norm())
+    torch.testing.assert_close(a.detach(), r * b.detach() / b.detach().norm(), atol=1e-12, rtol=0)
+    z = nn.Parameter(torch.zeros(3, 2))
+    z.grad = torch.ones(3, 2)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) has Frobenius norm 0"):
+        HyperP([z]).step()
+
+
+def test_hyperp_weight_decay_is_second_order():
+    W, G = randn(8, 6, seed=1), randn(8, 6, seed=2)
+    lrs = [1e-2, 5e-3, 2.5e-3, 1.25e-3]
+    gaps = [weight_decay_gap(W, G, lr, weight_decay=0.5, dtype=F64) for lr in lrs]
+    ratios = [gaps[i] / gaps[i + 1] for i in range(len(gaps) - 1)]
+    assert all(3.8 < r < 4.2 for r in ratios), ratios  # O(lr²)
+    # Without the sphere (plain Muon), weight decay moves W at first order: ratio 2.
+    muon_gaps = []
+    for lr in lrs:
+        out = []
+        for wd in (0.5, 0.0):
+            p = nn.Parameter(W.clone())
+            p.grad = G.clone()
+            Muon([p], lr=lr, weight_decay=wd, dtype=F64).step()
+            out.append(p.detach())
+        muon_gaps.append(float((out[0] - out[1]).abs().max()))
+    assert muon_gaps[0] / muon_gaps[1] == pytest.approx(2.0, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------- Scion LMOs
+def col_rms(G: torch.Tensor) -> torch.Tensor:
+    return G.pow(2).mean(dim=0, keepdim=True).sqrt()
+
+
+def row_rms(G: torch.Tensor) -> torch.Tensor:
+    return G.pow(2).mean(dim=1, keepdim=True).sqrt()
+
+
+def svd_lmo(G: torch.Tensor) -> torch.Tensor:
+    U, _, Vh = torch.linalg.svd(G.to(F64), full_matrices=False)
+    d_out, d_in = G.shape
+    return -math.sqrt(d_out / d_in) * U @ Vh
+
+
+LMO_CASES = {
+    "colnorm": lambda G: -G / col_rms(G),
+    "spectral": svd_lmo,
+    "rownorm": lambda G: -(1 / G.shape[1]) * G / row_rms(G),
+    "sign": lambda G: -torch.sign(G) / G.shape[1],
+}
+
+
+def one_step_direction(norm, G: torch.Tensor, lr: float = 0.1, radius: float = 2.0, **kw):
+    """(x_new − x)/(γ·ρ) after one Scion step with α = 1: the LMO Scion used."""
+    x = param(*G.shape, seed=7)
+    x0 = x.detach().clone()
+    x.grad = G.clone()
+    Scion([x], lr=lr, momentum=1.0, norm=norm, radius=radius, **kw).step()
+    return (x.detach() - x0) / (lr * radius)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5)], ids=["tall", "wide"])
+@pytest.mark.parametrize("norm", list(LMO_CASES))
+def test_scion_lmo_matches_definition(norm, shape):
+    G = randn(*shape, seed=1)
+    torch.testing.assert_close(one_step_direction(norm, G), LMO_CASES[norm](G), atol=1e-12, rtol=0)
+
+
+def test_scion_bias_lmo_and_newton_schulz_spectral():
+    g = randn(6, seed=3)
+    expected = -g / g.pow(2).mean().sqrt()
+    torch.testing.assert_close(one_step_direction("bias_rms", g), expected, atol=1e-12, rtol=0)
+    G = randn(6, 4, seed=4)
+    approx = one_step_direction("spectral", G, norm_kwargs={"method": "newton_schulz"})
+    exact = svd_lmo(G)
+    assert float((approx - exact).norm() / exact.norm()) < 0.02
+
+
+@pytest.mark.parametrize("norm", list(LMO_CASES))
+def test_constrained_differs_by_the_shrink_term(norm):
+    lr, radius = 0.1, 2.0
+    G = randn(5, 3, seed=1)
+    x = randn(5, 3, seed=2)
+    out = {}
+    for constrained in (False, True):
+        p = nn.Parameter(x.clone())
+        p.grad = G.clone()
+        Scion([p], lr=lr, norm=norm, radius=radius, constrained=constrained).step()
+        out[constrained] = p.detach()
+    torch.testing.assert_close(out[True] - out[False], -lr * x, atol=1e-12, rtol=0)
+    # Constrained steps keep a parameter inside the radius-ρ ball (convex combinations).
+    p = nn.Parameter(torch.zeros(5, 3, dtype=F64))
+    opt = Scion([p], lr=0.3, norm=norm, radius=radius, constrained=True)
+    opt.init(gen(0))
+    for t in range(5):
+        p.grad = randn(5, 3, seed=30 + t)
+        opt.step()
+        assert opt.norms()["group0.param0"] <= radius * (1 + 1e-12)
+
+
+def test_scion_sign_everywhere_is_normalized_sign_descent():
+    lr, radius = 0.01, 0.5
+    params = [param(4, 6, seed=1), param(3, 4, seed=2)]
+    ref = [p.detach().clone() for p in params]
+    opt = Scion(params, lr=lr, momentum=1.0, norm="sign", radius=radius)
+    for t in range(3):
+        for i, p in enumerate(params):
+            p.grad = randn(*p.shape, seed=10 * t + i)
+            ref[i] = ref[i] - lr * radius * torch.sign(p.grad) / p.shape[1]
+        opt.step()
+    for p, r in zip(params, ref, strict=True):
+        torch.testing.assert_close(p.detach(), r, atol=1e-12, rtol=0)
+
+
+def test_scion_momentum_matches_reference():
+    alpha, lr, radius = 0.3, 0.05, 1.5
+    p = param(5, 4)
+    x, d = p.detach().clone(), torch.zeros(5, 4, dtype=F64)
+    opt = Scion([p], lr=lr, momentum=alpha, norm="colnorm", radius=radius)
+    for t in range(4):
+        g = randn(5, 4, seed=t + 1)
+        p.grad = g.clone()
+        opt.step()
+        d = (1 - alpha) * d + alpha * g
+        x = x + lr * radius * (-d / col_rms(d))
+    torch.testing.assert_close(p.detach(), x, atol=1e-12, rtol=0)
+
+
+def test_scion_auto_norms():
+    model = MLP(4, 8, 3, depth=3)
+    for p in model.parameters():
+        name = Scion([p]).norm_of(Scion([p]).param_groups[0], p).name
+        assert name == ("spectral" if p.ndim == 2 else "bias_rms")
+    w = param(3, 8)
+    for role, name in [("input", "colnorm"), ("hidden", "spectral"), ("output", "sign")]:
+        opt = Scion([{"params": [w], "role": role}])
+        assert opt.norm_of(opt.param_groups[0], w).name == name
+    conv = param(4, 3, 2, 2)
+    assert Scion([conv]).norm_of(Scion([conv]).param_groups[0], conv).name == "conv2d_spectral"
+    with pytest.raises(ValueError, match=r"no automatic norm.*\(2, 3, 4\)"):
+        Scion([param(2, 3, 4)])
+
+
+# ------------------------------------------------------------------------------- ScionLight
+def test_scion_light_equals_scion():
+    alpha = 0.2
+    a = tiny_gpt(norm_before_linear=True, bias=True).double()
+    b = copy.deepcopy(a)
+    opt_a = Scion(scion_groups(a, lr=0.05, spectral_method="svd"), momentum=alpha)
+    opt_b = ScionLight(scion_groups(b, lr=0.05, spectral_method="svd"), momentum=alpha)
+    start = copy.deepcopy(a)
+    for x in batches(5):
+        opt_a.zero_grad()
+        lm_loss(a, x).backward()
+        opt_a.step()
+        opt_b.zero_grad()  # a no-op: the gradients are the momentum
+        lm_loss(b, x).backward()
+        opt_b.step()
+    assert_same_params(a, b, atol=1e-6)
+    with pytest.raises(AssertionError):
+        assert_same_params(a, start, atol=1e-3)  # it did train
+    assert len(opt_b.state) == 0 and opt_b.state_dict()["state"] == {}
+    assert len(opt_a.state) == len(list(a.parameters()))
+    # After the step, p.grad = (1 − α)·d/α where d is Scion's momentum buffer.
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        expected = (1 - alpha) / alpha * opt_a.state[pa]["momentum_buffer"]
+        torch.testing.assert_close(pb.grad, expected, atol=1e-9, rtol=1e-9)
+    opt_b.reset_momentum()
+    assert all(p.grad is None for p in b.parameters())
+
+
+# ------------------------------------------------------------------------------- presets, init
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_presets_assign_norms_by_role(preset):
+    model = tiny_gpt(norm_before_linear=True, bias=True)
+    mults = {"input": 2.0, "hidden": 0.25, "output": 4.0}
+    radii = {"input": 3.0, "hidden": 5.0, "output": 7.0, "gain": 0.5, "bias": 0.25}
+    groups = scion_groups(model, preset, lr=0.1, lr_multipliers=mults, radii=radii)
+    out_norm = "sign" if preset.endswith("sign") else "rownorm"
+    expected = {
+        "input": "colnorm",
+        "hidden": "spectral",
+        "output": out_norm,
+        "gain": "bias_rms",
+        "bias": "bias_rms",
+    }
+    roles = model.param_roles()
+    seen = {}
+    for g in groups:
+        assert g["norm"] == expected[g["role"]]
+        assert g["lr"] == pytest.approx(0.1 * mults.get(g["role"], 1.0))
+        assert g["radius"] == radii[g["role"]]
+        for name, _ in g["params"]:
+            seen[name] = g
+            assert roles[name] == g["role"]
+            assert g["transpose"] == name.startswith(("wte.", "wpe."))
+    assert set(seen) == set(roles) and set(roles.values()) == set(expected)
+    assert seen["head.weight"]["norm"] == out_norm and seen["wte.weight"]["norm"] == "colnorm"
+    opt = Scion(groups)
+    qkv = model.blocks[0].attn.qkv.weight
+    m = opt.norm_of(seen["blocks.0.attn.qkv.weight"], qkv)
+    assert isinstance(m, Spectral) and m.method == "newton_schulz"
+    # An MLP's input layer is a Linear: no transpose.
+    mlp_groups = scion_groups(MLP(4, 8, 3), preset)
+    assert [g["transpose"] for g in mlp_groups if g["role"] == "input"] == [False]
+
+
+def test_preset_errors():
+    with pytest.raises(ValueError, match="untie"):
+        scion_groups(tiny_gpt(tied=True))
+    with pytest.raises(ValueError, match="unknown preset 'adam'.*colnorm-spectral-sign"):
+        scion_groups(tiny_gpt(), "adam")
+    with pytest.raises(ValueError, match=r"unknown roles in radii: \['embedding'\]"):
+        scion_groups(tiny_gpt(), radii={"embedding": 1.0})
+    with pytest.raises(TypeError, match="param_roles"):
+        scion_groups(nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_init_has_unit_norm_times_radius(preset):
+    model = tiny_gpt(norm_before_linear=True, bias=True)
+    radii = {"input": 2.0, "hidden": 3.0, "output": 5.0, "gain": 11.0, "bias": 7.0}
+    opt = Scion(scion_groups(model, preset, radii=radii, spectral_method="svd"))
+    for p in model.parameters():  # make sure init overwrites (or keeps) everything
+        p.data.fill_(0.123)
+    opt.init(gen(0))
+    close = functools.partial(torch.testing.assert_close, rtol=1e-5, atol=1e-6)  # float32
+    W = {name: p.detach().double() for name, p in model.named_parameters()}
+    for name, role in model.param_roles().items():
+        w, r = W[name], radii[role]
+        if role == "input":  # (vocab, d): every token's vector has RMS ρ
+            close(row_rms(w), torch.full_like(row_rms(w), r))
+        elif role == "hidden":  # semi-orthogonal · √(d_out/d_in): RMS→RMS norm ρ
+            d_out, d_in = w.shape
+            s = torch.linalg.svdvals(w) * math.sqrt(d_in / d_out)
+            close(s, torch.full_like(s, r))
+        elif role == "output" and preset.endswith("sign"):  # entries ±ρ/d_in
+            close(w.abs(), torch.full_like(w, r / w.shape[1]))
+        elif role == "output":  # every row: √d_in·‖row‖_2 = ρ
+            n = math.sqrt(w.shape[1]) * w.norm(dim=1)
+            close(n, torch.full_like(n, r))
+        elif role == "bias":
+            assert torch.count_nonzero(w) == 0
+        else:  # gains stay as they were (an RMSNorm gain is not re-initialized)
+            assert torch.all(w == torch.tensor(0.123, dtype=torch.float32).double())
+    first = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.init(gen(0))
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), first[n])  # the generator makes it reproducible
+
+
+def test_embedding_colnorm_acts_per_token():
+    model = tiny_gpt()
+    lr, radius = 0.1, 3.0
+    opt = Scion(scion_groups(model, lr=lr, radii={"input": radius}))
+    wte = model.wte.weight  # (vocab, d)
+    G = randn(*wte.shape, seed=5, dtype=torch.float32)
+    x0 = wte.detach().clone()
+    wte.grad = G.clone()
+    opt.step()  # only wte has a gradient
+    expected = x0 - lr * radius * G / row_rms(G)  # each token's row normalized to RMS 1
+    torch.testing.assert_close(wte.detach(), expected, atol=1e-5, rtol=0)
+    token_rms = row_rms(wte.detach()).max()
+    assert opt.norms()["wte.weight"] == pytest.approx(float(token_rms), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("norm", ["spectral", "colnorm", "rownorm", "sign"])
+def test_scion_rejects_vectors_in_matrix_groups(norm):
+    with pytest.raises(ValueError, match=rf"{norm}.*expects a matrix.*'b' of shape \(5,\)"):
+        Scion([("b", param(5))], norm=norm)
+
+
+def test_scion_errors():
+    w = param(4, 3)
+    with pytest.raises(ValueError, match="unknown norm 'frobenius'.*spectral, colnorm.*auto"):
+        Scion([w], norm="frobenius")
+    with pytest.raises(ValueError, match=r"lr must be in \[0"):
+        Scion([w], lr=-1e-3)
+    for alpha in (0.0, 1.5):
+        with pytest.raises(ValueError, match="momentum"):
+            Scion([w], momentum=alpha)
+    with pytest.raises(ValueError, match="radius"):
+        Scion([w], radius=0.0)
+    with pytest.raises(ValueError, match=r"BiasRMS.*shape \(4, 3\)"):
+        Scion([w], norm="bias_rms")
+    with pytest.raises(ValueError, match="norm_kwargs need a named norm"):
+        Scion([w], norm="auto", norm_kwargs={"method": "svd"})
+    with pytest.raises(TypeError, match="do not fit the 'colnorm' map"):
+        Scion([w], norm="colnorm", norm_kwargs={"method": "svd"})
+    with pytest.raises(ValueError, match="unknown role 'embedding'"):
+        Scion([{"params": [w], "role": "embedding"}])
+    model = tiny_gpt()
+    opt = Scion(scion_groups(model))
+    lm_loss(model, batches(1)[0]).backward()
+    model.head.weight.grad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"'head.weight' of shape \(32, 16\) contains NaN"):
+        opt.step()
+
+
+# ------------------------------------------------------------------------------- groups
+def test_muon_param_groups_by_role():
+    model = tiny_gpt(bias=True)
+    muon, adamw = muon_param_groups(model, lr=0.02, adamw_lr=1e-3, weight_decay=0.1)
+    roles = model.param_roles()
+    assert [len(muon)] == [1] and muon[0]["lr"] == 0.02 and muon[0]["weight_decay"] == 0.1
+    assert {n for n, _ in muon[0]["params"]} == {n for n, r in roles.items() if r == "hidden"}
+    matrices, vectors = adamw
+    assert {n for n, _ in matrices["params"]} == {"wte.weight", "wpe.weight", "head.weight"}
+    assert matrices["weight_decay"] == 0.1 and vectors["weight_decay"] == 0.0
+    assert {roles[n] for n, _ in vectors["params"]} == {"gain", "bias"}
+    assert all(g["lr"] == 1e-3 for g in adamw)
+
+
+def test_muon_param_groups_fall_back_on_shapes():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    muon, adamw = muon_param_groups(model)
+    assert {n for n, _ in muon[0]["params"]} == {"1.weight", "3.weight"}
+    names = {n for g in adamw for n, _ in g["params"]}
+    assert names == {"0.weight", "1.bias", "2.weight", "2.bias", "3.bias"}
+
+
+def test_combined_optimizer():
+    model = tiny_gpt()
+    opt = muon_with_adamw(model, lr=0.02, adamw_lr=1e-3)
+    assert [type(o).__name__ for o in opt.optimizers] == ["Muon", "AdamW"]
+    assert len(opt.param_groups) == 3
+    before = copy.deepcopy(model)
+    x = batches(1)[0]
+    loss = opt.step(lambda: lm_loss(model, x).backward() or torch.tensor(1.0))
+    assert float(loss) == 1.0
+    for (name, p), q in zip(model.named_parameters(), before.parameters(), strict=True):
+        assert not torch.equal(p, q), name  # every parameter moved
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    for g in opt.param_groups:
+        g["lr"] = 0.0  # the groups are the members' own dicts
+    assert all(g["lr"] == 0.0 for o in opt.optimizers for g in o.param_groups)
+    with pytest.raises(ValueError, match="holds 1 optimizers, this one 2"):
+        opt.load_state_dict({"optimizers": [opt.optimizers[0].state_dict()]})
+    with pytest.raises(ValueError, match="belongs to two optimizers"):
+        CombinedOptimizer([opt.optimizers[0], Muon(opt.optimizers[0].param_groups[0]["params"])])
+    hyper = muon_with_adamw(model, optimizer=HyperP, scale="adamw")
+    assert isinstance(hyper.optimizers[0], HyperP)
+    assert hyper.optimizers[0].param_groups[0]["scale"] == "adamw"
+
+
+# ------------------------------------------------------------------------------- state dicts
+FACTORIES = {
+    "muon": lambda m: Muon(
+        [p for n, p in m.named_parameters() if m.param_roles()[n] == "hidden"], lr=0.02
+    ),
+    "muon+adamw": lambda m: muon_with_adamw(m, weight_decay=0.01),
+    "hyperp+adamw": lambda m: muon_with_adamw(m, optimizer=HyperP, weight_decay=0.01),
+    "scion": lambda m: Scion(scion_groups(m, lr=0.02, spectral_method="svd"), momentum=0.3),
+    "scion-constrained": lambda m: Scion(scion_groups(m, lr=0.02), momentum=0.5, constrained=True),
+}
+
+
+@pytest.mark.parametrize("kind", list(FACTORIES))
+def test_state_dict_round_trip(kind):
+    make = FACTORIES[kind]
+    xs = batches(5)
+    model_a = tiny_gpt(seed=0)
+    opt_a = make(model_a)
+    train(model_a, opt_a, xs[:3])
+    buf = io.BytesIO()
+    torch.save({"model": model_a.state_dict(), "opt": opt_a.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)  # plain data: no pickled classes
+    model_b, model_c = tiny_gpt(seed=1), tiny_gpt(seed=2)
+    opt_b, opt_c = make(model_b), make(model_c)
+    model_b.load_state_dict(ckpt["model"])
+    opt_b.load_state_dict(ckpt["opt"])
+    model_c.load_state_dict(ckpt["model"])  # ...but a fresh optimizer state
+    for model, opt in [(model_a, opt_a), (model_b, opt_b), (model_c, opt_c)]:
+        train(model, opt, xs[3:])
+    assert_same_params(model_a, model_b, atol=1e-7)
+    with pytest.raises(AssertionError):
+        assert_same_params(model_a, model_c, atol=1e-7)  # the state mattered
