@@ -1,0 +1,51 @@
+"""The root conftest.py's sliced poll: same results as jupyter_client's get_msg, bounded sleeps."""
+
+import asyncio
+import time
+from queue import Empty
+
+import pytest
+
+jc = pytest.importorskip("jupyter_client.channels")
+
+
+class FakeSocket:
+    """poll() reports a message only from its ``ready_after``-th call on (a missed wake-up)."""
+
+    def __init__(self, ready_after: int) -> None:
+        self.calls, self.ready_after, self.timeouts = 0, ready_after, []
+
+    async def poll(self, timeout_ms: int) -> int:
+        self.calls += 1
+        self.timeouts.append(timeout_ms)
+        if self.calls >= self.ready_after:
+            return 1
+        await asyncio.sleep(timeout_ms / 1000)
+        return 0
+
+
+class FakeChannel:
+    get_msg = jc.AsyncZMQSocketChannel.get_msg  # patched by the root conftest.py
+
+    def __init__(self, socket: FakeSocket) -> None:
+        self.socket = socket
+
+    async def _recv(self) -> dict:
+        return {"msg": "reply"}
+
+
+def test_poll_is_sliced_and_returns_the_waiting_message():
+    socket = FakeSocket(ready_after=3)
+    start = time.monotonic()
+    msg = asyncio.run(FakeChannel(socket).get_msg(timeout=60))
+    assert msg == {"msg": "reply"} and socket.calls == 3
+    assert max(socket.timeouts) <= 250 and time.monotonic() - start < 2
+
+
+def test_poll_still_times_out():
+    socket = FakeSocket(ready_after=10**9)
+    start = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(FakeChannel(socket).get_msg(timeout=0.6))
+    assert 0.55 < time.monotonic() - start < 2
+    assert socket.calls >= 3  # 0.25 + 0.25 + 0.1 s
