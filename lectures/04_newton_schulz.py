@@ -282,6 +282,8 @@ best = precision[(precision.schedule == "polar_express") & (precision.steps == 8
 for _, row in best.iterrows():
     print(f"Polar Express, 8 steps, {row['dtype']:>8}: σ in [{row['σ min']:.4f}, "
           f"{row['σ max']:.4f}], error vs U Vᵀ {row['error vs U Vᵀ']:.4f}")
+smallest = (spectrum.min() / (1.01 * torch.linalg.matrix_norm(G))).item()
+print(f"smallest singular value after normalization: {smallest:.1e} (the design's ℓ: 1e-3)")
 # Where does the bf16 error come from? Round only the input, iterate in fp32:
 G_bf16 = G.to(torch.bfloat16).double()
 U, _, Vh = torch.linalg.svd(G_bf16, full_matrices=False)
@@ -293,9 +295,11 @@ print("input rounded to bf16, then an fp32 iteration: error vs U Vᵀ of G "
 # %% [markdown]
 # * Muon's band shows in its σ min/max whatever the precision: after 8 steps the smallest
 #   singular values sit near 0.68, the largest near 1.13.
-# * Polar Express with 8 steps takes fp32 very close to `U Vᵀ`.
-# * In bf16 its singular values still land within a few 10⁻³ of 1, yet the output is far
-#   from `U Vᵀ`. Two roundings cause it. Storing `G` in bf16 (relative rounding ≈ 2⁻⁸ per
+# * Polar Express with 8 steps takes fp32 close to `U Vᵀ`. What error is left comes from the
+#   smallest singular values: divided by `‖G‖_F` they start below the design's `ℓ = 10⁻³`
+#   (more so for full mode's larger matrix, whose Frobenius norm is larger).
+# * In bf16 its singular values land about as close to 1 as in fp32, yet the output is much
+#   farther from `U Vᵀ`. Two roundings cause it. Storing `G` in bf16 (relative rounding ≈ 2⁻⁸ per
 #   entry) already changes `U Vᵀ` in the directions whose singular values are 10⁻³ of the
 #   largest: the last line shows that an fp32 iteration on the rounded input lands on the
 #   rounded input's `U Vᵀ`, not on `G`'s. Rounding `X` at every step, while those singular
