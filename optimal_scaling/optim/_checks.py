@@ -54,3 +54,35 @@ def check_finite_grad(who: str, p: Tensor, grad: Tensor, name: str | None = None
     if not bool(torch.isfinite(grad).all()):
         bad = "NaN" if bool(torch.isnan(grad).any()) else "inf"
         raise ValueError(f"{who}: the gradient of {describe(p, name)} contains {bad} entries")
+
+
+class CheckedOptimizer(torch.optim.Optimizer):
+    """A torch optimizer whose param groups are validated as they are added.
+
+    Subclasses set ``who`` (the name in messages) and implement ``_check_group(group)``; a group
+    that fails it is removed again before the error propagates, so a failed
+    ``add_param_group`` leaves the optimizer as it was. ``distributed`` and ``process_group``
+    are kept on the optimizer, not in the groups: how the work is spread is no
+    hyperparameter, and a process group is not plain data for ``state_dict()``.
+    """
+
+    who = ""
+
+    def __init__(self, params, defaults: dict, distributed: bool, process_group) -> None:
+        if not isinstance(distributed, bool):
+            raise TypeError(f"{self.who}: distributed must be True or False, got {distributed!r}")
+        self.distributed = distributed
+        self.process_group = process_group
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group (torch's rules), then validate its settings and parameter shapes."""
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1])
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict) -> None:
+        raise NotImplementedError

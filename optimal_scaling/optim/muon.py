@@ -37,7 +37,13 @@ from torch.distributed import ProcessGroup
 
 from optimal_scaling.distributed import orthogonalize_sharded
 from optimal_scaling.newton_schulz import coefficients, orthogonalize
-from optimal_scaling.optim._checks import check_finite_grad, check_number, describe, named_params
+from optimal_scaling.optim._checks import (
+    CheckedOptimizer,
+    check_finite_grad,
+    check_number,
+    describe,
+    named_params,
+)
 
 __all__ = ["SCALES", "Muon", "orthogonalized_update", "shape_scale"]
 
@@ -71,7 +77,7 @@ def orthogonalized_update(
     return O.view_as(u) * shape_scale(scale, d_out, d_in)
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(CheckedOptimizer):
     """Muon (MomentUm Orthogonalized by Newton–Schulz) for ≥ 2-D weights; see the module doc.
 
     Every argument is also a per-group setting. ``steps``/``schedule``/``dtype`` go to
@@ -107,12 +113,6 @@ class Muon(torch.optim.Optimizer):
         distributed: bool = False,
         process_group: ProcessGroup | None = None,
     ) -> None:
-        if not isinstance(distributed, bool):
-            raise TypeError(f"{self.who}: distributed must be True or False, got {distributed!r}")
-        # Not group settings: how the work is spread is no hyperparameter, and a process group
-        # cannot go into state_dict().
-        self.distributed = distributed
-        self.process_group = process_group
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -124,18 +124,9 @@ class Muon(torch.optim.Optimizer):
             dtype=dtype,
             check_finite=check_finite,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, distributed, process_group)
 
     # ------------------------------------------------------------------ groups
-    def add_param_group(self, param_group: dict) -> None:
-        """Add a group (torch's rules) and validate its settings and parameter shapes."""
-        super().add_param_group(param_group)
-        try:
-            self._check_group(self.param_groups[-1])
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
-
     def _check_group(self, group: dict) -> None:
         who = self.who
         check_number(who, "lr", group["lr"], low=0.0)

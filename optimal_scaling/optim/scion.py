@@ -42,7 +42,13 @@ from torch.distributed import ProcessGroup
 
 from optimal_scaling.distributed import orthogonalize_sharded
 from optimal_scaling.duality import MAPS, BiasRMS, Conv2DSpectral, DualityMap, Spectral, get_map
-from optimal_scaling.optim._checks import check_finite_grad, check_number, describe, named_params
+from optimal_scaling.optim._checks import (
+    CheckedOptimizer,
+    check_finite_grad,
+    check_number,
+    describe,
+    named_params,
+)
 
 __all__ = ["NORM_CHOICES", "ROLES", "ROLE_NORMS", "Scion", "ScionLight", "auto_norm", "lmo"]
 
@@ -85,7 +91,7 @@ def auto_norm(p: Tensor, role: str | None = None) -> str:
     return _SHAPE_NORMS[p.ndim]
 
 
-class Scion(torch.optim.Optimizer):
+class Scion(CheckedOptimizer):
     """Scion (unconstrained or constrained); see the module docstring for the update.
 
     Args:
@@ -126,11 +132,6 @@ class Scion(torch.optim.Optimizer):
         distributed: bool = False,
         process_group: ProcessGroup | None = None,
     ) -> None:
-        if not isinstance(distributed, bool):
-            raise TypeError(f"{self.who}: distributed must be True or False, got {distributed!r}")
-        # Not group settings (see Muon): no hyperparameter, and no plain data for state_dict().
-        self.distributed = distributed
-        self.process_group = process_group
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -142,18 +143,9 @@ class Scion(torch.optim.Optimizer):
             transpose=False,
             check_finite=check_finite,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, distributed, process_group)
 
     # ------------------------------------------------------------------ groups
-    def add_param_group(self, param_group: dict) -> None:
-        """Add a group (torch's rules) and check its settings against its parameters' shapes."""
-        super().add_param_group(param_group)
-        try:
-            self._check_group(self.param_groups[-1])
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
-
     def _check_group(self, group: dict) -> None:
         who = self.who
         check_number(who, "lr", group["lr"], low=0.0)
