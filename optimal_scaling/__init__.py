@@ -33,6 +33,7 @@ _SUBMODULES = {
     "optim",
     "parametrization",
     "results",
+    "sweep",
     "tracking",
     "train",
 }

@@ -7,6 +7,11 @@ optimal-scaling exercises [--check]         generate exercises/ from solutions/
 optimal-scaling lr-transfer --out F         GPT learning-rate transfer grid (lecture 01)
 optimal-scaling bench ns [--fast] [--out F] Newton–Schulz benchmark (lecture 04)
 optimal-scaling bench optim [--fast]        optimizer share of a GPT step (lecture 05)
+optimal-scaling bench sweep [--fast]        sweep overhead and the small GPT's tokens/s
+optimal-scaling sweep run CONFIG [--out DIR] [--executor local|slurm] [--workers N]
+                          [--set key=value ...] [--dry-run] [--wait]
+optimal-scaling sweep status DIR            done / running / failed / pending / diverged
+optimal-scaling sweep collect DIR --out F   one row per run × horizon, with provenance
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--data", choices=["bytes", "markov"])
     p = sub.add_parser("bench", help="benchmarks (ratios against a reference, same run)")
-    p.add_argument("benchmark", choices=["ns", "optim"],
-                   help="ns: Newton–Schulz orthogonalization; optim: optimizer share of a step")
+    p.add_argument("benchmark", choices=["ns", "optim", "sweep"],
+                   help="ns: Newton–Schulz orthogonalization; optim: optimizer share of a step; "
+                   "sweep: the sweep engine's overhead and the small GPT's tokens/s")
     p.add_argument("--out", help="JSON file to write (default: benchmarks/results/<name>.json)")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--fast", action="store_true", help="small shapes, few repeats")
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--repeats", type=int)
     p.add_argument("--steps", type=int, default=5)
+    _add_sweep(sub)
     args = parser.parse_args(argv)
 
     if args.command == "env":
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return _lr_transfer(args, argv)
     if args.command == "bench":
         return _bench(args, argv)
+    if args.command == "sweep":
+        return _sweep(args, argv)
     if args.command in ("sync", "check"):
         from optimal_scaling import notebooks
 
@@ -116,6 +125,13 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = "optimal-scaling " + shlex.join(argv)
     results = (repo_root() or Path.cwd()) / "benchmarks" / "results"
+    if args.benchmark == "sweep":
+        from optimal_scaling.sweep.benchmark import run_sweep_benchmark
+
+        kind = "fast" if args.fast else "full"
+        out = None if args.no_write else (args.out or results / f"sweep_cpu_{kind}.json")
+        run_sweep_benchmark(out, fast=args.fast, command=command)
+        return 0
     if args.benchmark == "optim":
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         kind = "fast" if args.fast else "full"
@@ -138,6 +154,63 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         command=command,
     )
     return 0
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="grids of training runs: run, status, collect")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    r = verbs.add_parser("run", help="train every run of a sweep not yet done")
+    r.add_argument("config", help="a sweep TOML file (see configs/)")
+    r.add_argument("--out", help="the sweep directory (default: runs/<name>)")
+    r.add_argument("--executor", choices=["local", "slurm"], default="local")
+    r.add_argument("--workers", type=int, help="local executor: parallel runs")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key: optimizer.lr=0.01, grid.batch_size=[4,8], "
+                   "horizons=[4096], local.workers=2, slurm.partition=gpu, resources.processes=2")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the runs, their ids and the job script; run nothing")
+    r.add_argument("--wait", action="store_true", help="slurm: wait for the job array")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    s = verbs.add_parser("status", help="how many runs are done, running, failed, pending")
+    s.add_argument("dir")
+    s.add_argument("--runs", action="store_true", help="one line per run")
+    c = verbs.add_parser("collect", help="one tidy table: a row per run × horizon")
+    c.add_argument("dir")
+    c.add_argument("--out", required=True, help="CSV file (with a provenance header)")
+
+
+def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
+    import shlex
+
+    from optimal_scaling import sweep
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if args.verb == "run":
+            spec = sweep.load(args.config, args.overrides)
+            counts = sweep.run(spec, args.out, executor=args.executor, workers=args.workers,
+                               dry_run=args.dry_run, wait=args.wait, progress=not args.quiet)
+            if not args.dry_run:
+                out = args.out or sweep.default_dir(spec)
+                print(f"sweep {spec.name}: " + (", ".join(f"{v} {k}" for k, v in counts.items())
+                      or "nothing to train") + f"; now {sweep.status(out)} in {out}")
+            return 0
+        if args.verb == "status":
+            counts = sweep.status(args.dir)
+            if args.runs:
+                print(sweep.status_table(args.dir).to_string(index=False))
+            print(", ".join(f"{v} {k}" for k, v in counts.items()))
+            return 0
+        path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv))
+        print(f"wrote {path}")
+        return 0
+    except (sweep.ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"sweep: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sweep: interrupted; finished horizons are kept, run it again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -143,6 +143,25 @@ class NormTracker:
         return (W.shape[-1] * W.abs().max()).item()  # sign: the scaled ℓ1→ℓ∞ norm
 
     @torch.no_grad()
+    def group_norms(self, exact: bool = True) -> dict[str, float]:
+        """``{"W[role]": largest weight norm in the group}`` now, without touching the history.
+
+        ``exact=True`` takes spectral norms from an SVD instead of the warm-started power
+        iteration: a reading that does not depend on earlier calls (sweeps read it at each
+        horizon, and a resumed run must read the same numbers as an uninterrupted one).
+        """
+        out: dict[str, float] = {}
+        for name, (p, role, transpose) in self.params.items():
+            if exact and self.norms[role] == "spectral" and p.ndim >= 2:
+                W = p.detach().float().flatten(1)
+                value = opnorms.rms_to_rms(W.mT if transpose else W).item()
+            else:
+                value = self.norm(name, p)
+            key = f"W[{role}]"
+            out[key] = max(out.get(key, -math.inf), value)
+        return out
+
+    @torch.no_grad()
     def __call__(self, step: int, model: nn.Module | None = None) -> dict[str, float]:
         """The ``train`` callback: after the optimizer step ``step``."""
         out: dict[str, float] = {}

@@ -71,3 +71,22 @@ def test_every_step_tracking_and_errors():
         NormTracker(model, norms={"hidden": "frobenius"})
     with pytest.raises(ValueError, match="every"):
         NormTracker(model, every=0)
+
+
+def test_group_norms_are_exact_operator_norms_per_role():
+    torch.manual_seed(0)
+    model = GPT(vocab_size=40, context=8, width=24, depth=2, n_heads=2)
+    got = NormTracker(model).group_norms()
+    hidden = max(
+        float(torch.linalg.matrix_norm(p.detach(), 2)) * (p.shape[1] / p.shape[0]) ** 0.5
+        for name, p in model.named_parameters() if model.param_roles()[name] == "hidden"
+    )
+    emb = [model.wte.weight.detach().T, model.wpe.weight.detach().T]
+    colnorm = max(float((W.pow(2).mean(0)).sqrt().max()) for W in emb)  # max_j RMS(col_j)
+    head = model.head.weight.detach()
+    rownorm = float(head.norm(dim=1).max()) * head.shape[1] ** 0.5  # max_i √d_in·‖row_i‖₂
+    assert got["W[hidden]"] == pytest.approx(hidden, rel=1e-5)
+    assert got["W[input]"] == pytest.approx(colnorm, rel=1e-5)
+    assert got["W[output]"] == pytest.approx(rownorm, rel=1e-5)
+    assert got["W[gain]"] == pytest.approx(1.0)
+    assert float(norms.rms_to_inf(head)) == pytest.approx(rownorm, rel=1e-5)

@@ -87,19 +87,7 @@ class GPT(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        sizes = {
-            "vocab_size": vocab_size,
-            "context": context,
-            "width": width,
-            "depth": depth,
-            "n_heads": n_heads,
-            "mlp_ratio": mlp_ratio,
-        }
-        for name, value in sizes.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPT: {name} must be a positive int, got {value!r}")
-        if width % n_heads:
-            raise ValueError(f"GPT: width {width} is not divisible by n_heads {n_heads}")
+        sizes = self.check_sizes(vocab_size, context, width, depth, n_heads, mlp_ratio)
         self.config = dict(sizes, tied=tied, norm_before_linear=norm_before_linear, bias=bias)
         self.vocab_size, self.context, self.width, self.depth = vocab_size, context, width, depth
         self.wte = Embedding(vocab_size, width)
@@ -111,6 +99,26 @@ class GPT(nn.Module):
         self.head = Linear(width, vocab_size, bias=False)
         if tied:
             self.head.weight = self.wte.weight
+
+    @staticmethod
+    def check_sizes(
+        vocab_size: int, context: int, width: int, depth: int, n_heads: int, mlp_ratio: int
+    ) -> dict[str, int]:
+        """Raise a ValueError naming the size that cannot build a GPT; return the sizes."""
+        sizes = {
+            "vocab_size": vocab_size,
+            "context": context,
+            "width": width,
+            "depth": depth,
+            "n_heads": n_heads,
+            "mlp_ratio": mlp_ratio,
+        }
+        for name, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPT: {name} must be a positive int, got {value!r}")
+        if width % n_heads:
+            raise ValueError(f"GPT: width {width} is not divisible by n_heads {n_heads}")
+        return sizes
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits of shape (batch, time, vocab) for token ids of shape (batch, time)."""

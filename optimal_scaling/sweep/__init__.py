@@ -1,0 +1,109 @@
+r"""Sweeps: grids of training runs over (η, B, D, width, seed, ...), from a laptop to SLURM.
+
+A sweep is a base run, grid axes over its keys and token horizons
+(:mod:`~optimal_scaling.sweep.spec`); every grid point is a run with a stable id, trained by
+:mod:`~optimal_scaling.sweep.runner` and read at every horizon it passes; a sweep directory
+keeps one record and one checkpoint per run, never half-written
+(:mod:`~optimal_scaling.sweep.store`); the runs execute here or on a cluster
+(:mod:`~optimal_scaling.sweep.executors`). The same file runs everywhere::
+
+    optimal-scaling sweep run configs/ci.toml --workers 2          # this machine
+    optimal-scaling sweep run configs/ci.toml --executor slurm     # a SLURM job array
+    optimal-scaling sweep status runs/ci
+    optimal-scaling sweep collect runs/ci --out results/ci.csv
+
+From Python::
+
+    sweep = osc.sweep.load("configs/ci.toml", ["optimizer.lr=0.02"])
+    osc.sweep.run(sweep, "runs/ci", workers=2)
+    table = osc.sweep.collect("runs/ci")           # one row per run × horizon
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optimal_scaling.sweep.spec import (
+    ConfigError,
+    Run,
+    Sweep,
+    expand,
+    from_dict,
+    geometric,
+    load,
+    run_id,
+)
+from optimal_scaling.sweep.store import STATUSES, collect, status, status_table
+
+__all__ = [
+    "STATUSES",
+    "ConfigError",
+    "Run",
+    "Sweep",
+    "collect",
+    "default_dir",
+    "expand",
+    "from_dict",
+    "geometric",
+    "load",
+    "run",
+    "run_id",
+    "status",
+    "status_table",
+    "write_collected",
+]
+
+
+def default_dir(sweep: Sweep) -> Path:
+    """``runs/<name>`` (git-ignored) under the current directory."""
+    return Path("runs") / sweep.name
+
+
+def run(
+    sweep: Sweep,
+    out: str | Path | None = None,
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    dry_run: bool = False,
+    wait: bool = False,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Train every run of ``sweep`` not yet done into ``out``; counts of final statuses.
+
+    ``executor``: ``"local"`` or ``"slurm"``. ``dry_run`` prints the resolved runs, their ids
+    and the launch commands or job script, and writes nothing.
+    """
+    from optimal_scaling.sweep import executors
+
+    if executor not in ("local", "slurm"):
+        raise ConfigError(f"unknown executor {executor!r}; choose local or slurm")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be ≥ 1, got {workers}")
+    out = (Path(out) if out is not None else default_dir(sweep)).resolve()
+    runs = sweep.runs()
+    if dry_run:
+        if workers:
+            sweep.local["workers"] = workers
+        print(executors.describe(sweep, out, runs, executor))
+        return {}
+    todo = executors.prepare(sweep, out, runs)
+    if executor == "slurm":
+        return executors.run_slurm(sweep, out, todo, wait=wait, progress=progress)
+    return executors.run_local(sweep, out, todo, workers=workers, progress=progress)
+
+
+def write_collected(sweep_dir: str | Path, path: str | Path, command: str) -> Path:
+    """``collect`` written as CSV with the provenance header of :mod:`optimal_scaling.results`."""
+    from optimal_scaling.results import write_table
+    from optimal_scaling.sweep.store import read_json
+
+    table = collect(sweep_dir)
+    if table.empty:
+        raise ValueError(f"{sweep_dir}: no run has reached a horizon yet; nothing to collect")
+    meta = read_json(Path(sweep_dir) / "sweep.json") or {}
+    counts = status(sweep_dir)
+    return write_table(
+        table, path, command, sweep=meta.get("name", ""),
+        runs=", ".join(f"{k} {v}" for k, v in counts.items() if v),
+    )  # fmt: skip

@@ -1,0 +1,389 @@
+r"""One run of a sweep: build it from its config, train it, read it at every horizon.
+
+    tokens per step  = batch_size · context
+    horizon step     = D / (batch_size · context)            for every horizon D
+    lr(step)         = lr_group · f(step)                     f: the schedule (below)
+
+At each horizon the run records the validation loss on fixed batches (the same batches for
+every run of every sweep: they depend only on the data and ``eval_*`` keys), the mean training
+loss and tokens/s since the previous horizon, the training time so far, the learning rate, and
+each layer group's largest weight norm in its natural norm (:class:`NormTracker` roles: input
+ℓ1→RMS, hidden RMS→RMS, output RMS→∞, gains RMS), read exactly (SVD, not power iteration).
+Then it writes a checkpoint (model, optimizer, data position, RNG states, rows) and its record.
+
+Schedules f(t), t = 0, 1, … the step index, T the steps to the run's horizon, W warmup steps:
+``constant`` f = min(1, (t+1)/W); ``linear`` warmup, then 1 → final_fraction linearly at T;
+``cosine`` warmup, then final + (1 − final)·½(1 + cos(π·progress)).
+
+Divergence: a training loss that is not finite, or above ``blowup`` × the first step's loss,
+checked every ``check_every`` steps (each check is one host sync) and at every horizon, ends
+the run as ``diverged`` with the reason; it never raises.
+
+Several processes (``resources.processes`` × ``resources.nodes``; torchrun or srun set
+``RANK``/``WORLD_SIZE``): DDP over the ranks, each taking its slice of the same global batch
+(so the run equals the one-process run up to float rounding), Muon and Scion with
+``distributed=True`` (each rank orthogonalizes its share of the matrices). Rank 0 writes.
+
+Run a single run by hand (this is what torchrun and the executors call)::
+
+    python -m optimal_scaling.sweep.runner SWEEP_DIR RUN_ID
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from optimal_scaling.sweep.store import Lock, atomic_write, read_json, run_dir, write_json
+
+__all__ = [
+    "build_data",
+    "build_model",
+    "build_optimizer",
+    "lr_factor",
+    "train_run",
+    "val_batches",
+]
+
+#: Seed of the validation batches: the same for every run, whatever its own seed.
+VAL_SEED = 20_251_003
+
+
+# --------------------------------------------------------------------------- building
+@lru_cache(maxsize=4)
+def _data(key: str):
+    from optimal_scaling import data
+
+    cfg = json.loads(key)
+    source = cfg.pop("source")
+    if source == "markov":
+        return data.MarkovLanguage(**cfg)
+    if source == "bytes":
+        return data.byte_corpus(
+            paths=cfg["paths"] or None,
+            pattern=cfg["pattern"],
+            max_bytes=cfg["max_bytes"] or None,
+            val_fraction=cfg["val_fraction"],
+            cache_dir=cfg["cache_dir"] or None,
+        )
+    return data.token_shards(cfg["folder"], vocab_size=cfg["vocab_size"] or None)
+
+
+def build_data(data_cfg: dict):
+    """The run's :class:`~optimal_scaling.data.TokenData` (built once per process and config)."""
+    return _data(json.dumps(data_cfg, sort_keys=True))
+
+
+def build_model(run: dict, vocab_size: int) -> nn.Module:
+    """The run's model (on the CPU, initialized from ``run["seed"]``)."""
+    from optimal_scaling.models import GPT
+
+    torch.manual_seed(run["seed"])
+    kwargs = {k: v for k, v in run["model"].items() if k != "name"}
+    return GPT(vocab_size=vocab_size, context=run["context"], **kwargs)
+
+
+def build_optimizer(run: dict, model: nn.Module, distributed: bool = False):
+    """The run's optimizer over ``model`` (re-initializing it where the optimizer asks)."""
+    from optimal_scaling.optim import Scion, muon_with_adamw, scion_groups
+    from optimal_scaling.parametrization import Parametrization
+
+    cfg = dict(run["optimizer"])
+    name = cfg.pop("name")
+    gen = torch.Generator().manual_seed(run["seed"])
+    if name in ("adamw", "sgd"):
+        width = getattr(model, "width", None)
+        par = Parametrization(
+            cfg["parametrization"],
+            base_width=cfg["base_width"] or width,
+            optimizer="adam" if name == "adamw" else "sgd",
+        )
+        par.apply(model, gen)
+        groups = par.param_groups(
+            model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+            **({"eps": cfg["eps"]} if name == "adamw" else {}),
+        )  # fmt: skip
+        if name == "adamw":
+            return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+        return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"],
+                               nesterov=cfg["nesterov"])  # fmt: skip
+    if name == "muon":
+        return muon_with_adamw(
+            model, lr=cfg["lr"], adamw_lr=cfg["adamw_lr"], weight_decay=cfg["weight_decay"],
+            betas=tuple(cfg["betas"]), momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+            steps=cfg["steps"], scale=cfg["scale"], distributed=distributed,
+        )  # fmt: skip
+    groups = scion_groups(model, preset=cfg["preset"], lr=cfg["lr"],
+                          lr_multipliers=cfg["lr_multipliers"], radii=cfg["radii"])  # fmt: skip
+    opt = Scion(groups, lr=cfg["lr"], momentum=cfg["momentum"],
+                constrained=cfg["constrained"], distributed=distributed)  # fmt: skip
+    if cfg["init"]:
+        opt.init(gen)
+    return opt
+
+
+def lr_factor(schedule: dict, step: int, total: int) -> float:
+    """The schedule's multiplier f at step index ``step`` (0-based) of ``total`` steps."""
+    warm, final = schedule["warmup_steps"], schedule["final_fraction"]
+    if warm and step < warm:
+        return (step + 1) / warm
+    if schedule["name"] == "constant":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    if schedule["name"] == "linear":
+        return 1.0 - (1.0 - final) * progress
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def val_batches(run: dict, data) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed validation batches (seeded by :data:`VAL_SEED`, not by the run)."""
+    gen = torch.Generator().manual_seed(VAL_SEED)
+    size, n = run["eval_batch_size"], run["eval_batches"]
+    return [data.batch("val", size, run["context"], gen) for _ in range(n)]
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = logits.reshape(-1, logits.shape[-1])
+    return F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(),
+                           targets.reshape(-1))  # fmt: skip
+
+
+def _device(run: dict, local_rank: int, given: str | None) -> torch.device:
+    from optimal_scaling.config import device as default_device
+
+    if given:
+        return torch.device(given)
+    if run["device"] == "auto":
+        dev = default_device()
+        return torch.device("cuda", local_rank) if dev.type == "cuda" else dev
+    if run["device"] == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("run.device = 'cuda' but no CUDA device is available here")
+        return torch.device("cuda", local_rank)
+    return torch.device(run["device"])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------- training
+def train_run(
+    sweep_dir: str | Path,
+    rid: str,
+    *,
+    device: str | None = None,
+    lock: bool = True,
+) -> str:
+    """Train run ``rid`` of the sweep in ``sweep_dir`` to its last horizon; return its status.
+
+    Resumes from the run's checkpoint when there is one. Returns ``"done"``, ``"diverged"``,
+    ``"running"`` (another process holds the run: nothing done) or ``"failed"`` (an error,
+    recorded in the run's record; KeyboardInterrupt is re-raised after releasing the lock).
+    Under torch.distributed every rank calls this; rank 0 takes the lock and writes.
+    """
+    folder = run_dir(Path(sweep_dir), rid)
+    spec = read_json(folder / "config.json")
+    if spec is None:
+        raise FileNotFoundError(f"{folder}: no config.json; is {rid!r} a run of this sweep?")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    claim = Lock(folder)
+    go = [True]
+    if rank == 0 and lock:
+        go = [claim.acquire()]
+    if world > 1:
+        dist.broadcast_object_list(go, src=0)
+    if not go[0]:
+        return "running"
+    try:
+        return _train(folder, spec, rank, world, device, claim if rank == 0 else None)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a broken run is recorded, never stops the sweep
+        if rank == 0:
+            record = read_json(folder / "record.json") or {}
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc(limit=8))  # fmt: skip
+            write_json(folder / "record.json", record)
+        return "failed"
+    finally:
+        claim.release()
+
+
+def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
+           claim: Lock | None) -> str:  # fmt: skip
+    from torch.nn.parallel import DistributedDataParallel
+
+    from optimal_scaling.tracking import NormTracker
+
+    run, horizons = spec["run"], spec["horizons"]
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(run, local_rank, given)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    data = build_data(run["data"])
+    B, T = run["batch_size"], run["context"]
+    tps = B * T
+    targets = {h // tps: h for h in horizons}
+    last = horizons[-1] // tps
+    total = run.get("horizon", horizons[-1]) // tps  # a decaying schedule ends at its horizon
+
+    model = build_model(run, data.vocab_size)
+    dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
+    model.to(device=device, dtype=dtype)
+    opt = build_optimizer(run, model, distributed=world > 1)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    tracker = NormTracker(model, every=10**9)
+    gen = torch.Generator().manual_seed(run["seed"] + 1)
+
+    ckpt_path, rec_path = folder / "checkpoint.pt", folder / "record.json"
+    record = read_json(rec_path) or {}
+    step, rows, first, seconds = 0, [], None, 0.0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)  # our own file
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, rows, first, seconds = state["step"], state["rows"], state["first"], state["seconds"]
+    if step >= last:  # already read at every horizon (an extension adds horizons)
+        if rank == 0:
+            record.update(status="done", rows=rows)
+            write_json(rec_path, record)
+        return "done"
+    if rank == 0:
+        starts = record.get("starts", [])
+        starts.append({"from_step": step, "host": socket.gethostname(), "time": time.time(),
+                       "world": world, "device": str(device)})  # fmt: skip
+        record.update(id=folder.name, status="running", rows=rows, starts=starts,
+                      trainings=len(starts), reason="", error="")  # fmt: skip
+        record.pop("traceback", None)
+        write_json(rec_path, record)
+
+    net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+    if run["compile"]:
+        net = torch.compile(net)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if run["dtype"] == "bfloat16" else nullcontext())  # fmt: skip
+    val = val_batches(run, data)
+    share = B // world
+    micro = run["micro_batch_size"] or share
+
+    def evaluate() -> float:  # the plain model: no DDP sync, no recompile for eval shapes
+        model.eval()
+        with torch.no_grad(), autocast:
+            total_loss = sum(_loss(model(x.to(device)), y.to(device)).item() for x, y in val)
+        model.train()
+        return total_loss / len(val)
+
+    window: list[torch.Tensor] = []
+    checked = 0
+    _sync(device)
+    tick = time.perf_counter()
+    window_seconds, window_tokens = 0.0, 0
+    net.train()
+    while step < last:
+        for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+            g["lr"] = lr * lr_factor(run["schedule"], step, total)
+        x, y = data.batch("train", B, T, gen)
+        x, y = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        for i in range(0, share, micro):
+            last_micro = i + micro >= share
+            ctx = net.no_sync() if world > 1 and not last_micro else nullcontext()
+            with ctx, autocast:
+                loss = _loss(net(x[i : i + micro].to(device)), y[i : i + micro].to(device))
+                (loss * (micro / share)).backward()
+            loss_sum += loss.detach().double() * (micro / share)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if world > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= world
+        window.append(loss_sum)
+        if step % run["check_every"] == 0 or step in targets or step == last:
+            values = torch.stack(window[checked:]).tolist()
+            checked = len(window)
+            if first is None:
+                first = values[0]
+            bad = next((v for v in values if not math.isfinite(v) or v > run["blowup"] * first),
+                       None)  # fmt: skip
+            if bad is not None:
+                why = ("non-finite loss" if not math.isfinite(bad)
+                       else f"loss {bad:.3g} > {run['blowup']:g} × first loss {first:.3g}")
+                if rank == 0:
+                    record.update(status="diverged", rows=rows,
+                                  reason=f"by step {step}: {why}")  # fmt: skip
+                    write_json(rec_path, record)
+                    ckpt_path.unlink(missing_ok=True)
+                return "diverged"
+            if claim is not None:
+                claim.touch()
+        if step in targets:
+            _sync(device)
+            now = time.perf_counter()
+            window_seconds += now - tick
+            window_tokens += len(window) * tps
+            seconds += now - tick
+            row = {
+                "horizon": targets[step],
+                "step": step,
+                "tokens": step * tps,
+                "val_loss": evaluate(),
+                "train_loss": float(torch.stack(window).mean()),
+                "tokens_per_s": window_tokens / max(window_seconds, 1e-9),
+                "seconds": seconds,
+                "lr": opt.param_groups[0]["lr"],
+            }
+            row.update({f"norm[{k[2:-1]}]": v for k, v in tracker.group_norms().items()})
+            rows.append(row)
+            if rank == 0:
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "data_rng": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step, "rows": rows, "first": first, "seconds": seconds,
+                }  # fmt: skip
+                atomic_write(ckpt_path, lambda f, s=state: torch.save(s, f))
+                record.update(rows=rows, status="done" if step == last else "running")
+                write_json(rec_path, record)
+            window, checked, window_seconds, window_tokens = [], 0, 0.0, 0
+            _sync(device)
+            tick = time.perf_counter()
+    return "done"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m optimal_scaling.sweep.runner SWEEP_DIR RUN_ID", file=sys.stderr)
+        return 2
+    # torchrun's ranks: the launching worker holds the run's lock for them
+    status = train_run(args[0], args[1], lock=int(os.environ.get("WORLD_SIZE", "1")) == 1)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    print(f"run {args[1]}: {status}", flush=True)
+    return 0 if status in ("done", "diverged", "running") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

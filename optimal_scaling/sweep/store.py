@@ -1,0 +1,250 @@
+"""A sweep directory: one folder per run, files that are never half-written, and ``collect``.
+
+    DIR/sweep.json               the resolved sweep (what ``sweep run`` was given)
+    DIR/runs/<id>/config.json    the run's resolved config, its grid point and its horizons
+    DIR/runs/<id>/record.json    status, one row per horizon reached, trainings started
+    DIR/runs/<id>/checkpoint.pt  model, optimizer, data position and RNG states at the last
+                                 horizon reached (and the rows so far)
+    DIR/runs/<id>/lock           present while a process trains the run (host, pid, job)
+
+Every file is written to a temporary name in the same folder and moved into place with
+``os.replace``, which is atomic: a reader sees the old file or the new one, never a part.
+The checkpoint is written before the record, and holds the rows itself, so a kill between
+the two loses nothing: the next start resumes from the checkpoint and rewrites the record.
+
+A run's status: ``done`` (every horizon read), ``diverged`` (recorded with its reason; final),
+``failed`` (an error, recorded; tried again next time), ``running`` (locked by a live
+process), ``pending`` (not started, or stopped part-way: it resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import pandas as pd
+
+__all__ = [
+    "STATUSES",
+    "atomic_write",
+    "collect",
+    "read_json",
+    "run_dir",
+    "status",
+    "status_table",
+    "write_json",
+]
+
+STATUSES = ("done", "diverged", "failed", "running", "pending")
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, obj: object) -> Path:
+    """Atomically write ``obj`` as JSON (non-finite floats as Infinity/NaN, as Python does)."""
+    text = json.dumps(obj, indent=1, sort_keys=True, default=str)
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object at ``path``, or None when there is none."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def run_dir(sweep_dir: Path, rid: str) -> Path:
+    return Path(sweep_dir) / "runs" / rid
+
+
+# --------------------------------------------------------------------------- locks
+def _job() -> str:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID") or ""
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if job and task else job
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, killed but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: state "Z" is a zombie (a killed worker whose parent died too)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def lock_holder(folder: Path, stale_after: float = 900.0) -> dict | None:
+    """Who holds the run's lock, or None when it is free or stale.
+
+    Stale: the holder was on this host and its process is gone; or the lock was not touched
+    for ``stale_after`` seconds (a holder on another host that died); or it belongs to this
+    very SLURM job (a requeued task picks up its own run).
+    """
+    path = folder / "lock"
+    try:
+        info = json.loads(path.read_text())
+        age = time.time() - path.stat().st_mtime
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", -1))):
+        return None
+    if age > stale_after or (info.get("job") and info.get("job") == _job()):
+        return None
+    return info
+
+
+class Lock:
+    """Exclusive claim on a run folder (``O_EXCL`` create; stale locks are taken over)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "lock"
+        self.held = False
+
+    def acquire(self) -> bool:
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job(),
+                "since": time.time()}  # fmt: skip
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if lock_holder(self.path.parent) is not None:
+                    return False
+                self.path.unlink(missing_ok=True)  # stale: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(info, f)
+            self.held = True
+            return True
+        return False
+
+    def touch(self) -> None:
+        if self.held:
+            os.utime(self.path)
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+# --------------------------------------------------------------------------- status
+def run_status(folder: Path) -> str:
+    """One of :data:`STATUSES` for the run in ``folder``."""
+    record = read_json(folder / "record.json") or {}
+    config = read_json(folder / "config.json") or {}
+    state = record.get("status")
+    if state == "diverged":
+        return "diverged"
+    wanted = config.get("horizons", [])
+    reached = {row["horizon"] for row in record.get("rows", [])}
+    if wanted and set(wanted) <= reached:
+        return "done"
+    if lock_holder(folder) is not None:
+        return "running"
+    return "failed" if state == "failed" else "pending"
+
+
+def status_table(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per run: id, status, horizons reached / wanted, trainings, reason or error."""
+    rows = []
+    root = Path(sweep_dir) / "runs"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        record = read_json(folder / "record.json") or {}
+        config = read_json(folder / "config.json") or {}
+        rows.append({
+            "id": folder.name,
+            "status": run_status(folder),
+            "reached": len(record.get("rows", [])),
+            "horizons": len(config.get("horizons", [])),
+            "trainings": record.get("trainings", 0),
+            **{k: v for k, v in config.get("point", {}).items()},
+            "reason": record.get("reason") or record.get("error", ""),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def status(sweep_dir: str | Path) -> dict[str, int]:
+    """How many runs are in each status."""
+    table = status_table(sweep_dir)
+    counts = table["status"].value_counts() if len(table) else {}
+    return {s: int(counts.get(s, 0)) for s in STATUSES}
+
+
+# --------------------------------------------------------------------------- collect
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else v
+    return out
+
+
+def collect(sweep_dir: str | Path) -> pd.DataFrame:
+    """The tidy table of a sweep: one row per run × horizon.
+
+    Columns: ``run_id``, ``status``, ``horizon`` (tokens D), ``step``, ``val_loss``,
+    ``train_loss`` (mean over the steps since the previous horizon), ``tokens_per_s`` (same
+    window), ``seconds`` (training time so far), ``lr`` (the first group's, at that step),
+    ``norm[role]`` (each layer group's largest weight norm in its natural norm), ``diverged``,
+    ``reason``, then every config key flattened (``optimizer.lr``, ``model.width``, ...).
+    A diverged run contributes its reached horizons and one row per horizon it did not reach,
+    with ``val_loss = inf``; an unfinished run only the horizons it reached.
+    """
+    root = Path(sweep_dir) / "runs"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        config = read_json(folder / "config.json")
+        record = read_json(folder / "record.json") or {}
+        if config is None:
+            continue
+        state = run_status(folder)
+        flat = _flat(config["run"])
+        reached = {}
+        for row in record.get("rows", []):
+            reached[row["horizon"]] = row
+        if state == "diverged":
+            for h in config["horizons"]:
+                reached.setdefault(h, {"horizon": h, "val_loss": float("inf"),
+                                       "train_loss": float("inf")})  # fmt: skip
+        for h in sorted(reached):
+            rows.append({
+                "run_id": folder.name,
+                "status": state,
+                **reached[h],
+                "diverged": state == "diverged",
+                "reason": record.get("reason", ""),
+                **flat,
+            })  # fmt: skip
+    return pd.DataFrame(rows)

@@ -1,0 +1,421 @@
+"""The sweep engine: grids, ids, config errors, the ci sweep, kill-and-resume, SLURM, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from optimal_scaling import sweep
+from optimal_scaling.cli import main as cli
+from optimal_scaling.sweep import ConfigError
+from optimal_scaling.sweep.spec import number
+from optimal_scaling.sweep.store import read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CI = ROOT / "configs" / "ci.toml"
+
+TINY = {
+    "name": "tiny",
+    "horizons": [1024, 2048],
+    "run": {
+        "batch_size": 4,
+        "context": 16,
+        "eval_batches": 2,
+        "eval_batch_size": 8,
+        "check_every": 2,
+        "model": {"width": 16, "depth": 1, "n_heads": 2},
+        "data": {"source": "markov", "vocab_size": 32, "n_train_tokens": 8192,
+                 "n_val_tokens": 2048},
+        "optimizer": {"name": "adamw", "lr": 0.01},
+    },
+}  # fmt: skip
+
+
+def tiny(**changes) -> dict:
+    raw = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        raw[key] = value
+    return raw
+
+
+def write_toml(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# --------------------------------------------------------------------------- grids and ids
+def test_geometric_range_is_exact_in_powers_of_two():
+    values = sweep.geometric(2**-8, 1.0, 2**0.5)
+    assert len(values) == 17
+    assert values[0] == 2**-8 and values[-1] == 1 and values[2] == 2**-7
+    assert all(math.isclose(b / a, 2**0.5) for a, b in zip(values, values[1:], strict=False))
+    assert sweep.geometric(4, 64, 2) == [4, 8, 16, 32, 64]
+    assert all(isinstance(v, int) for v in sweep.geometric(4, 64, 2))
+    assert number("2^-8", "f", "k") == 2**-8 and number("2**3", "f", "k") == 8
+    assert number("1e-3", "f", "k") == 1e-3
+
+
+def test_grid_is_the_product_of_lists_and_ranges():
+    raw = tiny(grid={"optimizer.lr": {"start": "2^-8", "stop": "2^-6", "factor": "2^0.5"},
+                     "batch_size": [4, 8], "model.width": [16, 32]})  # fmt: skip
+    runs = sweep.from_dict(raw).runs()
+    assert len(runs) == 5 * 2 * 2
+    lrs = sorted({r.config["optimizer"]["lr"] for r in runs})
+    assert lrs == pytest.approx([2 ** (-8 + k / 2) for k in range(5)])
+    assert {(r.config["batch_size"], r.config["model"]["width"]) for r in runs} == {
+        (4, 16), (4, 32), (8, 16), (8, 32)}  # fmt: skip
+    assert all(r.horizons == [1024, 2048] for r in runs)
+    assert runs[0].point == {"optimizer.lr": 2**-8, "batch_size": 4, "model.width": 16}
+    assert len({r.id for r in runs}) == len(runs)
+
+
+def test_ids_are_stable_and_change_with_any_key():
+    a = sweep.from_dict(tiny()).runs()[0]
+    b = sweep.from_dict(tiny()).runs()[0]
+    assert a.id == b.id and len(a.id) == 12
+    for change in (("seed", 1), ("batch_size", 8), ("optimizer", {"name": "adamw", "lr": 0.02}),
+                   ("model", {"width": 32, "depth": 1, "n_heads": 2}), ("dtype", "bfloat16")):
+        raw = tiny()
+        raw["run"][change[0]] = change[1]
+        assert sweep.from_dict(raw).runs()[0].id != a.id, change
+    for key, value in (("device", "cpu"), ("compile", True)):  # how, not what: same run
+        raw = tiny()
+        raw["run"][key] = value
+        assert sweep.from_dict(raw).runs()[0].id == a.id
+    # a constant-lr run does not depend on the horizons (it can be extended) ...
+    assert sweep.from_dict(tiny(horizons=[1024])).runs()[0].id == a.id
+
+
+def test_a_decaying_schedule_is_one_run_per_horizon():
+    raw = tiny()
+    raw["run"]["schedule"] = {"name": "cosine", "final_fraction": 0.1}
+    runs = sweep.from_dict(raw).runs()
+    assert [r.horizons for r in runs] == [[1024], [2048]]
+    assert [r.config["horizon"] for r in runs] == [1024, 2048]
+    assert runs[0].id != runs[1].id
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("horizons = [1024]\n[run]\nbatchsize = 4\n", ["run.batchsize", "unknown key"]),
+        ("horizons = [1024]\n[run.model]\nwidht = 4\n", ["run.model.widht", "unknown key"]),
+        ("horizons = [1024]\n[run]\nbatch_size = 'four'\n", ["run.batch_size", "number"]),
+        ("horizons = [1024]\n[run]\nbatch_size = 4.5\n", ["run.batch_size", "integer"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nlr = true\n",
+         ["run.optimizer.lr", "number"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adam'\n",
+         ["run.optimizer.name", "unknown option 'adam'"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nmomentum = 0.9\n",
+         ["run.optimizer.momentum", "unknown key"]),
+        ("horizons = [1024]\n[run.data]\nsource = 'web'\n", ["run.data.source", "'web'"]),
+        ("horizons = [1024]\n[grid]\nbatch_size = []\n", ["grid.batch_size", "empty"]),
+        ("horizons = [1024]\n[grid]\n'optimizer.lrr' = [1]\n", ["grid.optimizer.lrr"]),
+        ("horizons = [1000]\n", ["horizons", "whole number of steps"]),
+        ("horizons = [2048, 1024]\n", ["horizons", "increasing"]),
+        ("[run]\nseed = 1\n", ["horizons", "missing"]),
+        ("horizons = [1024]\n[run.model]\nwidth = 30\nn_heads = 4\n",
+         ["run.model", "not divisible"]),
+        ("horizons = [1024]\n[run]\nbatch_size = 6\n[resources]\nprocesses = 4\n",
+         ["run.batch_size", "do not split over 4 processes"]),
+        ("horizons = [1024]\n[run]\nmicro_batch_size = 3\n",
+         ["run.micro_batch_size", "does not divide"]),
+        ("horizons = [1024]\n[grid]\n'optimizer.lr' = {start = 1, stop = 0.1, factor = 2}\n",
+         ["grid.optimizer.lr", "below start"]),
+        ("horizons = [1024]\n[slurm]\npartiton = 'gpu'\n", ["slurm.partiton", "unknown key"]),
+        ("horizon = [1024]\n", ["horizon", "unknown key"]),
+    ],
+)
+def test_every_config_error_names_the_key_and_the_file(tmp_path, text, names):
+    path = write_toml(tmp_path, "[run.data]\nvocab_size = 32\n" * 0 + text)
+    with pytest.raises(ConfigError) as info:
+        sweep.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    for name in names:
+        assert name in message, message
+
+
+def test_overrides_set_run_keys_axes_and_sections():
+    s = sweep.load(CI, ["optimizer.lr=0.02", "grid.batch_size=[8]", "local.workers=3",
+                        "horizons=[4096]", "model.width=64"])  # fmt: skip
+    runs = s.runs()
+    assert len(runs) == 1 and runs[0].config["optimizer"]["lr"] == 0.02  # lr axis dropped
+    assert runs[0].config["model"]["width"] == 64 and s.local["workers"] == 3
+    assert s.horizons == [4096]
+    with pytest.raises(ConfigError, match="model.widht"):
+        sweep.load(CI, ["model.widht=3"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        sweep.load(CI, ["model.width"])
+
+
+# --------------------------------------------------------------------------- running
+def _rows(out: Path):
+    return sweep.collect(out)
+
+
+def test_ci_sweep_with_two_workers(tmp_path):
+    s = sweep.load(CI)
+    runs = s.runs()
+    assert len(runs) >= 8 and len(s.horizons) >= 3
+    start = time.perf_counter()
+    counts = sweep.run(s, tmp_path / "ci", workers=2, progress=False)
+    seconds = time.perf_counter() - start
+    assert counts == {"done": len(runs)}
+    table = _rows(tmp_path / "ci")
+    assert len(table) == len(runs) * len(s.horizons)
+    assert not table.duplicated(["run_id", "horizon"]).any()
+    assert set(table["run_id"]) == {r.id for r in runs}
+    for col in ("norm[input]", "norm[hidden]", "norm[output]", "norm[gain]"):
+        assert table[col].notna().all() and (table[col] > 0).all()
+    assert (table["tokens"] == table["horizon"]).all()
+    assert table["val_loss"].between(0, 10).all()
+    assert {"optimizer.lr", "batch_size", "model.width", "data.source"} <= set(table.columns)
+    # the output layer starts at radius 16 in the RMS→∞ norm (Scion's norm-matched init)
+    smallest = table.sort_values(["optimizer.lr", "horizon"]).iloc[0]
+    assert smallest["norm[output]"] == pytest.approx(16, rel=0.05)
+    assert seconds < 60
+    # a second invocation trains nothing
+    assert sweep.run(s, tmp_path / "ci", workers=2, progress=False) == {}
+    assert all(read_json(tmp_path / "ci" / "runs" / r.id / "record.json")["trainings"] == 1
+               for r in runs)  # fmt: skip
+
+
+def test_collect_cli_writes_a_provenance_header(tmp_path):
+    out = tmp_path / "ci"
+    assert cli(["sweep", "run", str(CI), "--out", str(out), "--quiet",
+                "--set", "grid.batch_size=[8]", "--set", "horizons=[4096, 8192]"]) == 0  # fmt: skip
+    assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "t.csv")]) == 0
+    from optimal_scaling.results import read_table
+
+    table, meta = read_table(tmp_path / "t.csv")
+    assert meta["command"].startswith("optimal-scaling sweep collect")
+    assert {"optimal_scaling", "torch", "machine", "date", "sweep"} <= set(meta)
+    assert len(table) == 4 * 2
+
+
+def test_resume_from_a_horizon_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    raw = tiny(horizons=[1024, 2048, 4096])
+    whole = sweep.from_dict(raw)
+    sweep.run(whole, tmp_path / "a", progress=False)
+    # the same run, stopped at its first horizon, then extended: it resumes from there
+    sweep.run(sweep.from_dict(tiny(horizons=[1024])), tmp_path / "b", progress=False)
+    sweep.run(whole, tmp_path / "b", progress=False)
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert len(a) == len(b) == 3
+    for col in ("val_loss", "train_loss", "norm[hidden]", "norm[output]"):
+        assert (a[col] - b[col]).abs().max() < 1e-6, col
+    record = read_json(tmp_path / "b" / "runs" / a["run_id"][0] / "record.json")
+    assert record["trainings"] == 2
+    assert [s["from_step"] for s in record["starts"]] == [0, 1024 // 64]
+
+
+def test_a_diverging_run_is_recorded_and_the_others_finish(tmp_path):
+    raw = tiny(grid={"optimizer.lr": [0.01, 1000.0]})
+    counts = sweep.run(sweep.from_dict(raw), tmp_path / "d", progress=False)
+    assert counts == {"done": 1, "diverged": 1}
+    table = _rows(tmp_path / "d")
+    bad = table[table["optimizer.lr"] == 1000.0]
+    assert bad["diverged"].all() and bad["reason"].str.contains("loss").all()
+    assert math.isinf(bad["val_loss"].iloc[-1])
+    assert table[table["optimizer.lr"] == 0.01]["val_loss"].notna().all()
+    assert sweep.status(tmp_path / "d")["diverged"] == 1
+
+
+def test_a_failing_run_is_recorded_with_its_error(tmp_path):
+    raw = tiny(grid={"data.source": ["markov", "shards"]})
+    raw["run"]["data"] = {"source": "markov", "vocab_size": 32}
+    with pytest.raises(ConfigError, match="run.data.folder"):  # checked before running
+        sweep.from_dict(raw)
+    raw["run"]["data"] = {"source": "shards", "folder": str(tmp_path / "nowhere")}
+    raw.pop("grid")
+    counts = sweep.run(sweep.from_dict(raw), tmp_path / "f", progress=False)
+    assert counts == {"failed": 1}
+    table = sweep.status_table(tmp_path / "f")
+    assert table["status"].tolist() == ["failed"]
+    assert "nowhere" in table["reason"][0] and "does not exist" in table["reason"][0]
+
+
+def _statuses(out: Path) -> dict[str, dict]:
+    found = {}
+    for rec in (out / "runs").glob("*/record.json"):
+        found[rec.parent.name] = json.loads(rec.read_text())
+    return found
+
+
+def test_kill_and_resume(tmp_path):
+    out = tmp_path / "k"
+    args = ["--set", "horizons=[4096, 32768, 65536]", "--workers", "2", "--quiet"]
+    cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI),
+           "--out", str(out), *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            done = [r for r in _statuses(out).values() if r.get("status") == "done"]
+            if len(done) >= 2:
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    from optimal_scaling.sweep.store import lock_holder
+
+    deadline = time.time() + 20  # SIGKILL is delivered asynchronously: let the workers die
+    while time.time() < deadline and any(lock_holder(p) for p in (out / "runs").iterdir()):
+        time.sleep(0.05)
+    before = _statuses(out)
+    finished = {k for k, r in before.items() if r.get("status") == "done"}
+    partial = {k: len(r["rows"]) for k, r in before.items() if r.get("status") != "done"}
+    assert 2 <= len(finished) < 8
+    s = sweep.load(CI, ["horizons=[4096, 32768, 65536]"])
+    counts = sweep.run(s, out, workers=2, progress=False)
+    assert sum(counts.values()) == 8 - len(finished)
+    after = _statuses(out)
+    table = _rows(out)
+    assert len(table) == 8 * 3 and not table.duplicated(["run_id", "horizon"]).any()
+    assert all(r["status"] == "done" for r in after.values())
+    for rid in finished:  # never trained again
+        assert after[rid]["trainings"] == 1
+        assert after[rid]["rows"] == before[rid]["rows"]
+    for rid, reached in partial.items():  # resumed from the last horizon they reached
+        assert after[rid]["trainings"] == 2
+        assert after[rid]["rows"][:reached] == before[rid]["rows"]
+        if reached:
+            assert after[rid]["starts"][1]["from_step"] == before[rid]["rows"][-1]["step"]
+    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name == "lock"]
+    assert leftovers == []
+
+
+# --------------------------------------------------------------------------- executors
+def test_dry_run_prints_runs_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "dry"
+    assert cli(["sweep", "run", str(CI), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    runs = sweep.load(CI).runs()
+    assert f"{len(runs)} runs" in text and all(r.id in text for r in runs)
+    assert not out.exists()
+    assert cli(["sweep", "run", str(CI), "--out", str(out), "--dry-run", "--executor", "slurm",
+                "--set", "resources.processes=2", "--set", "slurm.partition=gpu"]) == 0
+    text = capsys.readouterr().out
+    assert f"#SBATCH --array=0-{len(runs) - 1}%" in text
+    assert "#SBATCH --gpus-per-node=2" in text and "#SBATCH --ntasks-per-node=2" in text
+    assert "#SBATCH --partition=gpu" in text and "srun" in text
+    assert cli(["sweep", "run", str(CI), "--out", str(out), "--dry-run",
+                "--set", "resources.processes=2"]) == 0  # fmt: skip
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in capsys.readouterr().out
+    assert not out.exists()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli(["sweep", "run", str(tmp_path / "missing.toml")]) == 2
+    assert "no such sweep file" in capsys.readouterr().err
+    assert cli(["sweep", "run", str(CI), "--set", "optimizer.lrr=1"]) == 2
+    assert "optimizer.lrr" in capsys.readouterr().err
+    assert cli(["sweep", "status", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_submitit_local_executor_runs_the_ci_sweep(tmp_path):
+    out = tmp_path / "sub"
+    s = sweep.load(CI, ["slurm.cluster=local", "grid.batch_size=[8]"])
+    counts = sweep.run(s, out, executor="slurm", progress=False)
+    assert counts == {"done": 4}
+    table = _rows(out)
+    assert len(table) == 4 * 3 and table["norm[output]"].notna().all()
+
+
+def test_fake_sbatch_receives_the_job_array(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sbatch.log"
+    fake = bin_dir / "sbatch"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\ncat \"$1\" >> {log}\n"
+                    "echo 'Submitted batch job 4242'\n")  # fmt: skip
+    fake.chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for srun
+    (bin_dir / "srun").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI), "--out",
+           str(tmp_path / "s"), "--executor", "slurm", "--set", "resources.processes=2",
+           "--set", "slurm.partition=gpu", "--set", "slurm.time_min=30",
+           "--set", "slurm.array_parallelism=3", "--set", "slurm.account=proj",
+           "--set", "slurm.setup=['source .venv/bin/activate']"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "job array 4242" in done.stdout
+    script = log.read_text()
+    assert "#SBATCH --array=0-7%3" in script
+    for line in ("--gpus-per-node=2", "--ntasks-per-node=2", "--partition=gpu",
+                 "--time=30", "--account=proj", "--nodes=1"):  # fmt: skip
+        assert f"#SBATCH {line}" in script, line
+    assert "source .venv/bin/activate" in script
+    assert "srun" in script and "submitit.core._submit" in script
+    # every run is registered in the sweep directory, pending until the cluster runs it
+    assert sweep.status(tmp_path / "s")["pending"] == 8
+
+
+@pytest.mark.distributed
+def test_two_process_run_equals_one_process(tmp_path):
+    raw = tiny(horizons=[512, 1024])
+    raw["run"]["optimizer"] = {"name": "scion", "lr": 0.02, "radii": {"output": 8.0}}
+    one = sweep.from_dict(raw)
+    sweep.run(one, tmp_path / "one", progress=False)
+    two = sweep.from_dict(dict(raw, resources={"processes": 2}))
+    assert two.runs()[0].id == one.runs()[0].id  # the same run, on two processes
+    assert sweep.run(two, tmp_path / "two", progress=False) == {"done": 1}
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert len(a) == len(b) == 2
+    for col in ("val_loss", "train_loss", "norm[hidden]", "norm[output]"):
+        assert (a[col] - b[col]).abs().max() < 1e-5, (col, a[col].tolist(), b[col].tolist())
+    record = read_json(tmp_path / "two" / "runs" / a["run_id"][0] / "record.json")
+    assert record["starts"][0]["world"] == 2
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path):
+    out = tmp_path / "c"
+    cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI), "--out",
+           str(out), "--workers", "2", "--quiet", "--set", "horizons=[4096, 32768, 65536]"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+        r.get("rows") for r in _statuses(out).values()
+    ):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not [p for p in out.rglob("*") if p.name == "lock" or p.name.endswith(".tmp")]
+    counts = sweep.run(sweep.load(CI, ["horizons=[4096, 32768, 65536]"]), out, workers=2,
+                       progress=False)  # fmt: skip
+    assert set(counts) == {"done"}
+    assert sweep.status(out)["done"] == 8
+
+
+def test_schedules_follow_their_formulas():
+    from optimal_scaling.sweep.runner import lr_factor
+
+    const = {"name": "constant", "warmup_steps": 4, "final_fraction": 0.0}
+    assert [lr_factor(const, t, 100) for t in range(6)] == [0.25, 0.5, 0.75, 1, 1, 1]
+    cos = {"name": "cosine", "warmup_steps": 0, "final_fraction": 0.1}
+    for t in (0, 10, 50, 99, 100):
+        want = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t / 100))
+        assert lr_factor(cos, t, 100) == pytest.approx(want)
+    lin = {"name": "linear", "warmup_steps": 10, "final_fraction": 0.0}
+    assert lr_factor(lin, 10, 110) == pytest.approx(1.0)
+    assert lr_factor(lin, 60, 110) == pytest.approx(0.5)
+    assert lr_factor(lin, 110, 110) == pytest.approx(0.0)
