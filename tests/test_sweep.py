@@ -419,3 +419,15 @@ def test_schedules_follow_their_formulas():
     assert lr_factor(lin, 10, 110) == pytest.approx(1.0)
     assert lr_factor(lin, 60, 110) == pytest.approx(0.5)
     assert lr_factor(lin, 110, 110) == pytest.approx(0.0)
+
+
+def test_a_preempted_slurm_task_requeues_itself_with_the_same_run():
+    import submitit
+
+    from optimal_scaling.sweep.executors import SweepJob
+
+    job = SweepJob("/shared/runs/ci", gpus=True)
+    again = job.checkpoint("abc123def456")
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert again.args == ("abc123def456",)
+    assert again.function.out == "/shared/runs/ci" and again.function.gpus

@@ -129,9 +129,13 @@ def run_local(sweep: Sweep, out: Path, todo: list[Run], workers: int | None = No
     try:
         if workers == 1 or len(jobs) <= 1:  # no pool: no process start, no second import
             _WORKER["device"] = None
+            before = torch.get_num_threads()
             torch.set_num_threads(threads)
-            for job in jobs:
-                done(_run_one(job)[1])
+            try:
+                for job in jobs:
+                    done(_run_one(job)[1])
+            finally:
+                torch.set_num_threads(before)
         else:
             ctx = mp.get_context("spawn")
             gpus = torch.cuda.device_count() if sweep.base["device"] in ("auto", "cuda") else 0
