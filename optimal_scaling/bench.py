@@ -6,13 +6,16 @@ Newton–Schulz (:func:`newton_schulz_benchmark`). For X of shape m×n (m ≤ n)
 
 and every method below is credited with those dense FLOPs, so GFLOP/s are comparable:
 
-* ``package``: :func:`optimal_scaling.newton_schulz.orthogonalize` (Triton kernels on CUDA,
-  the fused torch path elsewhere);
+* ``package``: :func:`optimal_scaling.newton_schulz.orthogonalize` with ``backend="auto"``;
+* ``torch_path`` and ``triton_path``: the same with the back end forced (Triton only where its
+  kernels run compiled, i.e. on CUDA);
 * ``reference``: the textbook step written from the formula, three matmuls and separate
-  elementwise sums (:func:`optimal_scaling.newton_schulz.reference_step`);
-* ``matmul_bound``: only the three dense matmuls per step, into preallocated buffers: what
-  any implementation that does the dense FLOPs cannot beat (the symmetric kernels can, by at
-  most 1.5×);
+  elementwise sums (:func:`optimal_scaling.newton_schulz.reference_step`), in eager torch;
+* ``reference_compiled``: the same function under ``torch.compile`` (compiled during the
+  warm-up call);
+* ``three_matmuls``: only the three dense matrix products of each step, into preallocated
+  buffers. Not a bound: kernels that exploit symmetry can beat it, and for small,
+  launch-bound shapes the other methods' extra work can hide behind it;
 * ``pytorch_optimizer``: ``zero_power_via_newton_schulz_5`` from the optional
   ``pytorch-optimizer`` package, when it is installed.
 
@@ -47,7 +50,20 @@ FULL_SHAPES: tuple[tuple[int, ...], ...] = (
 #: Shapes of the fast (CI / lecture) run.
 FAST_SHAPES: tuple[tuple[int, ...], ...] = ((128, 128), (256, 256), (128, 512), (8, 64, 64))
 
-METHODS = ("package", "reference", "matmul_bound", "pytorch_optimizer")
+METHODS = (
+    "package",
+    "torch_path",
+    "triton_path",
+    "reference",
+    "reference_compiled",
+    "three_matmuls",
+    "pytorch_optimizer",
+)
+#: Methods that compute U Vᵀ (the others only time part of the work).
+ORTHOGONALIZING = ("package", "torch_path", "triton_path", "reference", "reference_compiled",
+                   "pytorch_optimizer")  # fmt: skip
+#: Old method names in committed results.
+RENAMED = {"matmul_bound": "three_matmuls"}
 
 
 def ns_flops(shape: Sequence[int], steps: int) -> int:
@@ -67,7 +83,7 @@ def _reference(G: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
     return X
 
 
-def _matmul_bound(G: torch.Tensor, steps: int, dtype: torch.dtype) -> Callable[[], None]:
+def _three_matmuls(G: torch.Tensor, steps: int, dtype: torch.dtype) -> Callable[[], None]:
     X = (G.mT if G.shape[-2] > G.shape[-1] else G).to(dtype).contiguous()
     X = X / X.norm(dim=(-2, -1), keepdim=True).to(dtype)
     A = X.new_empty(*X.shape[:-1], X.shape[-2])
@@ -106,6 +122,30 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
     return clock
 
 
+def ns_methods(
+    G: torch.Tensor, steps: int, dtype: torch.dtype, methods: Sequence[str] = METHODS
+) -> dict[str, Callable[[], object]]:
+    """The benchmark's callables on ``G`` (those of ``methods`` that can run on its device)."""
+    from optimal_scaling import kernels
+
+    other, _ = _other_library()
+    runs: dict[str, Callable[[], object]] = {
+        "package": lambda: ns.orthogonalize(G, steps=steps, dtype=dtype),
+        "torch_path": lambda: ns.orthogonalize(G, steps=steps, dtype=dtype, backend="torch"),
+        "reference": lambda: _reference(G, steps, dtype),
+        "three_matmuls": _three_matmuls(G, steps, dtype),
+    }
+    if G.is_cuda and kernels.available(G) and not kernels.interpreting():
+        runs["triton_path"] = lambda: ns.orthogonalize(G, steps=steps, dtype=dtype,
+                                                       backend="triton")  # fmt: skip
+    if "reference_compiled" in methods:
+        compiled = torch.compile(_reference)
+        runs["reference_compiled"] = lambda: compiled(G, steps, dtype)
+    if other is not None:
+        runs["pytorch_optimizer"] = lambda: other(G, num_steps=steps, dtype=dtype)
+    return {k: runs[k] for k in METHODS if k in runs and k in methods}
+
+
 def newton_schulz_benchmark(
     shapes: Sequence[Sequence[int]] = FULL_SHAPES,
     dtype: torch.dtype | None = None,
@@ -117,9 +157,10 @@ def newton_schulz_benchmark(
 ) -> pd.DataFrame:
     """Time every method at every shape; one row per (shape, method).
 
-    Columns: shape, method, median_s, gflops (dense FLOPs / median time), and
-    ``time_vs_reference`` = median_s / the reference's median_s at that shape (below 1 is
-    faster). ``dtype`` defaults to float32 on the CPU and bfloat16 on CUDA.
+    Columns: shape, method, median_s, gflops (dense FLOPs / median time: a throughput the
+    methods share, whatever FLOPs each really does), and ``time_vs_reference`` = median_s /
+    the eager reference's median_s at that shape (below 1 is faster). ``dtype`` defaults to
+    float32 on the CPU and bfloat16 on CUDA.
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -131,23 +172,15 @@ def newton_schulz_benchmark(
             raise ValueError(f"a benchmark shape is (..., m, n) with positive sizes, got {shape}")
     device = torch.device(device) if device is not None else _default_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    other, _ = _other_library()
     clock = _timer(device)
     rows = []
     for shape in shapes:
         shape = tuple(int(s) for s in shape)
         G = torch.randn(shape, device=device, generator=None)
-        runs: dict[str, Callable[[], object]] = {
-            "package": lambda G=G: ns.orthogonalize(G, steps=steps, dtype=dtype),
-            "reference": lambda G=G: _reference(G, steps, dtype),
-            "matmul_bound": _matmul_bound(G, steps, dtype),
-        }
-        if other is not None:
-            runs["pytorch_optimizer"] = lambda G=G: other(G, num_steps=steps, dtype=dtype)
-        runs = {k: v for k, v in runs.items() if k in methods}
+        runs = ns_methods(G, steps, dtype, methods)
         times: dict[str, list[float]] = {k: [] for k in runs}
         for fn in runs.values():
-            fn()  # warm-up (allocator, kernel compilation)
+            fn()  # warm-up (allocator, kernel compilation, torch.compile)
         for _ in range(repeats):
             for name, fn in runs.items():
                 times[name].append(clock(fn))
@@ -230,8 +263,10 @@ def read_json(path: str | Path) -> tuple[pd.DataFrame, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no benchmark result at {path}")
     payload = json.loads(path.read_text())
-    rows = payload.pop("rows")
-    return pd.DataFrame(rows), payload
+    table = pd.DataFrame(payload.pop("rows"))
+    if "method" in table:
+        table["method"] = table["method"].replace(RENAMED)
+    return table, payload
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -259,12 +294,14 @@ def run_newton_schulz(
     dev = torch.device(device) if device else _default_device()
     torch_dtype = dtypes[dtype] if dtype else None
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    slow_compile = fast and dev.type == "cpu"  # torch.compile per shape: minutes on a CPU
     table = newton_schulz_benchmark(
         FAST_SHAPES if fast else FULL_SHAPES,
         dtype=torch_dtype,
         device=dev,
         steps=steps,
         repeats=repeats or (3 if fast else 7),
+        methods=[m for m in METHODS if not (slow_compile and m == "reference_compiled")],
         progress=True,
     )
     used = torch_dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
@@ -292,7 +329,38 @@ def run_newton_schulz(
 
 # -- optimizer overhead (lecture 05) --------------------------------------------------------
 
-OPTIMIZERS = ("adamw", "muon", "scion")
+OPTIMIZERS = ("adamw", "muon_reference", "muon", "scion")
+
+
+class ReferenceMuon(torch.optim.Optimizer):
+    """Muon written from the algorithm, one parameter at a time (the benchmark's reference).
+
+    buf ← μ·buf + g; u = g + μ·buf; X = u/(‖u‖_F + 10⁻⁷) (transposed if tall), five eager
+    textbook Newton–Schulz steps in ``dtype``; W ← W − η·√max(1, d_out/d_in)·X.
+    """
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95,
+                 dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+        super().__init__(params, {"lr": lr, "momentum": momentum})
+        self.dtype = dtype
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                buf = state.setdefault("buf", torch.zeros_like(p))
+                buf.mul_(group["momentum"]).add_(p.grad)
+                u = p.grad.add(buf, alpha=group["momentum"])
+                tall = u.shape[0] > u.shape[1]
+                X = (u.mT if tall else u).to(self.dtype)
+                X = X / (X.norm() + 1e-7)
+                for a, b, c in [ns.MUON] * 5:
+                    X = ns.reference_step(X, a, b, c)
+                X = (X.mT if tall else X).to(p.dtype)
+                p.add_(X, alpha=-group["lr"] * max(1.0, u.shape[0] / u.shape[1]) ** 0.5)
 
 
 def _make_optimizer(name: str, model: torch.nn.Module):
@@ -300,6 +368,12 @@ def _make_optimizer(name: str, model: torch.nn.Module):
 
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    if name == "muon_reference":
+        hidden, rest = optim.muon_param_groups(model, lr=0.02, adamw_lr=1e-3)
+        device = next(model.parameters()).device
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        return optim.CombinedOptimizer([ReferenceMuon(hidden, lr=0.02, dtype=dtype),
+                                        torch.optim.AdamW(rest, lr=1e-3)])  # fmt: skip
     if name == "muon":
         return optim.muon_with_adamw(model, lr=0.02, adamw_lr=1e-3)
     if name == "scion":
@@ -330,8 +404,10 @@ def optimizer_benchmark(
     For every (width, optimizer) the same model (same init) runs ``steps`` training steps,
     timing forward + backward and ``optimizer.step()`` separately; the median over
     ``repeats`` rounds (optimizers round-robin within a round) is reported. Columns:
-    width, optimizer, fwd_bwd_ms, opt_ms, step_ms, opt_share = opt / (fwd+bwd+opt), and
-    ``step_vs_adamw`` = the whole step's time over AdamW's at that width.
+    width, optimizer, fwd_bwd_ms, opt_ms, step_ms, opt_share = opt / (fwd+bwd+opt),
+    ``step_vs_adamw`` = the whole step's time over AdamW's at that width, and
+    ``opt_vs_muon_reference`` = the optimizer step's time over :class:`ReferenceMuon`'s (a
+    per-parameter Muon written from the algorithm, + AdamW on the rest).
     """
     from optimal_scaling.models import GPT
 
@@ -368,11 +444,13 @@ def optimizer_benchmark(
                     opt[name].append(o / steps)
         medians = {k: (statistics.median(fwd[k]), statistics.median(opt[k])) for k in runs}
         adamw = sum(medians["adamw"]) if "adamw" in medians else float("nan")
+        ref = medians["muon_reference"][1] if "muon_reference" in medians else float("nan")
         for name, (f, o) in medians.items():
             rows.append({"width": width, "optimizer": name, "params": sum(
                 p.numel() for p in runs[name][0].parameters()),
                 "fwd_bwd_ms": 1e3 * f, "opt_ms": 1e3 * o, "step_ms": 1e3 * (f + o),
-                "opt_share": o / (f + o), "step_vs_adamw": (f + o) / adamw})
+                "opt_share": o / (f + o), "step_vs_adamw": (f + o) / adamw,
+                "opt_vs_muon_reference": o / ref})
     return pd.DataFrame(rows)
 
 
@@ -390,6 +468,8 @@ def run_optimizers(
     if out is not None:
         path = write_json(out, table, benchmark="optimizer_overhead", command=command,
                           device=device_name(dev), device_type=dev.type, dtype="float32",
+                          # Newton–Schulz computes in bf16 on CUDA (Muon, Scion, the reference)
+                          orthogonalization_dtype="bfloat16" if dev.type == "cuda" else "float32",
                           settings=settings, versions=versions(),
                           load_average_before=round(load_before, 2))
         print(f"wrote {path}")

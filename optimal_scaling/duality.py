@@ -230,7 +230,9 @@ class _SpectralMethod:
             # [10⁻³, 1]·‖G‖_F (smaller ones are not resolved, as with any Newton–Schulz).
             from optimal_scaling.newton_schulz import orthogonalize
 
-            return orthogonalize(G, steps=8, schedule="polar_express", dtype=torch.float32)
+            # float32 on the CPU, bfloat16 on CUDA (as Muon); no host sync on CUDA
+            check = None if self.check_finite else False  # unchecked: no host sync
+            return orthogonalize(G, steps=8, schedule="polar_express", check=check)
         return _orthogonalize(G)
 
 

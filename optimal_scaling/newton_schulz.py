@@ -173,11 +173,27 @@ def reference_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tenso
     return a * X + B @ X
 
 
+#: Where ``backend="auto"`` sends a CUDA tensor to the Triton kernels: (device-name substring,
+#: compute dtype, smallest short side m) for which the kernels were *measured* faster than the
+#: torch path. Empty until a GPU benchmark shows a win: on an H100 (torch 2.11, Triton 3.6,
+#: bf16, 5 Muon steps) the kernels took 1.1–4× the torch path's time at every benchmark shape
+#: (``benchmarks/README.md``), so "auto" uses the torch path on CUDA.
+TRITON_FASTER: list[tuple[str, torch.dtype, int]] = []
+
+
+def _triton_measured_faster(X: torch.Tensor, dtype: torch.dtype) -> bool:
+    if not TRITON_FASTER or not X.is_cuda:
+        return False
+    name = torch.cuda.get_device_name(X.device)
+    m = min(X.shape[-2:])
+    return any(dev in name and dtype == dt and m >= lo for dev, dt, lo in TRITON_FASTER)
+
+
 def _backend(backend: str, X: torch.Tensor, dtype: torch.dtype) -> str:
     """Which implementation runs: "triton" (CUDA, or Triton's interpreter) or "torch"."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-    if backend == "torch" or (backend == "auto" and not X.is_cuda):
+    if backend == "torch" or (backend == "auto" and not _triton_measured_faster(X, dtype)):
         return "torch"
     from optimal_scaling import kernels
 
@@ -192,6 +208,32 @@ def _backend(backend: str, X: torch.Tensor, dtype: torch.dtype) -> str:
     return "triton" if usable else "torch"
 
 
+def normalize(
+    X: torch.Tensor, margin: float = 1.01, eps: float = 0.0, check: bool = True
+) -> torch.Tensor:
+    """X / (margin·‖X‖_F + eps) per matrix, in fp32 (fp64 for fp64 input); zeros stay zeros.
+
+    ‖X‖_F is accumulated in float64, where the squares of any fp32/bf16/fp16 entry neither
+    overflow nor underflow, and the scale is applied as two factors √s·√s that stay inside the
+    fp32 range: huge and tiny matrices normalize like moderate ones, in one pass for the norm.
+    ``check=True`` raises a ValueError for NaN or inf (one host sync); ``check=False`` syncs
+    never: NaN or inf in a matrix make that matrix's result NaN.
+    """
+    acc = torch.promote_types(X.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
+    if check and not bool(torch.isfinite(norm).all()):
+        if not bool(torch.isfinite(X).all()):
+            raise ValueError("orthogonalize: the input contains NaN or inf")
+        # float64 input whose squares overflow: divide by the largest entry first
+        peak = X.abs().amax(dim=(-2, -1), keepdim=True)
+        X = X / torch.where(peak > 0, peak, 1.0)
+        norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
+    denom = norm * margin + eps
+    scale = torch.where(denom == 0, 0.0, 1.0 / denom)  # NaN stays NaN; inf norm gives 0·inf
+    half = scale.sqrt().to(acc)
+    return X.to(acc) * half * half
+
+
 def orthogonalize(
     G: torch.Tensor,
     steps: int = 5,
@@ -200,16 +242,18 @@ def orthogonalize(
     margin: float = 1.01,
     eps: float = 0.0,
     backend: str = "auto",
+    check: bool | None = None,
 ) -> torch.Tensor:
     """Approximate U Vᵀ for G of shape (..., m, n) with ``steps`` Newton–Schulz steps.
 
-    Computes in ``dtype`` (default: float32 on the CPU, bfloat16 on CUDA) and returns G's
-    dtype. X is first divided by margin·‖X‖_F + eps (Muon writes ‖X‖_F + 10⁻⁷; here a matrix
-    whose squares overflow or underflow is rescaled by its largest entry first, so huge and
-    tiny matrices give the same result as moderate ones). A zero matrix gives zeros; NaN or inf
-    raise a ValueError. ``backend``: ``"auto"``
-    (Triton kernels for a CUDA tensor when Triton is installed, else torch), ``"torch"`` or
-    ``"triton"``.
+    X = G / (margin·‖G‖_F + eps) per matrix (:func:`normalize`; the original Muon uses
+    margin 1, eps 10⁻⁷), transposed so that m ≤ n, then the steps in ``dtype`` (default:
+    float32 on the CPU, bfloat16 on CUDA); the result has G's dtype and shape. A zero matrix
+    gives zeros. ``check`` (default: on for CPU tensors, off for CUDA ones): NaN or inf in G
+    raise a ValueError; unchecked, nothing waits for the GPU (no host synchronization) and a
+    matrix with NaN or inf gives NaN. ``backend``: ``"torch"``, ``"triton"`` (the kernels of
+    :mod:`optimal_scaling.kernels`), or ``"auto"``: the torch path, except on the GPUs and
+    shapes where the kernels were measured faster (:data:`TRITON_FASTER`).
     """
     if not isinstance(G, torch.Tensor) or G.ndim < 2:
         shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
@@ -230,19 +274,8 @@ def orthogonalize(
     tall = X.shape[-2] > X.shape[-1]
     if tall:
         X = X.mT
-    # The norm is taken in at least fp32 (bf16 squares lose digits and overflow early).
-    # A non-finite norm means NaN/inf in G or entries whose squares overflow; a zero norm, a
-    # zero matrix or squares that underflow. Only then look at G again (amax), so the common
-    # case makes no extra pass.
-    acc = torch.promote_types(X.dtype, torch.float32)
-    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=acc)
-    if not (torch.isfinite(norm) & (norm > 0)).all():
-        if not torch.isfinite(X).all():
-            raise ValueError("orthogonalize: the input contains NaN or inf")
-        peak = X.abs().amax(dim=(-2, -1), keepdim=True).to(acc)
-        X = X.to(acc) / torch.where(peak > 0, peak, 1.0)
-        norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
-    X = (X / torch.where(norm > 0, norm * margin + eps, 1.0)).to(dtype).contiguous()
+    check = not G.is_cuda if check is None else check
+    X = normalize(X, margin, eps, check).to(dtype).contiguous()
     if use == "triton":
         from optimal_scaling.kernels import ns_step
 

@@ -204,15 +204,27 @@ def test_without_triton(monkeypatch: pytest.MonkeyPatch):
 
 @needs_triton
 def test_modes(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert kernels.interpreting()
-    assert kernels.available(torch.zeros(2, 2))
-    monkeypatch.delenv("TRITON_INTERPRET")
-    assert not kernels.interpreting()
-    assert not kernels.available(torch.zeros(2, 2))
-    assert kernels.available() == CUDA
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        kernels.syrk(torch.zeros(2, 3))
+    # Triton fixes interpreter vs compiled mode at its first import: on a machine without
+    # CUDA the suite imports it interpreted (tests/conftest.py), on a GPU machine compiled.
+    imported_interpreted = kernels._imported_interpreted(kernels._load_triton())
+    if imported_interpreted:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert kernels.interpreting()
+        assert kernels.available(torch.zeros(2, 2))
+        monkeypatch.delenv("TRITON_INTERPRET")
+        assert not kernels.interpreting()
+        assert not kernels.available(torch.zeros(2, 2))
+        assert not kernels.available()  # a CPU-only machine, or Triton's mode is the wrong one
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+            kernels.syrk(torch.zeros(2, 3))
+    else:  # compiled Triton (a CUDA machine): the interpreter cannot be switched on any more
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        assert kernels.available() == CUDA
+        assert not kernels.available(torch.zeros(2, 2))  # a CPU tensor
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert not kernels.available(torch.zeros(2, 2, device="cuda" if CUDA else "cpu"))
+        with pytest.raises(RuntimeError, match="imported without it"):
+            kernels.syrk(torch.zeros(2, 3))
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from optimal_scaling.optim import (
     Muon,
     Scion,
     ScionLight,
+    lmo,
     muon_param_groups,
     muon_with_adamw,
     scion_groups,
@@ -91,6 +92,17 @@ def muon_scale(scale: str, d_out: int, d_in: int) -> float:
     }[scale]
 
 
+def newton_schulz_from_formula(G: torch.Tensor, margin: float, eps: float) -> torch.Tensor:
+    """Five Muon steps written from the formula (Keller Jordan's function), no package code."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.T if G.shape[0] > G.shape[1] else G
+    X = X / (margin * X.norm() + eps)
+    for _ in range(5):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if G.shape[0] > G.shape[1] else X
+
+
 @pytest.mark.parametrize("scale", ["max1", "ratio", "adamw", "none"])
 @pytest.mark.parametrize("nesterov", [False, True], ids=["heavy_ball", "nesterov"])
 def test_muon_matches_reference(nesterov, scale):
@@ -111,7 +123,7 @@ def test_muon_matches_reference(nesterov, scale):
             bufs[i] = mu * bufs[i] + g
             u = g + mu * bufs[i] if nesterov else bufs[i]
             d_out, d_in = u.shape[0], u[0].numel()
-            O = orthogonalize(u.reshape(d_out, d_in), steps=5, schedule="muon", dtype=F64)
+            O = newton_schulz_from_formula(u.reshape(d_out, d_in), margin=1.01, eps=0.0)
             ref[i] = ref[i] * (1 - lr * wd) - lr * muon_scale(scale, d_out, d_in) * O.view_as(u)
         for p, r in zip(params, ref, strict=True):
             torch.testing.assert_close(p.detach(), r, atol=1e-12, rtol=0)
@@ -536,3 +548,94 @@ def test_state_dict_round_trip(kind):
     assert_same_params(model_a, model_b, atol=1e-7)
     with pytest.raises(AssertionError):
         assert_same_params(model_a, model_c, atol=1e-7)  # the state mattered
+
+
+def test_muon_reproduces_the_original_normalization():
+    """margin=1, eps=1e-7: X/(‖X‖_F + 1e-7), the original Muon's update, in float32."""
+    shapes = [(8, 5), (5, 8), (6, 6)]
+    params = [param(*s, seed=i).float() for i, s in enumerate(shapes)]
+    params = [p.detach().requires_grad_(True) for p in params]
+    ref = [p.detach().clone() for p in params]
+    opt = Muon(params, lr=0.02, momentum=0.95, margin=1.0, eps=1e-7, dtype=torch.float32)
+    for p in params:
+        p.grad = 1e-3 * randn(*p.shape, seed=7 + p.shape[0]).float()  # a small gradient
+    grads = [p.grad.clone() for p in params]
+    opt.step()
+    for p, r, g in zip(params, ref, grads, strict=True):
+        u = g + 0.95 * g  # Nesterov on a zero buffer: buf = g, u = g + μ·buf
+        O = newton_schulz_from_formula(u, margin=1.0, eps=1e-7)
+        want = r - 0.02 * math.sqrt(max(1, p.shape[0] / p.shape[1])) * O
+        torch.testing.assert_close(p.detach(), want, atol=2e-6, rtol=0)
+    # the package's default margin 1.01 gives a measurably different step
+    q = param(8, 5, seed=0).detach().float().requires_grad_(True)
+    q.grad = grads[0].clone()
+    Muon([q], lr=0.02, momentum=0.95, dtype=torch.float32).step()
+    assert (q.detach() - params[0].detach()).abs().max() > 1e-5
+
+
+def test_batched_updates_equal_one_at_a_time():
+    from optimal_scaling.optim.muon import orthogonalized_update, orthogonalized_updates
+
+    shapes = [(6, 4), (4, 6), (6, 4), (3, 2, 2, 2), (5, 5), (5, 5), (7, 3)]
+    us = [randn(*s, seed=i).float() for i, s in enumerate(shapes)]
+    batched = orthogonalized_updates(us, scale="ratio")
+    for u, b in zip(us, batched, strict=True):
+        assert b.shape == u.shape
+        torch.testing.assert_close(b, orthogonalized_update(u, scale="ratio"), atol=1e-5, rtol=0)
+
+
+def test_scion_batches_spectral_lmos_like_one_at_a_time():
+    torch.manual_seed(0)
+    ws = [torch.randn(6, 4), torch.randn(6, 4), torch.randn(4, 6), torch.randn(5)]
+    grads = [torch.randn_like(w) for w in ws]
+    outs = []
+    for batched in (True, False):
+        ps = [w.clone().requires_grad_(True) for w in ws]
+        opt = Scion([{"params": ps[:3], "norm": "spectral",
+                      "norm_kwargs": {"method": "newton_schulz"}},
+                     {"params": ps[3:], "norm": "bias_rms"}], lr=0.1)  # fmt: skip
+        for p, g in zip(ps, grads, strict=True):
+            p.grad = g.clone()
+        if not batched:  # force one LMO per parameter
+            opt._lmos = lambda group, work: [lmo(m, d, group["transpose"]) for _, d, m in work]
+        opt.step()
+        outs.append([p.detach() for p in ps])
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_optimizer_steps_never_wait_for_the_device(monkeypatch):
+    """The CUDA path, run on the CPU: no .item(), bool(), float() or .tolist() on a tensor.
+
+    On CUDA every such call is a host synchronization; with check_finite=False (the CUDA
+    default) a step must make none. (A GPU test checks the same with sync debug mode.)
+    """
+    from optimal_scaling.models import GPT
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=32, context=8, width=16, depth=1, n_heads=2, norm_before_linear=True)
+    x = torch.randint(32, (2, 8))
+    hidden = muon_param_groups(model)[0]  # torch's AdamW on the rest is torch's business
+    opts = [
+        Muon(hidden, check_finite=False),
+        Scion(scion_groups(model, "colnorm-spectral-rownorm"), check_finite=False),
+        HyperP([p for n, p in model.named_parameters() if p.ndim == 2 and "w" not in n[:2]],
+               check_finite=False),
+    ]  # fmt: skip
+    for opt in opts:
+        opt.zero_grad()
+        lm_loss(model, x).backward()
+        opt.step()  # first steps create state (HyperP's radius check is CPU-only)
+
+    def sync(*args, **kwargs):
+        raise AssertionError("host synchronization in a GPU-path step")
+
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    G = torch.randn(12, 7)
+    orthogonalize(G, check=False)
+    orthogonalize(torch.stack([G, torch.zeros_like(G), G.T.contiguous().T]), check=False)
+    for opt in opts:
+        opt.zero_grad()
+        lm_loss(model, x).backward()
+        opt.step()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -86,3 +86,17 @@ class CheckedOptimizer(torch.optim.Optimizer):
 
     def _check_group(self, group: dict) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def _closure_loss(closure: Callable[[], float] | None) -> float | None:
+        """The loss of ``closure`` evaluated with gradients enabled (None without one)."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def _checks_finite(self, group: dict, p: Tensor) -> bool:
+        """Whether to check ``p``'s gradient: the group's ``check_finite``, where ``None`` means
+        on the CPU only (a check is one host synchronization, which a GPU step must avoid)."""
+        check = group["check_finite"]
+        return (not p.is_cuda) if check is None else bool(check)

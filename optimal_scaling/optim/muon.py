@@ -29,7 +29,8 @@ optimizer (AdamW); :func:`optimal_scaling.optim.muon_with_adamw` builds the pair
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -45,7 +46,13 @@ from optimal_scaling.optim._checks import (
     named_params,
 )
 
-__all__ = ["SCALES", "Muon", "orthogonalized_update", "shape_scale"]
+__all__ = [
+    "SCALES",
+    "Muon",
+    "orthogonalized_update",
+    "orthogonalized_updates",
+    "shape_scale",
+]
 
 #: The shape scales Muon knows (see the module docstring).
 SCALES: tuple[str, ...] = ("max1", "ratio", "adamw", "none")
@@ -70,20 +77,60 @@ def orthogonalized_update(
     schedule: str | Sequence = "muon",
     scale: str = "max1",
     dtype: torch.dtype | None = None,
+    margin: float = 1.01,
+    eps: float = 0.0,
+    check: bool | None = None,
 ) -> Tensor:
     """s·orthogonalize(u) in u's shape; u is a matrix or a conv weight (flattened to out × rest)."""
-    d_out, d_in = u.shape[0], u[0].numel()
-    O = orthogonalize(u.reshape(d_out, d_in), steps=steps, schedule=schedule, dtype=dtype)
-    return O.view_as(u) * shape_scale(scale, d_out, d_in)
+    return orthogonalized_updates([u], steps, schedule, scale, dtype, margin, eps, check)[0]
+
+
+def orthogonalized_updates(
+    us: Sequence[Tensor],
+    steps: int = 5,
+    schedule: str | Sequence = "muon",
+    scale: str = "max1",
+    dtype: torch.dtype | None = None,
+    margin: float = 1.01,
+    eps: float = 0.0,
+    check: bool | None = None,
+) -> list[Tensor]:
+    """:func:`orthogonalized_update` of every u, batched: one Newton–Schulz call per shape.
+
+    Matrices of the same shape after the tall/wide transpose (d_out × d_in and d_in × d_out
+    share a batch) are stacked and orthogonalized together, which on a GPU replaces many small
+    launches by a few large ones. The result equals the one-at-a-time loop. ``check`` goes to
+    :func:`~optimal_scaling.newton_schulz.orthogonalize` (None: on the CPU only).
+    """
+    flat = [u.reshape(u.shape[0], u[0].numel()) for u in us]
+    buckets: dict[tuple[int, int, torch.dtype, torch.device], list[int]] = {}
+    for k, m in enumerate(flat):
+        buckets.setdefault((min(m.shape), max(m.shape), m.dtype, m.device), []).append(k)
+    out: list[Tensor | None] = [None] * len(us)
+    for index in buckets.values():
+        wide = [flat[k] if flat[k].shape[0] <= flat[k].shape[1] else flat[k].mT for k in index]
+        O = orthogonalize(torch.stack(wide), steps=steps, schedule=schedule, dtype=dtype,
+                          margin=margin, eps=eps, check=check)  # fmt: skip
+        for k, o in zip(index, O.unbind(0), strict=True):
+            m = flat[k]
+            o = o if m.shape[0] <= m.shape[1] else o.mT
+            out[k] = o.reshape(us[k].shape) * shape_scale(scale, m.shape[0], m.shape[1])
+    return out  # type: ignore[return-value]
 
 
 class Muon(CheckedOptimizer):
     """Muon (MomentUm Orthogonalized by Newton–Schulz) for ≥ 2-D weights; see the module doc.
 
-    Every argument is also a per-group setting. ``steps``/``schedule``/``dtype`` go to
-    :func:`optimal_scaling.newton_schulz.orthogonalize` (``dtype=None``: float32 on the CPU,
-    bfloat16 on CUDA). ``check_finite`` raises a ValueError naming the parameter when a gradient
-    holds NaN or inf (one device sync per parameter; turn it off for speed).
+    Every argument is also a per-group setting. ``steps``/``schedule``/``dtype``/``margin``/
+    ``eps`` go to :func:`optimal_scaling.newton_schulz.orthogonalize` (``dtype=None``: float32
+    on the CPU, bfloat16 on CUDA; X/(margin·‖X‖_F + eps): ``margin=1, eps=1e-7`` is the
+    original Muon's normalization). ``check_finite`` raises a ValueError naming the parameter
+    when a gradient holds NaN or inf; ``None`` (default) checks CPU tensors only, because a
+    check is one host synchronization per parameter: on CUDA a step never waits for the GPU.
+
+    Each step updates every momentum buffer of a group with ``torch._foreach_*`` ops,
+    orthogonalizes all updates of the same shape in one batched call
+    (:func:`orthogonalized_updates`), and applies weight decay and the updates with foreach ops.
 
     ``distributed=True``: each step first computes every momentum update of a group, then
     orthogonalizes them with :func:`optimal_scaling.distributed.orthogonalize_sharded` (each
@@ -108,8 +155,10 @@ class Muon(CheckedOptimizer):
         scale: str = "max1",
         weight_decay: float = 0.0,
         dtype: torch.dtype | None = None,
+        margin: float = 1.01,
+        eps: float = 0.0,
         *,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
         distributed: bool = False,
         process_group: ProcessGroup | None = None,
     ) -> None:
@@ -122,6 +171,8 @@ class Muon(CheckedOptimizer):
             scale=scale,
             weight_decay=weight_decay,
             dtype=dtype,
+            margin=margin,
+            eps=eps,
             check_finite=check_finite,
         )
         super().__init__(params, defaults, distributed, process_group)
@@ -132,6 +183,8 @@ class Muon(CheckedOptimizer):
         check_number(who, "lr", group["lr"], low=0.0)
         check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
         check_number(who, "weight_decay", group["weight_decay"], low=0.0)
+        check_number(who, "margin", group["margin"], low=0.0, low_open=True)
+        check_number(who, "eps", group["eps"], low=0.0)
         if not isinstance(group["nesterov"], bool):
             raise TypeError(f"{who}: nesterov must be True or False, got {group['nesterov']!r}")
         steps = group["steps"]
@@ -158,47 +211,50 @@ class Muon(CheckedOptimizer):
         """Called after each parameter's update (HyperP projects back onto its sphere here)."""
 
     # ------------------------------------------------------------------ the step
-    def _momentum_updates(self, group: dict) -> Iterator[tuple[Tensor, dict, Tensor]]:
-        """(p, state, u) for every parameter with a gradient, updating its momentum buffer."""
-        mu = group["momentum"]
+    def _momentum_updates(self, group: dict) -> list[tuple[Tensor, dict, Tensor]]:
+        """(p, state, u) for every parameter with a gradient, after updating the momenta."""
+        mu, items = group["momentum"], []
         for p, name in named_params(group):
             if p.grad is None:
                 continue
-            g = p.grad
-            if group["check_finite"]:
-                check_finite_grad(self.who, p, g, name)
+            if self._checks_finite(group, p):
+                check_finite_grad(self.who, p, p.grad, name)
             state = self.state[p]
             if not state:
                 self._init_state(p, state, name)
-            buf = state["momentum_buffer"]
-            buf.mul_(mu).add_(g)  # buf ← μ·buf + g
-            yield p, state, (g.add(buf, alpha=mu) if group["nesterov"] else buf)
+            items.append((p, state, p.grad))
+        if not items:
+            return []
+        grads = [g for *_, g in items]
+        bufs = [state["momentum_buffer"] for _, state, _ in items]
+        torch._foreach_mul_(bufs, mu)  # buf ← μ·buf + g
+        torch._foreach_add_(bufs, grads)
+        us = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs
+        return [(p, state, u) for (p, state, _), u in zip(items, us, strict=True)]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One Muon step for every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
-
-            def fn(u: Tensor, group: dict = group) -> Tensor:
-                return orthogonalized_update(
-                    u, group["steps"], group["schedule"], group["scale"], group["dtype"]
-                )
-
             work = self._momentum_updates(group)
-            if self.distributed:  # every momentum first, then each rank orthogonalizes its share
-                work = list(work)
-                updates = orthogonalize_sharded([u for *_, u in work], fn, self.process_group)
-                pairs = zip(work, updates, strict=True)
-            else:  # one parameter at a time, as the momentum updates come
-                pairs = ((item, fn(item[-1])) for item in work)
-            for (p, state, _), update in pairs:
-                if wd != 0:
-                    p.mul_(1 - lr * wd)  # decoupled weight decay
-                p.add_(update, alpha=-lr)
+            if not work:
+                continue
+            settings = (group["steps"], group["schedule"], group["scale"], group["dtype"],
+                        group["margin"], group["eps"], group["check_finite"])  # fmt: skip
+            us = [u for *_, u in work]
+            if self.distributed:  # each rank orthogonalizes its share, then all-gather
+                fn = partial(orthogonalized_update, steps=settings[0], schedule=settings[1],
+                             scale=settings[2], dtype=settings[3], margin=settings[4],
+                             eps=settings[5], check=settings[6])  # fmt: skip
+                updates = orthogonalize_sharded(us, fn, self.process_group)
+            else:
+                updates = orthogonalized_updates(us, *settings)
+            params = [p for p, *_ in work]
+            if wd != 0:
+                torch._foreach_mul_(params, 1 - lr * wd)  # decoupled weight decay
+            torch._foreach_add_(params, updates, alpha=-lr)
+            for p, state, _ in work:
                 self._after_update(p, state)
         return loss

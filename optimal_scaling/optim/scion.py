@@ -33,7 +33,7 @@ the ranks (:mod:`optimal_scaling.distributed`); the cheap ones stay local.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import torch
@@ -106,7 +106,10 @@ class Scion(CheckedOptimizer):
         radius: ρ > 0, the scale of the step (and of :meth:`init`, and the constrained ball).
         constrained: use x ← (1 − γ)·x + γ·ρ·lmo(d).
         norm_kwargs: constructor options of the named map, e.g. ``{"method": "newton_schulz"}``.
-        check_finite: raise a ValueError naming the parameter when a gradient has NaN or inf.
+        check_finite: raise a ValueError naming the parameter when a gradient has NaN or inf;
+            ``None`` (default): for CPU tensors only (a check is a host synchronization, which a
+            CUDA step never makes). Spectral LMOs of the same shape in a group are computed in
+            one batched Newton–Schulz (or SVD) call.
         distributed: split the LMOs of Spectral/Conv2DSpectral parameters (an SVD or
             Newton–Schulz each) over the ranks of ``process_group`` (default: the world) with
             :func:`optimal_scaling.distributed.orthogonalize_sharded`; the other LMOs (ColNorm,
@@ -128,7 +131,7 @@ class Scion(CheckedOptimizer):
         constrained: bool = False,
         *,
         norm_kwargs: dict | None = None,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
         distributed: bool = False,
         process_group: ProcessGroup | None = None,
     ) -> None:
@@ -214,14 +217,34 @@ class Scion(CheckedOptimizer):
         """Called after each parameter's update (ScionLight decays its gradient here)."""
 
     # ------------------------------------------------------------------ the step
-    def _directions(self, group: dict) -> Iterator[tuple[Tensor, Tensor, DualityMap]]:
+    def _directions(self, group: dict) -> list[tuple[Tensor, Tensor, DualityMap]]:
         """(p, d, norm) for every parameter with a gradient, updating its direction d."""
+        work = []
         for p, name in named_params(group):
             if p.grad is None:
                 continue
-            if group["check_finite"]:
+            if self._checks_finite(group, p):
                 check_finite_grad(self.who, p, p.grad, name)
-            yield p, self._direction(p, group), self.norm_of(group, p)
+            work.append((p, self._direction(p, group), self.norm_of(group, p)))
+        return work
+
+    @staticmethod
+    def _lmos(group: dict, work: list) -> list[Tensor]:
+        """Every lmo(d) of ``work``; Spectral ones of the same shape in one batched call."""
+        transpose = group["transpose"]
+        out: list[Tensor | None] = [None] * len(work)
+        buckets: dict[tuple, list[int]] = {}
+        for k, (_, d, m) in enumerate(work):
+            if isinstance(m, Spectral) and d.ndim == 2:
+                buckets.setdefault((repr(m), tuple(d.shape), d.dtype, d.device), []).append(k)
+            else:
+                out[k] = lmo(m, d, transpose)
+        for index in buckets.values():
+            m = work[index[0]][2]
+            stacked = torch.stack([work[k][1] for k in index])
+            for k, s in zip(index, lmo(m, stacked, transpose).unbind(0), strict=True):
+                out[k] = s
+        return out  # type: ignore[return-value]
 
     def _sharded_lmos(self, group: dict, work: list) -> list[Tensor]:
         """Every lmo(d) of ``work``; the Spectral ones split over the ranks, the others local."""
@@ -235,22 +258,21 @@ class Scion(CheckedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One Scion step for every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
             lr, radius = group["lr"], group["radius"]
             work = self._directions(group)
+            if not work:
+                continue
             if self.distributed:  # every direction first, then the LMOs (the Spectral ones split)
-                work = list(work)
-                pairs = zip(work, self._sharded_lmos(group, work), strict=True)
-            else:  # one parameter at a time
-                pairs = ((item, lmo(item[2], item[1], group["transpose"])) for item in work)
-            for (p, _, _), s in pairs:
-                if group["constrained"]:
-                    p.mul_(1 - lr)
-                p.add_(s, alpha=lr * radius)  # x ← x + γ·ρ·lmo(d)
+                steps = self._sharded_lmos(group, work)
+            else:
+                steps = self._lmos(group, work)
+            params = [p for p, _, _ in work]
+            if group["constrained"]:
+                torch._foreach_mul_(params, 1 - lr)
+            torch._foreach_add_(params, steps, alpha=lr * radius)  # x ← x + γ·ρ·lmo(d)
+            for p in params:
                 self._after_update(p, group)
         return loss
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU session's one prepared script (issue 11): the unit suite on CUDA, then both
+# benchmarks in bf16, results under $OUT (default: gpu_out/). Run from the repository root on
+# a machine with torch, Triton, numpy, pandas, scipy and pytest:
+#     OUT=/tmp/out bash benchmarks/gpu_check.sh
+# Tests that need the notebook stack (jupytext, nbformat, plotly) are skipped when it is missing.
+set -uo pipefail
+OUT="${OUT:-gpu_out}"
+mkdir -p "$OUT"
+python -m pip install --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+python -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name(0))" \
+    > "$OUT/versions.txt" 2>&1
+timeout 300 python -m pytest tests -m "not slow" -q -p no:cacheprovider -x \
+    --ignore=tests/test_lab.py --ignore=tests/test_notebooks.py --ignore=tests/test_exercises.py \
+    > "$OUT/pytest.txt" 2>&1
+echo "pytest exit $?" >> "$OUT/pytest.txt"
+python -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
+    --out "$OUT/newton_schulz_cuda_bfloat16_full.json" > "$OUT/bench_ns.txt" 2>&1
+python -m optimal_scaling.cli bench optim --device cuda \
+    --out "$OUT/optimizers_cuda_full.json" > "$OUT/bench_optim.txt" 2>&1
+tail -3 "$OUT/pytest.txt"; tail -15 "$OUT/bench_ns.txt"; tail -15 "$OUT/bench_optim.txt"
