@@ -186,7 +186,7 @@ interact(lambda a, b, c, steps: plot_response(a, b, c, steps).show(),
 # for ℓ = 10⁻³, with the published coefficients next to it (before the safety factor):
 
 # %%
-triples = ns.polar_express_coefficients(steps=5, lower=1e-3, cushion=0.024)
+triples = ns.polar_express_coefficients(steps=5, lower=1e-3, cushion=ns.PUBLISHED_CUSHION)
 a, b, c = triples[0]
 undo = (a * 1.01, b * 1.01**3, c * 1.01**5)  # remove the safety factor: p(σ/1.01) → p(σ)
 print("designed :", ", ".join(f"{v:.4f}" for v in undo))
@@ -237,7 +237,8 @@ def design(lower: float, steps: int, cushion: float) -> None:
 
 interact(design, lower=FloatLogSlider(value=1e-3, base=10, min=-5, max=-1, step=0.25),
          steps=IntSlider(value=5, min=1, max=10),
-         cushion=FloatSlider(value=0.024, min=0.0, max=0.1, step=0.002, readout_format=".3f"));
+         cushion=FloatSlider(value=ns.PUBLISHED_CUSHION, min=0.0, max=0.1, step=0.00001,
+                             readout_format=".5f"));
 
 # %% [markdown]
 # ## On real matrices, in bf16 and fp32

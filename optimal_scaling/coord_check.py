@@ -287,12 +287,16 @@ def plot_lr_transfer(grid: pd.DataFrame, title: str = "", facet: str | None = No
     """Loss against learning rate, one curve per width, each optimum marked with a star."""
     data = grid[np.isfinite(grid["loss"])].copy()
     data["width"] = data["width"].astype(str)
+    # One explicit panel order, used both by plotly and for the stars below (plotly's own
+    # default, order of appearance, is not the sorted order).
+    panels = list(dict.fromkeys(data[facet])) if facet else [None]
     fig = px.line(
         data,
         x="lr",
         y="loss",
         color="width",
         facet_col=facet,
+        category_orders={facet: panels} if facet else None,
         markers=True,
         log_x=True,
         title=title,
@@ -300,7 +304,7 @@ def plot_lr_transfer(grid: pd.DataFrame, title: str = "", facet: str | None = No
     by = ["width"] + ([facet] if facet else [])
     best = optima(grid, by)
     best = best[np.isfinite(best["best_loss"])]
-    for i, name in enumerate(sorted(best[facet].unique()) if facet else [None]):
+    for i, name in enumerate(panels):
         sub = best if facet is None else best[best[facet] == name]
         fig.add_scatter(
             x=sub["best_lr"],

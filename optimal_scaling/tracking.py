@@ -11,8 +11,8 @@ Scion and Muon control every layer in the norm of its LMO, so that is the norm t
 
 σ_max comes from :class:`optimal_scaling.norms.PowerIteration`, warm-started from the vector
 it found at the previous tracked step, so the spectral norm costs two matrix-vector products
-instead of an SVD. An ``nn.Embedding`` weight is stored (vocab, d), the transpose of the map
-one-hot → vector; its norm is taken on Wᵀ (as Scion's presets do).
+instead of an SVD. Roles, the role → norm table and the embedding transposition come from
+:mod:`optimal_scaling.roles`, as for the optimizers' groups.
 
 Every ``every`` steps the tracker records ‖W‖ and the norm of the last step's update
 ‖ΔW‖ = ‖W_t − W_{t−1}‖ (it copies the weights one step before a tracked step, and only
@@ -33,35 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from optimal_scaling import norms as opnorms
+from optimal_scaling.roles import PRESETS, param_roles, transposed
 
-#: The norm tracked for each role (names as in :mod:`optimal_scaling.duality`).
-DEFAULT_NORMS: dict[str, str] = {
-    "input": "colnorm",
-    "hidden": "spectral",
-    "output": "rownorm",
-    "gain": "bias_rms",
-    "bias": "bias_rms",
-}
+#: The norm tracked for each role: the norm-transfer setting (output in RMS→∞).
+DEFAULT_NORMS: dict[str, str] = PRESETS["colnorm-spectral-rownorm"]
 
 _NORM_NAMES = ("colnorm", "spectral", "rownorm", "sign", "bias_rms")
-
-
-def _roles(model: nn.Module) -> dict[str, str]:
-    if hasattr(model, "param_roles"):
-        return dict(model.param_roles())
-    roles = {}
-    for name, p in model.named_parameters():
-        roles[name] = "hidden" if p.ndim >= 2 else "bias"
-    return roles
-
-
-def _embedding_weights(model: nn.Module) -> set[str]:
-    """Names of weights stored (vocab, d): nn.Embedding and subclasses."""
-    return {
-        f"{prefix}.weight" if prefix else "weight"
-        for prefix, module in model.named_modules()
-        if isinstance(module, nn.Embedding)
-    }
 
 
 class NormTracker:
@@ -97,14 +74,13 @@ class NormTracker:
                 )
         self.every, self.power_iters, self.cold_iters = every, power_iters, cold_iters
         self.norms = chosen
-        roles = _roles(model)
-        transposed = _embedding_weights(model)
+        roles = param_roles(model)
         params = dict(model.named_parameters())
         unknown = {r for r in roles.values() if r not in chosen}
         if unknown:
             raise ValueError(f"NormTracker: no norm for roles {sorted(unknown)}; pass norms=")
         self.params = {
-            name: (params[name], role, name in transposed) for name, role in roles.items()
+            name: (params[name], role, transposed(model, name)) for name, role in roles.items()
         }
         self._power = opnorms.PowerIteration(iters=power_iters, seed=0)
         self._rows: list[dict] = []

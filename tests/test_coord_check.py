@@ -157,3 +157,30 @@ def test_optima_edges():
     assert (row.best_lr, row.best_loss) == (0.2, 1.5)
     assert row.edge_lr == 0.8  # 2.2 > 1.5 + 0.5; 1.8 is not
     assert row.divergence_lr == 1.6
+
+
+@pytest.mark.parametrize("order", [["sp", "mup"], ["mup", "sp"], ["ntk", "sp", "mup"]])
+def test_lr_transfer_stars_sit_in_their_own_panels(order):
+    """Each panel's stars are that panel's optima, whatever order the facet values come in."""
+    from optimal_scaling.coord_check import plot_lr_transfer
+
+    rows = []
+    for k, par in enumerate(order):  # each parametrization has its optimum at a different lr
+        for width in (32, 64):
+            for e in range(-6, 0):
+                loss = 2.0 + 0.1 * (e + 1 + k) ** 2 + 0.01 * width / 32
+                rows.append({"parametrization": par, "width": width, "lr": 2.0**e, "loss": loss,
+                             "diverged": False})
+    grid = pd.DataFrame(rows)
+    fig = plot_lr_transfer(grid, facet="parametrization")
+    stars = [t for t in fig.data if t.name == "optimum"]
+    assert len(stars) == len(order)
+    for star in stars:
+        lines = [t for t in fig.data if t.name != "optimum" and t.xaxis == star.xaxis]
+        labels = {t.hovertemplate.split("parametrization=")[1].split("<")[0] for t in lines}
+        assert len(labels) == 1
+        (par,) = labels
+        sub = grid[grid["parametrization"] == par]
+        best = sub.loc[sub.groupby("width")["loss"].idxmin()]
+        assert sorted(star.x) == sorted(best["lr"])
+        assert sorted(star.y) == pytest.approx(sorted(best["loss"]))

@@ -382,8 +382,42 @@ def test_preset_errors():
         scion_groups(tiny_gpt(), "adam")
     with pytest.raises(ValueError, match=r"unknown roles in radii: \['embedding'\]"):
         scion_groups(tiny_gpt(), radii={"embedding": 1.0})
-    with pytest.raises(TypeError, match="param_roles"):
-        scion_groups(nn.Linear(3, 2))
+
+
+def test_a_plain_module_gets_the_same_norms_from_the_optimizer_and_the_tracker():
+    """No param_roles(): one guesser gives Scion's groups and the tracker the same roles."""
+    from optimal_scaling.roles import param_roles
+    from optimal_scaling.tracking import NormTracker
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(11, 6)
+            self.fc = nn.Linear(6, 6)
+            self.norm = nn.LayerNorm(6)
+
+        def forward(self, x):
+            return self.fc(self.norm(self.emb(x)))
+
+    model = Plain()
+    roles = param_roles(model)
+    assert roles == {"emb.weight": "input", "fc.weight": "hidden", "fc.bias": "bias",
+                     "norm.weight": "gain", "norm.bias": "bias"}  # fmt: skip
+    groups = scion_groups(model, "colnorm-spectral-rownorm")
+    tracker = NormTracker(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups:
+        for _, p in group["params"]:
+            _, role, transpose = tracker.params[names[id(p)]]
+            assert role == group["role"] and transpose == group["transpose"]
+            assert tracker.norms[role] == group["norm"]
+    emb = next(g for g in groups if g["role"] == "input")
+    assert emb["transpose"] and emb["norm"] == "colnorm"  # per token, in both places
+    opt = Scion(groups)
+    weights = opt.norms()
+    tracked = {n: tracker.norm(n, p) for n, p in model.named_parameters()}
+    for name, value in weights.items():
+        assert tracked[name] == pytest.approx(value, rel=1e-3), name
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

@@ -1,10 +1,7 @@
-"""Parameter groups by role: Muon + AdamW splits, and Scion's per-layer norm presets.
+"""Parameter groups by role: Muon + AdamW splits, and Scion's per-layer norms.
 
-Models from :mod:`optimal_scaling.models` name each parameter's role (``param_roles()``:
-``input``, ``hidden``, ``output``, ``gain``, ``bias``). For any other model the roles are guessed
-from shapes: an ``nn.Embedding`` weight is ``input``, any other ≥ 2-D tensor ``hidden`` (so a
-readout layer counts as hidden there), a 1-D tensor ``bias`` if its name ends in "bias", else
-``gain``. Every group lists its parameters as (name, tensor) pairs, so torch keeps
+Roles and the role → norm presets come from :mod:`optimal_scaling.roles` (declared by the
+model, else guessed). Every group lists its parameters as (name, tensor) pairs, so torch keeps
 ``param_names`` and error messages can name the parameter.
 """
 
@@ -15,58 +12,18 @@ from torch import Tensor, nn
 
 from optimal_scaling.optim.combined import CombinedOptimizer
 from optimal_scaling.optim.muon import Muon
-from optimal_scaling.optim.scion import ROLES
+from optimal_scaling.roles import PRESETS, ROLES, param_roles, transposed
 
 __all__ = ["PRESETS", "muon_param_groups", "muon_with_adamw", "named_roles", "scion_groups"]
-
-#: Scion presets: the norm of each role. Gains and biases take the RMS norm of a vector (their
-#: LMO is an RMS-normalized step); the presets differ in the readout's norm.
-PRESETS: dict[str, dict[str, str]] = {
-    "colnorm-spectral-sign": {
-        "input": "colnorm",
-        "hidden": "spectral",
-        "output": "sign",
-        "gain": "bias_rms",
-        "bias": "bias_rms",
-    },
-    "colnorm-spectral-rownorm": {
-        "input": "colnorm",
-        "hidden": "spectral",
-        "output": "rownorm",
-        "gain": "bias_rms",
-        "bias": "bias_rms",
-    },
-}
-
-
-def _owner(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-
-
-def _guess_role(model: nn.Module, name: str, p: Tensor) -> str:
-    if isinstance(_owner(model, name), nn.Embedding):
-        return "input"
-    if p.ndim >= 2:
-        return "hidden"
-    return "bias" if name.endswith("bias") else "gain"
-
 
 def named_roles(model: nn.Module) -> list[tuple[str, Tensor, str]]:
     """(name, parameter, role) for every distinct trainable parameter of ``model``.
 
-    Roles come from ``model.param_roles()`` when it exists, else from shapes (module doc). A
-    parameter shared by two modules (tied embeddings) appears once, under its first name.
+    Roles from :func:`optimal_scaling.roles.param_roles` (declared, else guessed). A parameter
+    shared by two modules (tied embeddings) appears once, under its first name.
     """
-    roles = model.param_roles() if hasattr(model, "param_roles") else None
-    out = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        role = roles[name] if roles is not None else _guess_role(model, name, p)
-        if role not in ROLES:
-            raise ValueError(f"{name}: unknown role {role!r}; expected one of {ROLES}")
-        out.append((name, p, role))
-    return out
+    roles = param_roles(model)
+    return [(name, p, roles[name]) for name, p in model.named_parameters() if p.requires_grad]
 
 
 def muon_param_groups(
@@ -138,7 +95,7 @@ def scion_groups(
     radii: dict[str, float] | None = None,
     spectral_method: str = "newton_schulz",
 ) -> list[dict]:
-    """Scion param groups for a model with ``param_roles()``, one group per role.
+    """Scion param groups, one per role (roles declared by the model or guessed).
 
     ``preset`` picks each role's norm (:data:`PRESETS`): input → ColNorm, hidden → Spectral
     (``spectral_method``: "newton_schulz" or "svd"; 4-D weights → Conv2DSpectral), output → Sign
@@ -150,11 +107,6 @@ def scion_groups(
     """
     if preset not in PRESETS:
         raise ValueError(f"scion_groups: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    if not hasattr(model, "param_roles"):
-        raise TypeError(
-            f"scion_groups needs a model with param_roles() (see optimal_scaling.models); for "
-            f"{type(model).__name__}, build groups by hand or use Scion(..., norm='auto')"
-        )
     all_names = model.named_parameters(remove_duplicate=False)
     if len(list(model.parameters())) != len(list(all_names)):
         raise ValueError(
@@ -168,7 +120,7 @@ def scion_groups(
         norm = PRESETS[preset][role]
         if role == "hidden" and p.ndim == 4:
             norm = "conv2d_spectral"
-        transpose = isinstance(_owner(model, name), nn.Embedding)
+        transpose = transposed(model, name)
         key = (role, norm, transpose)
         if key not in groups:
             groups[key] = {

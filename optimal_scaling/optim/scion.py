@@ -49,20 +49,12 @@ from optimal_scaling.optim._checks import (
     describe,
     named_params,
 )
+from optimal_scaling.roles import PRESETS, ROLES
 
 __all__ = ["NORM_CHOICES", "ROLES", "ROLE_NORMS", "Scion", "ScionLight", "auto_norm", "lmo"]
 
-#: Roles a group may declare (those of ``model.param_roles()``).
-ROLES: tuple[str, ...] = ("input", "hidden", "output", "gain", "bias")
-
-#: The norm ``"auto"`` picks for each role.
-ROLE_NORMS: dict[str, str] = {
-    "input": "colnorm",
-    "hidden": "spectral",
-    "output": "sign",
-    "gain": "bias_rms",
-    "bias": "bias_rms",
-}
+#: The norm ``"auto"`` picks for each role (:data:`optimal_scaling.roles.PRESETS`).
+ROLE_NORMS: dict[str, str] = PRESETS["colnorm-spectral-sign"]
 
 #: Valid values of a group's ``norm`` (besides a DualityMap instance).
 NORM_CHOICES: tuple[str, ...] = (*MAPS, "auto")
