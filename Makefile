@@ -5,6 +5,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
+# On a machine without an NVIDIA GPU, torch comes from PyTorch's CPU wheel index (a few hundred
+# MB; the public index's Linux wheel is the CUDA build, several GB). If that index cannot be
+# reached, pip falls back to the plain pin. TORCH_INDEX= turns it off.
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 # Extra arguments for JupyterLab, e.g. make lab LAB_ARGS="--no-browser --port 8899"
 LAB_ARGS ?=
 # Per-cell timeout (seconds) for the notebook run, and parallel workers. Fast-mode cells take
@@ -35,13 +39,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-# torch goes first at an exact version (the CPU wheel where one is available locally);
+# torch goes first at an exact version (the CPU build without an NVIDIA GPU, see TORCH_INDEX);
 # skipped when the venv already has a torch.
 $(STAMP): pyproject.toml | $(BIN)/python
 	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
 		echo "torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
 	else \
-		$(BIN)/python -m pip install "torch==$(TORCH_VERSION)"; \
+		$(BIN)/python -m pip install --timeout 15 --retries 1 \
+			$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "torch==$(TORCH_VERSION)" \
+		|| $(BIN)/python -m pip install "torch==$(TORCH_VERSION)"; \
 	fi
 	$(BIN)/python -m pip install -e ".[dev]"
 	@touch $(STAMP)

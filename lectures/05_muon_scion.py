@@ -398,14 +398,14 @@ pd.DataFrame(rows).round(3)
 
 # %% [markdown]
 # The same code runs as real processes: `torchrun --standalone --nproc_per_node=2 -m
-# optimal_scaling.distributed` trains a tiny GPT with DDP and `Muon(distributed=True)` (gloo on
+# optimal_scaling.ddp_demo` trains a tiny GPT with DDP and `Muon(distributed=True)` (gloo on
 # CPUs, NCCL on GPUs) and prints how the work was split and a checksum of the parameters. With
 # one process the checksum must agree:
 
 # %%
 for nproc in (2, 1):
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          f"--nproc_per_node={nproc}", "-m", "optimal_scaling.distributed"],
+                          f"--nproc_per_node={nproc}", "-m", "optimal_scaling.ddp_demo"],
                          capture_output=True, text=True, timeout=120)
     lines = [line for line in out.stdout.splitlines() if line.startswith("world size")]
     print(lines[-1] if lines else f"failed (exit {out.returncode}):\n{out.stderr[-2000:]}")

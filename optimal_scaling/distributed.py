@@ -1,63 +1,17 @@
-r"""Distributed Muon and Scion: every rank orthogonalizes only its share of the matrices.
+r"""Orthogonalization split across data-parallel ranks (DDP, FSDP2).
 
-**The idea.** In data-parallel training (DDP) every rank ends the backward pass with the same
-averaged gradients, hence the same momentum buffers. Run naively, Muon then makes every rank
-orthogonalize every matrix: the same Newton–Schulz work done ``world`` times over. Instead:
+With DDP every rank holds the same averaged gradients, so Muon would orthogonalize every
+matrix on every rank. Instead :func:`assign` gives each matrix an owner rank (greedy longest
+processing time on Newton–Schulz FLOPs; computed from the shapes alone, identical on every
+rank), each rank orthogonalizes its own matrices, and one padded ``all_gather`` per dtype
+shares the results (:func:`orthogonalize_sharded`; DTensor parameters are gathered, computed
+and re-sharded, :func:`orthogonalize_dtensor`).
 
-1. :func:`assign` gives each matrix an *owner* rank, balancing the Newton–Schulz FLOPs
-   (:func:`optimal_scaling.newton_schulz.step_flops`) with the greedy longest-processing-time
-   rule. Every rank computes the same assignment from the shapes alone: no communication;
-2. each rank orthogonalizes the matrices it owns: about 1/world of the FLOPs;
-3. the results are all-gathered, so every rank holds every update and applies the same step
-   (the parameters stay identical across ranks, as DDP expects).
-
-:func:`orthogonalize_sharded` does steps 1–3 for any per-matrix function ``fn``; ``Muon(...,
-distributed=True)`` and ``Scion(..., distributed=True)`` (for its Spectral groups) use it.
-
-**Communication.** Step 3 moves the results, i.e. as many numbers as the matrices hold: each
-rank receives the (world − 1)/world of the updates it did not compute. That is half of what the
-ring all-reduce of the same gradients costs DDP (2·(world − 1)/world), so the saving in compute
-costs one extra all-gather. Each rank packs its results into one flat buffer, padded to the
-largest rank's size, and a single ``all_gather`` per dtype (one in practice) exchanges them.
-That beats one ``broadcast`` per matrix (a collective per matrix: latency-bound for many small
-matrices) and works unchanged on gloo (CPU) and NCCL (GPU). The price is the padding: loads
-are balanced in FLOPs, not in entries, so the buffers can be somewhat larger than the results.
-
-**Contract.** Every rank of ``group`` must call with the same list (same shapes, dtypes, order)
-holding the same values, and ``fn`` must be deterministic and return a tensor of its input's
-shape (cast to the input's dtype). Then the sharded result equals ``[fn(t) for t in tensors]``
-bitwise: each entry is computed by exactly one rank and only copied afterwards. A rank that
-skips the call (say, a parameter without a gradient on one rank only) hangs the others.
-
-**Launching real runs.** One process per GPU, started by ``torchrun``, which sets ``RANK``,
-``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``::
-
-    # one node, 8 GPUs
-    torchrun --standalone --nproc_per_node=8 train.py
-    # two nodes, 8 GPUs each: run on every node (same endpoint = a host of the first node)
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_id=job42 --rdzv_backend=c10d \
-        --rdzv_endpoint=node0.example.com:29500 train.py
-
-and in ``train.py``::
-
-    dist.init_process_group("nccl")          # "gloo" on CPUs
-    local = int(os.environ["LOCAL_RANK"])
-    torch.cuda.set_device(local)
-    model = DDP(model.cuda(), device_ids=[local])
-    opt = muon_with_adamw(model.module, distributed=True)   # each rank: its share of Muon
-    ... # each rank trains on its own slice of every global batch
-
-**FSDP2 / DTensor.** With ``fully_shard`` every rank holds only a shard of each matrix (a
-:class:`~torch.distributed.tensor.DTensor`), but orthogonalization needs the whole matrix.
-:func:`orthogonalize_dtensor` gathers it (``full_tensor()``), applies ``fn``, and keeps this
-rank's part of the result (``distribute_tensor(..., src_data_rank=None)`` slices locally,
-without a second communication). :func:`orthogonalize_sharded` accepts DTensors too: it gathers
-every matrix, orthogonalizes only the owned ones, all-gathers the results and re-shards them,
-so the Newton–Schulz work is still split. Both run on CPU with gloo in torch 2.13 (tested with
-two processes, DTensor and ``fully_shard`` + Muon); with NCCL on GPUs nothing changes.
-The simple all-gather version has every rank hold every full matrix for a moment (the memory
-FSDP saves comes back during the step); a production implementation gathers each matrix to its
-owner only and scatters the result back (less traffic and memory, more code).
+Contract: every rank of the group calls with the same list (shapes, dtypes, order, values)
+and a deterministic ``fn`` that keeps its input's shape; the result then equals
+``[fn(t) for t in tensors]`` bitwise. A rank that skips the call hangs the others. Works on
+gloo (CPU) and NCCL (GPU). Lecture 05 explains the communication cost; the torchrun demo is
+:mod:`optimal_scaling.ddp_demo`.
 """
 
 from __future__ import annotations
@@ -282,61 +236,3 @@ def orthogonalize_dtensor(dt: Tensor, fn: Fn) -> Tensor:
         return _checked(fn(dt), dt)
     full = dt.full_tensor()
     return _reshard(_checked(fn(full), full), dt)
-
-
-# --------------------------------------------------------------------------- demo (torchrun)
-def demo(steps: int = 3, width: int = 64, global_batch: int = 8) -> dict:
-    """DDP + distributed Muon on a tiny GPT; run under torchrun (gloo on CPU, nccl on GPU).
-
-        torchrun --standalone --nproc_per_node=2 -m optimal_scaling.distributed
-
-    Every rank builds the same model (same seed), trains on its slice of the same global
-    batches with ``muon_with_adamw(..., distributed=True)``, and rank 0 prints how the Muon
-    matrices were split (FLOPs per rank) and a checksum of the final parameters: the same
-    command with ``--nproc_per_node=1`` prints the same checksum (up to float rounding).
-    """
-    import os
-
-    from torch.nn.parallel import DistributedDataParallel
-
-    from optimal_scaling.models import GPT
-    from optimal_scaling.optim import muon_param_groups, muon_with_adamw
-
-    cuda = torch.cuda.is_available()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    me, world = dist.get_rank(), dist.get_world_size()
-    if global_batch % world:
-        raise ValueError(f"global batch {global_batch} is not divisible by {world} ranks")
-    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu")
-    torch.manual_seed(0)
-    model = GPT(vocab_size=64, context=16, width=width, depth=2, n_heads=2).to(device)
-    muon_groups, _ = muon_param_groups(model)
-    matrices = [p for group in muon_groups for _, p in group["params"]]
-    owners = assign([p.shape for p in matrices], world)
-    loads = [sum(matrix_cost(p.shape) for p, r in zip(matrices, owners, strict=True) if r == k)
-             for k in range(world)]
-    ddp = DistributedDataParallel(model)
-    opt = muon_with_adamw(model, lr=0.02, adamw_lr=1e-3, distributed=True)
-    g = torch.Generator().manual_seed(1)
-    share = global_batch // world
-    for _ in range(steps):
-        tokens = torch.randint(64, (global_batch, 17), generator=g)[me * share : (me + 1) * share]
-        x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
-        logits = ddp(x)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    checksum = sum(p.double().sum().item() for p in model.parameters())
-    report = {"world": world, "muon_matrices": len(matrices), "flops_per_rank": loads,
-              "checksum": checksum}
-    if me == 0:
-        print(f"world size {world}: {len(matrices)} Muon matrices, Newton–Schulz FLOPs per rank "
-              f"{loads}; parameter checksum {checksum:.10f}", flush=True)
-    dist.destroy_process_group()
-    return report
-
-
-if __name__ == "__main__":
-    demo()

@@ -197,9 +197,15 @@ def test_power_iteration_state():
     assert est.vector("a") is None and len(est) == 1
     est.reset()
     assert len(est) == 0
-    # default key: the shape
-    est(A)
-    assert est.vector((6, 5)) is not None
+    # default key: the shape; the stored vector converges to A's top right singular vector
+    long = PowerIteration(iters=200, seed=0)
+    long(A)
+    v1 = torch.linalg.svd(A.double()).Vh[0]
+    assert abs(float(long.vector((6, 5)).double() @ v1)) == pytest.approx(1.0, abs=1e-6)
+    # and a second call continues from it: 3 + 3 warm-started steps = 6 steps from the seed
+    split, whole = PowerIteration(iters=3, seed=0), PowerIteration(iters=6, seed=0)
+    split(A)
+    torch.testing.assert_close(split(A), whole(A), rtol=1e-6, atol=0)
 
 
 def test_power_iteration_batched_rms_to_rms_and_zero():

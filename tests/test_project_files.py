@@ -71,3 +71,27 @@ def test_readme_links_resolve(root):
     text = (root / "README.md").read_text()
     for target in re.findall(r"\]\(([^)#:]+)\)", text):
         assert (root / target).exists(), f"README links to missing {target}"
+
+
+def test_make_takes_torch_from_the_cpu_index_without_an_nvidia_gpu(root, tmp_path):
+    import os
+    import subprocess
+
+    def install_lines(path: str) -> str:
+        env = dict(os.environ, PATH=path)
+        out = subprocess.run(["make", "-n", "--always-make", f"VENV={tmp_path}/venv",
+                              f"{tmp_path}/venv/.installed"], cwd=root, env=env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return out.stdout
+
+    plain = os.environ["PATH"]
+    without = install_lines(":".join(p for p in plain.split(":")
+                                     if not os.path.exists(f"{p}/nvidia-smi")))  # fmt: skip
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in without
+    assert '|| ' in without and 'pip install "torch==' in without  # the plain pin as fallback
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    with_gpu = install_lines(f"{fake}:{plain}")
+    assert "download.pytorch.org/whl/cpu" not in with_gpu

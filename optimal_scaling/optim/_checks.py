@@ -56,6 +56,14 @@ def check_finite_grad(who: str, p: Tensor, grad: Tensor, name: str | None = None
         raise ValueError(f"{who}: the gradient of {describe(p, name)} contains {bad} entries")
 
 
+def closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """The loss of an optimizer's ``closure``, evaluated with gradients enabled (or None)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class CheckedOptimizer(torch.optim.Optimizer):
     """A torch optimizer whose param groups are validated as they are added.
 
@@ -87,13 +95,7 @@ class CheckedOptimizer(torch.optim.Optimizer):
     def _check_group(self, group: dict) -> None:
         raise NotImplementedError
 
-    @staticmethod
-    def _closure_loss(closure: Callable[[], float] | None) -> float | None:
-        """The loss of ``closure`` evaluated with gradients enabled (None without one)."""
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
+    _closure_loss = staticmethod(closure_loss)
 
     def _checks_finite(self, group: dict, p: Tensor) -> bool:
         """Whether to check ``p``'s gradient: the group's ``check_finite``, where ``None`` means

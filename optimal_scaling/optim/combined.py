@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from optimal_scaling.optim._checks import closure_loss
+
 __all__ = ["CombinedOptimizer"]
 
 
@@ -48,10 +50,7 @@ class CombinedOptimizer:
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Evaluate ``closure`` once (with gradients), then step every member."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for opt in self.optimizers:
             opt.step()
         return loss
