@@ -120,7 +120,8 @@ pd.concat([exponents(p) for p in ("sp", "mup", "ntk", "spectral")]).set_index(["
 # each layer's `mean |h|` (and the change `mean |h − h₀|` since initialization). Step 1 is
 # measured before any update. If the parametrization is right, every curve is flat in width.
 #
-# An MLP with Adam at learning rate 10⁻², widths from 128 to 2048:
+# An MLP with Adam at learning rate 10⁻², widths from 128 up by factors of 2 (to 1024 in fast
+# mode, to 4096 in full mode):
 
 # %%
 widths = osc.config.choose(fast=[128, 256, 512, 1024], full=[128, 256, 512, 1024, 2048, 4096])
@@ -134,7 +135,9 @@ plot_coords(coords["mup"], "out", "μP + Adam: mean |h| of each layer vs width")
 # moves every weight by `±lr` along its gradient's sign, and a hidden unit sums `n` such
 # changes: the hidden layer's change grows like `n` (slope 1). The readout adds its own `±lr`
 # updates (another `n`) and reads that hidden change through weights of size `1/√n` that it is
-# aligned with (`n^{3/2}`), so its slope sits between 1 and 1.5 at finite width. Under μP every
+# aligned with (`n^{3/2}`), so once its update dominates its slope should lie between 1 and
+# 1.5; at the first steps and at small widths the measured value can fall below 1 (the next
+# cells print every slope beside the theory). Under μP every
 # slope should be 0, except the readout's output *at initialization*, which the Table 3 init
 # `1/fan_in²` makes vanish like `n^{−1/2}`.
 

@@ -130,8 +130,11 @@ for p, g_ in slopes.groupby(level="parametrization"):
 sp_dw = slopes.loc["sp", f"‖ΔW‖ at step {steps}"]
 print(f"SP update slopes: hidden {sp_dw['hidden.0']:.2f}, readout {sp_dw['output']:.2f} "
       "(1 if fully aligned, ½ if not aligned at all): the next section measures the alignment")
+w_init, w_now = slopes.loc[("sp", "output")].iloc[0], slopes.loc[("sp", "output")].iloc[1]
 print(f"SP ‖W‖ slopes after {steps} steps: hidden {slopes.loc[('sp', 'hidden.0')].iloc[1]:.2f}, "
-      f"readout {slopes.loc[('sp', 'output')].iloc[1]:.2f}: the growing updates take over")
+      f"readout {w_now:.2f} (at init {w_init:.2f}): "
+      + ("the growing updates take over" if w_now > w_init + 0.1
+         else "the updates have not yet changed the readout's scaling at this length"))
 
 # %% [markdown]
 # ## Alignment during training
@@ -208,10 +211,10 @@ both.pivot(index="layer", columns="parametrization",
 #
 # * The spectral condition: `‖W‖_*` and `‖ΔW‖_*` both Θ(√(n_out/n_in)); equivalently, RMS→RMS
 #   norms Θ(1).
-# * Measured during training: SP breaks it (readout ‖W‖ grows like √n, updates like n); μP
-#   and the spectral parametrization keep every slope near 0.
-# * Updates align with their inputs (A → 1), which is why the sizes must be set for aligned
-#   sums.
+# * Measured during training: SP breaks it (its update slopes, printed above, are well above
+#   0: n would be a slope of 1); μP and the spectral parametrization keep every slope near 0.
+# * Updates are strongly aligned with their inputs (the alignment ratios printed above are of
+#   order 1, not of order 1/√n), which is why the sizes must be set for aligned sums.
 # * μP's exponents are the condition's solution.
 # * Exercise: [`exercises/02_spectral.ipynb`](../exercises/02_spectral.ipynb): the RMS→RMS norm
 #   and the alignment ratio. Next: [lecture 03](03_duality.ipynb), norms for every layer.

@@ -388,8 +388,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path):
     out = tmp_path / "c"
     cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI), "--out",
            str(out), "--workers", "2", "--quiet", "--set", "horizons=[4096, 32768, 65536]"]
+    # A test worker (pytest-xdist) may ignore SIGINT, and children inherit that: restore the
+    # default, as in a terminal, so that Python turns Ctrl-C into KeyboardInterrupt.
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not any(
         r.get("rows") for r in _statuses(out).values()

@@ -1,63 +1,17 @@
-r"""Triton kernels for one Newton–Schulz step, using the symmetry of X Xᵀ.
+r"""Triton kernels for one Newton–Schulz step that use the symmetry of X Xᵀ (lecture 04).
 
-:mod:`optimal_scaling.newton_schulz` orthogonalizes X (…, m, n), m ≤ n, by steps
+* :func:`syrk`: A = X Xᵀ, upper-triangle tiles only, each mirrored (m²n FLOPs, not 2m²n);
+* :func:`sym_poly`: B = b·A + c·A·A, likewise (m³, not 2m³), b·A added in the epilogue;
+* :func:`ns_update`: X ← a·X + B·X (2m²n), a·X added in the epilogue;
+* :func:`ns_step`: the three in a row.
 
-    A = X Xᵀ,        B = b A + c A A,        X ← a X + B X.
-
-A and A A are symmetric, so only the tiles on and above the diagonal need computing; each
-one is written twice, to its place and, transposed, to its mirror image. The three kernels:
-
-* :func:`syrk`: A = X Xᵀ (a "symmetric rank-k update", BLAS's SYRK), m²n FLOPs instead of
-  the dense product's 2m²n;
-* :func:`sym_poly`: B = b A + c A A, m³ FLOPs instead of 2m³; b A is added in the epilogue
-  (the A tile is loaded and combined in fp32 before the single rounding to the output);
-* :func:`ns_update`: X ← a X + B X, a plain product (B X is not symmetric), 2m²n FLOPs, with
-  a X added in the epilogue;
-
-and :func:`ns_step` runs the three. Per step (one multiply-add = 2 FLOPs):
-
-    dense:      2m²n + 2m³ + 2m²n = 4m²n + 2m³
-    symmetric:   m²n +  m³ + 2m²n = 3m²n +  m³
-
-between 4/3× fewer (m ≪ n) and 1.5× fewer (m = n: 6m³ against 4m³). Counting tiles rather
-than FLOPs, a T×T tile grid computes T(T+1)/2 tiles, so the saving is a little smaller for
-small T (T = 1: none).
-
-Conventions. Tensors are (m, n) or (…, m, n); leading dims are flattened into one batch axis
-(a reshape, which copies only when the leading dims cannot be viewed as one), and the batch is
-grid axis 1. Any strides are accepted — views, transposes, slices run without ``.contiguous()``;
-the kernels take every tensor's strides (contiguous inputs are faster on a GPU: their loads
-are coalesced). Sizes need not be multiples of the block (masked tails). Dtypes: float32,
-float16, bfloat16; products accumulate in fp32 (fp32 inputs with ``input_precision="ieee"``,
-i.e. no TF32), the output has the input's dtype. The results of :func:`syrk` and
-:func:`sym_poly` are exactly symmetric (bit for bit). ``out=`` takes a preallocated result
-(right shape, dtype and device, not overlapping an input). An input that is not symmetric
-where symmetry is assumed (``A`` of :func:`sym_poly`) is not checked: the result is then the
-upper triangle of b A + c A A, mirrored.
-
-Compiled or interpreted. Triton's ``@triton.jit`` decides at *decoration* time: with
-``TRITON_INTERPRET=1`` in the environment it returns an ``InterpretedFunction``, which runs
-each program of the grid one after another in Python/NumPy on the CPU (copying CUDA tensors to
-the host and back), otherwise a ``JITFunction``, compiled for the GPU on first launch
-(triton 3.x, ``triton/runtime/jit.py``: ``if knobs.runtime.interpret: return
-InterpretedFunction(fn, …)``). A module that decorates its kernels at import therefore fixes
-the mode at import. Here the kernels are plain functions in :mod:`._triton`, wrapped on first
-use and cached per mode, and the mode is read at every call: :func:`interpreting` (that is,
-``TRITON_INTERPRET=1``) → interpreter, for CPU and CUDA tensors alike, as in Triton;
-otherwise compiled, CUDA tensors only. Triton's own helpers (``tl.zeros``, ...) are decorated
-when *Triton* is imported, though, so the variable must already be set then: a process
-picks one mode at its first ``import triton``, and a call in the other mode raises a
-RuntimeError that says so (the test-suite sets ``TRITON_INTERPRET=1`` at start-up on
-machines without CUDA).
-
-Interpreter caveats (Triton 3.9): its ``tl.dot`` cannot multiply bf16 (it multiplies the raw
-bits), so for bf16 the kernels upcast their tiles to fp32 first there (exact: a bf16·bf16
-product fits in fp32); and it rounds fp32 → bf16 towards zero where a GPU rounds to nearest,
-so interpreted bf16 results are within 2⁻⁷ relative instead of 2⁻⁸. fp32 and fp16 behave as
-on a GPU.
-
-Nothing here imports Triton until a kernel runs (or :func:`available` is asked): without
-Triton, this module imports, :func:`available` is False and the kernels raise RuntimeError.
+Contract: X is (m, n) or (…, m, n), any strides, float32/float16/bfloat16; products accumulate
+in fp32 (no TF32) and the result has X's dtype; A and B are symmetric bit for bit; ``out=``
+must not overlap an input. Bad input raises a TypeError/ValueError naming it. Compiled on
+CUDA; with ``TRITON_INTERPRET=1`` (set before Triton is first imported: it fixes the mode then)
+they run in Triton's CPU interpreter, where bf16 tiles are upcast to fp32 and fp32 → bf16
+rounds towards zero (results within 2⁻⁷ instead of 2⁻⁸). Importing this module does not
+import Triton; without Triton :func:`available` is False and the kernels raise RuntimeError.
 """
 
 from __future__ import annotations

@@ -1,40 +1,13 @@
 """The Triton source of the three Newton–Schulz kernels (imported only when Triton is).
 
-The kernels are written as plain Python functions and turned into Triton kernels by
-:func:`build`, once per mode: compiled (``triton.JITFunction``, what ``@triton.jit`` returns
-normally) or interpreted (``triton.runtime.interpreter.InterpretedFunction``, what
-``@triton.jit`` returns when ``TRITON_INTERPRET=1`` at decoration time). Building both on
-demand, instead of decorating at import, lets the mode follow ``TRITON_INTERPRET`` at *call*
-time; see :mod:`optimal_scaling.kernels`.
-
-Conventions shared by the three kernels:
-
-* grid axis 0 walks the output tiles, grid axis 1 the batch;
-* every tensor comes with its three strides (batch, row, column), so views and transposes
-  work without a copy; indices are cast to int64 *before* they are multiplied by a stride, so
-  offsets past 2³¹ elements do not wrap around;
-* sizes need not be multiples of the block: loads outside the matrix are masked to 0 (which
-  adds nothing to a dot product) and stores outside it are masked off;
-* products accumulate in fp32 (``tl.dot`` with an fp32 accumulator; fp32 inputs use
-  ``input_precision="ieee"``, not TF32), the epilogue combines in fp32, and the result is
-  rounded once to the output's dtype;
-* ``UPCAST`` converts the operand tiles to fp32 before ``tl.dot``. The wrapper sets it for
-  bf16 under the interpreter only: the interpreter keeps bf16 as raw uint16 bits and its
-  ``tl.dot`` multiplies those bits as integers (Triton 3.9). A bf16·bf16 product is exact in
-  fp32, so the upcast changes nothing but speed. (The interpreter also rounds fp32 → bf16
-  towards zero where a GPU rounds to nearest: interpreted bf16 results are off by up to 2⁻⁷
-  relative instead of 2⁻⁸.)
-
-Symmetric tiles. For a symmetric result S (m×m) in square BLOCK×BLOCK tiles, only tiles (i, j)
-with i ≤ j are computed: T(T+1)/2 programs instead of T², T = ⌈m / BLOCK⌉. Program k gets
-the k-th tile of the column-major enumeration of the upper triangle,
-
-    (0,0) (0,1) (1,1) (0,2) (1,2) (2,2) …   j = ⌊(√(8k+1) − 1)/2⌋,   i = k − j(j+1)/2,
-
-and writes entry (r, c) of its tile to S[r, c] when r ≤ c and to S[c, r] when r < c (global
-indices). Off the diagonal that is the whole tile and its transpose; on a diagonal tile the
-strict lower half is a copy of the upper half, so S == Sᵀ holds bit for bit even where the
-hardware's dot does not round (r, c) and (c, r) alike. Every entry has exactly one writer.
+The kernels are plain functions turned into Triton kernels by :func:`build`, once per mode
+(compiled or interpreted), so the mode follows ``TRITON_INTERPRET`` at call time. Grid axis 0
+walks output tiles, axis 1 the batch; every tensor comes with (batch, row, column) strides and
+indices are int64 before they meet a stride; tails are masked. Symmetric results compute only
+tiles (i, j), i ≤ j: program k takes the k-th tile of the column-major upper triangle,
+j = ⌊(√(8k+1) − 1)/2⌋, i = k − j(j+1)/2, and writes entry (r, c) to S[r, c] if r ≤ c and to
+S[c, r] if r < c, so every entry has one writer and S == Sᵀ bit for bit. ``UPCAST`` turns bf16
+tiles into fp32 before ``tl.dot`` (the interpreter's dot multiplies raw bf16 bits).
 """
 
 import triton
