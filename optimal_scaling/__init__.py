@@ -23,6 +23,7 @@ _SUBMODULES = {
     "ddp_demo",
     "distributed",
     "duality",
+    "execute",
     "exercises",
     "experiments",
     "kernels",

@@ -4,6 +4,7 @@ optimal-scaling env                         what this machine offers the course
 optimal-scaling sync [DIR ...]              rewrite each .ipynb from its .py
 optimal-scaling check [DIR ...]             fail on drifted pairs or committed outputs
 optimal-scaling exercises [--check]         generate exercises/ from solutions/
+optimal-scaling execute NB [--out F]        run a notebook headless, keep its outputs
 optimal-scaling lr-transfer --out F         GPT learning-rate transfer grid (lecture 01)
 optimal-scaling bench ns [--fast] [--out F] Newton–Schulz benchmark (lecture 04)
 optimal-scaling bench optim [--fast]        optimizer share of a GPT step (lecture 05)
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solutions", default="solutions")
     p.add_argument("--exercises", default="exercises")
     p.add_argument("--check", action="store_true")
+    p = sub.add_parser("execute", help="run a notebook headless and keep its outputs")
+    p.add_argument("notebook", help="a .ipynb or its Jupytext .py")
+    p.add_argument("--out", help="where to write it (default: <name>.run.ipynb beside it)")
+    p.add_argument("--timeout", type=int, default=180, help="seconds per cell (default 180)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fast", action="store_true", help="OPTIMAL_SCALING_FAST=1")
+    mode.add_argument("--full", action="store_true", help="OPTIMAL_SCALING_FAST=0 (classroom)")
     p = sub.add_parser("lr-transfer", help="GPT learning-rate transfer grid (lecture 01)")
     p.add_argument("--out", required=True, help="CSV file to write (with a provenance header)")
     p.add_argument("--fast", action="store_true", help="the seconds-long version")
@@ -70,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "lr-transfer":
         return _lr_transfer(args, argv)
+    if args.command == "execute":
+        from optimal_scaling.execute import execute
+
+        fast = True if args.fast else False if args.full else None
+        try:
+            path = execute(args.notebook, args.out, timeout=args.timeout, fast=fast)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"execute: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
     if args.command == "bench":
         return _bench(args, argv)
     if args.command == "sweep":

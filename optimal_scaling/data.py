@@ -24,13 +24,14 @@ import json
 import math
 import os
 import sysconfig
-import tempfile
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from optimal_scaling.results import atomic_write
 
 
 class TeacherTask:
@@ -583,23 +584,9 @@ def _load_npy(path: Path) -> np.ndarray:
 def _save_cache(folder: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> None:
     """Write train.npy, val.npy, then meta.json (the "complete" marker), each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "train.npy", lambda f: np.save(f, train))
-    _atomic_write(folder / "val.npy", lambda f: np.save(f, val))
-    _atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(folder / "train.npy", lambda f: np.save(f, train))
+    atomic_write(folder / "val.npy", lambda f: np.save(f, val))
+    atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
 # --------------------------------------------------------------------------- token shards
@@ -626,7 +613,7 @@ def write_token_shard(tokens: np.ndarray | torch.Tensor, path: str | os.PathLike
             f"uint16, got min {arr.min()} and max {arr.max()}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: f.write(arr.astype(np.uint16).tobytes()))
+    atomic_write(path, lambda f: f.write(arr.astype(np.uint16).tobytes()))
     return path
 
 

@@ -10,29 +10,54 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import platform
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
-import torch
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then move it into place.
+
+    ``os.replace`` is atomic: a reader (or a job killed mid-write) sees the old file or the
+    new one, never a part of it. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def machine() -> str:
     """A one-line description of this machine's compute."""
+    import torch
+
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    import os
-
     cpu = platform.processor() or platform.machine()
     return f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
 def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object) -> Path:
     """Write ``df`` as CSV with a provenance header; return the path."""
+    import torch
+
     from optimal_scaling import __version__
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {
         "command": command,
         "optimal_scaling": __version__,
@@ -45,10 +70,7 @@ def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object
         if "\n" in str(value):
             raise ValueError(f"metadata {key!r} must fit on one line")
     text = "".join(f"# {k}: {v}\n" for k, v in header.items()) + df.to_csv(index=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -1,4 +1,4 @@
-"""The root conftest.py's sliced poll: same results as jupyter_client's get_msg, bounded sleeps."""
+"""The sliced poll of optimal_scaling.execute (the root conftest.py applies it): bounded sleeps."""
 
 import asyncio
 import time
@@ -49,3 +49,19 @@ def test_poll_still_times_out():
         asyncio.run(FakeChannel(socket).get_msg(timeout=0.6))
     assert 0.55 < time.monotonic() - start < 2
     assert socket.calls >= 3  # 0.25 + 0.25 + 0.1 s
+
+
+def test_execute_keeps_outputs_and_sets_the_mode(tmp_path):
+    import json
+
+    from optimal_scaling.cli import main
+
+    src = tmp_path / "tiny.py"
+    src.write_text('# %% [markdown]\n# A tiny notebook\n\n# %%\nimport os\n'
+                   'print("fast =", os.environ.get("OPTIMAL_SCALING_FAST"))\n\n# %%\n6 * 7\n')
+    out = tmp_path / "ran.ipynb"
+    assert main(["execute", str(src), "--out", str(out), "--fast", "--timeout", "60"]) == 0
+    cells = json.loads(out.read_text())["cells"]
+    assert "".join(cells[1]["outputs"][0]["text"]) == "fast = 1\n"
+    assert "".join(cells[2]["outputs"][0]["data"]["text/plain"]) == "42"
+    assert main(["execute", str(tmp_path / "missing.ipynb")]) == 2

@@ -47,7 +47,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from optimal_scaling.sweep.store import Lock, atomic_write, read_json, run_dir, write_json
+from optimal_scaling.results import atomic_write
+from optimal_scaling.sweep.store import Lock, read_json, run_dir, write_json
 
 __all__ = [
     "build_data",

@@ -22,17 +22,15 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import pandas as pd
 
+from optimal_scaling.results import atomic_write
+
 __all__ = [
     "STATUSES",
-    "atomic_write",
     "collect",
     "read_json",
     "run_dir",
@@ -42,22 +40,6 @@ __all__ = [
 ]
 
 STATUSES = ("done", "diverged", "failed", "running", "pending")
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Call ``write(f)`` on a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: Path, obj: object) -> Path:
