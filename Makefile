@@ -84,16 +84,16 @@ test-all: install
 
 # Regenerate every .ipynb from its Jupytext .py source (outputs stripped).
 sync: install
-	$(BIN)/python -m optimal_scaling.notebooks sync $(NOTEBOOK_DIRS)
+	$(BIN)/python -m optimal_scaling.course.notebooks sync $(NOTEBOOK_DIRS)
 
 # Regenerate exercises/ from solutions/.
 exercises: install
-	$(BIN)/python -m optimal_scaling.exercises solutions exercises
+	$(BIN)/python -m optimal_scaling.course.exercises solutions exercises
 
 # Fail if any pair drifted or any exercise is stale (the tests check the same).
 check: install
-	$(BIN)/python -m optimal_scaling.notebooks check $(NOTEBOOK_DIRS)
-	$(BIN)/python -m optimal_scaling.exercises solutions exercises --check
+	$(BIN)/python -m optimal_scaling.course.notebooks check $(NOTEBOOK_DIRS)
+	$(BIN)/python -m optimal_scaling.course.exercises solutions exercises --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -24,7 +24,7 @@
 # %%
 import torch
 
-from optimal_scaling.checks import lecture03
+from optimal_scaling.course.checks import lecture03
 
 # %% [markdown]
 # ## 1. The ColNorm duality map

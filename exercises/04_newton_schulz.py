@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from optimal_scaling import newton_schulz as ns
-from optimal_scaling.checks import lecture04
+from optimal_scaling.course.checks import lecture04
 
 # %% [markdown]
 # ## 1. One Newton–Schulz step

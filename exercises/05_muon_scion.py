@@ -25,7 +25,7 @@
 import torch
 
 from optimal_scaling import duality
-from optimal_scaling.checks import lecture05
+from optimal_scaling.course.checks import lecture05
 
 # %% [markdown]
 # ## 1. One Scion step

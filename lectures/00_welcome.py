@@ -189,9 +189,9 @@ def square_right(x: float) -> float:
 
 
 cases = [{"x": 3.0}, {"x": -1.5}, {"x": 0.0}]
-with osc.checks.strict(False):  # CI runs lectures in strict mode, where a failure raises
+with osc.course.checks.strict(False):  # CI runs lectures in strict mode, where a failure raises
     for fn in (square_wrong, square_stub, square_right):
-        osc.checks.check("square", fn, lambda x: x**2, cases, hint="multiply x by itself")
+        osc.course.checks.check("square", fn, lambda x: x**2, cases, hint="multiply x by itself")
 
 # %% [markdown]
 # ## Summary

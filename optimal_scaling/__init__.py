@@ -1,8 +1,10 @@
 """optimal_scaling: the package behind the *optimal-scaling* course.
 
 ``import optimal_scaling as osc`` is cheap: submodules load on first use (``osc.config``,
-``osc.checks``, ``osc.models``, ...), so nothing heavy (Triton, data generation) happens at
-import time.
+``osc.models``, ``osc.sweep``, ...), so nothing heavy (Triton, data generation) happens at
+import time. The top level holds the science, in the order of the syllabus; the course's own
+machinery (self-checks, notebook pairs, exercise generation, headless runs, the course map)
+lives in :mod:`optimal_scaling.course`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "bench",
-    "checks",
     "cli",
     "config",
     "coord_check",
@@ -23,15 +24,12 @@ _SUBMODULES = {
     "ddp_demo",
     "distributed",
     "duality",
-    "execute",
-    "exercises",
     "experiments",
     "kernels",
     "measure",
     "models",
     "newton_schulz",
     "norms",
-    "notebooks",
     "optim",
     "parametrization",
     "results",
@@ -43,17 +41,15 @@ _SUBMODULES = {
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from optimal_scaling import (  # noqa: F401
-        checks,
         config,
         coord_check,
         course,
         data,
-        exercises,
         experiments,
         models,
-        notebooks,
         parametrization,
         results,
+        sweep,
         train,
     )
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "lr-transfer":
         return _lr_transfer(args, argv)
     if args.command == "execute":
-        from optimal_scaling.execute import execute
+        from optimal_scaling.course.execute import execute
 
         fast = True if args.fast else False if args.full else None
         try:
@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sweep":
         return _sweep(args, argv)
     if args.command in ("sync", "check"):
-        from optimal_scaling import notebooks
+        from optimal_scaling.course import notebooks
 
         return notebooks.main([args.command, *args.dirs])
-    from optimal_scaling import exercises
+    from optimal_scaling.course import exercises
 
     return exercises.main([args.solutions, args.exercises] + (["--check"] if args.check else []))
 

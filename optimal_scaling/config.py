@@ -12,7 +12,7 @@ Environment variables
 ``OPTIMAL_SCALING_DEVICE``
     Force a device (``cpu``, ``cuda``, ``cuda:1``, ``mps``). Unset: cuda > mps > cpu.
 ``OPTIMAL_SCALING_STRICT``
-    Self-checks raise instead of printing a failure (see :mod:`optimal_scaling.checks`).
+    Self-checks raise instead of printing a failure (see :mod:`optimal_scaling.course.checks`).
 """
 
 from __future__ import annotations

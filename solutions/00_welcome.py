@@ -23,7 +23,7 @@
 # %%
 import pandas as pd
 
-from optimal_scaling.checks import lecture00
+from optimal_scaling.course.checks import lecture00
 
 # %% [markdown]
 # ## 1. Parameters of an MLP

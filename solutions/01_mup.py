@@ -22,8 +22,8 @@
 # %%
 import torch
 
-from optimal_scaling.checks import lecture01
 from optimal_scaling.coord_check import fit_slopes, mlp_coord_check
+from optimal_scaling.course.checks import lecture01
 
 # %% [markdown]
 # ## 1. The μP multipliers of a layer

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from optimal_scaling.checks import lecture02
+from optimal_scaling.course.checks import lecture02
 
 # %% [markdown]
 # ## 1. The RMS→RMS norm

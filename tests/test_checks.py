@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from optimal_scaling import checks
-from optimal_scaling.checks import lecture00
+from optimal_scaling.course import checks
+from optimal_scaling.course.checks import lecture00
 
 CASES = [{"x": 2.0}, {"x": -3.0}]
 
@@ -125,7 +125,7 @@ def test_lecture00_checks_accept_the_formula_and_reject_mistakes():
 
 
 def test_lecture01_checks():
-    from optimal_scaling.checks import lecture01
+    from optimal_scaling.course.checks import lecture01
 
     def sp_like(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
         return {"init_std": fan_in**-0.5, "lr_mult": 1.0}
@@ -153,7 +153,7 @@ def test_lecture01_checks():
 
 
 def test_lecture02_and_03_checks():
-    from optimal_scaling.checks import lecture02, lecture03
+    from optimal_scaling.course.checks import lecture02, lecture03
 
     def rms_to_rms(W):
         return (W.shape[1] / W.shape[0]) ** 0.5 * torch.linalg.matrix_norm(W, ord=2).item()

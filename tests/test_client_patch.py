@@ -1,4 +1,4 @@
-"""The sliced poll of optimal_scaling.execute (the root conftest.py applies it): bounded sleeps."""
+"""The sliced poll of optimal_scaling.course.execute (the root conftest applies it)."""
 
 import asyncio
 import time

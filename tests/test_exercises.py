@@ -5,7 +5,12 @@ import textwrap
 import jupytext
 import pytest
 
-from optimal_scaling.exercises import ExerciseError, build, exercise_notebook, strip_solutions
+from optimal_scaling.course.exercises import (
+    ExerciseError,
+    build,
+    exercise_notebook,
+    strip_solutions,
+)
 
 HEADER = "# %%\n"
 
@@ -170,7 +175,7 @@ def test_cli_reports_bad_marker(tmp_path):
     sols.mkdir()
     (sols / "01_x.py").write_text("# %%\ndef f():\n    # BEGIN SOLUTION\n    return 1\n")
     out = subprocess.run(
-        [sys.executable, "-m", "optimal_scaling.exercises", str(sols), str(tmp_path / "ex")],
+        [sys.executable, "-m", "optimal_scaling.course.exercises", str(sols), str(tmp_path / "ex")],
         capture_output=True,
         text=True,
     )

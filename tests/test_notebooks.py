@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from optimal_scaling import notebooks
+from optimal_scaling.course import notebooks
 
 FOLDERS = ["lectures", "solutions", "exercises"]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from optimal_scaling import norms
-from optimal_scaling.checks import CheckResult, check
+from optimal_scaling.course.checks import CheckResult, check
 from optimal_scaling.duality import get_map
 from optimal_scaling.optim.groups import PRESETS
 

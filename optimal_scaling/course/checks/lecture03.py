@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from optimal_scaling.checks import CheckResult, check
+from optimal_scaling.course.checks import CheckResult, check
 from optimal_scaling.duality import ColNorm, Spectral, steepest_descent_step
 
 

@@ -14,8 +14,8 @@ self-checks reporting "not attempted yet".
 
 Usage::
 
-    python -m optimal_scaling.exercises solutions exercises          # write
-    python -m optimal_scaling.exercises solutions exercises --check  # exit 1 if stale
+    python -m optimal_scaling.course.exercises solutions exercises          # write
+    python -m optimal_scaling.course.exercises solutions exercises --check  # exit 1 if stale
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jupytext
 import nbformat
 from nbformat.v4 import new_markdown_cell
 
-from optimal_scaling.notebooks import (
+from optimal_scaling.course.notebooks import (
     PY_FORMAT,
     cell_summary,
     clean,
@@ -143,7 +143,7 @@ def build(solutions: Path, exercises: Path, check: bool = False) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m optimal_scaling.exercises",
+        prog="python -m optimal_scaling.course.exercises",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from optimal_scaling import newton_schulz as ns
-from optimal_scaling.checks import CheckResult, check
+from optimal_scaling.course.checks import CheckResult, check
 
 
 def _matrices(shapes) -> list[torch.Tensor]:

@@ -1,10 +1,10 @@
 """Notebook pairs: every course notebook is a Jupytext percent ``.py`` (the source) plus its
 ``.ipynb`` (committed without outputs).
 
-``python -m optimal_scaling.notebooks sync lectures solutions exercises``
+``python -m optimal_scaling.course.notebooks sync lectures solutions exercises``
     Rewrite each ``.ipynb`` from its ``.py`` (outputs and widget state dropped). An ``.ipynb``
     that has no ``.py`` yet gets one written from it first.
-``python -m optimal_scaling.notebooks check lectures solutions exercises``
+``python -m optimal_scaling.course.notebooks check lectures solutions exercises``
     Exit 1 and list every problem: a missing pair, a pair whose cells drifted, a committed
     ``.ipynb`` with outputs, execution counts or widget state.
 
@@ -141,7 +141,7 @@ def sync(dirs: Iterable[str | Path]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m optimal_scaling.notebooks",
+        prog="python -m optimal_scaling.course.notebooks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from optimal_scaling.checks import CheckResult, check, check_value
+from optimal_scaling.course.checks import CheckResult, check, check_value
 from optimal_scaling.models import MLP
 from optimal_scaling.parametrization import Parametrization
 

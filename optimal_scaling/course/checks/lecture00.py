@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from optimal_scaling.checks import CheckResult, check
+from optimal_scaling.course.checks import CheckResult, check
 from optimal_scaling.models import MLP
 
 _MLP_CASES = [

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from optimal_scaling.checks import CheckResult, check
+from optimal_scaling.course.checks import CheckResult, check
 from optimal_scaling.measure import log_alignment_ratio
 from optimal_scaling.norms import rms_to_rms
 

@@ -1,6 +1,10 @@
-"""The course map: one row per lecture, and where its three notebooks live.
+"""The course's own machinery, apart from the science the lectures teach.
 
-The README's syllabus table and lecture 00's course map are both checked against this list.
+This module: the course map (one row per lecture, and where its three notebooks live; the
+README's syllabus table and lecture 00's course map are checked against it). Submodules, loaded
+on first use: :mod:`~optimal_scaling.course.checks` (self-checks for the exercises),
+:mod:`~optimal_scaling.course.notebooks` (Jupytext pairs), :mod:`~optimal_scaling.course.exercises`
+(exercises generated from solutions), :mod:`~optimal_scaling.course.execute` (headless runs).
 """
 
 from __future__ import annotations
@@ -11,6 +15,16 @@ from pathlib import Path
 import pandas as pd
 
 FOLDERS = ("lectures", "exercises", "solutions")
+
+_SUBMODULES = ("checks", "notebooks", "exercises", "execute")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"optimal_scaling.course.{name}")
+    raise AttributeError(f"module 'optimal_scaling.course' has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,7 @@ SYLLABUS: tuple[Lecture, ...] = (
 
 def repo_root() -> Path | None:
     """The course checkout this package was installed from (editable install), if any."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # optimal_scaling/course/__init__.py
     return root if (root / "lectures").is_dir() else None
 
 
