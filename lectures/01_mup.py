@@ -210,8 +210,16 @@ wider = pd.DataFrame([{"parametrization": p, "width": w, "seed": s,
                        "loss": final_loss(p, w, 3e-3, s)}
                       for p in ("sp", "mup") for w in wider_widths for s in seeds])
 wider_mean = wider.groupby(["parametrization", "width"], as_index=False)["loss"].mean()
-px.line(wider_mean, x="width", y="loss", color="parametrization", markers=True, log_x=True,
-        title=f"validation loss after {steps} Adam steps at lr 3e-3").show()
+fig = px.line(wider_mean[np.isfinite(wider_mean["loss"])], x="width", y="loss",
+              color="parametrization", markers=True, log_x=True,
+              title=f"validation loss after {steps} Adam steps at lr 3e-3 (✕: diverged)")
+finite = wider_mean.loc[np.isfinite(wider_mean["loss"]), "loss"]
+for p, g in wider_mean[~np.isfinite(wider_mean["loss"])].groupby("parametrization"):
+    fig.add_scatter(x=g["width"], y=[finite.max()] * len(g), mode="markers+text",
+                    marker={"symbol": "x", "size": 12, "color": "red"}, text=["diverged"] * len(g),
+                    textposition="top center", name=f"{p}: diverged")
+fig.update_xaxes(tickvals=wider_widths, ticktext=[str(w) for w in wider_widths])
+fig.show()
 for p, g in wider_mean.groupby("parametrization"):
     losses = g["loss"].tolist()
     holds = all(b <= a * 1.01 for a, b in zip(losses, losses[1:], strict=False))

@@ -166,8 +166,10 @@ last.groupby(["width", "layer"])[["align_W", "align_dW"]].mean().round(2)
 # %%
 def explore(parametrization: str, quantity: str):
     data = sweep[(sweep.parametrization == parametrization) & (sweep.step == steps)]
-    px.line(data, x="width", y=quantity, color="layer", markers=True, log_x=True,
-            log_y=quantity.startswith("norm"), title=f"{parametrization}: {quantity}").show()
+    fig = px.line(data, x="width", y=quantity, color="layer", markers=True, log_x=True,
+                  log_y=quantity.startswith("norm"), title=f"{parametrization}: {quantity}")
+    widths_ = sorted(data["width"].unique())
+    fig.update_xaxes(tickvals=widths_, ticktext=[str(w) for w in widths_]).show()
 
 
 interact(explore, parametrization=Dropdown(options=["sp", "mup", "spectral"], value="sp"),

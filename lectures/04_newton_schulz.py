@@ -162,9 +162,9 @@ def plot_response(a: float, b: float, c: float, steps: int) -> go.Figure:
 
 
 interact(lambda a, b, c, steps: plot_response(a, b, c, steps).show(),
-         a=FloatSlider(value=ns.MUON[0], min=1, max=5, step=0.05),
-         b=FloatSlider(value=ns.MUON[1], min=-8, max=0, step=0.05),
-         c=FloatSlider(value=ns.MUON[2], min=0, max=5, step=0.05),
+         a=FloatSlider(value=ns.MUON[0], min=1, max=5, step=0.0005, readout_format=".4f"),
+         b=FloatSlider(value=ns.MUON[1], min=-8, max=0, step=0.0005, readout_format=".4f"),
+         c=FloatSlider(value=ns.MUON[2], min=0, max=5, step=0.0005, readout_format=".4f"),
          steps=IntSlider(value=5, min=1, max=12));
 
 # %% [markdown]

@@ -206,6 +206,8 @@ def plot_coords(df: pd.DataFrame, stat: str = "out", title: str = ""):
         labels={"value": label},
         title=title,
     )
+    widths = sorted(data["width"].unique())
+    fig.update_xaxes(tickvals=widths, ticktext=[str(w) for w in widths])  # not "2 3 4 … 1000"
     return fig
 
 

@@ -178,3 +178,11 @@ def test_lecture02_and_03_checks():
 
     assert lecture03.check_spectral_step(step)
     assert not lecture03.check_spectral_step(lambda G, sharpness: -G / sharpness)
+
+
+def test_a_check_result_is_not_echoed_twice_in_a_notebook():
+    from optimal_scaling.course.checks import CheckResult
+
+    result = CheckResult("square", "passed", "ok")
+    assert result._ipython_display_() is None  # IPython calls this instead of printing repr
+    assert str(result).endswith("square: ok")

@@ -184,3 +184,11 @@ def test_lr_transfer_stars_sit_in_their_own_panels(order):
         best = sub.loc[sub.groupby("width")["loss"].idxmin()]
         assert sorted(star.x) == sorted(best["lr"])
         assert sorted(star.y) == pytest.approx(sorted(best["loss"]))
+
+
+def test_width_axes_show_the_widths():
+    rows = [{"step": s, "layer": "hidden", "width": w, "stat": "out", "value": 1.0 / w}
+            for s in (1, 2) for w in (64, 256, 1024)]
+    fig = plot_coords(pd.DataFrame(rows), "out")
+    assert list(fig.layout.xaxis.tickvals) == [64, 256, 1024]
+    assert list(fig.layout.xaxis.ticktext) == ["64", "256", "1024"]

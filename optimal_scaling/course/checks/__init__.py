@@ -53,6 +53,9 @@ class CheckResult:
     def __str__(self) -> str:
         return f"{_ICON[self.status]} {self.name}: {self.message}"
 
+    def _ipython_display_(self) -> None:
+        """Show nothing as a cell's value: :func:`check` has already printed the result line."""
+
 
 def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
     """Return ``None`` if ``got`` matches ``expected``, else a short reason why not.
