@@ -365,7 +365,8 @@ pd.DataFrame([{"m×n": f"{m}×{n}", "dense GFLOP": ns.step_flops(m, n) / 1e9,
 # %% [markdown]
 # The package's Triton kernels do exactly this: `kernels.syrk` launches one program per tile
 # of the upper triangle (T(T+1)/2 of them for T tiles per side) and writes each tile and its
-# mirror; `kernels.sym_poly` does the same for `b·A + c·A·A`; `kernels.ns_update` computes
+# mirror; `kernels.sym_poly` is the same kernel for `b·A + c·A·A` (for symmetric A,
+# `A·A = A·Aᵀ`), with `b·A` added before the single rounding; `kernels.ns_update` computes
 # `a·X + B·X`. On a GPU they are compiled; without one, Triton's interpreter runs the same
 # kernel code on the CPU, one program after another (slow, but the same arithmetic), which is
 # how the tests check them on every commit. (This notebook turned the interpreter on in its

@@ -6,8 +6,9 @@ r"""Triton kernels for one Newton–Schulz step that use the symmetry of X Xᵀ 
 * :func:`ns_step`: the three in a row.
 
 Contract: X is (m, n) or (…, m, n), any strides, float32/float16/bfloat16; products accumulate
-in fp32 (no TF32) and the result has X's dtype; A and B are symmetric bit for bit; ``out=``
-must not overlap an input. Bad input raises a TypeError/ValueError naming it. Compiled on
+in fp32 (no TF32) and the result, a new tensor, has X's dtype; A and B are symmetric bit for
+bit (:func:`syrk` and :func:`sym_poly` are one kernel: A·A = A·Aᵀ for symmetric A). Bad input
+raises a TypeError/ValueError naming it. Compiled on
 CUDA; with ``TRITON_INTERPRET=1`` (set before Triton is first imported: it fixes the mode then)
 they run in Triton's CPU interpreter, where bf16 tiles are upcast to fp32 and fp32 → bf16
 rounds towards zero (results within 2⁻⁷ instead of 2⁻⁸). Importing this module does not
@@ -41,7 +42,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # several tiles, so the off-diagonal, mirror and tail paths all run.
 BLOCKS = {"compiled": {"BLOCK": 64, "BLOCK_K": 32}, "interpreted": {"BLOCK": 16, "BLOCK_K": 16}}
 _GPU_LAUNCH = {"num_warps": 4, "num_stages": 3}  # compiled launches only
-_MAX_GRID_Y = 65535  # CUDA's limit on grid axis 1: larger batches are launched in chunks
+_MAX_GRID_Y = 65535  # CUDA's limit on grid axis 1 (the batch): larger batches are an error
 _built: dict[bool, dict[str, Any]] = {}  # interpret → {kernel name: Triton kernel}
 
 
@@ -141,74 +142,40 @@ def _check_same(fn: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.T
         raise TypeError(f"{fn}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
 
 
-def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-
-
-def _output(
-    fn: str, out: torch.Tensor | None, shape: tuple[int, ...], like: torch.Tensor, *inputs
-) -> torch.Tensor:
-    """``out`` checked against the expected shape, dtype and device, or a new tensor."""
-    if out is None:
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{fn}: out must be a torch.Tensor, got {type(out).__name__}")
-    if tuple(out.shape) != shape:
-        raise ValueError(f"{fn}: out has shape {tuple(out.shape)}, expected {shape}")
-    _check_same(fn, "out", out, "the input", like)
-    if any(_overlaps(out, t) for t in inputs):
-        raise ValueError(
-            f"{fn}: out must not share memory with an input (it is read while written)"
-        )
-    return out
-
-
-# -- launching --------------------------------------------------------------------------------
-
-
 def _shape3(t: torch.Tensor) -> tuple[int, int, int]:
     """(batch, rows, cols) of t, batch = the product of its leading dims (1 for a matrix)."""
     return (math.prod(t.shape[:-2]), *t.shape[-2:])
-
-
-def _batched(t: torch.Tensor) -> torch.Tensor:
-    """t as (batch, rows, cols): a view for 2-D and 3-D tensors, a reshape beyond."""
-    return t.reshape(_shape3(t))
-
-
-def _launch(kernel, tiles: int, tensors: list[torch.Tensor], args: list, **meta: Any) -> None:
-    """kernel[tiles, batch](*tensors, *args, *strides, **meta), in batch chunks of ≤ 65535.
-
-    ``tensors`` are (batch, rows, cols); their strides follow ``args``, three per tensor.
-    """
-    batch = tensors[0].shape[0]
-    for lo in range(0, batch, _MAX_GRID_Y):
-        chunk = [t[lo : lo + _MAX_GRID_Y] for t in tensors]
-        strides = [s for t in chunk for s in t.stride()]
-        kernel[(tiles, chunk[0].shape[0])](*chunk, *args, *strides, **meta)
-
-
-def _write_back(out: torch.Tensor, compute) -> torch.Tensor:
-    """Run ``compute(out3)`` on a (batch, rows, cols) view of ``out`` (or on a temporary,
-    copied into ``out``, when its leading dims cannot be viewed as one)."""
-    try:
-        out3 = out.view(_shape3(out))
-    except RuntimeError:
-        tmp = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-        compute(tmp.view(_shape3(tmp)))
-        return out.copy_(tmp)
-    compute(out3)
-    return out
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-# -- the kernels ------------------------------------------------------------------------------
+def _run(fn: str, kernel: str, inputs: list[torch.Tensor], out_shape: tuple[int, ...],
+         args: list, tiles, blocks: tuple[str, ...], **constants: Any) -> torch.Tensor:  # fmt: skip
+    """Launch ``kernel`` on ``inputs`` into a new tensor of ``out_shape``: the one launch path.
+
+    Every tensor is seen as (batch, rows, cols) (a view, or a copy when the leading dims of an
+    input cannot be viewed as one); the grid is (``tiles(BLOCK)``, batch); strides follow
+    ``args``, three per tensor; each name in ``blocks`` is set to the tile size BLOCK, and
+    ``constants`` are the kernel's other compile-time switches.
+    """
+    out = torch.empty(out_shape, dtype=inputs[0].dtype, device=inputs[0].device)
+    if out.numel() == 0:
+        return out
+    kernels, block, meta = _setup(fn, inputs[0])
+    batch = _shape3(out)[0]
+    if batch > _MAX_GRID_Y:
+        raise ValueError(f"{fn}: a batch of {batch} matrices exceeds CUDA's grid limit "
+                         f"{_MAX_GRID_Y}; split it")  # fmt: skip
+    tensors = [t.reshape(_shape3(t)) for t in (*inputs, out)]
+    strides = [s for t in tensors for s in t.stride()]
+    kernels[kernel][(tiles(block), batch)](*tensors, *args, *strides, **meta, **constants,
+                                           **dict.fromkeys(blocks, block))  # fmt: skip
+    return out
 
 
-def syrk(X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def syrk(X: torch.Tensor) -> torch.Tensor:
     """A = X Xᵀ for X of shape (…, m, n): A is (…, m, m), symmetric bit for bit.
 
     A[r, c] = Σ_k X[r, k] X[c, k]. Only the T(T+1)/2 tiles with tile row ≤ tile column are
@@ -217,53 +184,33 @@ def syrk(X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """
     _check_matrix("syrk", "X", X)
     m, n = X.shape[-2:]
-    out = _output("syrk", out, (*X.shape[:-2], m, m), X, X)
-    if out.numel() == 0:
-        return out
-    kernels, block, meta = _setup("syrk", X)
-    T = _cdiv(m, block)
-
-    def compute(A3: torch.Tensor) -> None:
-        X3 = _batched(X)
-        _launch(kernels["syrk_kernel"], T * (T + 1) // 2, [X3, A3], [m, n], BLOCK=block, **meta)
-
-    return _write_back(out, compute)
+    return _run("syrk", "sym_kernel", [X], (*X.shape[:-2], m, m), [m, n, 1.0, 0.0],
+                lambda block: _cdiv(m, block) * (_cdiv(m, block) + 1) // 2,
+                ("BLOCK",), EPILOGUE=False)  # fmt: skip
 
 
-def sym_poly(A: torch.Tensor, b: float, c: float, out: torch.Tensor | None = None) -> torch.Tensor:
+def sym_poly(A: torch.Tensor, b: float, c: float) -> torch.Tensor:
     """B = b·A + c·A A for symmetric A of shape (…, m, m); B is symmetric bit for bit.
 
-    A A is symmetric when A is, so as in :func:`syrk` only the upper tiles are computed and
-    mirrored: m³ FLOPs instead of 2m³. The b·A term costs no extra pass: each program loads
-    its A tile in the epilogue and returns b·A + c·(A A) rounded once from fp32. A's symmetry
-    is assumed, not checked.
+    The same kernel as :func:`syrk` (A A = A Aᵀ for symmetric A): upper tiles only, m³ FLOPs
+    instead of 2m³, and b·A added in the epilogue, rounded once from fp32. A's symmetry is
+    assumed, not checked (for a non-symmetric A the result is b·A + c·A Aᵀ on and above the
+    diagonal, mirrored).
     """
     _check_matrix("sym_poly", "A", A)
     m = A.shape[-1]
     if A.shape[-2] != m:
         raise ValueError(f"sym_poly: A must be square, shape (..., m, m); got {tuple(A.shape)}")
-    out = _output("sym_poly", out, tuple(A.shape), A, A)
-    if out.numel() == 0:
-        return out
-    kernels, block, meta = _setup("sym_poly", A)
-    T = _cdiv(m, block)
-
-    def compute(B3: torch.Tensor) -> None:
-        A3 = _batched(A)
-        args = [m, float(b), float(c)]
-        _launch(kernels["sym_poly_kernel"], T * (T + 1) // 2, [A3, B3], args, BLOCK=block, **meta)
-
-    return _write_back(out, compute)
+    return _run("sym_poly", "sym_kernel", [A], tuple(A.shape), [m, m, float(c), float(b)],
+                lambda block: _cdiv(m, block) * (_cdiv(m, block) + 1) // 2,
+                ("BLOCK",), EPILOGUE=True)  # fmt: skip
 
 
-def ns_update(
-    X: torch.Tensor, B: torch.Tensor, a: float, out: torch.Tensor | None = None
-) -> torch.Tensor:
+def ns_update(X: torch.Tensor, B: torch.Tensor, a: float) -> torch.Tensor:
     """X_new = a·X + B X for X (…, m, n) and B (…, m, m): 2m²n FLOPs, a·X in the epilogue.
 
     B X is not symmetric, so this is an ordinary tiled product over ⌈m / BLOCK⌉·⌈n / BLOCK⌉
-    tiles; each program adds a·X[tile] in fp32 before rounding. ``out`` must not be X (X is
-    read by other programs while a tile is written).
+    tiles; each program adds a·X[tile] in fp32 before rounding.
     """
     _check_matrix("ns_update", "X", X)
     _check_matrix("ns_update", "B", B)
@@ -274,19 +221,8 @@ def ns_update(
             f"{(*X.shape[:-2], m, m)}; got {tuple(B.shape)}"
         )
     _check_same("ns_update", "B", B, "X", X)
-    out = _output("ns_update", out, tuple(X.shape), X, X, B)
-    if out.numel() == 0:
-        return out
-    kernels, block, meta = _setup("ns_update", X)
-    tiles = _cdiv(m, block) * _cdiv(n, block)
-
-    def compute(Y3: torch.Tensor) -> None:
-        X3, B3 = _batched(X), _batched(B)
-        args = [m, n, float(a)]
-        kernel = kernels["ns_update_kernel"]
-        _launch(kernel, tiles, [X3, B3, Y3], args, BLOCK_M=block, BLOCK_N=block, **meta)
-
-    return _write_back(out, compute)
+    return _run("ns_update", "ns_update_kernel", [X, B], tuple(X.shape), [m, n, float(a)],
+                lambda block: _cdiv(m, block) * _cdiv(n, block), ("BLOCK_M", "BLOCK_N"))
 
 
 def ns_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tensor:

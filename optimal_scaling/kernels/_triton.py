@@ -1,4 +1,8 @@
-"""The Triton source of the three Newton–Schulz kernels (imported only when Triton is).
+"""The Triton source of the Newton–Schulz kernels (imported only when Triton is).
+
+``sym_kernel`` computes a symmetric S = P Pᵀ, optionally β·P + α·P Pᵀ (``EPILOGUE``):
+A = X Xᵀ and B = b·A + c·A A (A symmetric, so A A = A Aᵀ) are the same kernel.
+``ns_update_kernel`` computes Y = a·X + B X.
 
 The kernels are plain functions turned into Triton kernels by :func:`build`, once per mode
 (compiled or interpreted), so the mode follows ``TRITON_INTERPRET`` at call time. Grid axis 0
@@ -14,111 +18,67 @@ import triton
 import triton.language as tl
 
 
-def syrk_kernel(
-    X,  # (batch, M, N) input
-    A,  # (batch, M, M) output
+def sym_kernel(
+    P,  # (batch, M, K) input
+    S,  # (batch, M, M) output
     M,
-    N,
-    stride_xb,
-    stride_xm,
-    stride_xn,
-    stride_ab,
-    stride_am,
-    stride_an,
+    K,
+    alpha,
+    beta,
+    stride_pb,
+    stride_pm,
+    stride_pk,
+    stride_sb,
+    stride_sm,
+    stride_sn,
     BLOCK: tl.constexpr,
     BLOCK_K: tl.constexpr,
     UPCAST: tl.constexpr,
+    EPILOGUE: tl.constexpr,
 ):
-    """A = X Xᵀ, upper tiles only: tile (i, j) = Σ_k X[rows_i, k] · X[rows_j, k]ᵀ."""
-    # upper-triangle tile number k → (i, j), i ≤ j (see the module docstring)
-    k = tl.program_id(0)
-    j = ((tl.sqrt(8.0 * k.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
-    j = tl.where(j * (j + 1) // 2 > k, j - 1, j)  # fp32 √ is one off for some k > 10⁵
-    j = tl.where((j + 1) * (j + 2) // 2 <= k, j + 1, j)
-    i = k - j * (j + 1) // 2
-    batch = tl.program_id(1).to(tl.int64)
-    X += batch * stride_xb
-    A += batch * stride_ab
+    """S = P Pᵀ (EPILOGUE off) or β·P + α·P Pᵀ (on; P square and symmetric, so P Pᵀ = P P).
 
-    rows = i * BLOCK + tl.arange(0, BLOCK)  # the tile's rows: rows of X
-    cols = j * BLOCK + tl.arange(0, BLOCK)  # the tile's columns: also rows of X
+    syrk is the first (P = X), sym_poly the second (P = A, β = b, α = c). Upper tiles only.
+    """
+    # upper-triangle tile number t → (i, j), i ≤ j (see the module docstring)
+    t = tl.program_id(0)
+    j = ((tl.sqrt(8.0 * t.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
+    j = tl.where(j * (j + 1) // 2 > t, j - 1, j)  # fp32 √ is one off for some t > 10⁵
+    j = tl.where((j + 1) * (j + 2) // 2 <= t, j + 1, j)
+    i = t - j * (j + 1) // 2
+    batch = tl.program_id(1).to(tl.int64)
+    P += batch * stride_pb
+    S += batch * stride_sb
+
+    rows = i * BLOCK + tl.arange(0, BLOCK)  # the tile's rows: rows of P
+    cols = j * BLOCK + tl.arange(0, BLOCK)  # the tile's columns: also rows of P
     r64 = rows.to(tl.int64)
     c64 = cols.to(tl.int64)
     acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    for k0 in range(0, N, BLOCK_K):
+    for k0 in range(0, K, BLOCK_K):
         kk = k0 + tl.arange(0, BLOCK_K)
         k64 = kk.to(tl.int64)
-        # X[rows, kk] (BLOCK, BLOCK_K) and X[cols, kk]ᵀ (BLOCK_K, BLOCK)
-        lhs_mask = (rows[:, None] < M) & (kk[None, :] < N)
-        rhs_mask = (kk[:, None] < N) & (cols[None, :] < M)
-        lhs = tl.load(X + r64[:, None] * stride_xm + k64[None, :] * stride_xn, lhs_mask, other=0.0)
-        rhs = tl.load(X + k64[:, None] * stride_xn + c64[None, :] * stride_xm, rhs_mask, other=0.0)
+        # P[rows, kk] (BLOCK, BLOCK_K) and P[cols, kk]ᵀ (BLOCK_K, BLOCK)
+        lhs_mask = (rows[:, None] < M) & (kk[None, :] < K)
+        rhs_mask = (kk[:, None] < K) & (cols[None, :] < M)
+        lhs = tl.load(P + r64[:, None] * stride_pm + k64[None, :] * stride_pk, lhs_mask, other=0.0)
+        rhs = tl.load(P + k64[:, None] * stride_pk + c64[None, :] * stride_pm, rhs_mask, other=0.0)
         if UPCAST:
             lhs = lhs.to(tl.float32)
             rhs = rhs.to(tl.float32)
         acc = tl.dot(lhs, rhs, acc, input_precision="ieee")
 
-    out = acc.to(A.dtype.element_ty)
-    # entry (r, c) to A[r, c] where r ≤ c; the transposed tile, laid out (cols, rows) so that
-    # neighbouring threads write neighbouring addresses, to A[c, r] where r < c
+    if EPILOGUE:  # β·P[rows, cols] + α·acc, combined in fp32 and rounded once
+        inside = (rows[:, None] < M) & (cols[None, :] < M)
+        tile = tl.load(P + r64[:, None] * stride_pm + c64[None, :] * stride_pk, inside, other=0.0)
+        acc = beta * tile.to(tl.float32) + alpha * acc
+    out = acc.to(S.dtype.element_ty)
+    # entry (r, c) to S[r, c] where r ≤ c; the transposed tile, laid out (cols, rows) so that
+    # neighbouring threads write neighbouring addresses, to S[c, r] where r < c
     upper = (rows[:, None] <= cols[None, :]) & (cols[None, :] < M)
     lower = (cols[:, None] > rows[None, :]) & (cols[:, None] < M)
-    tl.store(A + r64[:, None] * stride_am + c64[None, :] * stride_an, out, upper)
-    tl.store(A + c64[:, None] * stride_am + r64[None, :] * stride_an, tl.trans(out), lower)
-
-
-def sym_poly_kernel(
-    A,  # (batch, M, M) input, symmetric
-    B,  # (batch, M, M) output
-    M,
-    b,
-    c,
-    stride_ab,
-    stride_am,
-    stride_an,
-    stride_bb,
-    stride_bm,
-    stride_bn,
-    BLOCK: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    UPCAST: tl.constexpr,
-):
-    """B = b·A + c·A A, upper tiles only; b·A is added in the epilogue, in fp32."""
-    k = tl.program_id(0)
-    j = ((tl.sqrt(8.0 * k.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
-    j = tl.where(j * (j + 1) // 2 > k, j - 1, j)
-    j = tl.where((j + 1) * (j + 2) // 2 <= k, j + 1, j)
-    i = k - j * (j + 1) // 2
-    batch = tl.program_id(1).to(tl.int64)
-    A += batch * stride_ab
-    B += batch * stride_bb
-
-    rows = i * BLOCK + tl.arange(0, BLOCK)
-    cols = j * BLOCK + tl.arange(0, BLOCK)
-    r64 = rows.to(tl.int64)
-    c64 = cols.to(tl.int64)
-    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
-    for k0 in range(0, M, BLOCK_K):
-        kk = k0 + tl.arange(0, BLOCK_K)
-        k64 = kk.to(tl.int64)
-        # A[rows, kk] (BLOCK, BLOCK_K) and A[kk, cols] (BLOCK_K, BLOCK)
-        lhs_mask = (rows[:, None] < M) & (kk[None, :] < M)
-        rhs_mask = (kk[:, None] < M) & (cols[None, :] < M)
-        lhs = tl.load(A + r64[:, None] * stride_am + k64[None, :] * stride_an, lhs_mask, other=0.0)
-        rhs = tl.load(A + k64[:, None] * stride_am + c64[None, :] * stride_an, rhs_mask, other=0.0)
-        if UPCAST:
-            lhs = lhs.to(tl.float32)
-            rhs = rhs.to(tl.float32)
-        acc = tl.dot(lhs, rhs, acc, input_precision="ieee")
-
-    # epilogue: b·A[rows, cols] + c·(A A)[rows, cols], combined in fp32 and rounded once
-    inside = (rows[:, None] < M) & (cols[None, :] < M)
-    a_tile = tl.load(A + r64[:, None] * stride_am + c64[None, :] * stride_an, inside, other=0.0)
-    out = (b * a_tile.to(tl.float32) + c * acc).to(B.dtype.element_ty)
-    upper = (rows[:, None] <= cols[None, :]) & (cols[None, :] < M)
-    lower = (cols[:, None] > rows[None, :]) & (cols[:, None] < M)
-    tl.store(B + r64[:, None] * stride_bm + c64[None, :] * stride_bn, out, upper)
-    tl.store(B + c64[:, None] * stride_bm + r64[None, :] * stride_bn, tl.trans(out), lower)
+    tl.store(S + r64[:, None] * stride_sm + c64[None, :] * stride_sn, out, upper)
+    tl.store(S + c64[:, None] * stride_sm + r64[None, :] * stride_sn, tl.trans(out), lower)
 
 
 def ns_update_kernel(
@@ -177,11 +137,11 @@ def ns_update_kernel(
     tl.store(Y + r64[:, None] * stride_ym + c64[None, :] * stride_yn, out, inside)
 
 
-KERNELS = ("syrk_kernel", "sym_poly_kernel", "ns_update_kernel")
+KERNELS = ("sym_kernel", "ns_update_kernel")
 
 
 def build(interpret: bool) -> dict:
-    """The three kernels, interpreted (``interpret=True``) or compiled, by name.
+    """The two kernels, interpreted (``interpret=True``) or compiled, by name.
 
     The same choice ``@triton.jit`` makes at decoration time (triton/runtime/jit.py), with the
     mode given instead of read from ``TRITON_INTERPRET``.
