@@ -60,9 +60,10 @@ cost.style.format("{:.2e}")
 # %% [markdown]
 # ## abc-parametrizations
 #
-# Give every weight matrix three width exponents: a **multiplier** `n^{-a}` in the forward
-# pass, an **init** `W ~ N(0, n^{-2b})`, and a **learning rate** `η·n^{-c}`. The package writes
-# every rule relative to a *base width* `n₀` (where you tune), with the width ratios
+# Give every weight matrix three width exponents: a **multiplier** $n^{-a}$ in the forward
+# pass, an **init** $W \sim \mathcal{N}(0, n^{-2b})$, and a **learning rate** $\eta\, n^{-c}$.
+# The package writes every rule relative to a *base width* `n₀` (where you tune), with the
+# width ratios
 # `r_in = fan_in/fan_in₀` and `r_out = fan_out/fan_out₀`, so that a preset reproduces the base
 # model exactly at `n = n₀`.
 #
@@ -84,6 +85,13 @@ for optimizer in ("adam", "sgd"):
     table = Parametrization("mup", base_width=64, optimizer=optimizer).table(mlp)
     print(f"μP for {optimizer}:")
     display(table[["role", "fan_in", "fan_out", "init_std", "multiplier", "lr_mult", "eps_mult"]])
+
+# %% [markdown]
+# Read `init_std` as *relative to the base model*: at the base width every matrix starts with
+# the standard std $1/\sqrt{\text{fan\_in}_0}$, and the table's exponent multiplies it by the
+# width ratio. The readout here has $\text{fan\_in}_0 = 64$ and $r_{in} = 4$, so its std is
+# $\frac{1}{\sqrt{64}} \cdot \frac{1}{4} = 0.03125$, not $1/\text{fan\_in} = 1/256$: the
+# variance $1/\text{fan\_in}^2$ of the table holds up to the constant fixed at the base width.
 
 # %% [markdown]
 # The exponents themselves can be *measured* from the package: compute each rule at widths
@@ -135,11 +143,11 @@ plot_coords(coords["mup"], "out", "μP + Adam: mean |h| of each layer vs width")
 # moves every weight by `±lr` along its gradient's sign, and a hidden unit sums `n` such
 # changes: the hidden layer's change grows like `n` (slope 1). The readout adds its own `±lr`
 # updates (another `n`) and reads that hidden change through weights of size `1/√n` that it is
-# aligned with (`n^{3/2}`), so once its update dominates its slope should lie between 1 and
+# aligned with ($n^{3/2}$), so once its update dominates its slope should lie between 1 and
 # 1.5; at the first steps and at small widths the measured value can fall below 1 (the next
 # cells print every slope beside the theory). Under μP every
 # slope should be 0, except the readout's output *at initialization*, which the Table 3 init
-# `1/fan_in²` makes vanish like `n^{−1/2}`.
+# $1/\text{fan\_in}^2$ makes vanish like $n^{-1/2}$.
 
 # %%
 slopes = pd.concat([fit_slopes(df).assign(parametrization=p) for p in ("sp", "mup")
@@ -235,7 +243,11 @@ for p, g in wider_mean.groupby("parametrization"):
 # demonstrations use: a **transformer with Adam over a 16× width range**, whole loss-vs-LR
 # curves. A 2-layer GPT (4 heads, context 64) is trained on the bytes of the Python standard
 # library's sources, widths 32 → 512, learning rates 2⁻¹² … 2⁻¹ (a factor 2 apart), 200
-# AdamW steps of 16 × 64 tokens with warmup and cosine decay, base width 32.
+# AdamW steps of 16 × 64 tokens with warmup and cosine decay, base width 32. Under μP the
+# attention logits are scaled by $1/d_{head}$ instead of $1/\sqrt{d_{head}}$ (queries and keys
+# become correlated during training, so their dot product grows like $d_{head}$, not its
+# square root); the package's μP sets that scale (`√d_head₀ / d_head`, equal to the usual one
+# at the base width).
 #
 # That grid is ~100 runs, too long to run in class on a CPU, so the result is committed with
 # the command that regenerates it; below, a seconds-long version of the same code runs live.

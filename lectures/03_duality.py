@@ -60,7 +60,8 @@ for col, (name, norm) in enumerate(vector_norms.items(), start=1):
                     line={"color": "royalblue"}, showlegend=col == 1)
     fig.add_scatter(x=dual_ball[:, 0], y=dual_ball[:, 1], name="its dual ball", row=1, col=col,
                     line={"color": "crimson", "dash": "dot"}, showlegend=col == 1)
-fig.update_yaxes(scaleanchor="x", scaleratio=1)
+fig.update_yaxes(scaleanchor="x", scaleratio=1, title_text="coordinate 2", col=1)
+fig.update_xaxes(title_text="coordinate 1")
 fig.update_layout(title="unit balls (solid) and dual balls (dotted), computed from the definitions")
 fig.show()
 
@@ -118,7 +119,7 @@ def plot_descent(sharpness: float, steps: int, which: str = "all three"):
         fig.add_scatter(x=p[:, 0], y=p[:, 1], mode="lines+markers", name=name,
                         line={"color": color})
     fig.update_layout(title=f"steepest descent on a quadratic, λ = {sharpness:g}, {steps} steps",
-                      width=650, height=600)
+                      width=650, height=600, xaxis_title="w₁", yaxis_title="w₂")
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
 

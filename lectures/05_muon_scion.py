@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
+from IPython.display import display
 from ipywidgets import Dropdown, interact
 
 import optimal_scaling as osc
@@ -436,7 +437,7 @@ results_dir = osc.course.repo_root() / "benchmarks" / "results" if osc.course.re
 for path in sorted(results_dir.glob("optimizers_*_full.json")) if results_dir else []:
     table_, meta = bench.read_json(path)
     print(f"{path.name}: {meta['device']}, {meta['date']}")
-    print(table_.round(3).to_string(index=False), "\n")
+    display(table_.round(3))
 live = bench.optimizer_benchmark(widths=osc.config.choose(fast=(64,), full=(128, 256)),
                                  steps=3, repeats=osc.config.choose(fast=1, full=3))
 live.round(3)
@@ -467,4 +468,5 @@ for factor in (1, 16, 256):
 # * HyperP fixes each matrix's Frobenius norm; weight decay then changes nothing to first order.
 # * Orthogonalization splits across ranks by FLOPs, and the result equals one process's.
 #
-# The exercises: a Scion step, choosing each layer's norm, a norm-tracking function.
+# * Exercise: [`exercises/05_muon_scion.ipynb`](../exercises/05_muon_scion.ipynb): a Scion
+#   step, choosing each layer's norm, a norm-tracking function, with self-checks.
