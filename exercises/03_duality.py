@@ -37,7 +37,7 @@ from optimal_scaling.course.checks import lecture03
 
 # %%
 def colnorm_dualize(G: torch.Tensor) -> torch.Tensor:
-    raise NotImplementedError("G.norm(dim=0, keepdim=True) / d_out ** 0.5 is each column's RMS")
+    raise NotImplementedError('divide each column by its own RMS (over its d_out entries); keep zero columns zero')
 
 
 lecture03.check_colnorm(colnorm_dualize)

@@ -56,7 +56,7 @@ lecture04.check_ns_step(ns_step)
 
 # %%
 def response(sigma: np.ndarray, triples: list) -> np.ndarray:
-    raise NotImplementedError('loop over the triples and update s = a*s + b*s**3 + c*s**5')
+    raise NotImplementedError("compose: apply the first triple's polynomial to σ, the next one to that result, …")
 
 
 lecture04.check_response(response)
@@ -84,7 +84,7 @@ except NotImplementedError:
 
 # %%
 def step_flops(m: int, n: int, symmetric: bool) -> int:
-    raise NotImplementedError('m, n = min(m, n), max(m, n); then add up the three products')
+    raise NotImplementedError('work on the short side first, then count the three products of one step')
 
 
 lecture04.check_flops(step_flops)

@@ -41,7 +41,7 @@ from optimal_scaling.course.checks import lecture05
 
 # %%
 def scion_step(x, d, g, lr, radius, alpha, norm, constrained):
-    raise NotImplementedError('update d first; lmo = -duality.get_map(norm).dualize(d)')
+    raise NotImplementedError('update the direction d first; the LMO of a norm is minus its duality map')
 
 
 lecture05.check_scion_step(scion_step)

@@ -71,7 +71,7 @@ lecture01.check_mup_multipliers(mup_multipliers)
 # %%
 def coord_stats(h: torch.Tensor, h0: torch.Tensor) -> tuple[float, float]:
     # BEGIN SOLUTION
-    # HINT: .abs().mean().item()
+    # HINT: the mean absolute value of the output tensor, returned as a Python float
     return h.abs().mean().item(), (h - h0).abs().mean().item()
     # END SOLUTION
 

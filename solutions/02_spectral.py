@@ -61,7 +61,7 @@ lecture02.check_rms_to_rms(rms_to_rms)
 # %%
 def alignment_ratio(W: torch.Tensor, z: torch.Tensor) -> float:
     # BEGIN SOLUTION
-    # HINT: rms = lambda t: t.pow(2).mean().sqrt()
+    # HINT: RMS = square root of the mean of the squared entries, for W z, W and z alike
     def rms(t: torch.Tensor) -> torch.Tensor:
         return t.pow(2).mean().sqrt()
 

@@ -33,7 +33,7 @@ from optimal_scaling.course.checks import lecture03
 # %%
 def colnorm_dualize(G: torch.Tensor) -> torch.Tensor:
     # BEGIN SOLUTION
-    # HINT: G.norm(dim=0, keepdim=True) / d_out ** 0.5 is each column's RMS
+    # HINT: divide each column by its own RMS (over its d_out entries); keep zero columns zero
     col_rms = G.norm(dim=0, keepdim=True) / G.shape[0] ** 0.5
     return G / col_rms
     # END SOLUTION

@@ -57,7 +57,7 @@ lecture04.check_ns_step(ns_step)
 # %%
 def response(sigma: np.ndarray, triples: list) -> np.ndarray:
     # BEGIN SOLUTION
-    # HINT: loop over the triples and update s = a*s + b*s**3 + c*s**5
+    # HINT: compose: apply the first triple's polynomial to σ, the next one to that result, …
     s = np.asarray(sigma, dtype=np.float64)
     for a, b, c in triples:
         s = a * s + b * s**3 + c * s**5
@@ -91,7 +91,7 @@ except NotImplementedError:
 # %%
 def step_flops(m: int, n: int, symmetric: bool) -> int:
     # BEGIN SOLUTION
-    # HINT: m, n = min(m, n), max(m, n); then add up the three products
+    # HINT: work on the short side first, then count the three products of one step
     m, n = min(m, n), max(m, n)
     gram = m * m * n if symmetric else 2 * m * m * n
     square = m**3 if symmetric else 2 * m**3

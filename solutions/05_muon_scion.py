@@ -37,7 +37,7 @@ from optimal_scaling.course.checks import lecture05
 # %%
 def scion_step(x, d, g, lr, radius, alpha, norm, constrained):
     # BEGIN SOLUTION
-    # HINT: update d first; lmo = -duality.get_map(norm).dualize(d)
+    # HINT: update the direction d first; the LMO of a norm is minus its duality map
     d = (1 - alpha) * d + alpha * g
     lmo = -duality.get_map(norm).dualize(d)
     shrink = (1 - lr) if constrained else 1.0

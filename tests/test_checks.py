@@ -186,3 +186,37 @@ def test_a_check_result_is_not_echoed_twice_in_a_notebook():
     result = CheckResult("square", "passed", "ok")
     assert result._ipython_display_() is None  # IPython calls this instead of printing repr
     assert str(result).endswith("square: ok")
+
+
+def test_a_typical_mistake_gets_its_own_hint():
+    from optimal_scaling.course.checks import lecture04
+
+    def right_multiplied(X, a, b, c):  # X·B instead of B·X (same shape only when square)
+        A = X @ X.T
+        return a * X + X @ (b * A + c * A @ A)
+
+    with checks.strict(False):
+        result = lecture04.check_ns_step(right_multiplied)
+    assert not result and "B multiplies X from the left" in result.message
+
+    def no_quintic(X, a, b, c):
+        A = X @ X.T
+        return a * X + (b * A + c * A) @ X
+
+    with checks.strict(False):
+        result = lecture04.check_ns_step(no_quintic)
+    assert "A appears twice" in result.message
+
+    def tall_not_transposed(m, n, symmetric):
+        return 3 * m * m * n + m**3 if symmetric else 4 * m * m * n + 2 * m**3
+
+    with checks.strict(False):
+        result = lecture04.check_flops(tall_not_transposed)
+    assert "short side" in result.message
+
+    def other_error(X, a, b, c):
+        return 2 * X
+
+    with checks.strict(False):
+        result = lecture04.check_ns_step(other_error)
+    assert "a·X + (b·A + c·A²)·X" in result.message  # the general hint

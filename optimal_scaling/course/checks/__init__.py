@@ -155,13 +155,16 @@ def check(
     cases: Iterable[Mapping[str, Any]],
     *,
     hint: str = "",
+    mistakes: Mapping[str, Callable[..., Any]] | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-6,
 ) -> CheckResult:
     """Run ``learner`` and ``reference`` on each case (keyword arguments) and compare.
 
     Inputs are deep-copied for each call, so a function that mutates its arguments cannot
-    change what the other one sees. Prints one line and returns a :class:`CheckResult`.
+    change what the other one sees. ``mistakes`` maps a hint to a function that makes a
+    typical mistake: when a wrong answer equals that function's on the failing case, its hint
+    is shown instead of the general one. Prints one line and returns a :class:`CheckResult`.
     """
     if not callable(learner):
         raise TypeError(f"self-check {name!r}: expected a function, got {type(learner).__name__}")
@@ -186,10 +189,24 @@ def check(
             return report(CheckResult(name, FAILED, msg))
         why = compare(expected, got, rtol=rtol, atol=atol)
         if why:
+            specific = _recognize(mistakes or {}, case, got, rtol, atol)
+            text = f" Hint: {specific}" if specific else hint_text
             return report(
-                CheckResult(name, FAILED, f"case {i} ({_describe(case)}): {why}.{hint_text}")
+                CheckResult(name, FAILED, f"case {i} ({_describe(case)}): {why}.{text}")
             )
     return report(CheckResult(name, PASSED, f"correct on {len(cases)} cases"))
+
+
+def _recognize(mistakes: Mapping[str, Callable[..., Any]], case: Mapping[str, Any], got: Any,
+               rtol: float, atol: float) -> str:  # fmt: skip
+    """The hint of the first typical mistake that reproduces the learner's answer, or ""."""
+    for message, wrong in mistakes.items():
+        try:
+            if not compare(wrong(**copy.deepcopy(dict(case))), got, rtol=rtol, atol=atol):
+                return message
+        except Exception:  # noqa: BLE001, S112 - a mistake that cannot run on this case
+            continue
+    return ""
 
 
 def check_value(

@@ -24,11 +24,19 @@ def check_ns_step(fn: Callable[[torch.Tensor, float, float, float], torch.Tensor
     """``fn(X, a, b, c)`` → a X + b (X Xᵀ) X + c (X Xᵀ)² X for X of shape (m, n), m ≤ n."""
     coeffs = [ns.MUON, ns.CUBIC, (2.0, -1.5, 0.5), ns.MUON]
     cases = [{"X": X, "a": a, "b": b, "c": c}
-             for X, (a, b, c) in zip(_matrices([(3, 5), (4, 4), (2, 7), (8, 16)]), coeffs,
+             for X, (a, b, c) in zip(_matrices([(4, 4), (3, 5), (2, 7), (8, 16)]), coeffs,
                                      strict=True)]
+    mistakes = {
+        "B multiplies X from the left: X ← a·X + B·X": lambda X, a, b, c: a * X + X @ (
+            b * (X @ X.T) + c * (X @ X.T) @ (X @ X.T)),
+        "the quintic term is c·A·A·X: A appears twice": lambda X, a, b, c: (
+            a * X + (b * (X @ X.T) + c * (X @ X.T)) @ X),
+        "the step keeps a·X: X ← a·X + B·X": lambda X, a, b, c: (
+            (b * (X @ X.T) + c * (X @ X.T) @ (X @ X.T)) @ X),
+    }
     return check("one Newton–Schulz step", fn, ns.reference_step, cases,
-                 hint="A = X @ X.T; B = b*A + c*(A @ A); return a*X + B @ X", rtol=1e-6,
-                 atol=1e-9)
+                 hint="the step is a·X + (b·A + c·A²)·X with A = X·Xᵀ", mistakes=mistakes,
+                 rtol=1e-6, atol=1e-9)
 
 
 def check_response(fn: Callable[[np.ndarray, list], np.ndarray]) -> CheckResult:
@@ -38,8 +46,12 @@ def check_response(fn: Callable[[np.ndarray, list], np.ndarray]) -> CheckResult:
              ([ns.MUON] * 5, [ns.CUBIC] * 3, ns.polar_express_coefficients(4), [(2.0, -1.5, 0.5)])]
     return check("Newton–Schulz response", fn,
                  lambda sigma, triples: ns.response(sigma, triples, len(triples)), cases,
-                 hint="apply the triples in order: s = a*s + b*s**3 + c*s**5", rtol=1e-9,
-                 atol=1e-12)
+                 hint="each triple is one polynomial p(σ) = aσ + bσ³ + cσ⁵, applied in order",
+                 mistakes={"apply each polynomial to the previous step's output, not to the "
+                           "original σ": lambda sigma, triples: (
+                               lambda a, b, c: a * sigma + b * sigma**3 + c * sigma**5)(
+                               *triples[-1])},
+                 rtol=1e-9, atol=1e-12)
 
 
 def check_flops(fn: Callable[[int, int, bool], int]) -> CheckResult:
@@ -48,5 +60,8 @@ def check_flops(fn: Callable[[int, int, bool], int]) -> CheckResult:
              for m, n, s in [(4, 4, False), (4, 8, False), (8, 4, False), (4, 8, True),
                              (8, 4, True), (128, 512, True)]]
     return check("FLOP count of one step", fn, ns.step_flops, cases,
-                 hint="transpose first so m ≤ n; dense: 2m²n + 2m³ + 2m²n; the symmetric "
-                 "X Xᵀ and A A cost half of their dense products")
+                 hint="count X·Xᵀ, A·A and B·X (a multiply-add is 2 FLOPs); with symmetry, "
+                 "X·Xᵀ and A·A need only one triangle",
+                 mistakes={"a tall matrix is transposed first: the cost uses the short side m = "
+                           "min(m, n)": lambda m, n, symmetric: (
+                               3 * m * m * n + m**3 if symmetric else 4 * m * m * n + 2 * m**3)})
