@@ -267,8 +267,9 @@ interact(design, lower=FloatLogSlider(value=1e-3, base=10, min=-5, max=-1, step=
 # singular values spread over three decades, and compare with the exact `U Vᵀ` from a
 # float64 SVD. Accelerators run this in bf16, which keeps 8 bits of mantissa (relative
 # rounding ≈ 2⁻⁸ ≈ 0.4%); fp32 keeps 24. The package computes in bf16 on CUDA and in fp32 on
-# the CPU, where most processors have no fast bf16 matrix unit; the next cell times one
-# product in each dtype on this machine.
+# the CPU by default. On a CPU, bf16's speed depends on the processor (with bf16 matrix units
+# it can be faster than fp32, without them many times slower); the next cell times one product
+# in each dtype on this machine:
 
 # %%
 def seconds(fn, repeats: int = 5) -> float:
