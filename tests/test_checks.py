@@ -220,3 +220,42 @@ def test_a_typical_mistake_gets_its_own_hint():
     with checks.strict(False):
         result = lecture04.check_ns_step(other_error)
     assert "a·X + (b·A + c·A²)·X" in result.message  # the general hint
+
+
+def _wrong_num_params(d_in, width, d_out, depth, bias):  # forgets the biases
+    return d_in * width + (depth - 2) * width * width + width * d_out
+
+
+def _wrong_rms_to_rms(W):  # √(d_out/d_in) instead of √(d_in/d_out)
+    return (W.shape[0] / W.shape[1]) ** 0.5 * torch.linalg.matrix_norm(W, ord=2).item()
+
+
+def _wrong_colnorm(G):  # ℓ2 instead of RMS
+    return G / G.norm(dim=0, keepdim=True)
+
+
+def _wrong_scion(x, d, g, lr, radius, alpha, norm, constrained):  # +dualize instead of −
+    from optimal_scaling.duality import get_map
+
+    d = (1 - alpha) * d + alpha * g
+    step = get_map(norm).dualize(d)
+    return ((1 - lr) * x + lr * radius * step if constrained else x + lr * radius * step), d
+
+
+@pytest.mark.parametrize(
+    ("module", "check_name", "wrong", "phrase"),
+    [
+        ("lecture00", "check_num_params", _wrong_num_params, "one bias per output"),
+        ("lecture02", "check_rms_to_rms", _wrong_rms_to_rms, "not √(d_out/d_in)"),
+        ("lecture03", "check_colnorm", _wrong_colnorm, "not by its ℓ2 norm"),
+        ("lecture05", "check_scion_step", _wrong_scion, "minus the duality map"),
+    ],
+)
+def test_each_lecture_names_a_typical_mistake(module, check_name, wrong, phrase):
+    import importlib
+
+    checker = getattr(importlib.import_module(f"optimal_scaling.course.checks.{module}"),
+                      check_name)  # fmt: skip
+    with checks.strict(False):
+        result = checker(wrong)
+    assert not result and phrase in result.message, result.message

@@ -27,8 +27,14 @@ def check_num_params(fn: Callable[..., int]) -> CheckResult:
         fn,
         _num_params,
         _MLP_CASES,
-        hint="a Linear(a, b) layer holds a·b weights plus b biases; there are depth − 2 "
-        "hidden width×width layers",
+        hint="add up every Linear layer's weights and biases; depth counts all the layers",
+        mistakes={
+            "with bias=True every layer also has one bias per output": lambda **k: _num_params(
+                **dict(k, bias=False)),
+            "depth counts every layer, so there are depth − 2 hidden width×width layers":
+                lambda d_in, width, d_out, depth, bias: _num_params(d_in, width, d_out,
+                                                                    depth + 1, bias),
+        },
     )
 
 
@@ -46,5 +52,7 @@ def check_training_flops(fn: Callable[..., int]) -> CheckResult:
         fn,
         _training_flops,
         cases,
-        hint="forward ≈ 2 FLOPs per parameter per sample, backward ≈ twice the forward",
+        hint="count the forward and the backward pass, per parameter and per sample",
+        mistakes={"the backward pass costs about twice the forward: 2 + 4 = 6 FLOPs per "
+                  "parameter and sample": lambda samples, **k: 2 * _num_params(**k) * samples},
     )

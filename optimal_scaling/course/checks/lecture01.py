@@ -45,8 +45,16 @@ def check_mup_multipliers(fn: Callable[..., dict]) -> CheckResult:
         fn,
         _mup_reference,
         [dict(zip(keys, case, strict=True)) for case in _LAYER_CASES],
-        hint="init std: 1/√fan_in, except the readout: (1/√base_fan_in)·(base_fan_in/fan_in); "
-        "Adam LR: 1/r_in for hidden and output, 1 for input; SGD LR: r_out, 1, 1/r_in",
+        hint="write r_in = fan_in/base_fan_in and r_out = fan_out/base_fan_out, start from the "
+        "base model's std 1/√base_fan_in and read the μP table's row for this role",
+        mistakes={
+            "under μP (Table 3) the readout's init shrinks by an extra 1/r_in beyond 1/√fan_in":
+                lambda **k: dict(_mup_reference(**k), init_std=k["fan_in"] ** -0.5),
+            "those are the other optimizer's learning-rate rules (Adam and SGD differ)":
+                lambda **k: dict(_mup_reference(**k), lr_mult=_mup_reference(
+                    **dict(k, optimizer="sgd" if k["optimizer"] == "adam" else "adam"))[
+                    "lr_mult"]),
+        },
     )
 
 
@@ -64,7 +72,10 @@ def check_coord_stats(fn: Callable[..., tuple[float, float]]) -> CheckResult:
         cases.append({"h": h0 + 0.1 * torch.randn(shape, generator=g), "h0": h0})
     cases.append({"h": cases[0]["h0"], "h0": cases[0]["h0"]})
     return check("coordinate-check statistics", fn, _coord_stats, cases,
-                 hint="average |x| over every coordinate (all batch and feature entries)")
+                 hint="average a size over every coordinate (all batch and feature entries)",
+                 mistakes={"take the absolute value before averaging: signed entries cancel":
+                           lambda h, h0: (h.float().mean().item(),
+                                          (h.float() - h0.float()).mean().item())})
 
 
 def check_slope_prediction(predict: Callable[[], float], measured: float) -> CheckResult:

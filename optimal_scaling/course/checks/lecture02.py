@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -26,7 +27,15 @@ def check_rms_to_rms(fn: Callable[[torch.Tensor], float]) -> CheckResult:
         fn,
         lambda W: rms_to_rms(W).item(),
         _matrices(),
-        hint="σ_max from torch.linalg.matrix_norm(W, ord=2); W has shape (d_out, d_in)",
+        hint="the spectral norm σ_max, rescaled for RMS-measured inputs and outputs; W has "
+        "shape (d_out, d_in)",
+        mistakes={
+            "the factor is √(d_in/d_out), not √(d_out/d_in) (W has shape (d_out, d_in))":
+                lambda W: (W.shape[0] / W.shape[1]) ** 0.5 * torch.linalg.matrix_norm(
+                    W, ord=2).item(),
+            "σ_max alone is the ℓ2→ℓ2 norm; RMS→RMS rescales it by √(d_in/d_out)":
+                lambda W: torch.linalg.matrix_norm(W, ord=2).item(),
+        },
         rtol=1e-4,
     )
 
@@ -45,6 +54,7 @@ def check_alignment(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> CheckR
         log_alignment_ratio,
         cases,
         rtol=1e-4,
-        hint="rms(x) = sqrt(mean(x²)) over every entry; z @ W.T; log base fan_in = "
-        "math.log(ratio) / math.log(fan_in)",
+        hint="entrywise RMS norms for W z, W and z; the logarithm is taken in base fan_in",
+        mistakes={"the logarithm is in base fan_in (divide the natural log by log(fan_in))":
+                  lambda W, z: log_alignment_ratio(W, z) * math.log(W.shape[1])},
     )

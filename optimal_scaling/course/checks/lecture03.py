@@ -19,7 +19,13 @@ def check_colnorm(fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
     """``fn(G)`` → ColNorm's duality map: each column divided by its RMS."""
     return check("ColNorm duality map", fn, ColNorm().dualize,
                  _gradients([(4, 3), (16, 8), (1, 5), (32, 2)]),
-                 hint="col_j / ‖col_j‖_RMS with ‖v‖_RMS = ‖v‖₂/√d_out; use dim=0 for columns",
+                 hint="divide each column by its own RMS (over its d_out entries)",
+                 mistakes={
+                     "divide by each column's RMS, ‖col‖₂/√d_out, not by its ℓ2 norm":
+                         lambda G: G / G.norm(dim=0, keepdim=True),
+                     "columns are dim 0 of a (d_out, d_in) matrix: this normalized the rows":
+                         lambda G: G / (G.norm(dim=1, keepdim=True) / G.shape[1] ** 0.5),
+                 },
                  rtol=1e-4, atol=1e-5)
 
 
@@ -29,6 +35,12 @@ def check_spectral_step(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Ch
              zip(_gradients([(4, 4), (3, 8), (8, 3)]), [1.0, 2.0, 0.5], strict=True)]
     return check("spectral steepest-descent step", fn,
                  lambda G, sharpness: steepest_descent_step(G, Spectral(), sharpness), cases,
-                 hint="‖G‖† = √(d_out/d_in)·(sum of singular values); dualize = "
-                 "√(d_out/d_in)·U Vᵀ from torch.linalg.svd(G, full_matrices=False)",
+                 hint="the step is −(‖G‖†/λ)·dualize(G); both the dual norm and the duality "
+                 "map of the RMS→RMS norm come from G's SVD",
+                 mistakes={
+                     "a descent step points against the gradient: it needs the minus sign":
+                         lambda G, sharpness: -steepest_descent_step(G, Spectral(), sharpness),
+                     "the step's length is ‖G‖†/λ: dualize(G) alone has norm 1":
+                         lambda G, sharpness: -Spectral().dualize(G),
+                 },
                  rtol=1e-4, atol=1e-5)

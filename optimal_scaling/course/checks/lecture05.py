@@ -33,9 +33,17 @@ def check_scion_step(fn: Callable) -> CheckResult:
         cases.append({"x": x, "d": d, "g": g, "lr": 0.1, "radius": 2.0, "alpha": alpha,
                       "norm": norm, "constrained": constrained})
     return check("one Scion step", fn, _scion_reference, cases,
-                 hint="d ← (1−α)d + αg; lmo(d) = −duality.get_map(norm).dualize(d); "
-                 "x ← x + γρ·lmo(d), or (1−γ)x + γρ·lmo(d) when constrained", rtol=1e-6,
-                 atol=1e-9)
+                 hint="update the direction d (α weighs the new gradient), then move x along the "
+                 "LMO of the norm, scaled by γ·ρ (constrained: a convex combination with x)",
+                 mistakes={
+                     "the LMO is minus the duality map (it minimizes ⟨d, s⟩)": lambda **k: (
+                         lambda x, d: (2 * k["x"] - x if not k["constrained"]
+                                       else 2 * (1 - k["lr"]) * k["x"] - x, d))(
+                         *_scion_reference(**k)),
+                     "α weighs the new gradient: d ← (1−α)·d + α·g": lambda **k:
+                         _scion_reference(**dict(k, alpha=1 - k["alpha"])),
+                 },
+                 rtol=1e-6, atol=1e-9)
 
 
 def _choose_reference(role: str, ndim: int) -> str:
@@ -51,8 +59,12 @@ def check_choose_norm(fn: Callable[[str, int], str]) -> CheckResult:
     cases = [{"role": r, "ndim": n} for r, n in [("input", 2), ("hidden", 2), ("output", 2),
                                                   ("gain", 1), ("bias", 1), ("hidden", 4)]]
     return check("the norm of each layer", fn, _choose_reference, cases,
-                 hint="embedding (one-hot in) → colnorm; hidden → spectral (conv: "
-                 "conv2d_spectral); readout → rownorm (RMS→∞); vectors → bias_rms")
+                 hint="ask what each layer's input and output are (one-hot tokens, RMS-sized "
+                 "vectors, logits) and pick the operator norm between them",
+                 mistakes={"the norm-transfer setting measures the readout in RMS→∞ (rownorm); "
+                           "sign is the other Scion preset": lambda role, ndim: (
+                               "sign" if role == "output" and ndim == 2
+                               else _choose_reference(role, ndim))})
 
 
 def _track_reference(W_before, W_after, norm):
@@ -72,5 +84,10 @@ def check_track(fn: Callable) -> CheckResult:
                                                                       dtype=torch.float64),
                       "norm": norm})
     return check("norm tracking", fn, _track_reference, cases,
-                 hint="colnorm: max column RMS; spectral: √(d_in/d_out)·σ_max; rownorm: "
-                 "max_i √d_in·‖row_i‖₂; the update is W_after − W_before", rtol=1e-6, atol=1e-9)
+                 hint="measure W_after and the update W_after − W_before in the same operator "
+                 "norm, the one whose LMO the layer uses",
+                 mistakes={"the RMS→RMS norm rescales σ_max by √(d_in/d_out)": lambda **k: (
+                     (torch.linalg.matrix_norm(k["W_after"], ord=2).item(),
+                      torch.linalg.matrix_norm(k["W_after"] - k["W_before"], ord=2).item())
+                     if k["norm"] == "spectral" else _track_reference(**k))},
+                 rtol=1e-6, atol=1e-9)
