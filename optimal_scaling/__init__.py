@@ -25,6 +25,7 @@ _SUBMODULES = {
     "distributed",
     "duality",
     "experiments",
+    "fitting",
     "kernels",
     "measure",
     "models",

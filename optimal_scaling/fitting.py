@@ -1,0 +1,215 @@
+r"""Fits shared by the data-scaling lectures (06–08): optima on grids, and power laws.
+
+:func:`find_optimum`: for each group of a tidy table (e.g. one horizon D), the grid setting
+with the lowest metric; ``method="parabola"`` refines one column by fitting
+
+    metric ≈ p₂·u² + p₁·u + p₀,   u = log₂(value),   on the grid minimum and its neighbours,
+
+and reports the vertex u* = −p₁/(2p₂) (when the parabola opens upwards and its vertex lies
+among the fitted points; otherwise the grid minimum stands, and ``refined`` says so).
+
+:func:`fit_power_law`: target = c · Π_i feature_iᵃⁱ, by least squares in logs,
+
+    log y = log c + Σ_i a_i log x_i,
+
+with R² in log space and percentile bootstrap intervals (rows resampled with replacement).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["PowerLaw", "find_optimum", "fit_power_law"]
+
+
+def _columns(table: pd.DataFrame, names: Sequence[str], who: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{who}: expected a pandas DataFrame, got {type(table).__name__}")
+    missing = [n for n in names if n not in table.columns]
+    if missing:
+        raise ValueError(f"{who}: missing columns {missing}; the table has {list(table.columns)}")
+
+
+def _positive(values: pd.Series, name: str, who: str) -> np.ndarray:
+    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(x) | (x <= 0)
+    if bad.any():
+        raise ValueError(f"{who}: column {name!r} needs positive finite values (logs are taken); "
+                         f"{int(bad.sum())} of {len(x)} are not, e.g. {x[bad][:3].tolist()}")
+    return x
+
+
+# --------------------------------------------------------------------------- optima
+def find_optimum(
+    table: pd.DataFrame,
+    over: str | Sequence[str],
+    metric: str = "loss",
+    by: str | Sequence[str] = (),
+    method: str = "argmin",
+    neighbours: int = 2,
+) -> pd.DataFrame:
+    """The best setting of ``over`` for each group of ``by``: one row per group.
+
+    Columns: the ``by`` keys, the ``over`` columns at the optimum, the metric there, ``points``
+    (rows in the group), ``at_edge`` (the grid minimum sits at the smallest or largest value of
+    an ``over`` column among the runs that did not diverge: the optimum may lie outside the
+    grid, or right next to the divergence edge) and, for ``"parabola"``,
+    ``refined``. A metric of +inf (a diverged run) counts as worst; a group whose runs all
+    diverged gets NaN settings and an infinite metric. ``"parabola"`` refines ``over[0]`` (at
+    the grid minimum's values of the other ``over`` columns) with up to ``neighbours`` grid
+    points on each side of the minimum; that column must be positive.
+    """
+    who = "find_optimum"
+    over = [over] if isinstance(over, str) else list(over)
+    by = [by] if isinstance(by, str) else list(by)
+    if not over:
+        raise ValueError(f"{who}: name at least one column to optimize over")
+    if method not in ("argmin", "parabola"):
+        raise ValueError(f"{who}: unknown method {method!r}; choose 'argmin' or 'parabola'")
+    _columns(table, [*over, metric, *by], who)
+    values = pd.to_numeric(table[metric], errors="coerce")
+    if values.isna().any():
+        raise ValueError(f"{who}: column {metric!r} has {int(values.isna().sum())} NaN or "
+                         "non-numeric values (a diverged run should be +inf)")  # fmt: skip
+    if method == "parabola":
+        _positive(table[over[0]], over[0], who)
+    if table.empty:
+        raise ValueError(f"{who}: the table is empty")
+    rows = []
+    groups = table.groupby(by, sort=True) if by else [((), table)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key, strict=True))
+        finite = group[np.isfinite(group[metric].astype(float))]
+        row["points"] = len(group)
+        if finite.empty:
+            rows.append({**row, **dict.fromkeys(over, math.nan), metric: math.inf,
+                         "at_edge": False, **({"refined": False} if method == "parabola"
+                                              else {})})  # fmt: skip
+            continue
+        best = finite.loc[finite[metric].astype(float).idxmin()]
+        row.update({c: best[c] for c in over})
+        row[metric] = float(best[metric])
+        row["at_edge"] = any(best[c] in (finite[c].min(), finite[c].max()) for c in over)
+        if method == "parabola":
+            row.update(_parabola(group, over, metric, best, neighbours))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _parabola(group: pd.DataFrame, over: list[str], metric: str, best: pd.Series,
+              neighbours: int) -> dict:  # fmt: skip
+    col = over[0]
+    line = group
+    for other in over[1:]:
+        line = line[line[other] == best[other]]
+    line = line[np.isfinite(line[metric].astype(float))].sort_values(col)
+    xs = line[col].to_numpy(dtype=float)
+    k = int(np.flatnonzero(xs == float(best[col]))[0])
+    lo, hi = max(0, k - neighbours), min(len(xs), k + neighbours + 1)
+    u = np.log2(xs[lo:hi])
+    y = line[metric].to_numpy(dtype=float)[lo:hi]
+    if len(u) < 3:
+        return {"refined": False}
+    p2, p1, p0 = np.polyfit(u, y, 2)
+    if p2 <= 0:
+        return {"refined": False}
+    vertex = -p1 / (2 * p2)
+    if not u.min() <= vertex <= u.max():
+        return {"refined": False}
+    return {col: float(2.0**vertex), metric: float(p0 - p1 * p1 / (4 * p2)), "refined": True}
+
+
+# --------------------------------------------------------------------------- power laws
+@dataclass
+class PowerLaw:
+    """target = c · Π features^exponents, with R² (in logs) and bootstrap intervals."""
+
+    target: str
+    c: float
+    exponents: dict[str, float]
+    r2: float
+    n: int
+    level: float = 0.95
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __call__(self, **features: float | np.ndarray) -> np.ndarray:
+        """The fitted law at the given feature values (keywords by feature name)."""
+        missing = set(self.exponents) - set(features)
+        if missing:
+            raise ValueError(f"PowerLaw: give values for {sorted(missing)}")
+        out = np.asarray(self.c, dtype=float)
+        for name, a in self.exponents.items():
+            out = out * np.asarray(features[name], dtype=float) ** a
+        return out
+
+    def __str__(self) -> str:
+        terms = " · ".join(f"{f}^{a:.3g}" for f, a in self.exponents.items())
+        ci = ", ".join(f"{k} ∈ [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in self.intervals.items())
+        return (f"{self.target} = {self.c:.3g} · {terms}  (R² {self.r2:.3f}, n = {self.n}"
+                + (f"; {self.level:.0%} intervals: {ci})" if ci else ")"))
+
+
+def _lstsq(logx: np.ndarray, logy: np.ndarray) -> np.ndarray:
+    design = np.column_stack([np.ones(len(logy)), logx])
+    return np.linalg.lstsq(design, logy, rcond=None)[0]
+
+
+def fit_power_law(
+    table: pd.DataFrame,
+    target: str,
+    features: str | Sequence[str],
+    bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> PowerLaw:
+    """Fit target = c · Π_i feature_iᵃⁱ by least squares in logs (module docstring).
+
+    Returns a :class:`PowerLaw` with ``c``, ``exponents`` by feature name, R² of the log fit,
+    and percentile bootstrap intervals at ``level`` for ``c`` and every exponent
+    (``bootstrap`` resamples of the rows; 0 skips them). Needs positive finite values and at
+    least one more row than there are parameters.
+    """
+    who = "fit_power_law"
+    features = [features] if isinstance(features, str) else list(features)
+    if not features:
+        raise ValueError(f"{who}: name at least one feature column")
+    if bootstrap < 0 or not 0 < level < 1:
+        raise ValueError(f"{who}: need bootstrap ≥ 0 and 0 < level < 1, got {bootstrap}, {level}")
+    _columns(table, [target, *features], who)
+    n, k = len(table), len(features) + 1
+    if n < k + 1:
+        raise ValueError(f"{who}: {n} rows cannot fit {k} parameters with a residual; "
+                         f"need at least {k + 1}")  # fmt: skip
+    logy = np.log(_positive(table[target], target, who))
+    logx = np.column_stack([np.log(_positive(table[f], f, who)) for f in features])
+    if np.linalg.matrix_rank(np.column_stack([np.ones(n), logx])) < k:
+        raise ValueError(f"{who}: the features {features} do not vary independently (a column "
+                         "is constant or two are proportional in logs)")  # fmt: skip
+    coef = _lstsq(logx, logy)
+    resid = logy - coef[0] - logx @ coef[1:]
+    total = np.sum((logy - logy.mean()) ** 2)
+    r2 = 1.0 - float(np.sum(resid**2) / total) if total > 0 else 1.0
+    law = PowerLaw(target, float(np.exp(coef[0])), dict(zip(features, map(float, coef[1:]),
+                   strict=True)), r2, n, level)  # fmt: skip
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(bootstrap):
+            idx = rng.integers(0, n, n)
+            design = np.column_stack([np.ones(n), logx[idx]])
+            if np.linalg.matrix_rank(design) < k:  # a degenerate resample: skip it
+                continue
+            draws.append(_lstsq(logx[idx], logy[idx]))
+        draws = np.array(draws)
+        q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+        lo, hi = np.percentile(draws, q, axis=0)
+        law.intervals["c"] = (float(np.exp(lo[0])), float(np.exp(hi[0])))
+        for i, f in enumerate(features, start=1):
+            law.intervals[f] = (float(lo[i]), float(hi[i]))
+    return law

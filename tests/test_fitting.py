@@ -1,0 +1,105 @@
+"""Fits against planted truths: grid optima (argmin and parabola) and power laws."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optimal_scaling.fitting import find_optimum, fit_power_law
+
+
+def planted_grid(noise: float = 0.0, seed: int = 0, shift: float = 0.0
+                 ) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """loss = 2 + 0.1·(log2 lr − u*(D))² + 0.05·(log2 B − 5)², u* = −4 − ½·log2(D/2^20)."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    rows = []
+    for D in (2**20, 2**22, 2**24):
+        u_star = -4 - 0.5 * math.log2(D / 2**20)
+        truth[D] = 2.0**u_star
+        for e in np.arange(-10, 0, 1.0) + shift:
+            for B in (16, 32, 64):
+                loss = 2 + 0.1 * (e - u_star) ** 2 + 0.05 * (math.log2(B) - 5) ** 2
+                rows.append({"D": D, "lr": 2.0**e, "B": B, "loss": loss + noise * rng.normal()})
+    return pd.DataFrame(rows), truth
+
+
+def test_argmin_finds_the_grid_point_per_group():
+    grid, truth = planted_grid()
+    best = find_optimum(grid, over=("lr", "B"), by="D")
+    assert list(best["D"]) == [2**20, 2**22, 2**24]
+    assert (best["B"] == 32).all()
+    # the planted optima 2^-4, 2^-5, 2^-6 are grid points here
+    assert best["lr"].tolist() == [truth[D] for D in best["D"]]
+    assert best["loss"].tolist() == pytest.approx([2.0] * 3)
+    assert not best["at_edge"].any() and (best["points"] == 30).all()
+
+
+def test_parabola_recovers_an_optimum_between_grid_points():
+    grid, _ = planted_grid(shift=0.3)  # the grid misses the planted optima by 0.3 octaves
+    grid = grid[grid["B"] == 32]
+    best = find_optimum(grid, over="lr", by="D", method="parabola")
+    for _, row in best.iterrows():
+        u_star = -4 - 0.5 * math.log2(row["D"] / 2**20)
+        assert math.log2(row["lr"]) == pytest.approx(u_star, abs=1e-9)
+        assert row["loss"] == pytest.approx(2.0, abs=1e-9) and row["refined"]
+    plain = find_optimum(grid, over="lr", by="D")
+    assert (abs(np.log2(plain["lr"]) - np.log2(best["lr"])) > 0.2).all()  # argmin is off
+
+
+def test_diverged_runs_edges_and_errors():
+    grid, _ = planted_grid()
+    grid = grid[(grid["D"] == 2**20) & (grid["B"] == 32)].copy()
+    grid.loc[grid["lr"] >= 2**-5, "loss"] = math.inf  # the optimum's side diverged
+    best = find_optimum(grid, over="lr", method="parabola")
+    assert best["lr"].iloc[0] == 2**-6 and best["at_edge"].iloc[0]  # largest finite lr
+    assert not best["refined"].iloc[0]
+    all_inf = grid.assign(loss=math.inf)
+    assert math.isinf(find_optimum(all_inf, over="lr")["loss"].iloc[0])
+    with pytest.raises(ValueError, match=r"missing columns \['eta'\]"):
+        find_optimum(grid, over="eta")
+    with pytest.raises(ValueError, match="NaN"):
+        find_optimum(grid.assign(loss=math.nan), over="lr")
+    with pytest.raises(ValueError, match="unknown method 'cubic'"):
+        find_optimum(grid, over="lr", method="cubic")
+    with pytest.raises(ValueError, match="'lr' needs positive"):
+        find_optimum(grid.assign(lr=0.0), over="lr", method="parabola")
+
+
+def test_power_law_recovers_planted_exponents_with_covering_intervals():
+    rng = np.random.default_rng(1)
+    D = 2.0 ** rng.uniform(18, 30, 60)
+    B = 2.0 ** rng.uniform(3, 10, 60)
+    eta = 0.7 * B**0.62 * D**-0.56 * np.exp(0.05 * rng.normal(size=60))
+    law = fit_power_law(pd.DataFrame({"eta": eta, "B": B, "D": D}), "eta", ["B", "D"],
+                        bootstrap=500, seed=0)  # fmt: skip
+    assert law.exponents["B"] == pytest.approx(0.62, abs=0.03)
+    assert law.exponents["D"] == pytest.approx(-0.56, abs=0.03)
+    assert law.c == pytest.approx(0.7, rel=0.3)
+    lo, hi = law.intervals["B"]
+    assert lo < 0.62 < hi and hi - lo < 0.1
+    lo, hi = law.intervals["D"]
+    assert lo < -0.56 < hi
+    lo, hi = law.intervals["c"]
+    assert lo < 0.7 < hi
+    assert law.r2 > 0.95 and law.n == 60
+    assert law(B=64.0, D=2.0**20) == pytest.approx(law.c * 64**law.exponents["B"]
+                                                   * 2.0 ** (20 * law.exponents["D"]))  # fmt: skip
+    exact = fit_power_law(pd.DataFrame({"y": 3.0 * D**0.45, "D": D}), "y", "D", bootstrap=0)
+    assert exact.exponents["D"] == pytest.approx(0.45, abs=1e-12) and exact.r2 == pytest.approx(1)
+    assert "y = 3 · D^0.45" in str(exact)
+
+
+def test_power_law_errors_name_the_problem():
+    table = pd.DataFrame({"y": [1.0, 2.0, 4.0], "x": [1.0, 2.0, 4.0]})
+    with pytest.raises(ValueError, match="3 rows cannot fit 3 parameters"):
+        fit_power_law(table.assign(z=[1.0, 3.0, 2.0]), "y", ["x", "z"])
+    with pytest.raises(ValueError, match="'x' needs positive"):
+        fit_power_law(table.assign(x=[1.0, 0.0, 2.0]), "y", "x")
+    with pytest.raises(ValueError, match=r"missing columns \['w'\]"):
+        fit_power_law(table, "y", "w")
+    with pytest.raises(ValueError, match="do not vary independently"):
+        fit_power_law(table.assign(x=[2.0, 2.0, 2.0]), "y", "x")
