@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBMODULES = {
+    "batch_size",
     "bench",
     "cli",
     "config",

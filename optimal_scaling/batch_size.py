@@ -1,0 +1,202 @@
+r"""Batch size: the gradient noise scale, the critical batch size, and η*(B).
+
+**Gradient noise scale** (McCandlish et al. 2018). A batch of B samples gives a gradient
+estimate with E‖G_B‖² = ‖G‖² + tr(Σ)/B, Σ the per-sample gradient covariance. Two batch sizes
+B_s < B_b give unbiased estimates of both terms (their appendix A):
+
+    ‖G‖²  ≈ (B_b‖G_b‖² − B_s‖G_s‖²) / (B_b − B_s),      tr(Σ) ≈ (‖G_s‖² − ‖G_b‖²) / (1/B_s − 1/B_b),
+
+and B_simple = tr(Σ)/‖G‖². Gradient accumulation gives both for free: the micro-batch
+gradients are the small batches, their mean the big one. Single-step estimates are noisy; the
+two terms are smoothed separately (EMA) and the ratio taken of the smoothed terms.
+
+**Steps and data** (same paper). To reach a given loss, S steps at batch B and E = S·B
+examples trade off as S = S_min(1 + B_crit/B), E = E_min(1 + B/B_crit), i.e.
+(S/S_min − 1)(E/E_min − 1) = 1, with B_crit = E_min/S_min. Since S = S_min + E_min/B is
+linear in 1/B, the fit is a least-squares line.
+
+**η*(B).** SGD: η* = η_crit/(1 + B_crit/B) (grows linearly, then saturates). Adam, the "surge":
+η* = η_crit/(√(B/B_crit) + √(B_crit/B)), which peaks at B = B_crit with η_crit/2 and falls
+beyond. The paper writes η_max/[½(√(B_noise/B) + √(B/B_noise))]: the same curve with
+η_crit = 2·η_max.
+
+**SDE view.** With learning rate η, momentum m, batch B and D training examples the noise
+temperature is ηD/(B(1 − m)) (up to constants): keeping it fixed means η ∝ B at fixed D, and
+η ∝ 1/D at fixed B.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = [
+    "NoiseScale",
+    "CriticalBatch",
+    "eta_sgd",
+    "eta_surge",
+    "fit_critical_batch",
+    "noise_scale_terms",
+    "noise_temperature",
+    "terms_from_microbatches",
+]
+
+
+# --------------------------------------------------------------------------- noise scale
+def noise_scale_terms(
+    g2_small: float, g2_big: float, b_small: float, b_big: float
+) -> tuple[float, float]:
+    """Unbiased (‖G‖², tr Σ) from squared gradient norms at batch sizes b_small < b_big."""
+    if not 0 < b_small < b_big:
+        raise ValueError(f"need 0 < b_small < b_big, got {b_small}, {b_big}")
+    g2 = (b_big * g2_big - b_small * g2_small) / (b_big - b_small)
+    trace = (g2_small - g2_big) / (1 / b_small - 1 / b_big)
+    return float(g2), float(trace)
+
+
+def terms_from_microbatches(grads: Sequence[torch.Tensor], micro: int) -> tuple[float, float]:
+    """(‖G‖², tr Σ) from the flattened gradients of k ≥ 2 micro-batches of ``micro`` samples.
+
+    Small batches: each micro-batch (‖G_s‖² averaged over them); big batch: their mean, of
+    k·micro samples. No extra backward pass: these are the gradients accumulation computes.
+    """
+    if len(grads) < 2:
+        raise ValueError(f"need at least 2 micro-batch gradients, got {len(grads)}")
+    G = torch.stack([g.detach().double().reshape(-1) for g in grads])
+    g2_small = float(G.pow(2).sum(1).mean())
+    g2_big = float(G.mean(0).pow(2).sum())
+    return noise_scale_terms(g2_small, g2_big, micro, micro * len(grads))
+
+
+@dataclass
+class NoiseScale:
+    """EMA of ‖G‖² and tr Σ (``decay`` per update), and B_simple = EMA(tr Σ)/EMA(‖G‖²).
+
+    >>> ns = NoiseScale(decay=0.95)
+    >>> ns.update(*terms_from_microbatches(micro_grads, micro=8))
+    >>> ns.b_simple
+    """
+
+    decay: float = 0.95
+    g2: float = 0.0
+    trace: float = 0.0
+    updates: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"NoiseScale: decay must be in [0, 1), got {self.decay}")
+
+    def update(self, g2: float, trace: float) -> float:
+        """Fold in one step's estimates; return the smoothed B_simple (bias-corrected EMA)."""
+        self.g2 = self.decay * self.g2 + (1 - self.decay) * g2
+        self.trace = self.decay * self.trace + (1 - self.decay) * trace
+        self.updates += 1
+        self.history.append({"g2": g2, "trace": trace, "b_simple": self.b_simple})
+        return self.b_simple
+
+    @property
+    def b_simple(self) -> float:
+        """tr Σ / ‖G‖² of the smoothed terms (the EMA's 1 − decayᵗ bias cancels in the ratio)."""
+        return self.trace / self.g2 if self.g2 > 0 else math.inf
+
+
+# --------------------------------------------------------------------------- η*(B) models
+def eta_sgd(B, eta_crit: float, b_crit: float):
+    """SGD's optimal learning rate η_crit/(1 + B_crit/B)."""
+    return eta_crit / (1 + b_crit / np.asarray(B, dtype=float))
+
+
+def eta_surge(B, eta_crit: float, b_crit: float):
+    """Adam's η_crit/(√(B/B_crit) + √(B_crit/B)): peak η_crit/2 at B = B_crit."""
+    r = np.asarray(B, dtype=float) / b_crit
+    return eta_crit / (np.sqrt(r) + np.sqrt(1 / r))
+
+
+def noise_temperature(lr, examples, batch, momentum: float = 0.0):
+    """The SDE noise scale ηD/(B(1 − m)) (kept fixed: η ∝ B at fixed D, η ∝ 1/D at fixed B)."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    return np.asarray(lr) * np.asarray(examples) / (np.asarray(batch) * (1 - momentum))
+
+
+# --------------------------------------------------------------------------- B_crit from runs
+@dataclass
+class CriticalBatch:
+    """S_min, E_min and B_crit = E_min/S_min from (B, S) pairs, with bootstrap intervals."""
+
+    s_min: float
+    e_min: float
+    b_crit: float
+    n: int
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def steps(self, B):
+        """S(B) = S_min(1 + B_crit/B)."""
+        return self.s_min * (1 + self.b_crit / np.asarray(B, dtype=float))
+
+    def examples(self, B):
+        """E(B) = E_min(1 + B/B_crit)."""
+        return self.e_min * (1 + np.asarray(B, dtype=float) / self.b_crit)
+
+
+def _line(inv_b: np.ndarray, steps: np.ndarray) -> tuple[float, float]:
+    design = np.column_stack([np.ones_like(inv_b), inv_b])
+    s_min, e_min = np.linalg.lstsq(design, steps, rcond=None)[0]
+    return float(s_min), float(e_min)
+
+
+def fit_critical_batch(
+    table: pd.DataFrame,
+    batch: str = "batch_size",
+    steps: str = "steps",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> CriticalBatch:
+    """Fit S = S_min + E_min/B to the steps each batch size needed to reach one target loss.
+
+    ``table`` has one row per run (batch size and steps to the target; runs that never reached
+    it are left out by the caller). Needs ≥ 3 rows with at least 2 distinct batch sizes and
+    positive values; S_min and E_min must come out positive (else the runs do not show the
+    trade-off, and the error says so).
+    """
+    who = "fit_critical_batch"
+    for col in (batch, steps):
+        if col not in table.columns:
+            raise ValueError(f"{who}: missing column {col!r}; the table has {list(table.columns)}")
+    B = pd.to_numeric(table[batch], errors="coerce").to_numpy(float)
+    S = pd.to_numeric(table[steps], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(B) | ~np.isfinite(S) | (B <= 0) | (S <= 0)
+    if bad.any():
+        raise ValueError(f"{who}: {int(bad.sum())} rows have non-positive or non-finite "
+                         f"{batch!r}/{steps!r}")  # fmt: skip
+    if len(B) < 3 or len(np.unique(B)) < 2:
+        raise ValueError(f"{who}: need at least 3 runs over at least 2 batch sizes, got "
+                         f"{len(B)} runs and {len(np.unique(B))} sizes")  # fmt: skip
+    s_min, e_min = _line(1 / B, S)
+    if s_min <= 0 or e_min <= 0:
+        raise ValueError(f"{who}: the fit gives S_min = {s_min:.3g}, E_min = {e_min:.3g}; the "
+                         "runs do not show S falling as 1/B towards a floor")  # fmt: skip
+    out = CriticalBatch(s_min, e_min, e_min / s_min, len(B))
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(bootstrap):
+            idx = rng.integers(0, len(B), len(B))
+            if len(np.unique(B[idx])) < 2:
+                continue
+            a, b = _line(1 / B[idx], S[idx])
+            if a > 0 and b > 0:
+                draws.append((a, b, b / a))
+        draws = np.array(draws)
+        q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+        lo, hi = np.percentile(draws, q, axis=0)
+        out.intervals = {k: (float(lo[i]), float(hi[i]))
+                         for i, k in enumerate(("s_min", "e_min", "b_crit"))}  # fmt: skip
+    return out

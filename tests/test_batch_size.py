@@ -1,0 +1,111 @@
+"""Gradient noise scale, critical batch size and η*(B), against analytic and planted truths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from optimal_scaling import batch_size as bs
+
+
+def test_noise_scale_on_linear_regression_matches_the_analytic_value():
+    """x ~ N(0, I_d), y = x·w* + ε (var s²), at w = w* + e: g = x(xᵀe − ε), so
+    G = e, tr Σ = E‖g‖² − ‖G‖² = (d + 1)‖e‖² + d·s², B_simple = tr Σ / ‖e‖²."""
+    d, s, micro, k = 16, 0.5, 8, 8
+    gen = torch.Generator().manual_seed(0)
+    e = torch.randn(d, generator=gen, dtype=torch.float64) * 0.3
+    truth = ((d + 1) * e.pow(2).sum() + d * s**2) / e.pow(2).sum()
+    g2s, traces = [], []
+    for _ in range(400):
+        x = torch.randn(k, micro, d, generator=gen, dtype=torch.float64)
+        eps = s * torch.randn(k, micro, generator=gen, dtype=torch.float64)
+        per_sample = x * ((x @ e) - eps)[..., None]  # (k, micro, d)
+        g2, trace = bs.terms_from_microbatches(list(per_sample.mean(1)), micro)
+        g2s.append(g2)
+        traces.append(trace)
+    estimate = np.mean(traces) / np.mean(g2s)
+    assert estimate == pytest.approx(float(truth), rel=0.10)
+    assert np.mean(g2s) == pytest.approx(float(e.pow(2).sum()), rel=0.10)  # unbiased ‖G‖²
+
+
+def test_noise_scale_on_a_tiny_model_matches_exact_per_sample_gradients():
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.Tanh(), torch.nn.Linear(12, 1))
+    model.double()
+    N = 512
+    X = torch.randn(N, 6, dtype=torch.float64)
+    Y = torch.sin(X.sum(1, keepdim=True)) + 0.3 * torch.randn(N, 1, dtype=torch.float64)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss(p, x, y):
+        return ((functional_call(model, p, (x[None],)) - y[None]) ** 2).mean()
+
+    per = vmap(grad(loss), in_dims=(None, 0, 0))(params, X, Y)
+    flat = torch.cat([per[n].reshape(N, -1) for n in params], dim=1)  # (N, P)
+    G = flat.mean(0)
+    exact = float((flat - G).pow(2).sum(1).mean() / G.pow(2).sum())  # population tr Σ / ‖G‖²
+    gen = torch.Generator().manual_seed(1)
+    g2s, traces = [], []
+    for _ in range(300):  # micro-batches drawn with replacement from the population
+        idx = torch.randint(0, N, (4, 16), generator=gen)
+        g2, trace = bs.terms_from_microbatches(list(flat[idx].mean(1)), 16)
+        g2s.append(g2)
+        traces.append(trace)
+    assert np.mean(traces) / np.mean(g2s) == pytest.approx(exact, rel=0.15)
+
+
+def test_smoothed_ratio_and_input_errors():
+    ns = bs.NoiseScale(decay=0.9)
+    for _ in range(5):
+        ns.update(2.0, 50.0)
+    assert ns.b_simple == pytest.approx(25.0)
+    assert len(ns.history) == 5 and ns.history[-1]["b_simple"] == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="b_small < b_big"):
+        bs.noise_scale_terms(1.0, 1.0, 8, 8)
+    with pytest.raises(ValueError, match="at least 2"):
+        bs.terms_from_microbatches([torch.zeros(3)], 4)
+    with pytest.raises(ValueError, match="decay"):
+        bs.NoiseScale(decay=1.0)
+
+
+def test_critical_batch_fit_recovers_a_planted_b_crit():
+    rng = np.random.default_rng(0)
+    s_min, b_crit = 400.0, 96.0
+    B = np.repeat([8, 16, 32, 64, 128, 256, 512, 1024], 3)
+    S = s_min * (1 + b_crit / B) * np.exp(0.03 * rng.normal(size=B.size))
+    fit = bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": S}), bootstrap=400)
+    assert fit.b_crit == pytest.approx(b_crit, rel=0.1)
+    lo, hi = fit.intervals["b_crit"]
+    assert lo < b_crit < hi
+    # the hyperbola (S/S_min − 1)(E/E_min − 1) = 1 holds on the fitted curves
+    Bs = np.array([10.0, 100.0, 1000.0])
+    assert ((fit.steps(Bs) / fit.s_min - 1) * (fit.examples(Bs) / fit.e_min - 1)) == (
+        pytest.approx(1.0))
+    with pytest.raises(ValueError, match="do not show"):
+        bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": 1000.0 + B}), bootstrap=0)
+    with pytest.raises(ValueError, match="at least 2 batch sizes"):
+        bs.fit_critical_batch(pd.DataFrame({"batch_size": [8] * 4, "steps": [1.0] * 4}))
+    with pytest.raises(ValueError, match="missing column 'steps'"):
+        bs.fit_critical_batch(pd.DataFrame({"batch_size": B}))
+
+
+def test_eta_models_and_the_noise_temperature():
+    B = np.geomspace(1, 1e4, 401)
+    surge = bs.eta_surge(B, eta_crit=0.02, b_crit=100.0)
+    assert B[np.argmax(surge)] == pytest.approx(100.0, rel=0.03)
+    assert surge.max() == pytest.approx(0.01, rel=1e-3)  # η_crit/2 at the peak
+    # the paper's form: η_max/[½(√(B_noise/B) + √(B/B_noise))] with η_crit = 2·η_max
+    paper = 0.01 / (0.5 * (np.sqrt(100.0 / B) + np.sqrt(B / 100.0)))
+    assert np.allclose(paper, surge)
+    sgd = bs.eta_sgd(B, eta_crit=0.02, b_crit=100.0)
+    assert np.all(np.diff(sgd) > 0) and sgd[-1] == pytest.approx(0.02, rel=0.02)
+    assert bs.eta_sgd(100.0, 0.02, 100.0) == pytest.approx(0.01)
+    t = bs.noise_temperature(0.01, 1e6, 32, momentum=0.9)
+    assert t == pytest.approx(0.01 * 1e6 / (32 * 0.1))
+    base = bs.noise_temperature(0.01, 1e6, 32)
+    assert bs.noise_temperature(0.02, 1e6, 64) == pytest.approx(base)  # η ∝ B at fixed D
+    assert bs.noise_temperature(0.005, 2e6, 32) == pytest.approx(base)  # η ∝ 1/D at fixed B
