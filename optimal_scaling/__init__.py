@@ -36,6 +36,7 @@ _SUBMODULES = {
     "parametrization",
     "results",
     "roles",
+    "scaling_laws",
     "sweep",
     "tracking",
     "train",

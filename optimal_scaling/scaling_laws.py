@@ -1,0 +1,105 @@
+r"""Scaling laws: a catalogue of published fits, each evaluable, with its units and source.
+
+A law is ``y = c · Π_v v^{a_v}`` in named variables: compute C (FLOPs), parameters N, data D
+(tokens unless a law says otherwise). A law published only as a proportionality (``c`` is
+None) can still be evaluated relative to an anchor: ``law.relative(D=2**30, anchor={"D":
+2**20})`` is y(D)/y(anchor). :data:`HYPERPARAMETER_LAWS` holds the optimal learning rate and
+batch size laws lecture 06 compares; Chinchilla's L(N, D) fits join with lecture 08.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["HYPERPARAMETER_LAWS", "Law", "catalogue"]
+
+
+@dataclass(frozen=True)
+class Law:
+    """``quantity = c · Π_v v^{exponents[v]}``; ``units`` say what each symbol counts."""
+
+    name: str
+    quantity: str  # "lr" or "batch" (or "b_crit")
+    c: float | None
+    exponents: dict[str, float]
+    units: dict[str, str]
+    source: str
+    note: str = ""
+    uncertainty: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, **values: float | np.ndarray) -> np.ndarray:
+        """The law's value (needs a prefactor; see :meth:`relative` otherwise)."""
+        if self.c is None:
+            raise ValueError(f"{self.name}: published as a proportionality only (no prefactor); "
+                             "use .relative(..., anchor=...)")  # fmt: skip
+        return self.c * self._product(values)
+
+    def relative(self, anchor: dict[str, float], **values: float | np.ndarray) -> np.ndarray:
+        """y(values) / y(anchor): defined for every law, with or without a prefactor."""
+        return self._product(values) / self._product(anchor)
+
+    def _product(self, values: dict) -> np.ndarray:
+        missing = set(self.exponents) - set(values)
+        extra = set(values) - set(self.exponents)
+        if missing or extra:
+            raise ValueError(f"{self.name}: needs values for {sorted(self.exponents)}; got "
+                             f"{sorted(values)}")  # fmt: skip
+        out = np.asarray(1.0)
+        for v, a in self.exponents.items():
+            x = np.asarray(values[v], dtype=float)
+            if np.any(x <= 0):
+                raise ValueError(f"{self.name}: {v} must be positive")
+            out = out * x**a
+        return out
+
+    def formula(self) -> str:
+        terms = " · ".join(f"{v}^{a:g}" for v, a in self.exponents.items())
+        return f"{self.quantity} = {'∝' if self.c is None else f'{self.c:g} ·'} {terms}"
+
+
+_TOKENS = "tokens"
+
+#: Published optimal learning-rate and batch-size laws (D, B in tokens unless said).
+HYPERPARAMETER_LAWS: dict[str, Law] = {
+    law.name: law
+    for law in (
+        Law("DeepSeek η*", "lr", 0.3118, {"C": -0.125}, {"C": "training FLOPs"},
+            "DeepSeek LLM (2024)", note="often quoted as 0.3188, a transcription error"),
+        Law("DeepSeek B*", "batch", 0.2920, {"C": 0.3271},
+            {"C": "training FLOPs", "batch": _TOKENS}, "DeepSeek LLM (2024)"),
+        Law("Step Law η*", "lr", 1.79, {"N": -0.713, "D": 0.307},
+            {"N": "non-embedding parameters", "D": _TOKENS}, "Predictable Scale I (Step Law)"),
+        Law("Step Law B*", "batch", 0.58, {"D": 0.571}, {"D": _TOKENS, "batch": _TOKENS},
+            "Predictable Scale I (Step Law)"),
+        Law("Bjorck et al. η*", "lr", 1.3192e-5, {"N": -0.23, "D": -0.32},
+            {"N": "parameters", "D": _TOKENS}, "Bjorck et al. (2024)",
+            note="the data exponent −0.32 is the one usually compared"),
+        Law("Porian et al. η*", "lr", 3.7, {"N": -0.36}, {"N": "parameters"},
+            "Porian et al. (2024)"),
+        Law("Porian et al. B*", "batch", 0.7576, {"N": 0.703},
+            {"N": "parameters", "batch": _TOKENS}, "Porian et al. (2024)"),
+        Law("Power Lines B_crit", "b_crit", None, {"D": 0.462}, {"D": _TOKENS},
+            "Power Lines (2025), as compared with [12] there"),
+        Law("Norm transfer η*", "lr", None, {"D": -0.28}, {"D": _TOKENS},
+            "Optimal Scaling Needs Optimal Norm (arXiv 2510.03871), Scion",
+            uncertainty={"D": 0.07}),
+        Law("Norm transfer B*", "batch", None, {"D": 0.45}, {"D": _TOKENS, "batch": "samples"},
+            "Optimal Scaling Needs Optimal Norm (arXiv 2510.03871), Scion",
+            uncertainty={"D": 0.07}),
+        Law("HyperP η*", "lr", None, {"D": -0.32}, {"D": _TOKENS},
+            "HyperP: the 'magic exponent' in the data horizon"),
+    )
+}  # fmt: skip
+
+
+def catalogue(quantity: str | None = None) -> pd.DataFrame:
+    """The laws as a table: name, quantity, formula, units, source, note."""
+    rows = [{"name": law.name, "quantity": law.quantity, "formula": law.formula(),
+             "units": ", ".join(f"{k}: {v}" for k, v in law.units.items()),
+             "source": law.source, "note": law.note}
+            for law in HYPERPARAMETER_LAWS.values()
+            if quantity is None or law.quantity == quantity]  # fmt: skip
+    return pd.DataFrame(rows)

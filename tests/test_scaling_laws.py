@@ -1,0 +1,42 @@
+"""The catalogue of published laws: values at one point against hand computation."""
+
+from __future__ import annotations
+
+import pytest
+
+from optimal_scaling.scaling_laws import HYPERPARAMETER_LAWS as LAWS
+from optimal_scaling.scaling_laws import catalogue
+
+
+def test_values_at_one_point_match_hand_computation():
+    C = 1e21
+    assert LAWS["DeepSeek η*"](C=C) == pytest.approx(0.3118 * 1e21 ** -0.125)
+    assert LAWS["DeepSeek η*"](C=C) == pytest.approx(7.394e-4, rel=1e-3)  # 0.3118/10^2.625
+    assert LAWS["DeepSeek B*"](C=C) == pytest.approx(0.2920 * 10 ** (21 * 0.3271))
+    N, D = 1e9, 1e11
+    assert LAWS["Step Law η*"](N=N, D=D) == pytest.approx(1.79 * 10 ** (-9 * 0.713 + 11 * 0.307))
+    assert LAWS["Step Law B*"](D=D) == pytest.approx(0.58 * 10 ** (11 * 0.571))
+    assert LAWS["Porian et al. B*"](N=N) == pytest.approx(0.7576 * 10 ** (9 * 0.703))
+    assert LAWS["Bjorck et al. η*"](N=N, D=D) == pytest.approx(
+        1.3192e-5 * 10 ** (-9 * 0.23 - 11 * 0.32))
+
+
+def test_proportional_laws_evaluate_relative_to_an_anchor():
+    law = LAWS["Norm transfer B*"]
+    assert law.relative({"D": 2**20}, D=2**30) == pytest.approx(2 ** (10 * 0.45))
+    assert LAWS["Norm transfer η*"].relative({"D": 2**20}, D=2**30) == pytest.approx(
+        2 ** (-10 * 0.28))
+    with pytest.raises(ValueError, match="proportionality only"):
+        law(D=2**30)
+    with pytest.raises(ValueError, match=r"needs values for \['D'\]"):
+        LAWS["Step Law B*"](N=1e9)
+    with pytest.raises(ValueError, match="positive"):
+        LAWS["Step Law B*"](D=0.0)
+
+
+def test_the_catalogue_lists_units_and_sources():
+    table = catalogue()
+    assert len(table) == len(LAWS) and table["source"].str.len().min() > 5
+    assert set(catalogue("batch")["quantity"]) == {"batch"}
+    deepseek = table.set_index("name").loc["DeepSeek η*"]
+    assert "0.3118" in deepseek["formula"] and "0.3188" in deepseek["note"]
