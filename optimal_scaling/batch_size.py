@@ -38,11 +38,14 @@ import torch
 __all__ = [
     "NoiseScale",
     "CriticalBatch",
+    "EtaOfB",
     "eta_sgd",
     "eta_surge",
     "fit_critical_batch",
+    "fit_eta_of_b",
     "noise_scale_terms",
     "noise_temperature",
+    "overhead_batch",
     "terms_from_microbatches",
 ]
 
@@ -116,6 +119,89 @@ def eta_surge(B, eta_crit: float, b_crit: float):
     """Adam's η_crit/(√(B/B_crit) + √(B_crit/B)): peak η_crit/2 at B = B_crit."""
     r = np.asarray(B, dtype=float) / b_crit
     return eta_crit / (np.sqrt(r) + np.sqrt(1 / r))
+
+
+_MODELS = {"sgd": eta_sgd, "surge": eta_surge}
+
+
+@dataclass
+class EtaOfB:
+    """η_crit and B_crit of an η*(B) model fitted to optima, with bootstrap intervals."""
+
+    model: str
+    eta_crit: float
+    b_crit: float
+    n: int
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __call__(self, B):
+        return _MODELS[self.model](B, self.eta_crit, self.b_crit)
+
+
+def fit_eta_of_b(
+    table: pd.DataFrame,
+    model: str = "surge",
+    batch: str = "batch_size",
+    lr: str = "lr",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> EtaOfB:
+    """Fit ``model`` ("sgd" or "surge") to optimal (B, η*) pairs, least squares in log η.
+
+    ``table``: one row per batch size with its optimal learning rate (e.g. from
+    :func:`optimal_scaling.fitting.find_optimum`). Parameters are fitted in logs (both must
+    be positive); bootstrap intervals resample the rows.
+    """
+    from scipy.optimize import least_squares
+
+    who = "fit_eta_of_b"
+    if model not in _MODELS:
+        raise ValueError(f"{who}: unknown model {model!r}; choose from {', '.join(_MODELS)}")
+    for col in (batch, lr):
+        if col not in table.columns:
+            raise ValueError(f"{who}: missing column {col!r}; the table has {list(table.columns)}")
+    B = pd.to_numeric(table[batch], errors="coerce").to_numpy(float)
+    eta = pd.to_numeric(table[lr], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(B) | ~np.isfinite(eta) | (B <= 0) | (eta <= 0)
+    if bad.any():
+        raise ValueError(f"{who}: {int(bad.sum())} rows have non-positive or non-finite values")
+    if len(np.unique(B)) < 3:
+        raise ValueError(f"{who}: need optima at ≥ 3 batch sizes, got {len(np.unique(B))}")
+    f = _MODELS[model]
+
+    def fit(b: np.ndarray, e: np.ndarray) -> np.ndarray:
+        start = [np.log(e.max() * 2), np.log(np.median(b))]
+        res = least_squares(lambda p: np.log(f(b, np.exp(p[0]), np.exp(p[1]))) - np.log(e),
+                            start)  # fmt: skip
+        return np.exp(res.x)
+
+    eta_crit, b_crit = fit(B, eta)
+    out = EtaOfB(model, float(eta_crit), float(b_crit), len(B))
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(bootstrap):
+            idx = rng.integers(0, len(B), len(B))
+            if len(np.unique(B[idx])) >= 3:
+                draws.append(fit(B[idx], eta[idx]))
+        q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+        lo, hi = np.percentile(np.array(draws), q, axis=0)
+        out.intervals = {"eta_crit": (float(lo[0]), float(hi[0])),
+                         "b_crit": (float(lo[1]), float(hi[1]))}  # fmt: skip
+    return out
+
+
+def overhead_batch(b_crit: float, overhead: float = 0.2) -> dict[str, float]:
+    """Batch sizes where the hyperbola costs ``overhead`` extra: in data, E/E_min − 1 = B/B_crit
+    gives B = overhead·B_crit; in steps, S/S_min − 1 = B_crit/B gives B = B_crit/overhead.
+
+    At B = B_crit both overheads are 100% (McCandlish et al.'s definition); a "20% overhead"
+    critical batch size is 0.2·B_crit when data is what one pays for.
+    """
+    if b_crit <= 0 or overhead <= 0:
+        raise ValueError(f"need b_crit > 0 and overhead > 0, got {b_crit}, {overhead}")
+    return {"data": overhead * b_crit, "steps": b_crit / overhead}
 
 
 def noise_temperature(lr, examples, batch, momentum: float = 0.0):

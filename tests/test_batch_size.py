@@ -109,3 +109,30 @@ def test_eta_models_and_the_noise_temperature():
     base = bs.noise_temperature(0.01, 1e6, 32)
     assert bs.noise_temperature(0.02, 1e6, 64) == pytest.approx(base)  # η ∝ B at fixed D
     assert bs.noise_temperature(0.005, 2e6, 32) == pytest.approx(base)  # η ∝ 1/D at fixed B
+
+
+@pytest.mark.parametrize("model", ["sgd", "surge"])
+def test_eta_of_b_fit_recovers_planted_parameters(model):
+    rng = np.random.default_rng(2)
+    B = np.array([4, 8, 16, 32, 64, 128, 256, 512, 1024], dtype=float)
+    f = bs.eta_sgd if model == "sgd" else bs.eta_surge
+    eta = f(B, 0.03, 60.0) * np.exp(0.03 * rng.normal(size=B.size))
+    fit = bs.fit_eta_of_b(pd.DataFrame({"batch_size": B, "lr": eta}), model, bootstrap=300)
+    assert fit.b_crit == pytest.approx(60.0, rel=0.25)
+    assert fit.eta_crit == pytest.approx(0.03, rel=0.15)
+    lo, hi = fit.intervals["b_crit"]
+    assert lo < 60.0 < hi
+    assert fit(60.0) == pytest.approx(f(60.0, fit.eta_crit, fit.b_crit))
+    with pytest.raises(ValueError, match="unknown model 'adam'"):
+        bs.fit_eta_of_b(pd.DataFrame({"batch_size": B, "lr": eta}), "adam")
+    with pytest.raises(ValueError, match="≥ 3 batch sizes"):
+        bs.fit_eta_of_b(pd.DataFrame({"batch_size": [8.0, 16.0], "lr": [0.01, 0.02]}))
+
+
+def test_overhead_definitions_follow_the_hyperbola():
+    b = bs.overhead_batch(100.0, 0.2)
+    fit = bs.CriticalBatch(s_min=1000.0, e_min=100_000.0, b_crit=100.0, n=0)
+    assert fit.examples(b["data"]) / fit.e_min == pytest.approx(1.2)
+    assert fit.steps(b["steps"]) / fit.s_min == pytest.approx(1.2)
+    one = bs.overhead_batch(100.0, 1.0)
+    assert one["data"] == one["steps"] == 100.0  # both overheads 100% at B_crit
