@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from optimal_scaling.fitting import percentile_intervals, positive_values, require_columns
+
 __all__ = [
     "NoiseScale",
     "CriticalBatch",
@@ -158,14 +160,9 @@ def fit_eta_of_b(
     who = "fit_eta_of_b"
     if model not in _MODELS:
         raise ValueError(f"{who}: unknown model {model!r}; choose from {', '.join(_MODELS)}")
-    for col in (batch, lr):
-        if col not in table.columns:
-            raise ValueError(f"{who}: missing column {col!r}; the table has {list(table.columns)}")
-    B = pd.to_numeric(table[batch], errors="coerce").to_numpy(float)
-    eta = pd.to_numeric(table[lr], errors="coerce").to_numpy(float)
-    bad = ~np.isfinite(B) | ~np.isfinite(eta) | (B <= 0) | (eta <= 0)
-    if bad.any():
-        raise ValueError(f"{who}: {int(bad.sum())} rows have non-positive or non-finite values")
+    require_columns(table, [batch, lr], who)
+    B = positive_values(table[batch], batch, who)
+    eta = positive_values(table[lr], lr, who)
     if len(np.unique(B)) < 3:
         raise ValueError(f"{who}: need optima at ≥ 3 batch sizes, got {len(np.unique(B))}")
     f = _MODELS[model]
@@ -185,10 +182,7 @@ def fit_eta_of_b(
             idx = rng.integers(0, len(B), len(B))
             if len(np.unique(B[idx])) >= 3:
                 draws.append(fit(B[idx], eta[idx]))
-        q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-        lo, hi = np.percentile(np.array(draws), q, axis=0)
-        out.intervals = {"eta_crit": (float(lo[0]), float(hi[0])),
-                         "b_crit": (float(lo[1]), float(hi[1]))}  # fmt: skip
+        out.intervals = percentile_intervals(draws, ("eta_crit", "b_crit"), level)
     return out
 
 
@@ -253,15 +247,9 @@ def fit_critical_batch(
     trade-off, and the error says so).
     """
     who = "fit_critical_batch"
-    for col in (batch, steps):
-        if col not in table.columns:
-            raise ValueError(f"{who}: missing column {col!r}; the table has {list(table.columns)}")
-    B = pd.to_numeric(table[batch], errors="coerce").to_numpy(float)
-    S = pd.to_numeric(table[steps], errors="coerce").to_numpy(float)
-    bad = ~np.isfinite(B) | ~np.isfinite(S) | (B <= 0) | (S <= 0)
-    if bad.any():
-        raise ValueError(f"{who}: {int(bad.sum())} rows have non-positive or non-finite "
-                         f"{batch!r}/{steps!r}")  # fmt: skip
+    require_columns(table, [batch, steps], who)
+    B = positive_values(table[batch], batch, who)
+    S = positive_values(table[steps], steps, who)
     if len(B) < 3 or len(np.unique(B)) < 2:
         raise ValueError(f"{who}: need at least 3 runs over at least 2 batch sizes, got "
                          f"{len(B)} runs and {len(np.unique(B))} sizes")  # fmt: skip
@@ -280,9 +268,5 @@ def fit_critical_batch(
             a, b = _line(1 / B[idx], S[idx])
             if a > 0 and b > 0:
                 draws.append((a, b, b / a))
-        draws = np.array(draws)
-        q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-        lo, hi = np.percentile(draws, q, axis=0)
-        out.intervals = {k: (float(lo[i]), float(hi[i]))
-                         for i, k in enumerate(("s_min", "e_min", "b_crit"))}  # fmt: skip
+        out.intervals = percentile_intervals(draws, ("s_min", "e_min", "b_crit"), level)
     return out

@@ -24,10 +24,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["PowerLaw", "find_optimum", "fit_power_law"]
+__all__ = [
+    "PowerLaw",
+    "find_optimum",
+    "fit_power_law",
+    "percentile_intervals",
+    "positive_values",
+    "require_columns",
+]
 
 
-def _columns(table: pd.DataFrame, names: Sequence[str], who: str) -> None:
+def percentile_intervals(draws: Sequence[Sequence[float]], names: Sequence[str],
+                         level: float) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Percentile bootstrap intervals at ``level``: one (low, high) per column of ``draws``."""
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    lo, hi = np.percentile(np.asarray(draws, dtype=float), q, axis=0)
+    return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(names)}
+
+
+def require_columns(table: pd.DataFrame, names: Sequence[str], who: str) -> None:
+    """Raise a ValueError naming the columns of ``names`` that ``table`` lacks."""
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"{who}: expected a pandas DataFrame, got {type(table).__name__}")
     missing = [n for n in names if n not in table.columns]
@@ -35,7 +51,8 @@ def _columns(table: pd.DataFrame, names: Sequence[str], who: str) -> None:
         raise ValueError(f"{who}: missing columns {missing}; the table has {list(table.columns)}")
 
 
-def _positive(values: pd.Series, name: str, who: str) -> np.ndarray:
+def positive_values(values: pd.Series, name: str, who: str) -> np.ndarray:
+    """The column as floats, or a ValueError when any value is not positive and finite."""
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(x) | (x <= 0)
     if bad.any():
@@ -71,13 +88,13 @@ def find_optimum(
         raise ValueError(f"{who}: name at least one column to optimize over")
     if method not in ("argmin", "parabola"):
         raise ValueError(f"{who}: unknown method {method!r}; choose 'argmin' or 'parabola'")
-    _columns(table, [*over, metric, *by], who)
+    require_columns(table, [*over, metric, *by], who)
     values = pd.to_numeric(table[metric], errors="coerce")
     if values.isna().any():
         raise ValueError(f"{who}: column {metric!r} has {int(values.isna().sum())} NaN or "
                          "non-numeric values (a diverged run should be +inf)")  # fmt: skip
     if method == "parabola":
-        _positive(table[over[0]], over[0], who)
+        positive_values(table[over[0]], over[0], who)
     if table.empty:
         raise ValueError(f"{who}: the table is empty")
     rows = []
@@ -181,13 +198,13 @@ def fit_power_law(
         raise ValueError(f"{who}: name at least one feature column")
     if bootstrap < 0 or not 0 < level < 1:
         raise ValueError(f"{who}: need bootstrap ≥ 0 and 0 < level < 1, got {bootstrap}, {level}")
-    _columns(table, [target, *features], who)
+    require_columns(table, [target, *features], who)
     n, k = len(table), len(features) + 1
     if n < k + 1:
         raise ValueError(f"{who}: {n} rows cannot fit {k} parameters with a residual; "
                          f"need at least {k + 1}")  # fmt: skip
-    logy = np.log(_positive(table[target], target, who))
-    logx = np.column_stack([np.log(_positive(table[f], f, who)) for f in features])
+    logy = np.log(positive_values(table[target], target, who))
+    logx = np.column_stack([np.log(positive_values(table[f], f, who)) for f in features])
     if np.linalg.matrix_rank(np.column_stack([np.ones(n), logx])) < k:
         raise ValueError(f"{who}: the features {features} do not vary independently (a column "
                          "is constant or two are proportional in logs)")  # fmt: skip
@@ -206,10 +223,7 @@ def fit_power_law(
             if np.linalg.matrix_rank(design) < k:  # a degenerate resample: skip it
                 continue
             draws.append(_lstsq(logx[idx], logy[idx]))
-        draws = np.array(draws)
-        q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-        lo, hi = np.percentile(draws, q, axis=0)
-        law.intervals["c"] = (float(np.exp(lo[0])), float(np.exp(hi[0])))
-        for i, f in enumerate(features, start=1):
-            law.intervals[f] = (float(lo[i]), float(hi[i]))
+        ci = percentile_intervals(draws, ["log_c", *features], level)
+        law.intervals["c"] = tuple(float(np.exp(v)) for v in ci.pop("log_c"))
+        law.intervals.update(ci)
     return law
