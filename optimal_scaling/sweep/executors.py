@@ -29,7 +29,9 @@ import pandas as pd
 from optimal_scaling.sweep.spec import Run, Sweep
 from optimal_scaling.sweep.store import (
     Lock,
+    lock_holder,
     read_json,
+    remove_partial,
     run_dir,
     run_status,
     write_json,
@@ -45,10 +47,13 @@ def prepare(sweep: Sweep, out: Path, runs: list[Run]) -> list[Run]:
     and the new ones (a constant-schedule run is extended, never shortened).
     """
     out.mkdir(parents=True, exist_ok=True)
+    remove_partial(out)  # an interrupted sweep.json write
     write_json(out / "sweep.json", sweep.to_dict())
     todo = []
     for run in runs:
         folder = run_dir(out, run.id)
+        if lock_holder(folder) is None:  # nobody writes there now: drop a killed writer's files
+            remove_partial(folder)
         old = read_json(folder / "config.json")
         horizons = sorted(set(run.horizons) | set(old["horizons"] if old else []))
         spec = {"id": run.id, "run": run.config, "point": run.point, "horizons": horizons}
@@ -94,9 +99,9 @@ def _run_one(args: tuple[str, str, int]) -> tuple[str, str]:
         return rid, train_run(out, rid, device=_WORKER.get("device"))
     folder = run_dir(Path(out), rid)
     lock = Lock(folder)
-    if not lock.acquire():
-        return rid, "running"
     try:
+        if not lock.acquire():
+            return rid, "running"
         log = folder / "torchrun.log"
         with open(log, "ab") as f:
             subprocess.run(torchrun_command(Path(out), rid, processes), stdout=f,

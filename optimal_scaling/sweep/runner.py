@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optimal_scaling.results import atomic_write
-from optimal_scaling.sweep.store import Lock, read_json, run_dir, write_json
+from optimal_scaling.sweep.store import Lock, read_json, remove_partial, run_dir, write_json
 
 __all__ = [
     "build_data",
@@ -206,18 +206,18 @@ def train_run(
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     claim = Lock(folder)
-    go = [True]
-    if rank == 0 and lock:
-        go = [claim.acquire()]
-    if world > 1:
-        dist.broadcast_object_list(go, src=0)
-    if not go[0]:
-        return "running"
     try:
+        go = [claim.acquire() if rank == 0 and lock else True]
+        if world > 1:
+            dist.broadcast_object_list(go, src=0)
+        if not go[0]:
+            return "running"
+        if rank == 0:
+            remove_partial(folder)  # a killed predecessor's unfinished writes
         return _train(folder, spec, rank, world, device, claim if rank == 0 else None)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # a broken run is recorded, never stops the sweep
+    # A broken run is recorded and never stops the sweep; KeyboardInterrupt and SystemExit
+    # pass through (the lock is still released).
+    except Exception as exc:
         if rank == 0:
             record = read_json(folder / "record.json") or {}
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
@@ -298,7 +298,6 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     checked = 0
     _sync(device)
     tick = time.perf_counter()
-    window_seconds, window_tokens = 0.0, 0
     net.train()
     while step < last:
         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
@@ -341,8 +340,6 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         if step in targets:
             _sync(device)
             now = time.perf_counter()
-            window_seconds += now - tick
-            window_tokens += len(window) * tps
             seconds += now - tick
             row = {
                 "horizon": targets[step],
@@ -350,7 +347,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 "tokens": step * tps,
                 "val_loss": evaluate(),
                 "train_loss": float(torch.stack(window).mean()),
-                "tokens_per_s": window_tokens / max(window_seconds, 1e-9),
+                "tokens_per_s": len(window) * tps / max(now - tick, 1e-9),
                 "seconds": seconds,
                 "lr": opt.param_groups[0]["lr"],
             }
@@ -367,7 +364,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 atomic_write(ckpt_path, lambda f, s=state: torch.save(s, f))
                 record.update(rows=rows, status="done" if step == last else "running")
                 write_json(rec_path, record)
-            window, checked, window_seconds, window_tokens = [], 0, 0.0, 0
+            window, checked = [], 0
             _sync(device)
             tick = time.perf_counter()
     return "done"

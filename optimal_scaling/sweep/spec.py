@@ -346,21 +346,6 @@ def resolve_run(raw: Mapping, where: str) -> dict:
 
 
 # --------------------------------------------------------------------------- paths
-def get_path(tree: Mapping, path: str) -> object:
-    node: Any = tree
-    for part in path.split("."):
-        node = node[part]
-    return node
-
-
-def set_path(tree: dict, path: str, value: object) -> None:
-    *parents, last = path.split(".")
-    node = tree
-    for part in parents:
-        node = node[part]
-    node[last] = value
-
-
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
     """``{"optimizer": {"lr": 1}}`` → ``{"optimizer.lr": 1}`` (lists kept as values)."""
     out: dict[str, object] = {}

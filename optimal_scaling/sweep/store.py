@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from optimal_scaling.results import atomic_write
+from optimal_scaling.sweep.spec import flatten
 
 __all__ = [
     "STATUSES",
@@ -54,6 +55,12 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+
+def remove_partial(folder: Path) -> None:
+    """Delete temporary files a killed writer left in ``folder`` (its own, never finished)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def run_dir(sweep_dir: Path, rid: str) -> Path:
@@ -119,9 +126,9 @@ class Lock:
                     return False
                 self.path.unlink(missing_ok=True)  # stale: take it over
                 continue
+            self.held = True  # before writing: an interruption now still releases the file
             with os.fdopen(fd, "w") as f:
                 json.dump(info, f)
-            self.held = True
             return True
         return False
 
@@ -181,16 +188,6 @@ def status(sweep_dir: str | Path) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- collect
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else v
-    return out
-
-
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
     """The tidy table of a sweep: one row per run × horizon.
 
@@ -212,7 +209,8 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
         if config is None:
             continue
         state = run_status(folder)
-        flat = _flat(config["run"])
+        flat = {k: json.dumps(v) if isinstance(v, list) else v
+                for k, v in flatten(config["run"]).items()}  # fmt: skip
         reached = {}
         for row in record.get("rows", []):
             reached[row["horizon"]] = row
