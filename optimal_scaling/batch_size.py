@@ -41,6 +41,8 @@ __all__ = [
     "NoiseScale",
     "CriticalBatch",
     "EtaOfB",
+    "GradientNoiseProbe",
+    "b_simple_curve",
     "eta_sgd",
     "eta_surge",
     "fit_critical_batch",
@@ -48,6 +50,7 @@ __all__ = [
     "noise_scale_terms",
     "noise_temperature",
     "overhead_batch",
+    "steps_to_target",
     "terms_from_microbatches",
 ]
 
@@ -109,6 +112,93 @@ class NoiseScale:
     def b_simple(self) -> float:
         """tr Σ / ‖G‖² of the smoothed terms (the EMA's 1 − decayᵗ bias cancels in the ratio)."""
         return self.trace / self.g2 if self.g2 > 0 else math.inf
+
+
+def b_simple_curve(g2, trace, decay: float = 0.95) -> np.ndarray:
+    """B_simple after each step: EMA(tr Σ)/EMA(‖G‖²) of per-step estimates (as NoiseScale)."""
+    if not 0 <= decay < 1:
+        raise ValueError(f"b_simple_curve: decay must be in [0, 1), got {decay}")
+    g2, trace = np.asarray(g2, dtype=float), np.asarray(trace, dtype=float)
+    if g2.shape != trace.shape or g2.ndim != 1:
+        raise ValueError(f"b_simple_curve: g2 and trace must be 1-d of one length, got shapes "
+                         f"{g2.shape} and {trace.shape}")  # fmt: skip
+    if not (np.isfinite(g2).all() and np.isfinite(trace).all()):
+        raise ValueError("b_simple_curve: g2 or trace holds NaN or inf")
+    out, a, b = np.empty_like(g2), 0.0, 0.0
+    for i, (x, y) in enumerate(zip(g2, trace, strict=True)):
+        a, b = decay * a + (1 - decay) * x, decay * b + (1 - decay) * y
+        out[i] = b / a if a > 0 else np.inf
+    return out
+
+
+class GradientNoiseProbe:
+    """Per-step (‖G‖², tr Σ) from the micro-batch gradients that accumulation computes anyway.
+
+    The training step scales each micro-batch loss by micro/share (``share`` = the sequences
+    one process takes), so after micro-batch i the accumulated gradient is
+    A_i = Σ_{j≤i} (micro/share)·g_j, and g_i = (A_i − A_{i−1})·share/micro. Call
+    :meth:`after_backward` after every micro-batch backward and :meth:`finish` after the last:
+    it returns a tensor [‖G‖², tr Σ] from the two-batch estimator with B_small = ``micro``
+    (every micro-batch of every process) and B_big = ``batch`` (their mean), without a host
+    sync. Cost: one copy of the gradients and a norm per micro-batch.
+
+    Under DDP (``world`` > 1) every micro-batch must run under ``no_sync()``: :meth:`finish`
+    averages the gradients over the processes itself (as DDP would) and sums the micro-batch
+    norms. Needs at least two small batches in all: (share/micro)·world ≥ 2.
+    """
+
+    def __init__(self, params, micro: int, batch: int, world: int = 1) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        if batch % world or (batch // world) % micro:
+            raise ValueError(f"GradientNoiseProbe: micro {micro} × world {world} does not "
+                             f"divide batch {batch}")  # fmt: skip
+        self.micro, self.batch, self.world = micro, batch, world
+        self.share = batch // world
+        if self.batch // micro < 2:
+            raise ValueError(f"GradientNoiseProbe: batch {batch} in micro-batches of {micro} is "
+                             "one small batch; the estimator needs at least two")  # fmt: skip
+        self._prev: list[torch.Tensor] | None = None
+        self._small: torch.Tensor | None = None
+
+    def _grads(self) -> list[torch.Tensor]:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            raise RuntimeError("GradientNoiseProbe: no gradients; call after backward()")
+        return grads
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        """Add this micro-batch's ‖g_i‖² (from the change in the accumulated gradients)."""
+        grads = self._grads()
+        diff = grads if self._prev is None else torch._foreach_sub(grads, self._prev)
+        sq = torch.stack(torch._foreach_norm(diff)).double().pow(2).sum()
+        sq = sq * (self.share / self.micro) ** 2
+        self._small = sq if self._small is None else self._small + sq
+        if self._prev is None:
+            self._prev = [g.clone() for g in grads]
+        else:
+            torch._foreach_copy_(self._prev, grads)
+
+    @torch.no_grad()
+    def finish(self) -> torch.Tensor:
+        """[‖G‖², tr Σ] of this step (a float64 tensor on the gradients' device); resets."""
+        if self._small is None:
+            raise RuntimeError("GradientNoiseProbe.finish before any after_backward")
+        grads, small = self._grads(), self._small
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for g in grads:
+                dist.all_reduce(g)
+                g.div_(self.world)
+            dist.all_reduce(small)
+        big = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum()
+        g2_small = small / (self.batch // self.micro)
+        b_s, b_b = self.micro, self.batch
+        g2 = (b_b * big - b_s * g2_small) / (b_b - b_s)
+        trace = (g2_small - big) / (1 / b_s - 1 / b_b)
+        self._prev, self._small = None, None
+        return torch.stack([g2, trace])
 
 
 # --------------------------------------------------------------------------- η*(B) models
@@ -223,6 +313,51 @@ class CriticalBatch:
     def examples(self, B):
         """E(B) = E_min(1 + B/B_crit)."""
         return self.e_min * (1 + np.asarray(B, dtype=float) / self.b_crit)
+
+
+def steps_to_target(
+    log: pd.DataFrame,
+    targets: Sequence[float],
+    run: str = "run_id",
+    step: str = "step",
+    loss: str = "train_loss",
+    smooth: int = 3,
+) -> pd.DataFrame:
+    """The steps each run of a training log needs to reach each target loss.
+
+    Per run (rows grouped by ``run``, ordered by ``step``): the loss is smoothed by a trailing
+    mean over ``smooth`` entries and made monotone by its running minimum; the answer is the
+    first step where that curve is ≤ the target, interpolated linearly between the two entries
+    around the crossing; NaN where the run never gets there. One row per run × target with
+    ``target``, ``steps`` and every column that is constant within the run (batch size, lr, …).
+    """
+    who = "steps_to_target"
+    require_columns(log, [run, step, loss], who)
+    if smooth < 1:
+        raise ValueError(f"{who}: smooth must be ≥ 1, got {smooth}")
+    targets = [float(t) for t in targets]
+    if not targets or not all(math.isfinite(t) for t in targets):
+        raise ValueError(f"{who}: need finite target losses, got {targets}")
+    rows = []
+    for key, g in log.groupby(run, sort=False):
+        g = g.sort_values(step)
+        s = g[step].to_numpy(dtype=float)
+        curve = np.minimum.accumulate(
+            g[loss].rolling(smooth, min_periods=1).mean().fillna(np.inf).to_numpy()
+        )
+        fixed = {c: g[c].iloc[0] for c in g.columns
+                 if c not in (step, loss) and g[c].nunique(dropna=False) == 1}  # fmt: skip
+        for t in targets:
+            hit = np.flatnonzero(curve <= t)
+            if not len(hit):
+                at = math.nan
+            elif hit[0] == 0:
+                at = s[0]
+            else:
+                i = hit[0]
+                at = s[i - 1] + (s[i] - s[i - 1]) * (curve[i - 1] - t) / (curve[i - 1] - curve[i])
+            rows.append({**fixed, run: key, "target": t, "steps": at})
+    return pd.DataFrame(rows)
 
 
 def _line(inv_b: np.ndarray, steps: np.ndarray) -> tuple[float, float]:

@@ -13,6 +13,7 @@ optimal-scaling sweep run CONFIG [--out DIR] [--executor local|slurm] [--workers
                           [--set key=value ...] [--dry-run] [--wait]
 optimal-scaling sweep status DIR            done / running / failed / pending / diverged
 optimal-scaling sweep collect DIR --out F   one row per run × horizon, with provenance
+                      [--log]                 the training logs: one row per run × log entry
 """
 
 from __future__ import annotations
@@ -196,6 +197,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     c = verbs.add_parser("collect", help="one tidy table: a row per run × horizon")
     c.add_argument("dir")
     c.add_argument("--out", required=True, help="CSV file (with a provenance header)")
+    c.add_argument("--log", action="store_true",
+                   help="the training logs instead (runs with log_every): a row per run × entry, "
+                   "config keys that vary only, the others in the header")  # fmt: skip
 
 
 def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -220,7 +224,8 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
                 print(sweep.status_table(args.dir).to_string(index=False))
             print(", ".join(f"{v} {k}" for k, v in counts.items()))
             return 0
-        path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv))
+        path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv),
+                                     log=args.log)  # fmt: skip
         print(f"wrote {path}")
         return 0
     except (sweep.ConfigError, FileNotFoundError, ValueError) as exc:

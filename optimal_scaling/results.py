@@ -30,6 +30,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file is an ordinary file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

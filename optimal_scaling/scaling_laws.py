@@ -5,6 +5,10 @@ A law is ``y = c · Π_v v^{a_v}`` in named variables: compute C (FLOPs), parame
 None) can still be evaluated relative to an anchor: ``law.relative(D=2**30, anchor={"D":
 2**20})`` is y(D)/y(anchor). :data:`HYPERPARAMETER_LAWS` holds the optimal learning rate and
 batch size laws lecture 06 compares; Chinchilla's L(N, D) fits join with lecture 08.
+
+Common units (:func:`common_units`): at a model size N and data D, with C = 6·N·D, every law
+gives a learning rate or a batch in tokens (a batch counted in sequences × the context); its
+exponent in D at fixed N (a C exponent counts, since C ∝ D there) is comparable across all.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["HYPERPARAMETER_LAWS", "Law", "catalogue"]
+__all__ = ["HYPERPARAMETER_LAWS", "Law", "catalogue", "common_units"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +107,30 @@ def catalogue(quantity: str | None = None) -> pd.DataFrame:
             for law in HYPERPARAMETER_LAWS.values()
             if quantity is None or law.quantity == quantity]  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def common_units(N: float, D: float, context: int = 4096,
+                 anchor_D: float | None = None) -> pd.DataFrame:  # fmt: skip
+    """Every law at one point (N parameters, D tokens, C = 6ND), side by side.
+
+    Columns: ``name``, ``quantity``, ``d_exponent`` (of D at fixed N), ``value`` (lr, or a
+    batch in tokens: laws in sequences are multiplied by ``context``; NaN for laws published
+    as proportionalities) and, with ``anchor_D``, ``relative`` = y(D)/y(anchor_D) at fixed N.
+    Parameter counts are taken as given (laws differ in whether embeddings count).
+    """
+    if N <= 0 or D <= 0 or context <= 0:
+        raise ValueError(f"common_units: need N, D, context > 0, got {N}, {D}, {context}")
+    rows = []
+    for law in HYPERPARAMETER_LAWS.values():
+        point = {"N": N, "D": D, "C": 6 * N * D}
+        values = {v: point[v] for v in law.exponents}
+        d_exp = law.exponents.get("D", 0.0) + law.exponents.get("C", 0.0)
+        value = float(law(**values)) if law.c is not None else float("nan")
+        if law.units.get("batch") == "samples":
+            value *= context
+        row = {"name": law.name, "quantity": law.quantity, "d_exponent": d_exp, "value": value}
+        if anchor_D is not None:
+            row["relative"] = (D / anchor_D) ** d_exp
+        rows.append(row)
+    return pd.DataFrame(rows)
+

@@ -136,3 +136,74 @@ def test_overhead_definitions_follow_the_hyperbola():
     assert fit.steps(b["steps"]) / fit.s_min == pytest.approx(1.2)
     one = bs.overhead_batch(100.0, 1.0)
     assert one["data"] == one["steps"] == 100.0  # both overheads 100% at B_crit
+
+
+def test_the_training_probe_equals_explicit_micro_batch_gradients():
+    """The probe reads g_i from the accumulated gradients; the reference computes each
+    micro-batch gradient on its own and applies the two-batch estimator."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    model.double()
+    x, y = torch.randn(12, 5, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64)
+    micro, B = 3, 12
+    probe = bs.GradientNoiseProbe(model.parameters(), micro, B)
+    for i in range(0, B, micro):
+        loss = ((model(x[i : i + micro]) - y[i : i + micro]) ** 2).mean()
+        (loss * micro / B).backward()
+        probe.after_backward()
+    g2, trace = probe.finish().tolist()
+    grads = []
+    for i in range(0, B, micro):
+        model.zero_grad()
+        ((model(x[i : i + micro]) - y[i : i + micro]) ** 2).mean().backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    want = bs.terms_from_microbatches(grads, micro)
+    assert (g2, trace) == pytest.approx(want, rel=1e-10)
+    # the probe resets: a second step gives the same numbers again
+    model.zero_grad()
+    for i in range(0, B, micro):
+        (((model(x[i : i + micro]) - y[i : i + micro]) ** 2).mean() * micro / B).backward()
+        probe.after_backward()
+    assert probe.finish().tolist() == pytest.approx(want, rel=1e-10)
+    with pytest.raises(ValueError, match="at least two"):
+        bs.GradientNoiseProbe(model.parameters(), 12, 12)
+    with pytest.raises(ValueError, match="does not divide"):
+        bs.GradientNoiseProbe(model.parameters(), 5, 12)
+    with pytest.raises(RuntimeError, match="before any"):
+        bs.GradientNoiseProbe(model.parameters(), 3, 12).finish()
+
+
+def test_b_simple_curve_is_the_ratio_of_the_smoothed_terms():
+    rng = np.random.default_rng(0)
+    g2, trace = rng.uniform(1, 2, 30), rng.uniform(10, 40, 30)
+    ns = bs.NoiseScale(decay=0.8)
+    for a, b in zip(g2, trace, strict=True):
+        ns.update(a, b)
+    curve = bs.b_simple_curve(g2, trace, decay=0.8)
+    assert curve == pytest.approx([h["b_simple"] for h in ns.history], rel=1e-12)
+    assert curve[0] == pytest.approx(trace[0] / g2[0])
+    with pytest.raises(ValueError, match="NaN"):
+        bs.b_simple_curve([1.0, np.nan], [1.0, 2.0])
+    with pytest.raises(ValueError, match="shapes"):
+        bs.b_simple_curve([1.0], [1.0, 2.0])
+
+
+def test_steps_to_target_interpolates_the_smoothed_monotone_curve():
+    # loss = 1 + 10/step on steps 1..100 (already monotone): target 1.5 is crossed at step 20
+    step = np.arange(1, 101, dtype=float)
+    log = pd.DataFrame({"run_id": "a", "step": step, "train_loss": 1 + 10 / step,
+                        "batch_size": 8, "lr": 0.1})  # fmt: skip
+    noisy = log.assign(run_id="b", batch_size=16,
+                       train_loss=log["train_loss"] + np.where(step % 2, 0.3, -0.3))  # fmt: skip
+    out = bs.steps_to_target(pd.concat([log, noisy]), [1.5, 0.9, 20.0], smooth=1)
+    a = out[out["run_id"] == "a"].set_index("target")["steps"]
+    assert a[1.5] == pytest.approx(20.0)
+    assert np.isnan(a[0.9]) and a[20.0] == 1.0
+    assert set(out.columns) >= {"batch_size", "lr", "target", "steps"}
+    # a trailing mean over 2 entries cancels the ±0.3 alternation (up to the 1/step drift)
+    b = bs.steps_to_target(noisy, [1.5], smooth=2)["steps"].iloc[0]
+    assert 19.0 < b < 23.0
+    with pytest.raises(ValueError, match="missing"):
+        bs.steps_to_target(log.drop(columns="step"), [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        bs.steps_to_target(log, [np.nan])

@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import os
 import subprocess
 import sys
 
@@ -38,6 +39,9 @@ def test_result_tables_round_trip(tmp_path):
     assert meta["command"] == "optimal-scaling something" and meta["note"] == "x"
     assert {"optimal_scaling", "torch", "machine", "date"} <= set(meta)
     assert not list(tmp_path.glob("sub/.*tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     with pytest.raises(ValueError, match="one line"):
         write_table(df, tmp_path / "u.csv", "a\nb")
     assert not (tmp_path / "u.csv").exists()

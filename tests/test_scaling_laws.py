@@ -40,3 +40,19 @@ def test_the_catalogue_lists_units_and_sources():
     assert set(catalogue("batch")["quantity"]) == {"batch"}
     deepseek = table.set_index("name").loc["DeepSeek η*"]
     assert "0.3118" in deepseek["formula"] and "0.3188" in deepseek["note"]
+
+
+def test_common_units_put_every_law_at_one_point():
+    from optimal_scaling.scaling_laws import common_units
+
+    N, D = 1e8, 2e9
+    t = common_units(N, D, context=2048, anchor_D=D / 8).set_index("name")
+    assert t.loc["DeepSeek η*", "value"] == pytest.approx(0.3118 * (6 * N * D) ** -0.125)
+    assert t.loc["DeepSeek B*", "d_exponent"] == pytest.approx(0.3271)  # C ∝ D at fixed N
+    assert t.loc["Step Law η*", "d_exponent"] == pytest.approx(0.307)
+    assert t.loc["Porian et al. η*", "d_exponent"] == 0.0
+    assert t.loc["Norm transfer B*", "relative"] == pytest.approx(8**0.45)
+    assert t.loc["Norm transfer B*", "value"] != t.loc["Norm transfer B*", "value"]  # NaN
+    assert t.loc["Step Law B*", "value"] == pytest.approx(0.58 * D**0.571)
+    with pytest.raises(ValueError, match="N, D, context > 0"):
+        common_units(0, D)

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from optimal_scaling import sweep
@@ -130,6 +131,9 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
          ["run.batch_size", "do not split over 4 processes"]),
         ("horizons = [1024]\n[run]\nmicro_batch_size = 3\n",
          ["run.micro_batch_size", "does not divide"]),
+        ("horizons = [1024]\n[run]\nbatch_size = 4\nnoise_scale = true\n",
+         ["run.noise_scale", "two micro-batches"]),
+        ("horizons = [1024]\n[run]\nlog_every = -1\n", ["run.log_every", "≥ 0"]),
         ("horizons = [1024]\n[grid]\n'optimizer.lr' = {start = 1, stop = 0.1, factor = 2}\n",
          ["grid.optimizer.lr", "below start"]),
         ("horizons = [1024]\n[slurm]\npartiton = 'gpu'\n", ["slurm.partiton", "unknown key"]),
@@ -434,3 +438,76 @@ def test_a_preempted_slurm_task_requeues_itself_with_the_same_run():
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert again.args == ("abc123def456",)
     assert again.function.out == "/shared/runs/ci" and again.function.gpus
+
+
+def test_noise_scale_and_log_do_not_change_the_run(tmp_path):
+    """The probe measures, it does not change training: same id, same losses; the log's
+    entries average to each horizon's training loss; B_simple is a positive finite number."""
+    raw = tiny(horizons=[1024, 2048])
+    raw["run"]["micro_batch_size"] = 1
+    plain = sweep.from_dict(raw)
+    raw["run"].update(noise_scale=True, log_every=2)
+    probed = sweep.from_dict(raw)
+    assert plain.runs()[0].id == probed.runs()[0].id
+    sweep.run(plain, tmp_path / "a", progress=False)
+    sweep.run(probed, tmp_path / "b", progress=False)
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert (a["val_loss"] - b["val_loss"]).abs().max() < 1e-6
+    assert "b_simple" not in a and (b["b_simple"] > 0).all() and np.isfinite(b["b_simple"]).all()
+    assert b["b_simple"].tolist() == pytest.approx((b["gns_trace"] / b["gns_g2"]).tolist())
+    log = sweep.collect_log(tmp_path / "b")
+    steps = 2048 // 64
+    assert log["step"].tolist() == list(range(2, steps + 1, 2))
+    assert (log["tokens"] == log["step"] * 64).all() and log["gns_g2"].notna().all()
+    first = log[log["step"] <= 1024 // 64]
+    assert first["train_loss"].mean() == pytest.approx(b["train_loss"].iloc[0], rel=1e-9)
+    assert first["gns_trace"].mean() == pytest.approx(b["gns_trace"].iloc[0], rel=1e-9)
+    assert sweep.collect_log(tmp_path / "a").empty
+
+
+def test_the_log_survives_a_resume_and_two_processes_measure_the_same_noise(tmp_path):
+    raw = tiny(horizons=[1024, 2048])
+    raw["run"].update(micro_batch_size=1, noise_scale=True, log_every=3)
+    whole = sweep.from_dict(raw)
+    sweep.run(whole, tmp_path / "a", progress=False)
+    sweep.run(sweep.from_dict(dict(raw, horizons=[1024])), tmp_path / "b", progress=False)
+    sweep.run(whole, tmp_path / "b", progress=False)
+    la, lb = sweep.collect_log(tmp_path / "a"), sweep.collect_log(tmp_path / "b")
+    assert la["step"].tolist() == lb["step"].tolist() == list(range(3, 2048 // 64 + 1, 3))
+    for col in ("train_loss", "gns_g2", "gns_trace"):
+        assert np.allclose(la[col], lb[col], rtol=1e-6), col
+    # two processes, one micro-batch of 1 each twice: the same small and big batches
+    sweep.run(sweep.from_dict(dict(raw, resources={"processes": 2})), tmp_path / "c",
+              progress=False)  # fmt: skip
+    lc = sweep.collect_log(tmp_path / "c")
+    for col in ("train_loss", "gns_g2", "gns_trace"):
+        assert np.allclose(la[col], lc[col], rtol=1e-4), (col, la[col][:3], lc[col][:3])
+
+
+def test_collect_log_cli_keeps_the_varying_columns_and_the_rest_in_the_header(tmp_path):
+    raw = tiny(horizons=[1024], grid={"optimizer.lr": [0.01, 0.02]})
+    raw["run"]["log_every"] = 4
+    sweep.run(sweep.from_dict(raw), tmp_path / "s", progress=False)
+    assert cli(["sweep", "collect", str(tmp_path / "s"), "--log",
+                "--out", str(tmp_path / "log.csv")]) == 0  # fmt: skip
+    from optimal_scaling.results import read_table
+
+    table, meta = read_table(tmp_path / "log.csv")
+    assert list(table.columns) == ["run_id", "status", "step", "tokens", "train_loss",
+                                   "optimizer.lr"]  # fmt: skip
+    assert len(table) == 2 * (1024 // 64) // 4
+    constant = json.loads(meta["constant"])
+    assert constant["batch_size"] == 4 and constant["model.width"] == 16
+    assert sorted(table["optimizer.lr"].unique()) == [0.01, 0.02]  # config values exact
+    # a sweep without logs says so, naming the key
+    sweep.run(sweep.from_dict(tiny(horizons=[1024])), tmp_path / "n", progress=False)
+    assert cli(["sweep", "collect", str(tmp_path / "n"), "--log",
+                "--out", str(tmp_path / "x.csv")]) == 2  # fmt: skip
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_preset_loads_and_names_its_regeneration_command(path):
+    s = sweep.load(path)
+    assert s.runs() and s.name == path.stem
+    assert f"optimal-scaling sweep run configs/{path.name}" in path.read_text()

@@ -17,6 +17,7 @@ From Python::
     sweep = osc.sweep.load("configs/ci.toml", ["optimizer.lr=0.02"])
     osc.sweep.run(sweep, "runs/ci", workers=2)
     table = osc.sweep.collect("runs/ci")           # one row per run × horizon
+    log = osc.sweep.collect_log("runs/ci")         # runs with log_every: one row per entry
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from optimal_scaling.sweep.spec import (
     load,
     run_id,
 )
-from optimal_scaling.sweep.store import STATUSES, collect, status, status_table
+from optimal_scaling.sweep.store import STATUSES, collect, collect_log, status, status_table
 
 __all__ = [
     "STATUSES",
@@ -41,6 +42,7 @@ __all__ = [
     "Run",
     "Sweep",
     "collect",
+    "collect_log",
     "default_dir",
     "expand",
     "from_dict",
@@ -93,17 +95,40 @@ def run(
     return executors.run_local(sweep, out, todo, workers=workers, progress=progress)
 
 
-def write_collected(sweep_dir: str | Path, path: str | Path, command: str) -> Path:
-    """``collect`` written as CSV with the provenance header of :mod:`optimal_scaling.results`."""
+def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
+                    log: bool = False) -> Path:  # fmt: skip
+    """``collect`` (or, with ``log``, ``collect_log``) written as CSV with the provenance
+    header of :mod:`optimal_scaling.results`.
+
+    The log keeps only the config columns that vary between runs (the constant ones go into
+    the header as ``constant: {json}``) and its measurements to 6 significant digits: a log
+    has thousands of rows.
+    """
+    import json
+
     from optimal_scaling.results import write_table
     from optimal_scaling.sweep.store import read_json
 
-    table = collect(sweep_dir)
+    table = collect_log(sweep_dir) if log else collect(sweep_dir)
     if table.empty:
-        raise ValueError(f"{sweep_dir}: no run has reached a horizon yet; nothing to collect")
+        what = "no run keeps a training log (set run.log_every)" if log else (
+            "no run has reached a horizon yet")
+        raise ValueError(f"{sweep_dir}: {what}; nothing to collect")
     meta = read_json(Path(sweep_dir) / "sweep.json") or {}
     counts = status(sweep_dir)
+    extra = {}
+    if log:
+        measured = {"run_id", "status", "step", "tokens", "train_loss", "gns_g2", "gns_trace"}
+        config = [c for c in table.columns if c not in measured]
+        fixed = [c for c in config if table[c].nunique(dropna=False) == 1]
+        first = {c: table[c].iloc[0] for c in fixed}
+        extra["constant"] = json.dumps({c: v.item() if hasattr(v, "item") else v
+                                        for c, v in first.items()}, default=str)  # fmt: skip
+        table = table.drop(columns=fixed)
+        for c in ("train_loss", "gns_g2", "gns_trace"):  # measurements: 6 digits are plenty
+            if c in table:
+                table[c] = table[c].map(lambda v: float(f"{v:.6g}"))
     return write_table(
         table, path, command, sweep=meta.get("name", ""),
-        runs=", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        runs=", ".join(f"{k} {v}" for k, v in counts.items() if v), **extra,
     )  # fmt: skip

@@ -11,6 +11,15 @@ each layer group's largest weight norm in its natural norm (:class:`NormTracker`
 ℓ1→RMS, hidden RMS→RMS, output RMS→∞, gains RMS), read exactly (SVD, not power iteration).
 Then it writes a checkpoint (model, optimizer, data position, RNG states, rows) and its record.
 
+``noise_scale = true`` measures the gradient noise scale every step from the micro-batch
+gradients (:class:`~optimal_scaling.batch_size.GradientNoiseProbe`; B_small = the micro-batch,
+B_big = the whole batch): each horizon row gets ``gns_g2`` and ``gns_trace`` (the means of the
+per-step unbiased estimates since the previous horizon) and ``b_simple`` = their ratio.
+``log_every = k`` keeps a training log in the record, one entry per k steps: ``step``,
+``tokens``, ``train_loss`` (the mean over those k steps) and, with the noise scale, ``gns_g2``
+and ``gns_trace`` (means over the same steps). Neither changes what the run computes, so
+neither is part of the run id. Both cost no extra host sync.
+
 Schedules f(t), t = 0, 1, … the step index, T the steps to the run's horizon, W warmup steps:
 ``constant`` f = min(1, (t+1)/W); ``linear`` warmup, then 1 → final_fraction linearly at T;
 ``cosine`` warmup, then final + (1 − final)·½(1 + cos(π·progress)).
@@ -257,6 +266,8 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     ckpt_path, rec_path = folder / "checkpoint.pt", folder / "record.json"
     record = read_json(rec_path) or {}
     step, rows, first, seconds = 0, [], None, 0.0
+    log: dict[str, list] = {"step": [], "tokens": [], "train_loss": []}
+    log_window: tuple[list, list] = ([], [])
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)  # our own file
         model.load_state_dict(state["model"])
@@ -264,6 +275,8 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         gen.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         step, rows, first, seconds = state["step"], state["rows"], state["first"], state["seconds"]
+        log = state.get("log", log)
+        log_window = state.get("log_window", log_window)
     if step >= last:  # already read at every horizon (an extension adds horizons)
         if rank == 0:
             record.update(status="done", rows=rows)
@@ -286,6 +299,14 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     val = val_batches(run, data)
     share = B // world
     micro = run["micro_batch_size"] or share
+    probe = None
+    if run["noise_scale"]:
+        from optimal_scaling.batch_size import GradientNoiseProbe
+
+        probe = GradientNoiseProbe(model.parameters(), micro, B, world)
+    every = run["log_every"]
+    log_loss, log_noise = log_window  # the steps since the last log entry
+    pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []  # entries not yet read
 
     def evaluate() -> float:  # the plain model: no DDP sync, no recompile for eval shapes
         model.eval()
@@ -295,6 +316,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         return total_loss / len(val)
 
     window: list[torch.Tensor] = []
+    noise: list[torch.Tensor] = []  # the probe's [‖G‖², tr Σ] of each step since the horizon
     checked = 0
     _sync(device)
     tick = time.perf_counter()
@@ -307,11 +329,16 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         for i in range(0, share, micro):
             last_micro = i + micro >= share
-            ctx = net.no_sync() if world > 1 and not last_micro else nullcontext()
+            sync = world > 1 and last_micro and probe is None  # the probe reduces itself
+            ctx = net.no_sync() if world > 1 and not sync else nullcontext()
             with ctx, autocast:
                 loss = _loss(net(x[i : i + micro].to(device)), y[i : i + micro].to(device))
                 (loss * (micro / share)).backward()
             loss_sum += loss.detach().double() * (micro / share)
+            if probe is not None:
+                probe.after_backward()
+        if probe is not None:
+            noise.append(probe.finish())
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -319,7 +346,24 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
             dist.all_reduce(loss_sum)
             loss_sum /= world
         window.append(loss_sum)
+        if every:
+            log_loss.append(loss_sum)
+            if probe is not None:
+                log_noise.append(noise[-1])
+            if step % every == 0:
+                pending.append((step, torch.stack(log_loss).mean(),
+                                torch.stack(log_noise).mean(0) if log_noise else None))
+                log_loss, log_noise = [], []
         if step % run["check_every"] == 0 or step in targets or step == last:
+            for at, mean_loss, mean_noise in pending:  # read where the check syncs anyway
+                log["step"].append(at)
+                log["tokens"].append(at * tps)
+                log["train_loss"].append(float(mean_loss))
+                if mean_noise is not None:
+                    g2, trace = mean_noise.tolist()
+                    log.setdefault("gns_g2", []).append(g2)
+                    log.setdefault("gns_trace", []).append(trace)
+            pending = []
             values = torch.stack(window[checked:]).tolist()
             checked = len(window)
             if first is None:
@@ -332,6 +376,8 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 if rank == 0:
                     record.update(status="diverged", rows=rows,
                                   reason=f"by step {step}: {why}")  # fmt: skip
+                    if every:
+                        record["log"] = log
                     write_json(rec_path, record)
                     ckpt_path.unlink(missing_ok=True)
                 return "diverged"
@@ -352,6 +398,10 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 "lr": opt.param_groups[0]["lr"],
             }
             row.update({f"norm[{k[2:-1]}]": v for k, v in tracker.group_norms().items()})
+            if noise:
+                g2, trace = torch.stack(noise).mean(0).tolist()
+                row.update(gns_g2=g2, gns_trace=trace,
+                           b_simple=trace / g2 if g2 > 0 else math.inf)  # fmt: skip
             rows.append(row)
             if rank == 0:
                 state = {
@@ -360,11 +410,14 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                     "data_rng": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "step": step, "rows": rows, "first": first, "seconds": seconds,
+                    "log": log, "log_window": (log_loss, log_noise),
                 }  # fmt: skip
                 atomic_write(ckpt_path, lambda f, s=state: torch.save(s, f))
                 record.update(rows=rows, status="done" if step == last else "running")
+                if every:
+                    record["log"] = log
                 write_json(rec_path, record)
-            window, checked = [], 0
+            window, checked, noise = [], 0, []
             _sync(device)
             tick = time.perf_counter()
     return "done"

@@ -194,7 +194,8 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     Columns: ``run_id``, ``status``, ``horizon`` (tokens D), ``step``, ``val_loss``,
     ``train_loss`` (mean over the steps since the previous horizon), ``tokens_per_s`` (same
     window), ``seconds`` (training time so far), ``lr`` (the first group's, at that step),
-    ``norm[role]`` (each layer group's largest weight norm in its natural norm), ``diverged``,
+    ``norm[role]`` (each layer group's largest weight norm in its natural norm), with
+    ``noise_scale`` on ``gns_g2``, ``gns_trace`` and ``b_simple`` (same window), ``diverged``,
     ``reason``, then every config key flattened (``optimizer.lr``, ``model.width``, ...).
     A diverged run contributes its reached horizons and one row per horizon it did not reach,
     with ``val_loss = inf``; an unfinished run only the horizons it reached.
@@ -228,3 +229,29 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
                 **flat,
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def collect_log(sweep_dir: str | Path) -> pd.DataFrame:
+    """The training logs of a sweep (runs with ``log_every`` > 0): one row per run × entry.
+
+    Columns: ``run_id``, ``status``, ``step``, ``tokens``, ``train_loss`` (the mean over the
+    entry's steps), ``gns_g2`` and ``gns_trace`` where the run measured the noise scale, then
+    every config key flattened as in :func:`collect`. Empty if no run keeps a log.
+    """
+    root = Path(sweep_dir) / "runs"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
+    frames = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        config = read_json(folder / "config.json")
+        log = (read_json(folder / "record.json") or {}).get("log")
+        if config is None or not log or not log.get("step"):
+            continue
+        frame = pd.DataFrame(log)
+        flat = {k: json.dumps(v) if isinstance(v, list) else v
+                for k, v in flatten(config["run"]).items()}  # fmt: skip
+        frame.insert(0, "status", run_status(folder))
+        frame.insert(0, "run_id", folder.name)
+        frames.append(frame.assign(**flat))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
