@@ -9,6 +9,7 @@ optimal-scaling lr-transfer --out F         GPT learning-rate transfer grid (lec
 optimal-scaling bench ns [--fast] [--out F] Newton–Schulz benchmark (lecture 04)
 optimal-scaling bench optim [--fast]        optimizer share of a GPT step (lecture 05)
 optimal-scaling bench sweep [--fast]        sweep overhead and the small GPT's tokens/s
+optimal-scaling shards SRC OUT [--pattern P] byte-level token shards from local text files
 optimal-scaling sweep run CONFIG [--out DIR] [--executor local|slurm] [--workers N]
                           [--set key=value ...] [--dry-run] [--wait]
 optimal-scaling sweep status DIR            done / running / failed / pending / diverged
@@ -66,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--repeats", type=int)
     p.add_argument("--steps", type=int, default=5)
+    p = sub.add_parser("shards", help="byte-level token shards (train.bin, val.bin, meta.json)")
+    p.add_argument("source", help="a text file or a folder searched recursively")
+    p.add_argument("out", help="the shard folder to write")
+    p.add_argument("--pattern", default="*.txt", help="file names to take (default *.txt)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--max-bytes", type=int, help="cap the corpus (default: every byte)")
     _add_sweep(sub)
     args = parser.parse_args(argv)
 
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "lr-transfer":
         return _lr_transfer(args, argv)
+    if args.command == "shards":
+        return _shards(args)
     if args.command == "execute":
         from optimal_scaling.course.execute import execute
 
@@ -101,6 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     from optimal_scaling.course import exercises
 
     return exercises.main([args.solutions, args.exercises] + (["--check"] if args.check else []))
+
+
+def _shards(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from optimal_scaling.data import byte_corpus, write_token_shards
+
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            corpus = byte_corpus(args.source, pattern=args.pattern, max_bytes=args.max_bytes,
+                                 val_fraction=args.val_fraction, cache_dir=cache)  # fmt: skip
+            folder = write_token_shards(args.out, corpus.train, corpus.val, corpus.vocab_size)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"shards: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {folder}: {len(corpus.train):,} train and {len(corpus.val):,} val byte tokens "
+          f"(uint16, vocabulary 256); use it with [run.data] source = \"shards\", "
+          f"folder = \"{folder}\"")
+    return 0
 
 
 def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -200,6 +228,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--log", action="store_true",
                    help="the training logs instead (runs with log_every): a row per run × entry, "
                    "config keys that vary only, the others in the header")  # fmt: skip
+    c.add_argument("--spacing", type=float, default=0.0,
+                   help="with --log: keep entries at least a factor 1 + SPACING apart in step "
+                   "(a geometric grid; 0 keeps every entry)")  # fmt: skip
 
 
 def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -225,7 +256,7 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
             print(", ".join(f"{v} {k}" for k, v in counts.items()))
             return 0
         path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv),
-                                     log=args.log)  # fmt: skip
+                                     log=args.log, spacing=args.spacing)  # fmt: skip
         print(f"wrote {path}")
         return 0
     except (sweep.ConfigError, FileNotFoundError, ValueError) as exc:

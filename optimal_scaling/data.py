@@ -592,12 +592,27 @@ def _save_cache(folder: Path, train: np.ndarray, val: np.ndarray, meta: dict) ->
 # --------------------------------------------------------------------------- token shards
 
 
-def write_token_shard(tokens: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write a 1-D stream of token ids as raw uint16, nanoGPT's ``train.bin`` layout.
+#: Shard dtypes: uint16 holds vocabularies up to 2^16 (GPT-2's), uint32 larger ones (Llama 3's).
+SHARD_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+SHARD_META = "meta.json"
 
-    ``np.memmap(path, dtype=np.uint16, mode="r")`` reads it back. The file is written
-    atomically (temporary file, then ``os.replace``); parent folders are created.
+
+def shard_dtype(vocab_size: int) -> str:
+    """The smallest shard dtype that holds token ids below ``vocab_size``."""
+    if not 1 <= vocab_size <= 2**32:
+        raise ValueError(f"shard_dtype: vocab_size must be in [1, 2^32], got {vocab_size}")
+    return "uint16" if vocab_size <= MAX_UINT16_VOCAB else "uint32"
+
+
+def write_token_shard(tokens: np.ndarray | torch.Tensor, path: str | os.PathLike,
+                      dtype: str = "uint16") -> Path:  # fmt: skip
+    """Write a 1-D stream of token ids as raw ``dtype`` (nanoGPT's ``train.bin`` is uint16).
+
+    ``np.memmap(path, dtype=dtype, mode="r")`` reads it back. The file is written atomically
+    (temporary file, then ``os.replace``); parent folders are created.
     """
+    if dtype not in SHARD_DTYPES:
+        raise ValueError(f"write_token_shard: unknown dtype {dtype!r}; choose uint16 or uint32")
     if isinstance(tokens, torch.Tensor):
         tokens = tokens.detach().cpu().numpy()
     arr = np.asarray(tokens)
@@ -607,42 +622,89 @@ def write_token_shard(tokens: np.ndarray | torch.Tensor, path: str | os.PathLike
             f"write_token_shard({path}): tokens must be a 1-D integer array, got shape "
             f"{arr.shape} and {arr.dtype}"
         )
-    if arr.size and (arr.min() < 0 or arr.max() >= MAX_UINT16_VOCAB):
+    limit = int(np.iinfo(SHARD_DTYPES[dtype]).max) + 1
+    if arr.size and (arr.min() < 0 or arr.max() >= limit):
         raise ValueError(
-            f"write_token_shard({path}): token ids must be in [0, {MAX_UINT16_VOCAB}) to fit "
-            f"uint16, got min {arr.min()} and max {arr.max()}"
+            f"write_token_shard({path}): token ids must be in [0, {limit}) to fit {dtype}, "
+            f"got min {arr.min()} and max {arr.max()}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(arr.astype(np.uint16).tobytes()))
+    atomic_write(path, lambda f: f.write(arr.astype(SHARD_DTYPES[dtype]).tobytes()))
     return path
 
 
-def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> TokenData:
-    """Memory-map nanoGPT shards ``folder/train.bin`` and ``folder/val.bin`` (raw uint16).
+def write_token_shards(folder: str | os.PathLike, train: np.ndarray, val: np.ndarray,
+                       vocab_size: int) -> Path:  # fmt: skip
+    """``folder/train.bin``, ``val.bin`` and ``meta.json`` (dtype, vocab_size, tokens).
 
-    ``vocab_size`` defaults to 1 + the largest token id in either file (scanned in chunks);
-    pass it to skip the scan or to declare a larger vocabulary (it is not checked then).
+    The dtype is uint16 when the vocabulary fits, else uint32. Every id must be below
+    ``vocab_size``. ``meta.json`` is written last: a folder without it is incomplete (or a
+    plain nanoGPT uint16 folder).
+    """
+    folder = Path(folder)
+    dtype = shard_dtype(vocab_size)
+    counts = {}
+    for split, tokens in zip(SPLITS, (train, val), strict=True):
+        arr = np.asarray(tokens.detach().cpu() if isinstance(tokens, torch.Tensor) else tokens)
+        if arr.size and np.issubdtype(arr.dtype, np.integer) and arr.max() >= vocab_size:
+            raise ValueError(f"write_token_shards({folder}): {split} has token id {arr.max()} "
+                             f"≥ vocab_size {vocab_size}")  # fmt: skip
+        write_token_shard(arr, folder / f"{split}.bin", dtype)
+        counts[split] = int(arr.size)
+    meta = {"dtype": dtype, "vocab_size": int(vocab_size), "tokens": counts}
+    atomic_write(folder / SHARD_META, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    return folder
+
+
+def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> TokenData:
+    """Memory-map ``folder/train.bin`` and ``folder/val.bin``.
+
+    With ``meta.json`` (:func:`write_token_shards`): its dtype (uint16 or uint32) and token
+    counts are checked against the files (a truncated shard is an error), and a
+    ``vocab_size`` given here must equal its vocabulary. Without it: nanoGPT's raw uint16;
+    ``vocab_size`` defaults to 1 + the largest token id (scanned in chunks).
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"token_shards: folder {folder} does not exist")
-    train, val = (_open_shard(folder / f"{s}.bin") for s in SPLITS)
-    if vocab_size is None:
-        vocab_size = 1 + max(_chunked_max(train), _chunked_max(val))
-    elif not 1 <= vocab_size <= MAX_UINT16_VOCAB:
-        raise ValueError(f"token_shards: vocab_size must be in [1, 65536], got {vocab_size}")
-    return TokenData(train, val, vocab_size=vocab_size, name=f"shards:{folder.name}")
+    meta_path = folder / SHARD_META
+    if not meta_path.is_file():
+        train, val = (_open_shard(folder / f"{s}.bin") for s in SPLITS)
+        if vocab_size is None:
+            vocab_size = 1 + max(_chunked_max(train), _chunked_max(val))
+        elif not 1 <= vocab_size <= MAX_UINT16_VOCAB:
+            raise ValueError(f"token_shards: vocab_size must be in [1, 65536] for uint16 shards "
+                             f"without {SHARD_META}, got {vocab_size}")  # fmt: skip
+        return TokenData(train, val, vocab_size=vocab_size, name=f"shards:{folder.name}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        dtype, vocab, counts = meta["dtype"], int(meta["vocab_size"]), meta["tokens"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"token_shards: {meta_path} is not a shard description "
+                         f"(dtype, vocab_size, tokens): {exc}") from None  # fmt: skip
+    if dtype not in SHARD_DTYPES:
+        raise ValueError(f"token_shards: {meta_path}: unknown dtype {dtype!r}")
+    if vocab_size is not None and vocab_size != vocab:
+        raise ValueError(f"token_shards: {folder} holds a vocabulary of {vocab} tokens "
+                         f"({SHARD_META}), but vocab_size = {vocab_size} was asked "
+                         "for")  # fmt: skip
+    arrays = [_open_shard(folder / f"{s}.bin", dtype, counts.get(s)) for s in SPLITS]
+    return TokenData(*arrays, vocab_size=vocab, name=f"shards:{folder.name}")
 
 
-def _open_shard(path: Path) -> np.memmap:
+def _open_shard(path: Path, dtype: str = "uint16", count: int | None = None) -> np.memmap:
     if not path.is_file():
         raise FileNotFoundError(f"token_shards: {path} does not exist")
-    size = path.stat().st_size
+    size, item = path.stat().st_size, np.dtype(SHARD_DTYPES[dtype]).itemsize
+    if count is not None and size != count * item:
+        raise ValueError(f"token_shards: {path} has {size} bytes but {SHARD_META} says "
+                         f"{count} {dtype} tokens ({count * item} bytes): truncated or "
+                         "overwritten")  # fmt: skip
     if size == 0:
         raise ValueError(f"token_shards: {path} is empty")
-    if size % 2:
-        raise ValueError(f"token_shards: {path} has an odd size ({size} bytes); not uint16")
-    return np.memmap(path, dtype=np.uint16, mode="r")
+    if size % item:
+        raise ValueError(f"token_shards: {path} has an odd size ({size} bytes); not {dtype}")
+    return np.memmap(path, dtype=SHARD_DTYPES[dtype], mode="r")
 
 
 def _chunked_max(tokens: np.ndarray, chunk: int = 2**24) -> int:

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -242,9 +243,37 @@ def _wrong_scion(x, d, g, lr, radius, alpha, norm, constrained):  # +dualize ins
     return ((1 - lr) * x + lr * radius * step if constrained else x + lr * radius * step), d
 
 
+def _unweighted_norm(x, loss, anchor):
+    from optimal_scaling.course.checks.lecture07 import _unweighted
+
+    return _unweighted(x, loss, anchor)
+
+
+def _biased_noise_terms(g2_small, g2_big, b_small, b_big):  # ‖G_big‖² taken as ‖G‖²
+    trace = (g2_small - g2_big) / (1 / b_small - 1 / b_big)
+    return g2_big, trace
+
+
+def _inverted_b_crit(B, S):  # S_min/E_min instead of E_min/S_min
+    e_min, s_min = np.polyfit(1 / B, S, 1)
+    return s_min, e_min, s_min / e_min
+
+
+def _surge_with_half(B, eta_crit, b_crit):  # the paper's ½ kept with η_crit
+    r = np.asarray(B, float) / b_crit
+    return eta_crit / (0.5 * (np.sqrt(r) + np.sqrt(1 / r)))
+
+
 @pytest.mark.parametrize(
     ("module", "check_name", "wrong", "phrase"),
     [
+        ("lecture07", "check_rms_to_inf", lambda W: W.norm(dim=1).max().item(), "√d_in"),
+        ("lecture07", "check_optimal_norm", _unweighted_norm, "weight the points"),
+        ("lecture06", "check_noise_terms", _biased_noise_terms, "not an unbiased"),
+        ("lecture06", "check_fit_b_crit", _inverted_b_crit, "not S_min/E_min"),
+        ("lecture06", "check_eta_surge", _surge_with_half, "η_crit = 2·η_max"),
+        ("lecture06", "check_surge_peak", lambda eta_crit, b_crit: (b_crit, eta_crit),
+         "√1 + √1 = 2"),
         ("lecture00", "check_num_params", _wrong_num_params, "one bias per output"),
         ("lecture02", "check_rms_to_rms", _wrong_rms_to_rms, "not √(d_out/d_in)"),
         ("lecture03", "check_colnorm", _wrong_colnorm, "not by its ℓ2 norm"),
@@ -259,3 +288,35 @@ def test_each_lecture_names_a_typical_mistake(module, check_name, wrong, phrase)
     with checks.strict(False):
         result = checker(wrong)
     assert not result and phrase in result.message, result.message
+
+
+def test_lecture06_checks_accept_the_package_formulas():
+    from optimal_scaling import batch_size as bs
+    from optimal_scaling.course.checks import lecture06
+
+    def fit(B, S):
+        e_min, s_min = np.polyfit(1 / B, S, 1)
+        return s_min, e_min, e_min / s_min
+
+    with checks.strict(True):
+        assert lecture06.check_noise_terms(bs.noise_scale_terms)
+        assert lecture06.check_fit_b_crit(fit)
+        assert lecture06.check_eta_surge(bs.eta_surge)
+        assert lecture06.check_surge_peak(lambda eta_crit, b_crit: (b_crit, eta_crit / 2))
+
+
+def test_lecture07_checks_accept_the_package_formulas():
+    from optimal_scaling import norm_transfer as nt
+    from optimal_scaling.course.checks import lecture07
+
+    def power_law(D, y, resamples):
+        a = np.polyfit(np.log(D), np.log(y), 1)[0]
+        draws = [np.polyfit(np.log(D[i]), np.log(y[i]), 1)[0] for i in resamples]
+        return a, *np.percentile(draws, [2.5, 97.5])
+
+    with checks.strict(True):
+        assert lecture07.check_rms_to_inf(lambda W: (W.shape[1] ** 0.5 * W.norm(dim=1)).max())
+        assert lecture07.check_optimal_norm(
+            lambda x, loss, anchor: nt.optimal_norm(x, loss, anchor=anchor)["fixed"])
+        assert lecture07.check_power_law(power_law)
+

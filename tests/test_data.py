@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sysconfig
 import zlib
@@ -420,3 +421,56 @@ def test_token_shards_errors_name_the_file(tmp_path):
     (tmp_path / "val.bin").write_bytes(b"abcd")
     with pytest.raises(ValueError, match="vocab_size must be"):
         token_shards(tmp_path, vocab_size=70000)
+
+
+@pytest.mark.parametrize(("vocab", "dtype"), [(256, "uint16"), (65536, "uint16"),
+                                              (128256, "uint32")])  # fmt: skip
+def test_described_shards_round_trip_in_uint16_and_uint32(tmp_path, vocab, dtype):
+    rng = np.random.default_rng(0)
+    train, val = rng.integers(0, vocab, 3000), rng.integers(0, vocab, 500)
+    train[0] = vocab - 1  # the largest id survives the dtype
+    data.write_token_shards(tmp_path / "s", train, val, vocab_size=vocab)
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert meta == {"dtype": dtype, "vocab_size": vocab, "tokens": {"train": 3000, "val": 500}}
+    shards = token_shards(tmp_path / "s")
+    assert shards.train.dtype == np.dtype(dtype) and shards.vocab_size == vocab
+    assert np.array_equal(shards.train, train) and np.array_equal(shards.val, val)
+    x, y = shards.batch("train", 4, 16, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.int64 and torch.equal(y[:, :-1], x[:, 1:])
+
+
+def test_described_shards_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = data.write_token_shards(tmp_path / "s", rng.integers(0, 70000, 100),
+                                     rng.integers(0, 70000, 50), vocab_size=70000)  # fmt: skip
+    with pytest.raises(ValueError, match="vocabulary of 70000 tokens.*50257"):
+        token_shards(folder, vocab_size=50257)
+    with open(folder / "train.bin", "r+b") as f:  # a truncated shard
+        f.truncate(4 * 99)
+    with pytest.raises(ValueError, match="truncated"):
+        token_shards(folder)
+    with pytest.raises(ValueError, match="≥ vocab_size 10"):
+        data.write_token_shards(tmp_path / "t", np.array([1, 10]), np.array([1]), vocab_size=10)
+    (folder / "meta.json").write_text('{"dtype": "int8"}')
+    with pytest.raises(ValueError, match="not a shard description"):
+        token_shards(folder)
+    with pytest.raises(ValueError, match="uint16 or uint32"):
+        data.write_token_shard(np.arange(3), tmp_path / "x.bin", dtype="int64")
+
+
+def test_the_shards_command_writes_byte_shards_a_sweep_can_train_on(tmp_path):
+    from optimal_scaling import sweep
+    from optimal_scaling.cli import main as cli
+
+    for i in range(12):
+        (tmp_path / "text" / f"d{i // 4}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "text" / f"d{i // 4}" / f"f{i}.txt").write_text(f"line {i} of text. " * 80)
+    assert cli(["shards", str(tmp_path / "text"), str(tmp_path / "sh")]) == 0
+    shards = token_shards(tmp_path / "sh")
+    assert shards.vocab_size == 256 and len(shards.train) + len(shards.val) > 12 * 80 * 10
+    raw = {"name": "s", "horizons": [512],
+           "run": {"batch_size": 4, "context": 16, "eval_batches": 1, "eval_batch_size": 4,
+                   "model": {"width": 16, "depth": 1, "n_heads": 2},
+                   "data": {"source": "shards", "folder": str(tmp_path / "sh")}}}  # fmt: skip
+    assert sweep.run(sweep.from_dict(raw), tmp_path / "runs", progress=False) == {"done": 1}
+    assert cli(["shards", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2

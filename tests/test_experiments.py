@@ -82,3 +82,38 @@ def test_committed_lr_transfer_table(root):
     assert np.allclose(steps, 1.0)
     counts = grid.groupby(["parametrization", "width"]).size()
     assert counts.nunique() == 1  # a full grid
+
+
+def _committed_sweeps(root):
+    out = []
+    for path in sorted((root / "results").glob("*.csv")):
+        _, meta = read_table(path)
+        if meta.get("sweep"):
+            out.append(path)
+    return out
+
+
+def test_committed_sweep_results_are_complete_and_regenerable(root):
+    """Every collected sweep under results/: the command that regenerates it, every run
+    finished (done or diverged), and every run × horizon (or log entry) present."""
+    from optimal_scaling import sweep
+
+    paths = _committed_sweeps(root)
+    assert len(paths) >= 3
+    for path in paths:
+        table, meta = read_table(path)
+        name = meta["sweep"]
+        preset = root / "configs" / f"{name}.toml"
+        assert preset.is_file(), f"{path.name}: no preset {preset.name}"
+        assert meta["command"].startswith(f"optimal-scaling sweep collect runs/{name}")
+        assert f"sweep run configs/{name}.toml" in preset.read_text()
+        states = dict(part.split(" ") for part in meta["runs"].split(", "))
+        assert set(states) <= {"done", "diverged"}, f"{path.name}: unfinished runs {states}"
+        spec = sweep.load(preset)
+        assert sum(map(int, states.values())) == len(spec.runs()), path.name
+        if "--log" in meta["command"]:  # a run that diverged before its first entry has none
+            assert int(states["done"]) <= table["run_id"].nunique() <= len(spec.runs())
+        else:
+            assert table["run_id"].nunique() == len(spec.runs()), path.name
+            assert len(table) == len(spec.runs()) * len(spec.horizons), path.name
+            assert set(table["horizon"]) == set(spec.horizons)

@@ -1,8 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from optimal_scaling.data import TeacherTask
-from optimal_scaling.models import MLP
+from optimal_scaling.models import GPT, MLP
 
 
 @pytest.mark.parametrize("depth, bias", [(2, True), (3, True), (5, False)])
@@ -116,3 +117,70 @@ def test_gpt_bad_input():
         model(torch.zeros(1, 4))
     with pytest.raises(ValueError, match=r"shape \(batch, time\)"):
         model(torch.zeros(4, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------- Llama-style knobs
+def test_rotary_embedding_keeps_norms_and_sees_only_relative_positions():
+    from optimal_scaling.models.gpt import rotary_tables, rotate
+
+    cos, sin = rotary_tables(16, 8)
+    q, k = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    Q = rotate(q.expand(16, 8).float(), cos, sin).double()
+    K = rotate(k.expand(16, 8).float(), cos, sin).double()
+    assert torch.allclose(Q.norm(dim=1), q.norm().expand(16), rtol=1e-5)
+    # ⟨R_t1 q, R_t2 k⟩ depends on t1 − t2 only
+    assert torch.allclose(Q[5] @ K[3], Q[9] @ K[7], rtol=1e-4)
+    assert torch.allclose(Q[0] @ K[0], q @ k, rtol=1e-5)
+    with pytest.raises(ValueError, match="even"):
+        rotary_tables(4, 3)
+
+
+def test_llama_style_gpt_has_the_paper_s_pieces():
+    torch.manual_seed(0)
+    kw = dict(vocab_size=32, context=16, width=32, depth=3, n_heads=4, norm_before_linear=True)
+    llama = GPT(**kw, positions="rope", mlp="swiglu", qk_norm=True, norm_gain=False,
+                scaled_branch_init=True)  # fmt: skip
+    roles = llama.param_roles()
+    assert llama.wpe is None and "gain" not in roles.values()  # no position table, no gains
+    assert sum(r == "hidden" for r in roles.values()) == 3 * 5  # qkv, proj, gate, up, down
+    x = torch.randint(0, 32, (2, 16))
+    logits = llama(x)
+    assert logits.shape == (2, 16, 32) and torch.isfinite(logits).all()
+    # causal: the first position's logits do not depend on later tokens
+    y = x.clone()
+    y[:, 5:] = (y[:, 5:] + 1) % 32
+    assert torch.allclose(llama(y)[:, :5], logits[:, :5], atol=1e-5)
+    # SwiGLU: proj(norm(silu(gate x) ⊙ up x))
+    mlp, h = llama.blocks[0].mlp, torch.randn(3, 32)
+    want = mlp.proj(mlp.proj_norm(F.silu(mlp.fc(h)) * mlp.up(h)))
+    assert torch.allclose(mlp(h), want)
+    # 1/√(2L) on each branch's last linear, against the same init without it
+    torch.manual_seed(1)
+    a = GPT(**kw, scaled_branch_init=True)
+    torch.manual_seed(1)
+    b = GPT(**kw)
+    ratio = a.blocks[1].mlp.proj.weight / b.blocks[1].mlp.proj.weight
+    assert torch.allclose(ratio, torch.full_like(ratio, 6**-0.5))
+    assert torch.equal(a.blocks[1].mlp.fc.weight, b.blocks[1].mlp.fc.weight)
+    with pytest.raises(ValueError, match="unknown mlp"):
+        GPT(**kw, mlp="relu")
+    with pytest.raises(ValueError, match="unknown positions"):
+        GPT(**kw, positions="alibi")
+
+
+def test_an_optimizer_init_keeps_the_branch_scaling():
+    from optimal_scaling.sweep.runner import build_optimizer
+
+    from optimal_scaling.sweep.spec import OPTIMIZERS
+
+    run = {"seed": 0, "optimizer": {"name": "scion", **OPTIMIZERS["scion"]}}
+    model = GPT(vocab_size=32, context=16, width=32, depth=2, n_heads=4,
+                norm_before_linear=True, scaled_branch_init=True)  # fmt: skip
+    build_optimizer(run, model)
+    # Scion's init gives every hidden matrix RMS→RMS norm 1; the branch outputs get 1/√(2L)
+    def rms_rms(W):
+        return (W.shape[1] / W.shape[0]) ** 0.5 * torch.linalg.matrix_norm(W, ord=2).item()
+
+    assert rms_rms(model.blocks[0].attn.qkv.weight) == pytest.approx(1.0, rel=1e-4)
+    assert rms_rms(model.blocks[0].attn.proj.weight) == pytest.approx(0.5, rel=1e-4)
+    assert rms_rms(model.blocks[1].mlp.proj.weight) == pytest.approx(0.5, rel=1e-4)

@@ -673,3 +673,21 @@ def test_optimizer_steps_never_wait_for_the_device(monkeypatch):
         opt.zero_grad()
         lm_loss(model, x).backward()
         opt.step()
+
+
+def test_scion_decoupled_weight_decay_follows_its_formula():
+    from optimal_scaling.duality import get_map
+    from optimal_scaling.optim import Scion
+
+    torch.manual_seed(0)
+    W = torch.nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
+    W.grad = torch.randn(6, 4, dtype=torch.float64)
+    before, g = W.detach().clone(), W.grad.clone()
+    opt = Scion([{"params": [W], "norm": "rownorm"}], lr=0.1, radius=2.0, weight_decay=0.5)
+    opt.step()
+    want = (1 - 0.1 * 0.5) * before - 0.1 * 2.0 * get_map("rownorm").dualize(g)
+    assert torch.allclose(W.detach(), want)
+    with pytest.raises(ValueError, match="weight_decay must be 0 with constrained"):
+        Scion([W], constrained=True, weight_decay=0.1)
+    with pytest.raises(ValueError, match="weight_decay"):
+        Scion([W], weight_decay=-1.0)

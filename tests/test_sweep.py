@@ -511,3 +511,46 @@ def test_every_preset_loads_and_names_its_regeneration_command(path):
     s = sweep.load(path)
     assert s.runs() and s.name == path.stem
     assert f"optimal-scaling sweep run configs/{path.name}" in path.read_text()
+
+
+def test_the_paper_preset_dry_runs_on_slurm_and_trains_tiny_on_cpu(tmp_path, capsys):
+    paper = ROOT / "configs" / "norm_transfer_paper.toml"
+    s = sweep.load(paper)
+    assert s.horizons[0] == 2**29 and s.horizons[-1] == 2**37
+    assert {r.config["batch_size"] for r in s.runs()} == {32, 64, 128, 256, 512, 1024, 2048}
+    assert s.runs()[0].config["context"] == 4096 and s.resources["processes"] == 4
+    assert cli(["sweep", "run", str(paper), "--executor", "slurm", "--dry-run",
+                "--out", str(tmp_path / "p")]) == 0  # fmt: skip
+    shown = capsys.readouterr().out
+    assert "#SBATCH --gpus-per-node=4" in shown and "#SBATCH --ntasks-per-node=4" in shown
+    assert not (tmp_path / "p").exists()
+    # the same preset, shrunk by overrides, trains a few steps on this CPU from byte shards
+    text = tmp_path / "text"
+    text.mkdir()
+    for i in range(10):
+        (text / f"f{i}.txt").write_text(f"sample {i} " * 300)
+    assert cli(["shards", str(text), str(tmp_path / "shards")]) == 0
+    tiny_paper = sweep.load(paper, [
+        f"data.folder={tmp_path / 'shards'}", "model.width=16", "model.n_heads=2",
+        "model.depth=1", "context=16", "micro_batch_size=0", "device=cpu", "dtype=float32",
+        "compile=false", "eval_batches=1", "eval_batch_size=4", "check_every=2",
+        "horizons=[256, 512]", "grid.batch_size=[4, 8]", "grid.optimizer.lr=[0.01]",
+        "resources.processes=1"])  # fmt: skip
+    assert sweep.run(tiny_paper, tmp_path / "tiny", progress=False) == {"done": 2}
+    table = sweep.collect(tmp_path / "tiny")
+    assert len(table) == 4 and np.isfinite(table["val_loss"]).all()
+    assert (table["model.positions"] == "rope").all() and (table["model.mlp"] == "swiglu").all()
+
+
+def test_thin_log_keeps_a_geometric_grid_per_run():
+    import pandas as pd
+
+    log = pd.DataFrame({"run_id": ["a"] * 100 + ["b"] * 10,
+                        "step": list(range(1, 101)) + list(range(1, 11))})  # fmt: skip
+    kept = sweep.thin_log(log, 0.1)
+    a = kept[kept["run_id"] == "a"]["step"].tolist()
+    assert a[0] == 1 and a[-1] == 100
+    assert all(later >= 1.1 * earlier for earlier, later in zip(a[:-2], a[1:-1], strict=True))
+    assert len(a) < 40 and kept[kept["run_id"] == "b"]["step"].iloc[-1] == 10
+    with pytest.raises(ValueError, match="spacing"):
+        sweep.thin_log(log, 0)

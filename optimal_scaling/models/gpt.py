@@ -9,6 +9,17 @@
 * ``tied=True`` shares the token embedding with the output head;
 * ``β`` (``branch_multiplier``, 1 by default) scales the residual branches for depth scaling.
 
+Llama-style knobs (all off by default; the norm-transfer preset turns every one on):
+
+* ``positions="rope"``: rotary position embeddings on q and k (no learned position table):
+  the pair (x_{2i}, x_{2i+1}) at position t is rotated by the angle t·θ_i, θ_i = 10000^(−2i/d_head);
+* ``mlp="swiglu"``: proj(silu(gate(x)) ⊙ up(x)), two separate hidden matrices, no GELU;
+* ``qk_norm=True``: RMSNorm of every head's query and key before their dot product;
+* ``norm_gain=False``: every RMSNorm is parameter-free (x/RMS(x), no gain);
+* ``scaled_branch_init=True``: the last linear layer of each residual branch (attention output,
+  MLP down projection) is multiplied by 1/√(2·depth) after initialization
+  (:meth:`GPT.scale_branch_init`; re-applied by whoever re-initializes the weights).
+
 Every parameter has a role (``input``: embeddings, ``hidden``: block matrices, ``output``: the
 head, ``gain``: norm gains, ``bias``) that parametrizations act on.
 """
@@ -23,51 +34,80 @@ from torch import nn
 from optimal_scaling.models.layers import Embedding, Linear, RMSNorm
 
 
+def rotary_tables(context: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of t·θ_i, θ_i = 10000^(−2i/head_dim), each of shape (context, head_dim/2)."""
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
+    theta = 10000.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(context, dtype=torch.float64), theta)
+    return angles.cos().float(), angles.sin().float()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_{2i}, x_{2i+1}) of x (..., t, d) by the angles of its position."""
+    t = x.shape[-2]
+    c, s = cos[:t].to(x.dtype), sin[:t].to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2)
+
+
 class Attention(nn.Module):
     """Multi-head causal self-attention; ``logit_scale`` multiplies q·k (default 1/√d_head)."""
 
-    def __init__(self, width: int, n_heads: int, bias: bool, norm_before_linear: bool) -> None:
+    def __init__(self, width: int, n_heads: int, bias: bool, norm_before_linear: bool,
+                 qk_norm: bool = False, gain: bool = True) -> None:  # fmt: skip
         super().__init__()
         self.n_heads, self.head_dim = n_heads, width // n_heads
         self.logit_scale = self.head_dim**-0.5
         self.qkv = Linear(width, 3 * width, bias=bias)
         self.proj = Linear(width, width, bias=bias)
-        self.proj_norm = RMSNorm(width) if norm_before_linear else nn.Identity()
+        self.proj_norm = RMSNorm(width, gain) if norm_before_linear else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim, gain) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, gain) if qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:  # fmt: skip
         q, k, v = rearrange(
             self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads
         )
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.logit_scale)
         return self.proj(self.proj_norm(rearrange(y, "b h t d -> b t (h d)")))
 
 
 class FeedForward(nn.Module):
-    """width → mlp_ratio·width → GELU → width."""
+    """width → mlp_ratio·width → GELU → width, or SwiGLU: proj(silu(gate(x)) ⊙ up(x))."""
 
-    def __init__(self, width: int, ratio: int, bias: bool, norm_before_linear: bool) -> None:
+    def __init__(self, width: int, ratio: int, bias: bool, norm_before_linear: bool,
+                 kind: str = "gelu", gain: bool = True) -> None:  # fmt: skip
         super().__init__()
-        self.fc = Linear(width, ratio * width, bias=bias)
+        self.kind = kind
+        self.fc = Linear(width, ratio * width, bias=bias)  # the gate for SwiGLU
+        self.up = Linear(width, ratio * width, bias=bias) if kind == "swiglu" else None
         self.proj = Linear(ratio * width, width, bias=bias)
-        self.proj_norm = RMSNorm(ratio * width) if norm_before_linear else nn.Identity()
+        self.proj_norm = RMSNorm(ratio * width, gain) if norm_before_linear else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.proj_norm(F.gelu(self.fc(x))))
+        h = F.silu(self.fc(x)) * self.up(x) if self.up is not None else F.gelu(self.fc(x))
+        return self.proj(self.proj_norm(h))
 
 
 class Block(nn.Module):
     """x ← x + β·Attn(norm(x)); x ← x + β·MLP(norm(x))."""
 
-    def __init__(self, width, n_heads, mlp_ratio, bias, norm_before_linear) -> None:
+    def __init__(self, width, n_heads, mlp_ratio, bias, norm_before_linear, mlp="gelu",
+                 qk_norm=False, gain=True) -> None:  # fmt: skip
         super().__init__()
         self.branch_multiplier = 1.0
-        self.attn_norm = RMSNorm(width)
-        self.attn = Attention(width, n_heads, bias, norm_before_linear)
-        self.mlp_norm = RMSNorm(width)
-        self.mlp = FeedForward(width, mlp_ratio, bias, norm_before_linear)
+        self.attn_norm = RMSNorm(width, gain)
+        self.attn = Attention(width, n_heads, bias, norm_before_linear, qk_norm, gain)
+        self.mlp_norm = RMSNorm(width, gain)
+        self.mlp = FeedForward(width, mlp_ratio, bias, norm_before_linear, mlp, gain)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.branch_multiplier * self.attn(self.attn_norm(x))
+    def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+        x = x + self.branch_multiplier * self.attn(self.attn_norm(x), rope)
         return x + self.branch_multiplier * self.mlp(self.mlp_norm(x))
 
 
@@ -85,26 +125,56 @@ class GPT(nn.Module):
         tied: bool = False,
         norm_before_linear: bool = False,
         bias: bool = False,
+        positions: str = "learned",
+        mlp: str = "gelu",
+        qk_norm: bool = False,
+        norm_gain: bool = True,
+        scaled_branch_init: bool = False,
     ) -> None:
         super().__init__()
-        sizes = self.check_sizes(vocab_size, context, width, depth, n_heads, mlp_ratio)
-        self.config = dict(sizes, tied=tied, norm_before_linear=norm_before_linear, bias=bias)
+        sizes = self.check_sizes(vocab_size, context, width, depth, n_heads, mlp_ratio,
+                                 positions, mlp)  # fmt: skip
+        self.config = dict(sizes, tied=tied, norm_before_linear=norm_before_linear, bias=bias,
+                           positions=positions, mlp=mlp, qk_norm=qk_norm, norm_gain=norm_gain,
+                           scaled_branch_init=scaled_branch_init)  # fmt: skip
         self.vocab_size, self.context, self.width, self.depth = vocab_size, context, width, depth
         self.wte = Embedding(vocab_size, width)
-        self.wpe = Embedding(context, width)
+        self.wpe = Embedding(context, width) if positions == "learned" else None
+        if positions == "rope":
+            cos, sin = rotary_tables(context, width // n_heads)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.blocks = nn.ModuleList(
-            Block(width, n_heads, mlp_ratio, bias, norm_before_linear) for _ in range(depth)
+            Block(width, n_heads, mlp_ratio, bias, norm_before_linear, mlp, qk_norm, norm_gain)
+            for _ in range(depth)
         )
-        self.norm = RMSNorm(width)
+        self.norm = RMSNorm(width, norm_gain)
         self.head = Linear(width, vocab_size, bias=False)
         if tied:
             self.head.weight = self.wte.weight
+        self.scale_branch_init()
+
+    @torch.no_grad()
+    def scale_branch_init(self) -> None:
+        """With ``scaled_branch_init``, multiply each branch's last linear by 1/√(2·depth).
+
+        Call it again after anything re-initializes the weights (a parametrization's or an
+        optimizer's init); without the option it does nothing.
+        """
+        if not self.config["scaled_branch_init"]:
+            return
+        factor = (2 * self.depth) ** -0.5
+        for block in self.blocks:
+            block.attn.proj.weight.mul_(factor)
+            block.mlp.proj.weight.mul_(factor)
 
     @staticmethod
     def check_sizes(
-        vocab_size: int, context: int, width: int, depth: int, n_heads: int, mlp_ratio: int
+        vocab_size: int, context: int, width: int, depth: int, n_heads: int, mlp_ratio: int,
+        positions: str = "learned", mlp: str = "gelu",
     ) -> dict[str, int]:
-        """Raise a ValueError naming the size that cannot build a GPT; return the sizes."""
+        """Raise a ValueError naming the size or option that cannot build a GPT; return the
+        sizes."""
         sizes = {
             "vocab_size": vocab_size,
             "context": context,
@@ -118,6 +188,13 @@ class GPT(nn.Module):
                 raise ValueError(f"GPT: {name} must be a positive int, got {value!r}")
         if width % n_heads:
             raise ValueError(f"GPT: width {width} is not divisible by n_heads {n_heads}")
+        if positions not in ("learned", "rope"):
+            raise ValueError(f"GPT: unknown positions {positions!r}; choose learned or rope")
+        if mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"GPT: unknown mlp {mlp!r}; choose gelu or swiglu")
+        if positions == "rope" and (width // n_heads) % 2:
+            raise ValueError(f"GPT: rope needs an even head dimension, got width {width} / "
+                             f"n_heads {n_heads} = {width // n_heads}")  # fmt: skip
         return sizes
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -131,9 +208,14 @@ class GPT(nn.Module):
         t = idx.shape[1]
         if t > self.context:
             raise ValueError(f"sequence length {t} exceeds the model's context {self.context}")
-        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
+        x = self.wte(idx)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(t, device=idx.device))
+        else:
+            rope = (self.rope_cos, self.rope_sin)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope)
         return self.head(self.norm(x))
 
     def param_roles(self) -> dict[str, str]:
@@ -156,5 +238,6 @@ class GPT(nn.Module):
         """Trainable scalars (optionally without the embeddings, as in scaling-law counts)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.wpe.weight.numel() + (0 if self.config["tied"] else self.wte.weight.numel())
+            n -= 0 if self.wpe is None else self.wpe.weight.numel()
+            n -= 0 if self.config["tied"] else self.wte.weight.numel()
         return n

@@ -10,6 +10,7 @@ of a group with norm ‖·‖, radius ρ and learning rate γ takes the step
     d ← (1 − α)·d + α·g                      (α: the weight of the new gradient; d starts at 0)
     x ← x + γ·ρ·lmo(d)                       (unconstrained)
     x ← (1 − γ)·x + γ·ρ·lmo(d)               (constrained: x stays in the ball of radius ρ)
+    x ← (1 − γλ)·x + γ·ρ·lmo(d)              (unconstrained with decoupled weight decay λ)
 
 α = 1 means no momentum. The constrained step is a convex combination of x and a point of the
 radius-ρ ball, so a parameter that starts in that ball never leaves it (Frank–Wolfe).
@@ -121,6 +122,7 @@ class Scion(CheckedOptimizer):
         norm: str | DualityMap = "auto",
         radius: float = 1.0,
         constrained: bool = False,
+        weight_decay: float = 0.0,
         *,
         norm_kwargs: dict | None = None,
         check_finite: bool | None = None,
@@ -134,6 +136,7 @@ class Scion(CheckedOptimizer):
             norm_kwargs=dict(norm_kwargs or {}),
             radius=radius,
             constrained=constrained,
+            weight_decay=weight_decay,
             role=None,
             transpose=False,
             check_finite=check_finite,
@@ -146,6 +149,10 @@ class Scion(CheckedOptimizer):
         check_number(who, "lr", group["lr"], low=0.0)
         check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, low_open=True)
         check_number(who, "radius", group["radius"], low=0.0, low_open=True)
+        check_number(who, "weight_decay", group["weight_decay"], low=0.0)
+        if group["constrained"] and group["weight_decay"]:
+            raise ValueError(f"{who}: the constrained step already shrinks x by (1 − γ); "
+                             "weight_decay must be 0 with constrained=True")  # fmt: skip
         for key in ("constrained", "transpose"):
             if not isinstance(group[key], bool):
                 raise TypeError(f"{who}: {key} must be True or False, got {group[key]!r}")
@@ -263,6 +270,8 @@ class Scion(CheckedOptimizer):
             params = [p for p, _, _ in work]
             if group["constrained"]:
                 torch._foreach_mul_(params, 1 - lr)
+            elif group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
             torch._foreach_add_(params, steps, alpha=lr * radius)  # x ← x + γ·ρ·lmo(d)
             for p in params:
                 self._after_update(p, group)

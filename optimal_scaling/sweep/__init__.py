@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from optimal_scaling.sweep.spec import (
     ConfigError,
     Run,
@@ -52,6 +54,7 @@ __all__ = [
     "run_id",
     "status",
     "status_table",
+    "thin_log",
     "write_collected",
 ]
 
@@ -95,14 +98,30 @@ def run(
     return executors.run_local(sweep, out, todo, workers=workers, progress=progress)
 
 
+def thin_log(log: pd.DataFrame, spacing: float) -> pd.DataFrame:
+    """Keep, per run, the log entries at least a factor (1 + ``spacing``) apart in step (and
+    every run's first and last): a geometric grid in time, fine early, coarse late."""
+    if spacing <= 0:
+        raise ValueError(f"thin_log: spacing must be > 0, got {spacing}")
+    keep = []
+    for _, g in log.groupby("run_id", sort=False):
+        steps, last = g["step"].to_numpy(), -1.0
+        for i, s in enumerate(steps):
+            if last < 0 or s >= last * (1 + spacing) or i == len(steps) - 1:
+                keep.append(g.index[i])
+                last = s
+    return log.loc[keep]
+
+
 def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
-                    log: bool = False) -> Path:  # fmt: skip
+                    log: bool = False, spacing: float = 0.0) -> Path:  # fmt: skip
     """``collect`` (or, with ``log``, ``collect_log``) written as CSV with the provenance
     header of :mod:`optimal_scaling.results`.
 
     The log keeps only the config columns that vary between runs (the constant ones go into
     the header as ``constant: {json}``) and its measurements to 6 significant digits: a log
-    has thousands of rows.
+    has thousands of rows; ``spacing`` > 0 thins it to a geometric grid in steps
+    (:func:`thin_log`).
     """
     import json
 
@@ -125,6 +144,9 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
         extra["constant"] = json.dumps({c: v.item() if hasattr(v, "item") else v
                                         for c, v in first.items()}, default=str)  # fmt: skip
         table = table.drop(columns=fixed)
+        if spacing:
+            table = thin_log(table, spacing)
+            extra["thinned"] = f"entries at least a factor {1 + spacing:g} apart in step"
         for c in ("train_loss", "gns_g2", "gns_trace"):  # measurements: 6 digits are plenty
             if c in table:
                 table[c] = table[c].map(lambda v: float(f"{v:.6g}"))

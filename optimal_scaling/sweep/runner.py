@@ -122,6 +122,7 @@ def build_optimizer(run: dict, model: nn.Module, distributed: bool = False):
             optimizer="adam" if name == "adamw" else "sgd",
         )
         par.apply(model, gen)
+        _rescale_branches(model)
         groups = par.param_groups(
             model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
             **({"eps": cfg["eps"]} if name == "adamw" else {}),
@@ -138,11 +139,18 @@ def build_optimizer(run: dict, model: nn.Module, distributed: bool = False):
         )  # fmt: skip
     groups = scion_groups(model, preset=cfg["preset"], lr=cfg["lr"],
                           lr_multipliers=cfg["lr_multipliers"], radii=cfg["radii"])  # fmt: skip
-    opt = Scion(groups, lr=cfg["lr"], momentum=cfg["momentum"],
-                constrained=cfg["constrained"], distributed=distributed)  # fmt: skip
+    opt = Scion(groups, lr=cfg["lr"], momentum=cfg["momentum"], constrained=cfg["constrained"],
+                weight_decay=cfg["weight_decay"], distributed=distributed)  # fmt: skip
     if cfg["init"]:
         opt.init(gen)
+        _rescale_branches(model)
     return opt
+
+
+def _rescale_branches(model: nn.Module) -> None:
+    """A re-initialized GPT gets its 1/√(2L) branch scaling back (if its config asks)."""
+    if hasattr(model, "scale_branch_init"):
+        model.scale_branch_init()
 
 
 def lr_factor(schedule: dict, step: int, total: int) -> float:

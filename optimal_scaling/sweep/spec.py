@@ -135,6 +135,7 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
         "momentum": 1.0,
         "preset": "colnorm-spectral-rownorm",
         "constrained": False,
+        "weight_decay": 0.0,  # decoupled: x ← (1 − γλ)·x + γρ·lmo(d)
         "lr_multipliers": {role: 1.0 for role in ROLES},
         "radii": {role: 1.0 for role in ROLES},
         "init": True,  # norm-matched init (Scion.init)
@@ -644,7 +645,7 @@ def build_check(cfg: dict) -> None:
 
     m = cfg["model"]
     GPT.check_sizes(_vocab_hint(cfg["data"]), cfg["context"], m["width"], m["depth"],
-                    m["n_heads"], m["mlp_ratio"])  # fmt: skip
+                    m["n_heads"], m["mlp_ratio"], m["positions"], m["mlp"])  # fmt: skip
 
 
 def _vocab_hint(data: dict) -> int:

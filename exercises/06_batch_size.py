@@ -1,0 +1,145 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# *Exercise notebook, generated from `solutions/06_batch_size.py` by `make exercises`.*
+# Fill in every function that raises `NotImplementedError`, then run its self-check;
+# compare with the solution notebook when you are done.
+
+# %% [markdown]
+# # 06 · Exercises: the noise-scale estimator, B_crit from runs, Adam's surge
+
+# %%
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+import optimal_scaling as osc
+from optimal_scaling import batch_size as bs
+from optimal_scaling.course.checks import lecture06
+from optimal_scaling.results import read_table
+
+# %% [markdown]
+# ## 1. The two-batch gradient noise scale
+#
+# A batch of B examples gives a gradient G_B with E‖G_B‖² = ‖G‖² + tr Σ/B. You measured
+# ‖G_s‖² at a small batch size B_s and ‖G_b‖² at a big one B_b. Solve the two equations for
+# unbiased estimates of ‖G‖² and tr Σ and return them as a pair `(g2, trace)`.
+
+
+# %%
+def noise_terms(g2_small: float, g2_big: float, b_small: int, b_big: int) -> tuple[float, float]:
+    raise NotImplementedError('subtract the two equations to get tr Σ, then put it back into either one for ‖G‖²')
+
+
+lecture06.check_noise_terms(noise_terms)
+
+# %% [markdown]
+# Try it where the answer is known. Linear regression x ~ N(0, I_d), y = x·w* + ε with noise
+# variance s², at w = w* + e: the per-example gradient is x(xᵀe − ε), so G = e and
+# tr Σ = (d + 1)‖e‖² + d·s². Draw 8 micro-batches of 8 examples per step, average the
+# estimates over 300 steps, and compare B_simple with the formula.
+
+# %%
+try:
+    d, s, micro, k = 16, 0.5, 8, 8
+    gen = torch.Generator().manual_seed(0)
+    e = 0.3 * torch.randn(d, generator=gen, dtype=torch.float64)
+    truth = ((d + 1) * e.pow(2).sum() + d * s**2) / e.pow(2).sum()
+    g2s, traces = [], []
+    for _ in range(300):
+        x = torch.randn(k, micro, d, generator=gen, dtype=torch.float64)
+        eps = s * torch.randn(k, micro, generator=gen, dtype=torch.float64)
+        grads = (x * ((x @ e) - eps)[..., None]).mean(1)  # (k, d): one gradient per micro-batch
+        small = grads.pow(2).sum(1).mean().item()
+        big = grads.mean(0).pow(2).sum().item()
+        g2, trace = noise_terms(small, big, micro, micro * k)
+        g2s.append(g2)
+        traces.append(trace)
+    print(f"B_simple estimated {np.mean(traces) / np.mean(g2s):.1f}, "
+          f"analytic {truth.item():.1f}")
+except NotImplementedError:
+    print("write noise_terms() above first")
+
+# %% [markdown]
+# ## 2. B_crit from (steps, batch size) pairs
+#
+# To reach one target loss, runs at batch sizes B needed S steps. Fit
+# S = S_min(1 + B_crit/B) = S_min + E_min/B by least squares (it is a straight line in 1/B)
+# and return `(S_min, E_min, B_crit)` with B_crit = E_min/S_min.
+
+
+# %%
+def fit_b_crit(B: np.ndarray, S: np.ndarray) -> tuple[float, float, float]:
+    raise NotImplementedError('np.polyfit(1 / B, S, 1) returns (slope, intercept) = (E_min, S_min)')
+
+
+lecture06.check_fit_b_crit(fit_b_crit)
+
+# %% [markdown]
+# Now on the lecture's runs: the steps each batch size needed (at its best learning rate) to
+# reach a training loss of 2.5, from the committed training logs.
+
+# %%
+try:
+    log, _ = read_table(osc.course.repo_root() / "results" / "batch_size_laptop_log.csv")
+    reach = bs.steps_to_target(log, [2.5]).dropna(subset=["steps"])
+    best = reach.groupby("batch_size")["steps"].min().reset_index()
+    s_min, e_min, b_crit = fit_b_crit(best["batch_size"].to_numpy(), best["steps"].to_numpy())
+    print(best.to_string(index=False))
+    print(f"S_min = {s_min:.0f} steps, E_min = {e_min:.0f} sequences, B_crit = {b_crit:.1f}")
+except NotImplementedError:
+    print("write fit_b_crit() above first")
+
+# %% [markdown]
+# ## 3. Adam's surge
+#
+# Write η*(B) = η_crit/(√(B/B_crit) + √(B_crit/B)) for an array of batch sizes, and then the
+# location and height of its peak, `(B_peak, η_peak)`.
+
+
+# %%
+def eta_surge(B: np.ndarray, eta_crit: float, b_crit: float) -> np.ndarray:
+    raise NotImplementedError('Exercise: replace this line with your code.')
+
+
+def surge_peak(eta_crit: float, b_crit: float) -> tuple[float, float]:
+    raise NotImplementedError('minimize √r + 1/√r over r = B/B_crit')
+
+
+lecture06.check_eta_surge(eta_surge)
+lecture06.check_surge_peak(surge_peak)
+
+# %% [markdown]
+# Compare the shapes: SGD's η* saturates at η_crit, Adam's peaks at B_crit and falls as
+# 1/√B beyond it, so past the critical batch size Adam wants a *smaller* learning rate.
+
+# %%
+try:
+    B = np.geomspace(1, 4096, 200)
+    fig = go.Figure()
+    for b_crit in (16, 128, 1024):
+        fig.add_trace(go.Scatter(x=B, y=eta_surge(B, 0.01, b_crit), name=f"Adam, B_crit={b_crit}"))
+        fig.add_trace(go.Scatter(x=B, y=bs.eta_sgd(B, 0.01, b_crit), name=f"SGD, B_crit={b_crit}",
+                                 line=dict(dash="dot")))
+        peak_b, peak_eta = surge_peak(0.01, b_crit)
+        fig.add_trace(go.Scatter(x=[peak_b], y=[peak_eta], mode="markers", showlegend=False,
+                                 marker=dict(symbol="star", size=12, color="black")))
+    fig.update_xaxes(type="log", title_text="B")
+    fig.update_yaxes(type="log", title_text="η*")
+    fig.update_layout(title="η*(B): SGD saturates, Adam surges (★: the peak)")
+    fig.show()
+except NotImplementedError:
+    print("write eta_surge() and surge_peak() above first")

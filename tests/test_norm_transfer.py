@@ -1,0 +1,87 @@
+"""Norm transfer analysis: planted optimal norm and power laws are recovered."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optimal_scaling import norm_transfer as nt
+
+# the planted world: η*(B, D) = 2^-4 · B^0.5 · D^-0.3; B*(D) = 2^-6 · D^0.5; at the best η of
+# every (D, B) the output norm is 2^7, and the norm grows by one octave per octave of η
+ETA = (2.0**-4, 0.5, -0.3)
+BSTAR = (2.0**-6, 0.5)
+
+
+def planted(noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for log2_d in range(16, 23):
+        D = 2.0**log2_d
+        b_star = BSTAR[0] * D ** BSTAR[1]
+        for log2_b in range(0, 9):
+            B = 2.0**log2_b
+            eta_star = ETA[0] * B ** ETA[1] * D ** ETA[2]
+            for k in range(-8, 9):
+                lr = eta_star * 2.0 ** (k / 2 + 0.1)  # the grid does not sit on η*
+                u = math.log2(lr / eta_star)
+                loss = 2.0 + 0.05 * u**2 + 0.02 * (log2_b - math.log2(b_star)) ** 2
+                rows.append({"optimizer.lr": lr, "lr": lr, "batch_size": B, "horizon": D,
+                             "val_loss": loss + noise * rng.standard_normal(),
+                             "norm[output]": 2.0 ** (7 + u)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_one_slice_by_hand():
+    # an exact parabola L = 3 + (x − 6.5)²: every variant finds 6.5
+    x = np.arange(3.0, 10.5, 0.5)
+    est = nt.optimal_norm(x, 3 + (x - 6.5) ** 2, anchor=(0.0, 3 + 6.5**2))
+    for key in ("grid", "free", "fixed"):
+        assert est[key] == pytest.approx(6.5, abs=1e-9), key
+    assert est["log2_norm"] == pytest.approx(6.5) and est["variants"] == 5
+    # the fixed-intercept fit by hand: L − L0 = a(x − x0)² + b(x − x0) through (x0, L0)
+    x = np.array([4.0, 5, 6, 7, 8])
+    y = np.array([2.5, 2.2, 2.1, 2.2, 2.6])
+    x0, l0 = 0.0, 5.5
+    k = int(np.argmin(y))
+    w = 1 / (1 + np.abs(np.arange(5) - k))
+    A = np.column_stack([(x - x0) ** 2, x - x0]) * np.sqrt(w)[:, None]
+    a, b = np.linalg.lstsq(A, (y - l0) * np.sqrt(w), rcond=None)[0]
+    assert nt.optimal_norm(x, y, anchor=(x0, l0), points=5)["fixed"] == pytest.approx(
+        x0 - b / (2 * a))
+    with pytest.raises(ValueError, match="at least 3 finite"):
+        nt.optimal_norm([1.0, 2.0, np.inf], [1.0, 2.0, 3.0])
+
+
+def test_planted_optimal_norm_and_scaling_laws_are_recovered():
+    table = planted(noise=0.002)
+    slices = nt.optimal_norms(table)
+    assert slices["log2_norm"].median() == pytest.approx(7.0, abs=0.1)
+    per = nt.per_horizon(table, slices)
+    b = nt.band(per)
+    assert abs(b["mean"] - 7.0) < 0.2 and b["n"] == 7
+    joint = nt.joint_fit(slices, bootstrap=300)
+    for name, truth in (("batch_size", ETA[1]), ("horizon", ETA[2])):
+        lo, hi = joint.intervals[name]
+        assert lo <= truth <= hi and abs(joint.exponents[name] - truth) < 0.05, (name, lo, hi)
+    # B*(D) from the best cells: the grid in B is coarse (factor 2), so ±0.1 in the exponent
+    fits = nt.scaling_fits(per, bootstrap=300)
+    assert fits["batch_size"].exponents["horizon"] == pytest.approx(BSTAR[1], abs=0.1)
+    # the first η to reach the optimal norm is η*·2^-0 (norm = 2^7 exactly at η*)
+    reach = nt.first_reaching(table, 7.0)
+    law = nt.joint_fit(reach.rename(columns={"lr_reach": "lr"}), bootstrap=0)
+    assert law.exponents["batch_size"] == pytest.approx(ETA[1], abs=1e-6)
+    assert law.exponents["horizon"] == pytest.approx(ETA[2], abs=1e-6)
+    assert law.c == pytest.approx(ETA[0], rel=1e-6)
+
+
+def test_figures_and_errors():
+    table = planted()
+    fig = nt.plot_loss_vs_norm(table, 2**18, center=7.0, width=0.2)
+    assert len(fig.data) == 9
+    assert len(nt.plot_norm_growth(table[table["batch_size"] <= 2]).data) > 0
+    with pytest.raises(ValueError, match="missing columns"):
+        nt.tidy(table.drop(columns=["norm[output]"]))
