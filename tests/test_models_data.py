@@ -170,7 +170,6 @@ def test_llama_style_gpt_has_the_paper_s_pieces():
 
 def test_an_optimizer_init_keeps_the_branch_scaling():
     from optimal_scaling.sweep.runner import build_optimizer
-
     from optimal_scaling.sweep.spec import OPTIMIZERS
 
     run = {"seed": 0, "optimizer": {"name": "scion", **OPTIMIZERS["scion"]}}
