@@ -31,6 +31,7 @@ _SUBMODULES = {
     "measure",
     "models",
     "newton_schulz",
+    "norm_transfer",
     "norms",
     "optim",
     "parametrization",

@@ -45,8 +45,10 @@ __all__ = [
     "optimal_norm",
     "optimal_norms",
     "per_horizon",
+    "plot_band",
     "plot_loss_vs_norm",
     "plot_norm_growth",
+    "plot_scaling",
     "scaling_fits",
     "tidy",
 ]
@@ -275,3 +277,48 @@ def plot_loss_vs_norm(table: pd.DataFrame, horizon: int, center: float | None = 
         fig.add_vrect(x0=center - width, x1=center + width, fillcolor="grey", opacity=0.2,
                       line_width=0)  # fmt: skip
     return fig
+
+
+def plot_band(horizons: pd.DataFrame):
+    """The optimal log₂ norm at each horizon (± half its procedure spread) and the norm the
+    best cell reached, against the paper's band (labelled as theirs)."""
+    import plotly.graph_objects as go
+
+    center, half = PAPER["log2_norm"]
+    fig = go.Figure()
+    if "log2_norm" in horizons:
+        fig.add_trace(go.Scatter(x=horizons["horizon"], y=horizons["log2_norm"],
+                                 mode="markers+lines", name="optimal log₂ norm (± half spread)",
+                                 error_y=dict(type="data", array=horizons["spread"] / 2)))
+    fig.add_trace(go.Scatter(x=horizons["horizon"], y=horizons["log2_norm_at_best"],
+                             mode="markers", name="norm of the best cell"))
+    fig.add_hrect(y0=center - half, y1=center + half, fillcolor="orange", opacity=0.2,
+                  line_width=0, annotation_text=f"the paper: {center} ± {half}")
+    fig.update_xaxes(type="log", title_text="tokens D")
+    fig.update_yaxes(title_text="log₂‖W_out‖_RMS→∞")
+    fig.update_layout(title="the optimal output norm across horizons")
+    return fig
+
+
+def plot_scaling(horizons: pd.DataFrame, fits: dict[str, PowerLaw]):
+    """η* and B* against D at each horizon's best cell, with the fitted power laws."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["η*(D)", "B*(D)"])
+    D = np.geomspace(horizons["horizon"].min(), horizons["horizon"].max(), 50)
+    for col, name in enumerate(("lr", "batch_size"), start=1):
+        fig.add_trace(go.Scatter(x=horizons["horizon"], y=horizons[name], mode="markers",
+                                 name=f"best {name}", showlegend=False), 1, col)
+        if name in fits:
+            law = fits[name]
+            lo, hi = law.intervals.get("horizon", (math.nan, math.nan))
+            fig.add_trace(go.Scatter(x=D, y=law(horizon=D), mode="lines", showlegend=False,
+                                     line=dict(dash="dash", color="black")), 1, col)
+            fig.layout.annotations[col - 1].text += (
+                f": ∝ D^{law.exponents['horizon']:.2f} [{lo:.2f}, {hi:.2f}]")
+    fig.update_xaxes(type="log", title_text="tokens D")
+    fig.update_yaxes(type="log")
+    fig.update_layout(title="the best (η, B) against the horizon, with power-law fits")
+    return fig
+

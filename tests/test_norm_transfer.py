@@ -85,3 +85,11 @@ def test_figures_and_errors():
     assert len(nt.plot_norm_growth(table[table["batch_size"] <= 2]).data) > 0
     with pytest.raises(ValueError, match="missing columns"):
         nt.tidy(table.drop(columns=["norm[output]"]))
+
+
+def test_band_and_scaling_figures():
+    table = planted()
+    per = nt.per_horizon(table, nt.optimal_norms(table))
+    assert len(nt.plot_band(per).data) == 2
+    fig = nt.plot_scaling(per, nt.scaling_fits(per, bootstrap=50))
+    assert len(fig.data) == 4 and "∝ D^" in fig.layout.annotations[0].text
