@@ -345,3 +345,15 @@ def test_half_precision_gradient():
     D = Spectral().dualize(G.to(torch.bfloat16))
     assert D.dtype == torch.bfloat16
     torch.testing.assert_close(D.float(), Spectral().dualize(G), rtol=0.05, atol=0.02)
+
+
+def test_spectral_with_muon_coefficients_is_muon_s_five_step_quintic():
+    from optimal_scaling.duality import Spectral
+    from optimal_scaling.newton_schulz import orthogonalize
+
+    G = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    got = Spectral("muon").dualize(G)
+    want = (16 / 8) ** 0.5 * orthogonalize(G, steps=5, schedule="muon")
+    assert torch.allclose(got, want, atol=1e-6)
+    s = torch.linalg.svdvals(got / (16 / 8) ** 0.5)
+    assert 0.6 < s.min() and s.max() < 1.25  # Muon's quintic does not converge to 1

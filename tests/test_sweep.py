@@ -554,3 +554,11 @@ def test_thin_log_keeps_a_geometric_grid_per_run():
     assert len(a) < 40 and kept[kept["run_id"] == "b"]["step"].iloc[-1] == 10
     with pytest.raises(ValueError, match="spacing"):
         sweep.thin_log(log, 0)
+
+
+def test_scion_runs_with_muon_coefficients(tmp_path):
+    raw = tiny(horizons=[512])
+    raw["run"]["optimizer"] = {"name": "scion", "lr": 0.02, "spectral_method": "muon"}
+    s = sweep.from_dict(raw)
+    assert s.runs()[0].config["optimizer"]["spectral_method"] == "muon"
+    assert sweep.run(s, tmp_path / "m", progress=False) == {"done": 1}

@@ -138,7 +138,8 @@ def build_optimizer(run: dict, model: nn.Module, distributed: bool = False):
             steps=cfg["steps"], scale=cfg["scale"], distributed=distributed,
         )  # fmt: skip
     groups = scion_groups(model, preset=cfg["preset"], lr=cfg["lr"],
-                          lr_multipliers=cfg["lr_multipliers"], radii=cfg["radii"])  # fmt: skip
+                          lr_multipliers=cfg["lr_multipliers"], radii=cfg["radii"],
+                          spectral_method=cfg["spectral_method"])  # fmt: skip
     opt = Scion(groups, lr=cfg["lr"], momentum=cfg["momentum"], constrained=cfg["constrained"],
                 weight_decay=cfg["weight_decay"], distributed=distributed)  # fmt: skip
     if cfg["init"]:

@@ -136,6 +136,7 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
         "preset": "colnorm-spectral-rownorm",
         "constrained": False,
         "weight_decay": 0.0,  # decoupled: x ← (1 − γλ)·x + γρ·lmo(d)
+        "spectral_method": "newton_schulz",  # 8 Polar Express steps | muon (5 steps) | svd
         "lr_multipliers": {role: 1.0 for role in ROLES},
         "radii": {role: 1.0 for role in ROLES},
         "init": True,  # norm-matched init (Scion.init)
@@ -345,6 +346,11 @@ def resolve_run(raw: Mapping, where: str) -> dict:
     run["schedule"] = _section(raw.get("schedule", {}), RUN_DEFAULTS["schedule"], where,
                                "run.schedule")  # fmt: skip
     _choice(run["schedule"]["name"], SCHEDULES, where, "run.schedule.name")
+    if oname == "scion":
+        from optimal_scaling.duality import SPECTRAL_METHODS
+
+        _choice(run["optimizer"]["spectral_method"], SPECTRAL_METHODS, where,
+                "run.optimizer.spectral_method")  # fmt: skip
     return run
 
 
