@@ -564,10 +564,10 @@ fitting.find_optimum(live, over=["lr", "batch_size"], metric="val_loss", by="hor
 # * **Shown.** The gradient noise scale grows during training (roughly 15 → 100 sequences as
 #   the loss falls from 3 to 1.7), and so does the critical batch size of the steps–data
 #   trade-off: from about 1 sequence for a loss of 3.0 to about 50 for 1.8, rising at every
-#   step except between the targets 2.5 and 2.3, whose intervals overlap; it is within a
-#   factor of 2 of B_simple at the same loss from 2.5 down, ten times below it at 3.0. The
-#   best batch size at a fixed token budget is small, and it moves up with the budget
-#   (B = 4 up to D = 2¹⁸, 8 beyond).
+#   step except between the targets 2.5 and 2.3, whose intervals overlap; from a loss of 2.5
+#   down it is 0.4 to 1.1 times B_simple at the same loss, at 2.7 and 3.0 only 0.26 and 0.1
+#   times. The best batch size at a fixed token budget is small, and it moves up with the
+#   budget (B = 4 up to D = 2¹⁸, 8 beyond).
 # * **Not shown at this scale.** AdamW's η* does not fall with D: its fitted exponent is
 #   compatible with zero, unlike the negative exponents of the published laws (but those use
 #   decayed schedules, larger models and horizons 10³–10⁵× longer; with a constant rate and a
