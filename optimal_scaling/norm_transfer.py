@@ -60,6 +60,7 @@ PAPER = {
     "log2_norm": (7.0, 0.2),  # across horizons; 7.4 ± 0.2 across width and depth
     "eta_exponent": (-0.28, 0.07),
     "batch_exponent": (0.45, 0.07),
+    "joint": {"batch_size": 0.62, "horizon": -0.56},  # log2 η* = 0.62·log2 B − 0.56·log2 D + γ
     "layer_lr": "η_hidden = η_input/8 = η_output/8 helps by up to 6%",
 }
 
