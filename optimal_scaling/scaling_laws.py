@@ -4,7 +4,9 @@ A law is ``y = c · Π_v v^{a_v}`` in named variables: compute C (FLOPs), parame
 (tokens unless a law says otherwise). A law published only as a proportionality (``c`` is
 None) can still be evaluated relative to an anchor: ``law.relative(D=2**30, anchor={"D":
 2**20})`` is y(D)/y(anchor). :data:`HYPERPARAMETER_LAWS` holds the optimal learning rate and
-batch size laws lecture 06 compares; Chinchilla's L(N, D) fits join with lecture 08.
+batch size laws lecture 06 compares. For lecture 08 (in progress): :data:`LOSS_LAWS`, the
+published L(N, D) = E + A/N^α + B/D^β fits with their compute-optimal split,
+:data:`OPTIMAL_EXPONENTS`, and :func:`training_flops` (the GPT's exact count beside 6ND).
 
 Common units (:func:`common_units`): at a model size N and data D, with C = 6·N·D, every law
 gives a learning rate or a batch in tokens (a batch counted in sequences × the context); its
@@ -18,7 +20,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["HYPERPARAMETER_LAWS", "Law", "catalogue", "common_units"]
+__all__ = [
+    "HYPERPARAMETER_LAWS",
+    "LOSS_LAWS",
+    "OPTIMAL_EXPONENTS",
+    "Law",
+    "LossLaw",
+    "catalogue",
+    "common_units",
+    "training_flops",
+]
 
 
 @dataclass(frozen=True)
@@ -134,3 +145,91 @@ def common_units(N: float, D: float, context: int = 4096,
         rows.append(row)
     return pd.DataFrame(rows)
 
+
+
+# --------------------------------------------------------------------------- compute
+def training_flops(model, tokens: float, context: int | None = None) -> dict[str, float]:
+    """Training FLOPs of a :class:`~optimal_scaling.models.GPT` on ``tokens`` tokens.
+
+    Forward, per token: 2·fan_in·fan_out for every linear layer (the head included; embedding
+    lookups are free), plus causal attention: a query at position t scores and mixes t + 1
+    keys, 2·(t + 1)·width FLOPs for each, so on average 4·width·(T + 1)/2 per layer for
+    context T. Training = 3 × forward (the backward pass costs twice the forward). Returned
+    beside the usual approximations 6·N·D with N all parameters and with N the non-embedding
+    ones.
+    """
+    from torch import nn
+
+    if tokens <= 0:
+        raise ValueError(f"training_flops: tokens must be positive, got {tokens}")
+    T = context if context is not None else model.context
+    linear = sum(2 * m.in_features * m.out_features for m in model.modules()
+                 if isinstance(m, nn.Linear))  # fmt: skip
+    attention = model.depth * 4 * model.width * (T + 1) / 2
+    forward = linear + attention
+    return {"exact": 3 * forward * tokens, "6ND": 6 * model.num_params() * tokens,
+            "6ND non-embedding": 6 * model.num_params(non_embedding=True) * tokens,
+            "attention share": attention / forward}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- L(N, D) laws
+@dataclass(frozen=True)
+class LossLaw:
+    """L(N, D) = E + A/N^α + B/D^β (N parameters, D tokens) with its compute-optimal split.
+
+    Under C = 6ND, minimizing L gives N_opt = G·(C/6)^a and D_opt = (C/6)^b / G with
+    a = β/(α+β), b = α/(α+β) and G = (αA/(βB))^(1/(α+β)).
+    """
+
+    name: str
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    source: str
+    note: str = ""
+
+    def __call__(self, N, D):
+        N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+        if np.any(N <= 0) or np.any(D <= 0):
+            raise ValueError(f"{self.name}: N and D must be positive")
+        return self.E + self.A / N**self.alpha + self.B / D**self.beta
+
+    @property
+    def a(self) -> float:
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def compute_optimal(self, C) -> tuple[np.ndarray, np.ndarray]:
+        """(N_opt, D_opt) at compute C (FLOPs, C = 6ND)."""
+        C = np.asarray(C, dtype=float)
+        if np.any(C <= 0):
+            raise ValueError(f"{self.name}: C must be positive")
+        G = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+        return G * (C / 6) ** self.a, (C / 6) ** self.b / G
+
+
+#: Published parametric fits of L(N, D).
+LOSS_LAWS: dict[str, LossLaw] = {
+    law.name: law
+    for law in (
+        LossLaw("Chinchilla approach 3", 1.69, 406.4, 410.7, 0.34, 0.28,
+                "Hoffmann et al. (2022)",
+                note="Huber δ = 1e-3 on log-loss, L-BFGS from a grid of starts"),
+        LossLaw("Approach 3 refit", 1.82, 482.0, 2085.0, 0.348, 0.366,
+                "Besiroglu et al. (2024), on data extracted from Hoffmann et al.'s figure"),
+    )
+}  # fmt: skip
+
+#: Published compute-optimal exponents N_opt ∝ C^a, D_opt ∝ C^b.
+OPTIMAL_EXPONENTS = pd.DataFrame(
+    [("Kaplan et al. (2020)", 0.73, 0.27),
+     ("Chinchilla approach 1 (envelope)", 0.50, 0.50),
+     ("Chinchilla approach 2 (IsoFLOP)", 0.49, 0.51),
+     ("Chinchilla approach 3 (parametric)", 0.46, 0.54)],
+    columns=["source", "a", "b"],
+)  # fmt: skip

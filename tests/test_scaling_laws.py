@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from optimal_scaling.scaling_laws import HYPERPARAMETER_LAWS as LAWS
@@ -56,3 +57,36 @@ def test_common_units_put_every_law_at_one_point():
     assert t.loc["Step Law B*", "value"] == pytest.approx(0.58 * D**0.571)
     with pytest.raises(ValueError, match="N, D, context > 0"):
         common_units(0, D)
+
+
+def test_training_flops_of_the_gpt_by_hand():
+    from optimal_scaling.models import GPT
+    from optimal_scaling.scaling_laws import training_flops
+
+    m = GPT(vocab_size=256, context=64, width=32, depth=2, n_heads=2, mlp_ratio=4)
+    # per block: qkv 32·96, proj 32·32, fc 32·128, proj 128·32; head 32·256
+    linear = 2 * (2 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32) + 32 * 256)
+    attention = 2 * 4 * 32 * 65 / 2
+    f = training_flops(m, tokens=1000)
+    assert f["exact"] == pytest.approx(3 * (linear + attention) * 1000)
+    assert f["6ND"] == 6 * m.num_params() * 1000
+    assert f["6ND non-embedding"] < f["6ND"] and 0 < f["attention share"] < 1
+    with pytest.raises(ValueError, match="positive"):
+        training_flops(m, tokens=0)
+
+
+def test_loss_laws_and_their_compute_optimal_split():
+    from optimal_scaling.scaling_laws import LOSS_LAWS, OPTIMAL_EXPONENTS
+
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    assert law(1e9, 2e10) == pytest.approx(1.69 + 406.4 / 1e9**0.34 + 410.7 / 2e10**0.28)
+    assert law.a == pytest.approx(0.28 / 0.62) and law.a + law.b == pytest.approx(1.0)
+    # the split is the minimum of L along C = 6ND: compare with a brute-force search
+    C = 1e22
+    N = np.geomspace(1e8, 1e12, 20001)
+    best = N[np.argmin(law(N, C / (6 * N)))]
+    n_opt, d_opt = law.compute_optimal(C)
+    assert n_opt == pytest.approx(best, rel=1e-3) and 6 * n_opt * d_opt == pytest.approx(C)
+    assert OPTIMAL_EXPONENTS.set_index("source").loc["Kaplan et al. (2020)", "a"] == 0.73
+    with pytest.raises(ValueError, match="positive"):
+        law(0, 1)
