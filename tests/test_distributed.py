@@ -315,6 +315,7 @@ def _worker_main(scenario: str, out: Path) -> None:
         {"sharded": _worker_sharded, "ddp": _worker_ddp, "dtensor": _worker_dtensor}[scenario](
             out, r
         )
+        dist.barrier()  # both ranks finished every collective before either tears gloo down
     finally:
         dist.destroy_process_group()
 
