@@ -13,6 +13,10 @@ among the fitted points; otherwise the grid minimum stands, and ``refined`` says
     log y = log c + Σ_i a_i log x_i,
 
 with R² in log space and percentile bootstrap intervals (rows resampled with replacement).
+
+:func:`lbfgs`: many independent smooth minimizations at once, one per row of a start
+matrix, by L-BFGS with a backtracking (Armijo) line search; every row keeps its own
+history, step and stopping test, so the result equals running the rows one by one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "PowerLaw",
     "find_optimum",
     "fit_power_law",
+    "lbfgs",
     "percentile_intervals",
     "positive_values",
     "require_columns",
@@ -56,8 +61,10 @@ def positive_values(values: pd.Series, name: str, who: str) -> np.ndarray:
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(x) | (x <= 0)
     if bad.any():
-        raise ValueError(f"{who}: column {name!r} needs positive finite values (logs are taken); "
-                         f"{int(bad.sum())} of {len(x)} are not, e.g. {x[bad][:3].tolist()}")
+        raise ValueError(
+            f"{who}: column {name!r} needs positive finite values (logs are taken); "
+            f"{int(bad.sum())} of {len(x)} are not, e.g. {x[bad][:3].tolist()}"
+        )
     return x
 
 
@@ -168,8 +175,9 @@ class PowerLaw:
     def __str__(self) -> str:
         terms = " · ".join(f"{f}^{a:.3g}" for f, a in self.exponents.items())
         ci = ", ".join(f"{k} ∈ [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in self.intervals.items())
-        return (f"{self.target} = {self.c:.3g} · {terms}  (R² {self.r2:.3f}, n = {self.n}"
-                + (f"; {self.level:.0%} intervals: {ci})" if ci else ")"))
+        return f"{self.target} = {self.c:.3g} · {terms}  (R² {self.r2:.3f}, n = {self.n}" + (
+            f"; {self.level:.0%} intervals: {ci})" if ci else ")"
+        )
 
 
 def _lstsq(logx: np.ndarray, logy: np.ndarray) -> np.ndarray:
@@ -227,3 +235,120 @@ def fit_power_law(
         law.intervals["c"] = tuple(float(np.exp(v)) for v in ci.pop("log_c"))
         law.intervals.update(ci)
     return law
+
+
+# --------------------------------------------------------------------------- batched L-BFGS
+@dataclass
+class LBFGSResult:
+    """The end of :func:`lbfgs` for every row: point, value, gradient, iterations, status."""
+
+    x: np.ndarray  # (S, P)
+    f: np.ndarray  # (S,)
+    grad: np.ndarray  # (S, P)
+    iterations: np.ndarray  # (S,) iterations each row took
+    converged: np.ndarray  # (S,) bool: stopped by a tolerance, not by max_iter
+
+
+def lbfgs(
+    fun,
+    x0: np.ndarray,
+    max_iter: int = 500,
+    memory: int = 10,
+    gtol: float = 1e-10,
+    ftol: float = 1e-10,
+    max_halvings: int = 30,
+) -> LBFGSResult:
+    """Minimize S independent functions at once: row s of ``x0`` starts minimization s.
+
+    ``fun(x, rows)`` takes points ``x`` of shape (k, P) and the indices ``rows`` (k,) of the
+    problems they belong to, and returns (f, grad) of shapes (k,) and (k, P). Each row runs
+    plain L-BFGS: the two-loop recursion over its last ``memory`` pairs (s, y) with s·y > 0
+    gives a direction d (steepest descent when d is not a descent direction); the step t
+    starts at 1 (at 1/‖g‖ on a row's first iteration) and is halved until the Armijo
+    condition f(x + t·d) ≤ f(x) + 10⁻⁴·t·g·d holds. A row stops when ‖g‖_∞ ≤ ``gtol``, when
+    an accepted step lowers f by at most ``ftol``·|f| (relative, so the test does not depend
+    on the objective's scale), or when ``max_halvings`` halvings find no step that lowers f.
+    Rows are independent: the vectorized loop only saves Python overhead.
+    """
+    x = np.array(x0, dtype=float, copy=True)
+    if x.ndim != 2:
+        raise ValueError(f"lbfgs: x0 must be (starts, parameters), got shape {x.shape}")
+    S, P = x.shape
+    rows = np.arange(S)
+    f, g = fun(x, rows)
+    S_hist = np.zeros((memory, S, P))
+    Y_hist = np.zeros((memory, S, P))
+    rho = np.zeros((memory, S))
+    count = np.zeros(S, dtype=int)  # pairs stored per row (its newest at (count-1) % memory)
+    iters = np.zeros(S, dtype=int)
+    active = np.isfinite(f) & (np.abs(g).max(axis=1) > gtol)
+    converged = ~active
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        q = g[idx].copy()
+        alphas = np.zeros((memory, idx.size))
+        n = count[idx]
+        for j in range(memory):  # newest pair first
+            slot = (n - 1 - j) % memory
+            use = j < n
+            s_j, y_j = S_hist[slot, idx], Y_hist[slot, idx]
+            a = np.where(use, rho[slot, idx] * np.einsum("kp,kp->k", s_j, q), 0.0)
+            alphas[j] = a
+            q -= a[:, None] * y_j
+        newest = (n - 1) % memory
+        s_n, y_n = S_hist[newest, idx], Y_hist[newest, idx]
+        yy = np.einsum("kp,kp->k", y_n, y_n)
+        gamma = np.where(
+            (n > 0) & (yy > 0), np.einsum("kp,kp->k", s_n, y_n) / np.where(yy > 0, yy, 1.0), 1.0
+        )
+        r = gamma[:, None] * q
+        for j in reversed(range(memory)):  # oldest pair first
+            slot = (n - 1 - j) % memory
+            use = j < n
+            s_j, y_j = S_hist[slot, idx], Y_hist[slot, idx]
+            beta = np.where(use, rho[slot, idx] * np.einsum("kp,kp->k", y_j, r), 0.0)
+            r += (np.where(use, alphas[j] - beta, 0.0))[:, None] * s_j
+        d = -r
+        gd = np.einsum("kp,kp->k", g[idx], d)
+        bad = ~(gd < 0) | ~np.isfinite(gd)
+        d[bad] = -g[idx][bad]
+        gd[bad] = -np.einsum("kp,kp->k", g[idx][bad], g[idx][bad])
+        t = np.where(n == 0, 1.0 / np.maximum(np.abs(g[idx]).max(axis=1), 1e-300), 1.0)
+        t = np.minimum(t, 1.0)
+        # backtracking, vectorized: rows that satisfied Armijo drop out of the loop
+        f_new = np.full(idx.size, np.inf)
+        g_new = np.zeros((idx.size, P))
+        pending = np.arange(idx.size)
+        for _ in range(max_halvings):
+            if pending.size == 0:
+                break
+            trial = x[idx[pending]] + t[pending, None] * d[pending]
+            ft, gt = fun(trial, idx[pending])
+            ok = np.isfinite(ft) & (ft <= f[idx[pending]] + 1e-4 * t[pending] * gd[pending])
+            f_new[pending[ok]], g_new[pending[ok]] = ft[ok], gt[ok]
+            pending = pending[~ok]
+            t[pending] *= 0.5
+        moved = np.isfinite(f_new)
+        stuck = idx[~moved]  # no step lowered f: a (numerical) minimum along d
+        active[stuck] = False
+        converged[stuck] = True
+        k = idx[moved]
+        step = t[moved, None] * d[moved]
+        y = g_new[moved] - g[k]
+        sy = np.einsum("kp,kp->k", step, y)
+        drop = f[k] - f_new[moved]
+        x[k] += step
+        f[k], g[k] = f_new[moved], g_new[moved]
+        iters[idx] += 1
+        store = sy > 1e-300
+        ks = k[store]
+        slot = count[ks] % memory
+        S_hist[slot, ks], Y_hist[slot, ks] = step[store], y[store]
+        rho[slot, ks] = 1.0 / sy[store]
+        count[ks] += 1
+        done = (np.abs(g[k]).max(axis=1) <= gtol) | (drop <= ftol * np.abs(f[k]))
+        active[k[done]] = False
+        converged[k[done]] = True
+    return LBFGSResult(x, f, g, iters, converged)

@@ -4,9 +4,22 @@ A law is ``y = c · Π_v v^{a_v}`` in named variables: compute C (FLOPs), parame
 (tokens unless a law says otherwise). A law published only as a proportionality (``c`` is
 None) can still be evaluated relative to an anchor: ``law.relative(D=2**30, anchor={"D":
 2**20})`` is y(D)/y(anchor). :data:`HYPERPARAMETER_LAWS` holds the optimal learning rate and
-batch size laws lecture 06 compares. For lecture 08 (in progress): :data:`LOSS_LAWS`, the
-published L(N, D) = E + A/N^α + B/D^β fits with their compute-optimal split,
-:data:`OPTIMAL_EXPONENTS`, and :func:`training_flops` (the GPT's exact count beside 6ND).
+batch size laws lecture 06 compares. For lecture 08: :data:`LOSS_LAWS`, the published
+L(N, D) = E + A/N^α + B/D^β fits with their compute-optimal split; :data:`KAPLAN`, the
+forms of Kaplan et al. (2020),
+
+    L(N) = (N_c/N)^α_N,   L(D) = (D_c/D)^α_D,   L(C_min) = (C_c/C_min)^α_C,
+    L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D;
+
+:data:`OPTIMAL_EXPONENTS`; :func:`training_flops` (the GPT's exact count beside 6ND); and
+data-constrained scaling (Muennighoff et al., 2023), :func:`effective_data`: a token seen
+for the (R+1)-th time is worth less, U_D unique tokens repeated R_D more times count as
+
+    D' = U_D + U_D·R*_D·(1 − exp(−R_D/R*_D)),
+
+at most U_D·(1 + R*_D) however long one trains (R*_D ≈ 15.4), and likewise parameters in
+excess of what U_D tokens can use (R*_N ≈ 5.3). The compute-optimal fitting procedures
+themselves live in :mod:`optimal_scaling.compute_optimal`.
 
 Common units (:func:`common_units`): at a model size N and data D, with C = 6·N·D, every law
 gives a learning rate or a batch in tokens (a batch counted in sequences × the context); its
@@ -22,11 +35,16 @@ import pandas as pd
 
 __all__ = [
     "HYPERPARAMETER_LAWS",
+    "KAPLAN",
     "LOSS_LAWS",
+    "KaplanLaw",
+    "data_constrained_loss",
+    "effective_data",
     "OPTIMAL_EXPONENTS",
     "Law",
     "LossLaw",
     "catalogue",
+    "loss_laws_figure",
     "common_units",
     "training_flops",
 ]
@@ -146,7 +164,6 @@ def common_units(N: float, D: float, context: int = 4096,
     return pd.DataFrame(rows)
 
 
-
 # --------------------------------------------------------------------------- compute
 def training_flops(model, tokens: float, context: int | None = None) -> dict[str, float]:
     """Training FLOPs of a :class:`~optimal_scaling.models.GPT` on ``tokens`` tokens.
@@ -233,3 +250,109 @@ OPTIMAL_EXPONENTS = pd.DataFrame(
      ("Chinchilla approach 3 (parametric)", 0.46, 0.54)],
     columns=["source", "a", "b"],
 )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- Kaplan et al.
+@dataclass(frozen=True)
+class KaplanLaw:
+    """Kaplan et al. (2020): pure power laws without an irreducible term (N non-embedding).
+
+    ``N_c``, ``alpha_N``, ``D_c``, ``alpha_D``: the single-variable fits L(N) (trained to
+    convergence) and L(D) (large model, early stopping); ``C_c`` (PF-days) and ``alpha_C``:
+    L(C_min); ``joint``: (α_N, α_D, N_c, D_c) of the joint fit L(N, D), a separate fit with
+    its own constants. Loss in nats per token on WebText2 with GPT-2's tokenizer: the
+    constants do not transfer to other data or tokenizers; the exponents are the content.
+    """
+
+    N_c: float = 8.8e13
+    alpha_N: float = 0.076
+    D_c: float = 5.4e13
+    alpha_D: float = 0.095
+    C_c: float = 3.1e8  # PF-days
+    alpha_C: float = 0.050
+    joint: tuple[float, float, float, float] = (0.076, 0.103, 6.4e13, 1.8e13)
+    source: str = "Kaplan et al. (2020), Scaling Laws for Neural Language Models"
+
+    def of_N(self, N):
+        """L(N) = (N_c/N)^α_N."""
+        return (self.N_c / _positive(N, "N")) ** self.alpha_N
+
+    def of_D(self, D):
+        """L(D) = (D_c/D)^α_D."""
+        return (self.D_c / _positive(D, "D")) ** self.alpha_D
+
+    def of_C(self, C):
+        """L(C_min) = (C_c/C_min)^α_C with C_min in FLOPs (1 PF-day = 8.64·10¹⁹ FLOPs)."""
+        return (self.C_c * PF_DAY / _positive(C, "C")) ** self.alpha_C
+
+    def __call__(self, N, D):
+        """L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D with the joint fit's constants."""
+        aN, aD, Nc, Dc = self.joint
+        return ((Nc / _positive(N, "N")) ** (aN / aD) + Dc / _positive(D, "D")) ** aD
+
+
+#: One petaFLOP/s-day in FLOPs.
+PF_DAY = 1e15 * 86400
+
+#: Kaplan et al.'s constants (their Table 2 / eqs. 1.1–1.5).
+KAPLAN = KaplanLaw()
+
+
+def _positive(x, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    if np.any(~np.isfinite(x) | (x <= 0)):
+        raise ValueError(f"{name} must be positive and finite")
+    return x
+
+
+# --------------------------------------------------------------------------- repeated data
+#: Muennighoff et al. (2023), "Scaling Data-Constrained Language Models": fitted half-lives.
+R_STAR_D = 15.4
+R_STAR_N = 5.3
+
+
+def effective_data(unique, total, r_star: float = R_STAR_D) -> np.ndarray:
+    """D' = U + U·R*·(1 − e^{−R/R*}) with R = total/unique − 1 repetitions beyond the first.
+
+    ``unique`` U tokens trained on for ``total`` tokens (total ≥ unique). The same function
+    with R*_N = :data:`R_STAR_N` gives effective parameters (U = the parameters U_D tokens
+    can use, total = the model's). As R → ∞, D' → U·(1 + R*): repetition has a ceiling.
+    """
+    U, T = _positive(unique, "unique"), _positive(total, "total")
+    if np.any(T < U * (1 - 1e-12)):
+        raise ValueError("effective_data: total must be at least unique (R = total/unique − 1 "
+                         "≥ 0)")  # fmt: skip
+    if r_star <= 0:
+        raise ValueError(f"effective_data: r_star must be positive, got {r_star}")
+    R = np.maximum(T / U - 1, 0.0)
+    return U + U * r_star * (1 - np.exp(-R / r_star))
+
+
+def data_constrained_loss(law: LossLaw, N, D, unique) -> np.ndarray:
+    """L(N, D') of a Chinchilla-form law with D replaced by the effective data D'."""
+    return law(N, effective_data(unique, D))
+
+
+# --------------------------------------------------------------------------- figure
+def loss_laws_figure(C_range: tuple[float, float] = (1e18, 1e26)):
+    """The published loss laws along their compute-optimal frontier, L against C = 6ND.
+
+    Chinchilla-form laws at (N_opt(C), D_opt(C)); Kaplan's L(C_min). A plotly figure. The
+    laws were fitted on different data and tokenizers: compare their slopes, not levels.
+    """
+    import plotly.graph_objects as go
+
+    C = np.geomspace(*C_range, 60)
+    fig = go.Figure()
+    for law in LOSS_LAWS.values():
+        n_opt, d_opt = law.compute_optimal(C)
+        fig.add_scatter(x=C, y=law(n_opt, d_opt), name=f"{law.name} (E = {law.E})",
+                        mode="lines")  # fmt: skip
+        fig.add_scatter(x=C, y=np.full_like(C, law.E), mode="lines", showlegend=False,
+                        line={"dash": "dot", "width": 1}, hoverinfo="skip")  # fmt: skip
+    fig.add_scatter(x=C, y=KAPLAN.of_C(C), name="Kaplan L(C_min) (no E)", mode="lines",
+                    line={"dash": "dash"})  # fmt: skip
+    fig.update_layout(xaxis={"type": "log", "title": "training compute C (FLOPs)"},
+                      yaxis={"title": "loss (nats/token)"}, template="plotly_white",
+                      title="Published loss laws at their compute-optimal split")  # fmt: skip
+    return fig

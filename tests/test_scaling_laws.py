@@ -11,7 +11,7 @@ from optimal_scaling.scaling_laws import catalogue
 
 def test_values_at_one_point_match_hand_computation():
     C = 1e21
-    assert LAWS["DeepSeek η*"](C=C) == pytest.approx(0.3118 * 1e21 ** -0.125)
+    assert LAWS["DeepSeek η*"](C=C) == pytest.approx(0.3118 * 1e21**-0.125)
     assert LAWS["DeepSeek η*"](C=C) == pytest.approx(7.394e-4, rel=1e-3)  # 0.3118/10^2.625
     assert LAWS["DeepSeek B*"](C=C) == pytest.approx(0.2920 * 10 ** (21 * 0.3271))
     N, D = 1e9, 1e11
@@ -19,14 +19,16 @@ def test_values_at_one_point_match_hand_computation():
     assert LAWS["Step Law B*"](D=D) == pytest.approx(0.58 * 10 ** (11 * 0.571))
     assert LAWS["Porian et al. B*"](N=N) == pytest.approx(0.7576 * 10 ** (9 * 0.703))
     assert LAWS["Bjorck et al. η*"](N=N, D=D) == pytest.approx(
-        1.3192e-5 * 10 ** (-9 * 0.23 - 11 * 0.32))
+        1.3192e-5 * 10 ** (-9 * 0.23 - 11 * 0.32)
+    )
 
 
 def test_proportional_laws_evaluate_relative_to_an_anchor():
     law = LAWS["Norm transfer B*"]
     assert law.relative({"D": 2**20}, D=2**30) == pytest.approx(2 ** (10 * 0.45))
     assert LAWS["Norm transfer η*"].relative({"D": 2**20}, D=2**30) == pytest.approx(
-        2 ** (-10 * 0.28))
+        2 ** (-10 * 0.28)
+    )
     with pytest.raises(ValueError, match="proportionality only"):
         law(D=2**30)
     with pytest.raises(ValueError, match=r"needs values for \['D'\]"):
@@ -90,3 +92,52 @@ def test_loss_laws_and_their_compute_optimal_split():
     assert OPTIMAL_EXPONENTS.set_index("source").loc["Kaplan et al. (2020)", "a"] == 0.73
     with pytest.raises(ValueError, match="positive"):
         law(0, 1)
+
+
+def test_kaplan_forms_by_hand():
+    from optimal_scaling.scaling_laws import KAPLAN, PF_DAY
+
+    assert KAPLAN.of_N(8.8e13) == pytest.approx(1.0)
+    assert KAPLAN.of_N(8.8e12) == pytest.approx(10**0.076)
+    assert KAPLAN.of_D(5.4e12) == pytest.approx(10**0.095)
+    assert KAPLAN.of_C(3.1e7 * PF_DAY) == pytest.approx(10**0.050)
+    # the joint form: D → ∞ leaves (N_c/N)^α_N with the joint fit's constants, and vice versa
+    aN, aD, Nc, Dc = KAPLAN.joint
+    assert KAPLAN(1e9, 1e40) == pytest.approx((Nc / 1e9) ** aN, rel=1e-6)
+    assert KAPLAN(1e40, 1e10) == pytest.approx((Dc / 1e10) ** aD, rel=1e-6)
+    with pytest.raises(ValueError, match="N must be positive"):
+        KAPLAN.of_N(0)
+
+
+def test_effective_data_under_repetition():
+    from optimal_scaling.scaling_laws import (
+        LOSS_LAWS,
+        R_STAR_D,
+        data_constrained_loss,
+        effective_data,
+    )
+
+    U = 1e9
+    assert effective_data(U, U) == pytest.approx(U)  # one epoch: all tokens count
+    # small R: almost fresh (D' ≈ U(1 + R)); large R: the ceiling U(1 + R*)
+    expected = U * (1 + R_STAR_D * (1 - np.exp(-0.1 / R_STAR_D)))
+    assert effective_data(U, 1.1 * U) == pytest.approx(expected)
+    assert effective_data(U, 1.1 * U) / (1.1 * U) > 0.997
+    assert effective_data(U, 1e6 * U) == pytest.approx(U * (1 + R_STAR_D), rel=1e-9)
+    four = effective_data(U, 4 * U)
+    assert 0.9 < four / (4 * U) < 1  # four epochs are worth about 90–100% of fresh data
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    assert data_constrained_loss(law, 1e9, 4e9, 1e9) > law(1e9, 4e9)
+    with pytest.raises(ValueError, match="total must be at least unique"):
+        effective_data(2e9, 1e9)
+
+
+def test_loss_laws_figure_has_every_law():
+    from optimal_scaling.scaling_laws import LOSS_LAWS, loss_laws_figure
+
+    fig = loss_laws_figure()
+    names = [t.name for t in fig.data if t.showlegend is not False]
+    assert len(names) == len(LOSS_LAWS) + 1
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    n, d = law.compute_optimal(fig.data[0].x)
+    assert np.allclose(fig.data[0].y, law(n, d))

@@ -185,6 +185,12 @@ def test_ci_sweep_with_two_workers(tmp_path):
     assert (table["tokens"] == table["horizon"]).all()
     assert table["val_loss"].between(0, 10).all()
     assert {"optimizer.lr", "batch_size", "model.width", "data.source"} <= set(table.columns)
+    # N for scaling laws: the model's parameters, all and without the embedding tables
+    from optimal_scaling.sweep.runner import build_model
+
+    m = build_model(runs[0].config, vocab_size=64)
+    assert (table["params"] == m.num_params()).all()
+    assert (table["params_non_embedding"] == m.num_params(non_embedding=True)).all()
     # the output layer starts at radius 16 in the RMS→∞ norm (Scion's norm-matched init)
     smallest = table.sort_values(["optimizer.lr", "horizon"]).iloc[0]
     assert smallest["norm[output]"] == pytest.approx(16, rel=0.05)

@@ -265,6 +265,10 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     total = run.get("horizon", horizons[-1]) // tps  # a decaying schedule ends at its horizon
 
     model = build_model(run, data.vocab_size)
+    sizes = {}  # N for scaling laws: all parameters, and without the embedding tables
+    if hasattr(model, "num_params"):
+        sizes = {"params": model.num_params(),
+                 "params_non_embedding": model.num_params(non_embedding=True)}  # fmt: skip
     dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
     model.to(device=device, dtype=dtype)
     opt = build_optimizer(run, model, distributed=world > 1)
@@ -405,6 +409,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 "tokens_per_s": len(window) * tps / max(now - tick, 1e-9),
                 "seconds": seconds,
                 "lr": opt.param_groups[0]["lr"],
+                **sizes,
             }
             row.update({f"norm[{k[2:-1]}]": v for k, v in tracker.group_norms().items()})
             if noise:
