@@ -44,6 +44,7 @@ __all__ = [
     "Law",
     "LossLaw",
     "catalogue",
+    "loss_catalogue",
     "loss_laws_figure",
     "common_units",
     "training_flops",
@@ -331,6 +332,29 @@ def effective_data(unique, total, r_star: float = R_STAR_D) -> np.ndarray:
 def data_constrained_loss(law: LossLaw, N, D, unique) -> np.ndarray:
     """L(N, D') of a Chinchilla-form law with D replaced by the effective data D'."""
     return law(N, effective_data(unique, D))
+
+
+def loss_catalogue() -> pd.DataFrame:
+    """The published loss laws as a table: name, formula with its constants, a, b, source."""
+    rows = [{"name": law.name,
+             "formula": f"{law.E} + {law.A}/N^{law.alpha} + {law.B}/D^{law.beta}",
+             "a": law.a, "b": law.b, "source": law.source, "note": law.note}
+            for law in LOSS_LAWS.values()]  # fmt: skip
+    k = KAPLAN
+    aN, aD, Nc, Dc = k.joint
+    rows += [
+        {"name": "Kaplan L(N)", "formula": f"({k.N_c:.2g}/N)^{k.alpha_N}", "source": k.source,
+         "note": "N non-embedding, trained to convergence"},
+        {"name": "Kaplan L(D)", "formula": f"({k.D_c:.2g}/D)^{k.alpha_D}", "source": k.source,
+         "note": "large model, early stopping"},
+        {"name": "Kaplan L(C_min)", "formula": f"({k.C_c:.2g} PF-days/C)^{k.alpha_C}",
+         "source": k.source, "note": "compute-efficient frontier"},
+        {"name": "Kaplan L(N, D)", "formula": f"[({Nc:.2g}/N)^({aN}/{aD}) + {Dc:.2g}/D]^{aD}",
+         "source": k.source, "note": "joint fit, its own constants"},
+    ]  # fmt: skip
+    exps = OPTIMAL_EXPONENTS.set_index("source")
+    rows[-2]["a"], rows[-2]["b"] = exps.loc["Kaplan et al. (2020)", ["a", "b"]]
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- figure

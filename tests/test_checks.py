@@ -264,6 +264,18 @@ def _surge_with_half(B, eta_crit, b_crit):  # the paper's ½ kept with η_crit
     return eta_crit / (0.5 * (np.sqrt(r) + np.sqrt(1 / r)))
 
 
+def _mean_huber(params, N, D, loss):  # the Huber terms averaged instead of summed
+    from optimal_scaling.compute_optimal import huber
+
+    E, A, B, alpha, beta = params
+    return float(huber(np.log(E + A / N**alpha + B / D**beta) - np.log(loss)).mean())
+
+
+def _n_opt_with_b(E, A, B, alpha, beta, C):  # D's exponent used for N
+    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+    return G * (C / 6) ** (alpha / (alpha + beta))
+
+
 @pytest.mark.parametrize(
     ("module", "check_name", "wrong", "phrase"),
     [
@@ -274,6 +286,10 @@ def _surge_with_half(B, eta_crit, b_crit):  # the paper's ½ kept with η_crit
         ("lecture06", "check_eta_surge", _surge_with_half, "η_crit = 2·η_max"),
         ("lecture06", "check_surge_peak", lambda eta_crit, b_crit: (b_crit, eta_crit),
          "√1 + √1 = 2"),
+        ("lecture08", "check_huber_objective", _mean_huber, "do not average"),
+        ("lecture08", "check_isoflop_minimum", lambda N, loss: float(N[np.argmin(loss)]),
+         "not the lowest measured point"),
+        ("lecture08", "check_compute_optimal_n", _n_opt_with_b, "not α/(α+β)"),
         ("lecture00", "check_num_params", _wrong_num_params, "one bias per output"),
         ("lecture02", "check_rms_to_rms", _wrong_rms_to_rms, "not √(d_out/d_in)"),
         ("lecture03", "check_colnorm", _wrong_colnorm, "not by its ℓ2 norm"),
@@ -320,3 +336,27 @@ def test_lecture07_checks_accept_the_package_formulas():
             lambda x, loss, anchor: nt.optimal_norm(x, loss, anchor=anchor)["fixed"])
         assert lecture07.check_power_law(power_law)
 
+
+
+def test_lecture08_checks_accept_the_package_formulas():
+    from optimal_scaling.compute_optimal import parametric_objective
+    from optimal_scaling.course.checks import lecture08
+    from optimal_scaling.scaling_laws import LossLaw
+
+    def objective(params, N, D, loss):
+        E, A, B, alpha, beta = params
+        x = np.log([[E, A, B]]).tolist()[0] + [alpha, beta]
+        x = np.array([[x[0], x[1], x[2], x[3], x[4]]])
+        return float(parametric_objective(N, D, loss)(x, np.array([0]))[0][0])
+
+    def vertex(N, loss):
+        p2, p1, _ = np.polyfit(np.log(N), loss, 2)
+        return np.exp(-p1 / (2 * p2))
+
+    def n_opt(E, A, B, alpha, beta, C):
+        return LossLaw("x", E, A, B, alpha, beta, "test").compute_optimal(C)[0]
+
+    with checks.strict(True):
+        assert lecture08.check_huber_objective(objective)
+        assert lecture08.check_isoflop_minimum(vertex)
+        assert lecture08.check_compute_optimal_n(n_opt)

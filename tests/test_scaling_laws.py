@@ -141,3 +141,14 @@ def test_loss_laws_figure_has_every_law():
     law = LOSS_LAWS["Chinchilla approach 3"]
     n, d = law.compute_optimal(fig.data[0].x)
     assert np.allclose(fig.data[0].y, law(n, d))
+
+
+def test_loss_catalogue_lists_every_law_with_its_source():
+    from optimal_scaling.scaling_laws import LOSS_LAWS, loss_catalogue
+
+    table = loss_catalogue()
+    assert set(LOSS_LAWS) <= set(table.name)
+    assert {"Kaplan L(N)", "Kaplan L(D)", "Kaplan L(C_min)", "Kaplan L(N, D)"} <= set(table.name)
+    assert table.source.str.len().min() > 5
+    chin = table.set_index("name").loc["Chinchilla approach 3"]
+    assert chin.a == pytest.approx(0.28 / 0.62) and "406.4" in chin.formula
