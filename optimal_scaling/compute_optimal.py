@@ -140,7 +140,7 @@ def _points(N, D, loss, who: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _as_params(x: np.ndarray) -> dict[str, float]:
-    e, a, b, al, be = (float(v) for v in x)
+    e, a, b, al, be = (float(v) for v in np.clip(x, -700, 700))  # e^700 is still a float
     return {"E": float(np.exp(e)), "A": float(np.exp(a)), "B": float(np.exp(b)),
             "alpha": al, "beta": be}  # fmt: skip
 
