@@ -18,6 +18,7 @@ _SUBMODULES = {
     "batch_size",
     "bench",
     "cli",
+    "compute_optimal",
     "config",
     "coord_check",
     "course",
