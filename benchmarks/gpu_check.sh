@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU session's one prepared script (issue 11): the unit suite on CUDA, then both
-# benchmarks in bf16, results under $OUT (default: gpu_out/). Run from the repository root on
+# The GPU session's one prepared script (issue 11): the unit suite on CUDA, the kernels' tile
+# configurations tuned, then both benchmarks in bf16 with the tuned table, results under $OUT
+# (default: gpu_out/). Run from the repository root on
 # a machine with torch, Triton, numpy, pandas, scipy and pytest:
 #     OUT=/tmp/out bash benchmarks/gpu_check.sh
 # Tests that need the notebook stack (jupytext, nbformat, plotly) are skipped when it is missing.
@@ -15,8 +16,14 @@ timeout 300 python -m pytest tests -m "not slow" -q -p no:cacheprovider -x \
     --ignore=tests/test_lab.py --ignore=tests/test_notebooks.py --ignore=tests/test_exercises.py \
     > "$OUT/pytest.txt" 2>&1
 echo "pytest exit $?" >> "$OUT/pytest.txt"
+timeout 240 python -m optimal_scaling.cli bench tune --dtype bfloat16 \
+    --out "$OUT/kernel_configs_bfloat16.json" > "$OUT/bench_tune.txt" 2>&1
+echo "tune exit $?" >> "$OUT/bench_tune.txt"
+if [ -f "$OUT/kernel_configs_bfloat16.json" ]; then
+    export OPTIMAL_SCALING_KERNEL_CONFIGS="$OUT/kernel_configs_bfloat16.json"
+fi
 python -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
     --out "$OUT/newton_schulz_cuda_bfloat16_full.json" > "$OUT/bench_ns.txt" 2>&1
 python -m optimal_scaling.cli bench optim --device cuda \
     --out "$OUT/optimizers_cuda_full.json" > "$OUT/bench_optim.txt" 2>&1
-tail -3 "$OUT/pytest.txt"; tail -15 "$OUT/bench_ns.txt"; tail -15 "$OUT/bench_optim.txt"
+tail -3 "$OUT/pytest.txt"; tail -20 "$OUT/bench_tune.txt"; tail -15 "$OUT/bench_ns.txt"; tail -15 "$OUT/bench_optim.txt"

@@ -47,6 +47,9 @@ FULL_SHAPES: tuple[tuple[int, ...], ...] = (
     (256, 1024), (512, 2048), (1024, 4096),
     (16, 256, 256), (8, 512, 512), (4, 256, 1024),
 )  # fmt: skip
+#: Added on CUDA: the large shapes where the symmetric products can beat cuBLAS (issue 11's
+#: targets name 4096² and 8192²) and a batch of many small matrices (launch-bound).
+CUDA_SHAPES: tuple[tuple[int, ...], ...] = ((8192, 8192), (4096, 16384), (64, 512, 512))
 #: Shapes of the fast (CI / lecture) run.
 FAST_SHAPES: tuple[tuple[int, ...], ...] = ((128, 128), (256, 256), (128, 512), (8, 64, 64))
 
@@ -296,7 +299,7 @@ def run_newton_schulz(
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     slow_compile = fast and dev.type == "cpu"  # torch.compile per shape: minutes on a CPU
     table = newton_schulz_benchmark(
-        FAST_SHAPES if fast else FULL_SHAPES,
+        FAST_SHAPES if fast else FULL_SHAPES + (CUDA_SHAPES if dev.type == "cuda" else ()),
         dtype=torch_dtype,
         device=dev,
         steps=steps,

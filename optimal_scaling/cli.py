@@ -9,6 +9,7 @@ optimal-scaling lr-transfer --out F         GPT learning-rate transfer grid (lec
 optimal-scaling bench ns [--fast] [--out F] Newton–Schulz benchmark (lecture 04)
 optimal-scaling bench optim [--fast]        optimizer share of a GPT step (lecture 05)
 optimal-scaling bench sweep [--fast]        sweep overhead and the small GPT's tokens/s
+optimal-scaling bench tune [--out F]        time the Triton kernels' tile configurations (CUDA)
 optimal-scaling shards SRC OUT [--pattern P] byte-level token shards from local text files
 optimal-scaling sweep run CONFIG [--out DIR] [--executor local|slurm] [--workers N]
                           [--set key=value ...] [--dry-run] [--wait]
@@ -57,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--data", choices=["bytes", "markov"])
     p = sub.add_parser("bench", help="benchmarks (ratios against a reference, same run)")
-    p.add_argument("benchmark", choices=["ns", "optim", "sweep"],
+    p.add_argument("benchmark", choices=["ns", "optim", "sweep", "tune"],
                    help="ns: Newton–Schulz orthogonalization; optim: optimizer share of a step; "
-                   "sweep: the sweep engine's overhead and the small GPT's tokens/s")
+                   "sweep: the sweep engine's overhead and the small GPT's tokens/s; tune: time "
+                   "every tile configuration of the Triton kernels (CUDA) and write the table "
+                   "the kernels read (point OPTIMAL_SCALING_KERNEL_CONFIGS at it)")
     p.add_argument("--out", help="JSON file to write (default: benchmarks/results/<name>.json)")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--fast", action="store_true", help="small shapes, few repeats")
@@ -155,6 +158,37 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace, command: str, results) -> int:
+    """``bench tune``: every kernel configuration at the benchmark's shapes → a JSON table."""
+    import torch
+
+    from optimal_scaling import kernels
+    from optimal_scaling.bench import CUDA_SHAPES, FAST_SHAPES, FULL_SHAPES, versions
+
+    if not (torch.cuda.is_available() and kernels.available()):
+        print("bench tune: needs a CUDA device and Triton (the timings are GPU timings)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    dtype = getattr(torch, args.dtype or "bfloat16")
+    chosen = FAST_SHAPES if args.fast else FULL_SHAPES + CUDA_SHAPES
+    shapes = [(*s[:-2], min(s[-2:]), max(s[-2:])) for s in chosen]
+    rows = kernels.tune(shapes, dtype=dtype, device="cuda")
+    entries = kernels.best_entries(rows)
+    for e in entries:
+        print(f"{e['kernel']:>16} M={e['M']:>5} K={e['K']:>5}: best {e['ms']:.4f} ms "
+              f"(default {e['default_ms']:.4f} ms) {e['config']}")
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        print(f"{len(failed)} configurations failed, e.g. {failed[0]['error']}")
+    if not args.no_write:
+        name = torch.cuda.get_device_name(0)
+        out = args.out or results / f"kernel_configs_{args.dtype or 'bfloat16'}.json"
+        path = kernels.write_tuned(out, entries, device=name, command=command,
+                                   versions=versions(), tries=rows)  # fmt: skip
+        print(f"wrote {path}")
+    return 0
+
+
 def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     import shlex
     from pathlib import Path
@@ -180,6 +214,8 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         out = None if args.no_write else (args.out or results / f"sweep_cpu_{kind}.json")
         run_sweep_benchmark(out, fast=args.fast, command=command)
         return 0
+    if args.benchmark == "tune":
+        return _tune(args, command, results)
     if args.benchmark == "optim":
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         kind = "fast" if args.fast else "full"

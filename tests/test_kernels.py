@@ -284,3 +284,94 @@ def test_bf16_on_cuda_matches_torch(monkeypatch: pytest.MonkeyPatch):
     err_kernels = torch.linalg.norm(Y.double() - exact) / torch.linalg.norm(exact)
     err_torch = torch.linalg.norm(torch_bf16.double() - exact) / torch.linalg.norm(exact)
     assert err_kernels <= 2 * err_torch + 1e-2, (err_kernels.item(), err_torch.item())
+
+
+# -- tile configurations (issue 11): every candidate is correct, the table picks one ---------
+
+
+@needs_triton
+@pytest.mark.parametrize("index", range(5))
+def test_every_candidate_configuration_is_correct(index):
+    """Each tile configuration a GPU may pick computes the same products (interpreter on CPU)."""
+    X = randn(2, 40, 150)
+    syrk_ref = X.double() @ X.double().mT
+    sym_cfg = kernels.CONFIGS["sym_kernel"][index]
+    upd_cfg = kernels.CONFIGS["ns_update_kernel"][index]
+    got = kernels.syrk(X, sym_cfg)
+    assert_close(got, syrk_ref, torch.float32)
+    assert torch.equal(got, got.mT)
+    A = sym(150, (2,))
+    assert_close(kernels.sym_poly(A, -4.775, 2.0315, sym_cfg),
+                 -4.775 * A.double() + 2.0315 * A.double() @ A.double(), torch.float32)
+    B = sym(40, (2,))
+    assert_close(kernels.ns_update(X, B, 3.4445, upd_cfg),
+                 3.4445 * X.double() + B.double() @ X.double(), torch.float32)
+
+
+@needs_triton
+def test_grouped_tile_order_covers_every_tile():
+    """GROUP_M larger than, equal to and dividing the tile rows: every output tile written."""
+    X = randn(70, 90)
+    B = sym(70)
+    ref = 0.5 * X.double() + B.double() @ X.double()
+    for group in (1, 2, 3, 5, 8):
+        cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": group}
+        assert_close(kernels.ns_update(X, B, 0.5, cfg), ref, torch.float32)
+
+
+@needs_triton
+def test_bad_configurations_are_named():
+    X = randn(8, 8)
+    with pytest.raises(ValueError, match="needs the keys"):
+        kernels.syrk(X, {"BLOCK": 16})
+    with pytest.raises(ValueError, match="power of two"):
+        kernels.syrk(X, {"BLOCK": 24, "BLOCK_K": 16})
+    with pytest.raises(ValueError, match="GROUP_M must be"):
+        kernels.ns_update(X, sym(8), 1.0, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16,
+                                           "GROUP_M": 0})  # fmt: skip
+    with pytest.raises(ValueError, match="unknown kernel"):
+        kernels.config_for("gemm", 8, 8, torch.float32)
+
+
+@needs_triton
+def test_tune_writes_a_table_that_config_for_reads(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    if CUDA:
+        pytest.skip("the CPU timer below stands in for do_bench off the GPU")
+    small = {"sym_kernel": [{"BLOCK": 16, "BLOCK_K": 16}, {"BLOCK": 32, "BLOCK_K": 16}],
+             "ns_update_kernel": [kernels.INTERPRETED["ns_update_kernel"],
+                                  {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1}]}
+    fake_ms = iter(range(100, 0, -1))  # later configurations "measure" faster
+
+    rows = kernels.tune([(20, 40), (2, 24, 24)], dtype=torch.float32, device="cpu",
+                        timer=lambda fn: (fn(), float(next(fake_ms)))[1], configs=small)
+    # (20, 40): syrk (20, 40), sym_poly (20, 20), update; (24, 24): sym once, update
+    assert len(rows) == 2 * (3 + 2) and all(r["error"] == "" for r in rows)
+    entries = kernels.best_entries(rows)
+    assert {(e["kernel"], e["M"], e["K"]) for e in entries} == {
+        ("sym_kernel", 20, 40), ("sym_kernel", 20, 20), ("ns_update_kernel", 20, 40),
+        ("sym_kernel", 24, 24), ("ns_update_kernel", 24, 24)}
+    assert all(e["config"] == small[e["kernel"]][1] and e["ms"] < e["default_ms"] for e in entries)
+    for e in entries:
+        e["device"] = "Fake GPU"  # what a CUDA run records
+        e["dtype"] = "bfloat16"
+    path = kernels.write_tuned(tmp_path / "tuned.json", entries, device="Fake GPU")
+    monkeypatch.setenv("OPTIMAL_SCALING_KERNEL_CONFIGS", str(path))
+    assert len(kernels.tuned_table()["entries"]) == 5
+    # the compiled branch: nearest measured shape for this GPU and dtype, else the default
+    monkeypatch.setattr(kernels, "interpreting", lambda: False)
+    assert kernels.config_for("sym_kernel", 22, 38, torch.bfloat16, "Fake GPU") == \
+        small["sym_kernel"][1]  # fmt: skip
+    assert kernels.config_for("sym_kernel", 22, 38, torch.float16, "Fake GPU") == \
+        kernels.CONFIGS["sym_kernel"][0]  # fmt: skip
+    assert kernels.config_for("ns_update_kernel", 4096, 4096, torch.bfloat16, "Other GPU") == \
+        kernels.CONFIGS["ns_update_kernel"][0]  # fmt: skip
+
+
+def test_a_bad_configuration_table_is_named(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"entries": [{"kernel": "gemm"}]}')
+    with pytest.raises(ValueError, match="bad entry"):
+        kernels.tuned_table(bad)
+    monkeypatch.setenv("OPTIMAL_SCALING_KERNEL_CONFIGS", str(tmp_path / "missing.json"))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        kernels.tuned_table()

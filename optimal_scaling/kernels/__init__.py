@@ -13,35 +13,80 @@ CUDA; with ``TRITON_INTERPRET=1`` (set before Triton is first imported: it fixes
 they run in Triton's CPU interpreter, where bf16 tiles are upcast to fp32 and fp32 → bf16
 rounds towards zero (results within 2⁻⁷ instead of 2⁻⁸). Importing this module does not
 import Triton; without Triton :func:`available` is False and the kernels raise RuntimeError.
+
+Tile configurations. Each compiled launch takes one of :data:`CONFIGS` (tile sizes, the
+reduction depth BLOCK_K, the update kernel's tile-group height GROUP_M, warps and pipeline
+stages): the one :func:`tune` measured fastest at the nearest measured shape for this GPU and
+dtype, read from the table :func:`tuned_table` loads (the file named by
+``OPTIMAL_SCALING_KERNEL_CONFIGS``, else the package's ``kernels/tuned.json``), or the first
+candidate when the table has nothing for this GPU. ``config=`` on each kernel overrides the
+choice. The interpreter runs 16×16×16 tiles (GROUP_M = 2), which make the tests' small
+matrices span several tiles, so the off-diagonal, mirror, grouping and tail paths all run.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = [
-    "BLOCKS",
+    "CONFIGS",
     "DTYPES",
+    "INTERPRETED",
     "available",
+    "best_entries",
+    "config_for",
     "interpreting",
     "ns_step",
     "ns_update",
     "sym_poly",
     "syrk",
+    "tune",
+    "tuned_table",
+    "write_tuned",
 ]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-# Tile sizes (BLOCK×BLOCK output tiles, a reduction depth of BLOCK_K), fixed per mode. On a
-# GPU, 64×64×32 tiles keep 4 warps busy with tensor-core dots. The interpreter pays per
-# program and per op, not per FLOP; 16×16×16 tiles make the tests' small matrices span
-# several tiles, so the off-diagonal, mirror and tail paths all run.
-BLOCKS = {"compiled": {"BLOCK": 64, "BLOCK_K": 32}, "interpreted": {"BLOCK": 16, "BLOCK_K": 16}}
-_GPU_LAUNCH = {"num_warps": 4, "num_stages": 3}  # compiled launches only
+#: Candidate tile configurations of the compiled kernels, the first of each the default.
+#: ``sym_kernel`` (A = X Xᵀ and B = b·A + c·A²) writes BLOCK×BLOCK output tiles; the update
+#: ``ns_update_kernel`` BLOCK_M×BLOCK_N tiles in groups of GROUP_M tile rows. The 128-tiles
+#: with 8 warps are what an H100 needed to get near cuBLAS at 4096² and beyond (issue 11).
+CONFIGS: dict[str, list[dict[str, int]]] = {
+    "sym_kernel": [
+        {"BLOCK": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3},
+        {"BLOCK": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4},
+        {"BLOCK": 128, "BLOCK_K": 32, "num_warps": 4, "num_stages": 4},
+        {"BLOCK": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3},
+        {"BLOCK": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4},
+    ],
+    "ns_update_kernel": [
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 1, "num_warps": 4,
+         "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4,
+         "num_stages": 4},
+        {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4,
+         "num_stages": 4},
+        {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+         "num_stages": 3},
+        {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+         "num_stages": 3},
+    ],
+}  # fmt: skip
+#: The interpreter's configuration (it pays per program and per op, not per FLOP).
+INTERPRETED: dict[str, dict[str, int]] = {
+    "sym_kernel": {"BLOCK": 16, "BLOCK_K": 16},
+    "ns_update_kernel": {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2},
+}
+_LAUNCH = ("num_warps", "num_stages")  # launch options, not kernel arguments
+_TUNED_ENV = "OPTIMAL_SCALING_KERNEL_CONFIGS"
 _MAX_GRID_Y = 65535  # CUDA's limit on grid axis 1 (the batch): larger batches are an error
 _built: dict[bool, dict[str, Any]] = {}  # interpret → {kernel name: Triton kernel}
 
@@ -82,16 +127,15 @@ def available(t: torch.Tensor | None = None) -> bool:
     return torch.cuda.is_available() if t is None else t.is_cuda
 
 
-def _setup(fn: str, t: torch.Tensor) -> tuple[dict[str, Any], int, dict[str, Any]]:
-    """For a launch on ``t`` in the current mode: the kernels (by name), the tile size BLOCK,
-    and the keywords every launch takes (BLOCK_K, UPCAST, and the GPU launch options)."""
-    if _load_triton() is None:
+def _kernels(fn: str, t: torch.Tensor) -> dict[str, Any]:
+    """The kernels (by name) for a launch on ``t`` in the current mode, or a clear error."""
+    triton = _load_triton()
+    if triton is None:
         raise RuntimeError(
             f"{fn}: Triton is not installed (pip install triton, Linux only); use the torch "
             "path of optimal_scaling.newton_schulz instead"
         )
     interpret = interpreting()
-    triton = _load_triton()
     if interpret != _imported_interpreted(triton):
         raise RuntimeError(
             f"{fn}: TRITON_INTERPRET is {'' if interpret else 'not '}set now, but Triton was "
@@ -107,12 +151,81 @@ def _setup(fn: str, t: torch.Tensor) -> tuple[dict[str, Any], int, dict[str, Any
         from optimal_scaling.kernels import _triton as source
 
         _built[interpret] = source.build(interpret)
-    blocks = BLOCKS["interpreted" if interpret else "compiled"]
-    # UPCAST: the interpreter's tl.dot cannot multiply bf16 (see _triton's docstring)
-    meta = {"BLOCK_K": blocks["BLOCK_K"], "UPCAST": interpret and t.dtype == torch.bfloat16}
-    if not interpret:
-        meta.update(_GPU_LAUNCH)
-    return _built[interpret], blocks["BLOCK"], meta
+    return _built[interpret]
+
+
+# -- tile configurations --------------------------------------------------------------------
+
+_tuned_cache: dict[str, dict] = {}
+
+
+def tuned_table(path: str | Path | None = None) -> dict:
+    """The measured table of best configurations: ``{"device": …, "entries": [...]}``.
+
+    Read from ``path``, else the file named by ``OPTIMAL_SCALING_KERNEL_CONFIGS``, else the
+    package's ``kernels/tuned.json``; ``{"entries": []}`` when there is none. Each entry:
+    ``kernel``, ``device`` (the GPU's name), ``dtype``, ``M``, ``K`` (the shape it was
+    measured at) and ``config`` (one of :data:`CONFIGS`), with the times measured.
+    """
+    path = Path(path or os.environ.get(_TUNED_ENV) or Path(__file__).with_name("tuned.json"))
+    key = str(path)
+    if key not in _tuned_cache:
+        if not path.is_file():
+            if os.environ.get(_TUNED_ENV) and str(path) == os.environ[_TUNED_ENV]:
+                raise FileNotFoundError(f"{_TUNED_ENV}={path}: no such file")
+            _tuned_cache[key] = {"entries": []}
+        else:
+            table = json.loads(path.read_text())
+            if not isinstance(table, dict) or not isinstance(table.get("entries"), list):
+                raise ValueError(f"{path}: a kernel-configuration table needs an 'entries' list")
+            for e in table["entries"]:
+                bad = {"kernel", "device", "dtype", "M", "K", "config"} - set(e)
+                if bad or e["kernel"] not in CONFIGS:
+                    raise ValueError(f"{path}: bad entry {e} (missing {sorted(bad)} or unknown "
+                                     "kernel)")  # fmt: skip
+            _tuned_cache[key] = table
+    return _tuned_cache[key]
+
+
+def config_for(kernel: str, M: int, K: int, dtype: torch.dtype, device: str = "") -> dict:
+    """The tile configuration a launch of ``kernel`` uses for an (M, K) problem.
+
+    Interpreted: :data:`INTERPRETED`. Compiled: the measured best at the nearest measured
+    shape (distance |log₂ M − log₂ M'| + |log₂ K − log₂ K'|) among the table's entries for
+    this kernel, dtype and GPU name ``device``; :data:`CONFIGS`' first when there is none.
+    (M, K) are (rows, reduction) for ``sym_kernel`` and (rows of X, columns of X) for the
+    update.
+    """
+    if kernel not in CONFIGS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {sorted(CONFIGS)}")
+    if interpreting():
+        return dict(INTERPRETED[kernel])
+    name = str(dtype).removeprefix("torch.")
+    entries = [e for e in tuned_table()["entries"] if e["kernel"] == kernel
+               and e["dtype"] == name and e["device"] == device]  # fmt: skip
+    if not entries:
+        return dict(CONFIGS[kernel][0])
+
+    def distance(e: dict) -> float:
+        return abs(math.log2(max(M, 1) / e["M"])) + abs(math.log2(max(K, 1) / e["K"]))
+
+    return dict(min(entries, key=distance)["config"])
+
+
+def _check_config(fn: str, kernel: str, config: dict) -> dict:
+    need = set(INTERPRETED[kernel])
+    missing = need - set(config)
+    extra = set(config) - need - set(_LAUNCH)
+    if missing or extra:
+        raise ValueError(f"{fn}: a {kernel} configuration needs the keys {sorted(need)} (and "
+                         f"optionally {list(_LAUNCH)}); got {sorted(config)}")  # fmt: skip
+    for k in need - {"GROUP_M"}:
+        v = config[k]
+        if not isinstance(v, int) or v < 16 or v & (v - 1):
+            raise ValueError(f"{fn}: {k} must be a power of two ≥ 16, got {v!r}")
+    if "GROUP_M" in config and (not isinstance(config["GROUP_M"], int) or config["GROUP_M"] < 1):
+        raise ValueError(f"{fn}: GROUP_M must be a positive int, got {config['GROUP_M']!r}")
+    return config
 
 
 # -- input checks ---------------------------------------------------------------------------
@@ -151,45 +264,60 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@functools.cache
+def _gpu_name(index: int | None) -> str:
+    return torch.cuda.get_device_name(index)
+
+
 def _run(fn: str, kernel: str, inputs: list[torch.Tensor], out_shape: tuple[int, ...],
-         args: list, tiles, blocks: tuple[str, ...], **constants: Any) -> torch.Tensor:  # fmt: skip
+         args: list, tiles: Callable[[dict], int], dims: tuple[int, int],
+         config: dict | None, **constants: Any) -> torch.Tensor:  # fmt: skip
     """Launch ``kernel`` on ``inputs`` into a new tensor of ``out_shape``: the one launch path.
 
     Every tensor is seen as (batch, rows, cols) (a view, or a copy when the leading dims of an
-    input cannot be viewed as one); the grid is (``tiles(BLOCK)``, batch); strides follow
-    ``args``, three per tensor; each name in ``blocks`` is set to the tile size BLOCK, and
-    ``constants`` are the kernel's other compile-time switches.
+    input cannot be viewed as one); the grid is (``tiles(config)``, batch); strides follow
+    ``args``, three per tensor; the tile configuration is ``config`` or :func:`config_for`
+    at ``dims``, and ``constants`` are the kernel's other compile-time switches.
     """
     out = torch.empty(out_shape, dtype=inputs[0].dtype, device=inputs[0].device)
     if out.numel() == 0:
         return out
-    kernels, block, meta = _setup(fn, inputs[0])
+    kernels = _kernels(fn, inputs[0])
+    t = inputs[0]
+    if config is None:
+        config = config_for(kernel, *dims, t.dtype, _gpu_name(t.device.index) if t.is_cuda else "")
+    config = _check_config(fn, kernel, dict(config))
+    if interpreting():  # the interpreter takes no launch options
+        config = {k: v for k, v in config.items() if k not in _LAUNCH}
     batch = _shape3(out)[0]
     if batch > _MAX_GRID_Y:
         raise ValueError(f"{fn}: a batch of {batch} matrices exceeds CUDA's grid limit "
                          f"{_MAX_GRID_Y}; split it")  # fmt: skip
     tensors = [t.reshape(_shape3(t)) for t in (*inputs, out)]
     strides = [s for t in tensors for s in t.stride()]
-    kernels[kernel][(tiles(block), batch)](*tensors, *args, *strides, **meta, **constants,
-                                           **dict.fromkeys(blocks, block))  # fmt: skip
+    # UPCAST: the interpreter's tl.dot cannot multiply bf16 (see _triton's docstring)
+    upcast = interpreting() and t.dtype == torch.bfloat16
+    kernels[kernel][(tiles(config), batch)](*tensors, *args, *strides, UPCAST=upcast,
+                                            **config, **constants)  # fmt: skip
     return out
 
 
-def syrk(X: torch.Tensor) -> torch.Tensor:
+def syrk(X: torch.Tensor, config: dict | None = None) -> torch.Tensor:
     """A = X Xᵀ for X of shape (…, m, n): A is (…, m, m), symmetric bit for bit.
 
     A[r, c] = Σ_k X[r, k] X[c, k]. Only the T(T+1)/2 tiles with tile row ≤ tile column are
     computed (T = ⌈m / BLOCK⌉), each written to A and, transposed, to its mirror: m²n FLOPs
-    instead of the 2m²n of ``X @ X.mT``. fp32 accumulation, result in X's dtype.
+    instead of the 2m²n of ``X @ X.mT``. fp32 accumulation, result in X's dtype. ``config``:
+    a ``sym_kernel`` tile configuration instead of the tuned or default one.
     """
     _check_matrix("syrk", "X", X)
     m, n = X.shape[-2:]
     return _run("syrk", "sym_kernel", [X], (*X.shape[:-2], m, m), [m, n, 1.0, 0.0],
-                lambda block: _cdiv(m, block) * (_cdiv(m, block) + 1) // 2,
-                ("BLOCK",), EPILOGUE=False)  # fmt: skip
+                lambda c: _cdiv(m, c["BLOCK"]) * (_cdiv(m, c["BLOCK"]) + 1) // 2,
+                (m, n), config, EPILOGUE=False)  # fmt: skip
 
 
-def sym_poly(A: torch.Tensor, b: float, c: float) -> torch.Tensor:
+def sym_poly(A: torch.Tensor, b: float, c: float, config: dict | None = None) -> torch.Tensor:
     """B = b·A + c·A A for symmetric A of shape (…, m, m); B is symmetric bit for bit.
 
     The same kernel as :func:`syrk` (A A = A Aᵀ for symmetric A): upper tiles only, m³ FLOPs
@@ -202,15 +330,17 @@ def sym_poly(A: torch.Tensor, b: float, c: float) -> torch.Tensor:
     if A.shape[-2] != m:
         raise ValueError(f"sym_poly: A must be square, shape (..., m, m); got {tuple(A.shape)}")
     return _run("sym_poly", "sym_kernel", [A], tuple(A.shape), [m, m, float(c), float(b)],
-                lambda block: _cdiv(m, block) * (_cdiv(m, block) + 1) // 2,
-                ("BLOCK",), EPILOGUE=True)  # fmt: skip
+                lambda cf: _cdiv(m, cf["BLOCK"]) * (_cdiv(m, cf["BLOCK"]) + 1) // 2,
+                (m, m), config, EPILOGUE=True)  # fmt: skip
 
 
-def ns_update(X: torch.Tensor, B: torch.Tensor, a: float) -> torch.Tensor:
+def ns_update(X: torch.Tensor, B: torch.Tensor, a: float,
+              config: dict | None = None) -> torch.Tensor:  # fmt: skip
     """X_new = a·X + B X for X (…, m, n) and B (…, m, m): 2m²n FLOPs, a·X in the epilogue.
 
-    B X is not symmetric, so this is an ordinary tiled product over ⌈m / BLOCK⌉·⌈n / BLOCK⌉
-    tiles; each program adds a·X[tile] in fp32 before rounding.
+    B X is not symmetric, so this is an ordinary tiled product over ⌈m / BLOCK_M⌉·⌈n / BLOCK_N⌉
+    tiles, visited in groups of GROUP_M tile rows; each program adds a·X[tile] in fp32 before
+    rounding.
     """
     _check_matrix("ns_update", "X", X)
     _check_matrix("ns_update", "B", B)
@@ -222,7 +352,7 @@ def ns_update(X: torch.Tensor, B: torch.Tensor, a: float) -> torch.Tensor:
         )
     _check_same("ns_update", "B", B, "X", X)
     return _run("ns_update", "ns_update_kernel", [X, B], tuple(X.shape), [m, n, float(a)],
-                lambda block: _cdiv(m, block) * _cdiv(n, block), ("BLOCK_M", "BLOCK_N"))
+                lambda c: _cdiv(m, c["BLOCK_M"]) * _cdiv(n, c["BLOCK_N"]), (m, n), config)
 
 
 def ns_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tensor:
@@ -235,3 +365,88 @@ def ns_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tensor:
     A = syrk(X)
     B = sym_poly(A, b, c)
     return ns_update(X, B, a)
+
+
+# -- tuning ---------------------------------------------------------------------------------
+
+
+def _cuda_timer(fn: Callable[[], object]) -> float:
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=10, rep=50, return_mode="median"))
+
+
+def tune(
+    shapes: Sequence[tuple[int, ...]],
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cuda",
+    timer: Callable[[Callable[[], object]], float] | None = None,
+    configs: dict[str, list[dict]] | None = None,
+) -> list[dict]:
+    """Time every candidate configuration of both kernels at each shape (one row per try).
+
+    For X of shape (…, m, n) with m ≤ n (the orientation ``orthogonalize`` uses): the
+    symmetric kernel as :func:`syrk` at (M, K) = (m, n) and as :func:`sym_poly` at (m, m),
+    the update at (m, n). ``timer(fn)`` returns milliseconds (default: Triton's ``do_bench``,
+    median, on CUDA); ``configs`` defaults to :data:`CONFIGS`. A configuration that fails (too
+    much shared memory for the GPU) gets ``ms = inf`` and its error. Rows: ``kernel``,
+    ``M``, ``K``, ``batch``, ``dtype``, ``device``, ``index`` (into the candidate list),
+    ``config``, ``ms``, ``error``.
+    """
+    configs = configs or CONFIGS
+    timer = timer or _cuda_timer
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    rows = []
+    for shape in shapes:
+        *lead, m, n = shape
+        if m > n:
+            raise ValueError(f"tune: shapes are (…, m, n) with m ≤ n; got {tuple(shape)}")
+        X = torch.randn(*lead, m, n, device=device).to(dtype) / n**0.5
+        A = syrk(X, configs["sym_kernel"][0])
+        B = sym_poly(A, -4.775, 2.0315, configs["sym_kernel"][0])
+        calls = {  # a square X tunes the symmetric kernel once, at (m, m)
+            ("sym_kernel", m, n): lambda c, X=X: syrk(X, c),
+            ("sym_kernel", m, m): lambda c, A=A: sym_poly(A, -4.775, 2.0315, c),
+            ("ns_update_kernel", m, n): lambda c, X=X, B=B: ns_update(X, B, 3.4445, c),
+        }
+        for (kernel, M, K), call in calls.items():
+            for i, config in enumerate(configs[kernel]):
+                row = {"kernel": kernel, "M": M, "K": K, "batch": math.prod(lead),
+                       "dtype": str(dtype).removeprefix("torch."), "device": name, "index": i,
+                       "config": dict(config), "ms": math.inf, "error": ""}  # fmt: skip
+                try:
+                    call(config)  # compile and check it runs before timing
+                    row["ms"] = timer(lambda call=call, config=config: call(config))
+                except Exception as e:  # out of resources, a compile error: record, go on
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
+                rows.append(row)
+    return rows
+
+
+def best_entries(rows: list[dict]) -> list[dict]:
+    """From :func:`tune`'s rows, one entry per (kernel, M, K, dtype, device): the fastest
+    configuration, with its time and the default's (``ms``, ``default_ms``)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["kernel"], r["M"], r["K"], r["dtype"], r["device"]), []).append(r)
+    entries = []
+    for (kernel, M, K, dtype, device), rs in groups.items():
+        best = min(rs, key=lambda r: r["ms"])
+        if not math.isfinite(best["ms"]):
+            continue
+        default = next((r["ms"] for r in rs if r["index"] == 0), math.nan)
+        entries.append({"kernel": kernel, "device": device, "dtype": dtype, "M": M, "K": K,
+                        "config": best["config"], "ms": best["ms"],
+                        "default_ms": default})  # fmt: skip
+    return entries
+
+
+def write_tuned(path: str | Path, entries: list[dict], **meta: Any) -> Path:
+    """Write a configuration table :func:`tuned_table` reads (JSON), atomically."""
+    from optimal_scaling.results import atomic_write
+
+    text = json.dumps({**meta, "entries": entries}, indent=1, default=str)
+    out = atomic_write(Path(path), lambda f: f.write(text.encode()))
+    _tuned_cache.pop(str(Path(path)), None)
+    return out

@@ -100,13 +100,23 @@ def ns_update_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    """Y = a·X + B X, a plain tiled product (B X is not symmetric); a·X in the epilogue."""
+    """Y = a·X + B X, a plain tiled product (B X is not symmetric); a·X in the epilogue.
+
+    Tiles are visited in groups of GROUP_M tile rows, column by column inside a group, so
+    programs that run together share rows of B and columns of X in the L2 cache (GROUP_M = 1:
+    plain row-major order).
+    """
     pid = tl.program_id(0)
+    tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
-    i = pid // tiles_n
-    j = pid % tiles_n
+    per_group = GROUP_M * tiles_n
+    first = (pid // per_group) * GROUP_M
+    rows_in_group = tl.minimum(tiles_m - first, GROUP_M)
+    i = first + (pid % per_group) % rows_in_group
+    j = (pid % per_group) // rows_in_group
     batch = tl.program_id(1).to(tl.int64)
     X += batch * stride_xb
     B += batch * stride_bb
