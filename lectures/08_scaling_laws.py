@@ -174,13 +174,14 @@ flops.round(3)
 # ## 3. Our runs: a GPT family on a language with a known entropy
 #
 # The preset `configs/scaling_laws.toml`: 10 widths (8 … 192, 2 blocks) × 8 token budgets
-# (2^14 … 2^21) × 3 learning rates, AdamW in μP (so one learning-rate grid serves every
-# width), a cosine schedule decayed to each run's own budget (so every (N, D) is its own
-# run, as in Chinchilla). The language is an order-1 Markov chain on 512 tokens; its entropy
-# rate is the irreducible loss. Training windows are drawn at random from a stream of 2^21
-# tokens (the largest budget), so up to 2^20 tokens nearly every window is new, and at 2^21
-# a token is seen once on average (about a third never, a quarter twice or more): mild
-# repetition at the top budget only — section 8 puts a number on what repetition costs.
+# (2^14 … 2^21) × 5 learning rates (2^−6 … 2^−2), AdamW in μP (so one learning-rate grid
+# serves every width), a cosine schedule decayed to each run's own budget (so every (N, D)
+# is its own run, as in Chinchilla). The language is an order-1 Markov chain on 512 tokens;
+# its entropy rate is the irreducible loss. Training windows are drawn at random from a
+# stream of 2^21 tokens (the largest budget), so a token position is read D/2^21 times on
+# average: at 2^20 tokens about one read in five is a repeat, at 2^21 about a third of the
+# stream is never read and a quarter is read twice or more — mild repetition in the top two
+# budgets; section 8 puts a number on what repetition costs.
 
 # %%
 data_cfg = {k: v for k, v in family.runs()[0].config["data"].items()
@@ -198,8 +199,20 @@ print(f"{grid.run_id.nunique()} runs; best learning rate at a grid edge in {int(
 best.pivot(index="horizon", columns="model.width", values="val_loss").round(3)
 
 # %% [markdown]
-# The best learning rate per (N, D) is kept (the table above). Loss against tokens, one line
-# per model size, the entropy dotted:
+# The best learning rate per (N, D) is kept (the table above). Is the grid wide enough? Loss
+# against learning rate at the largest budget, one line per width: every minimum should sit
+# inside the grid (μP keeps it near the same η across widths).
+
+# %%
+top = grid[grid.horizon == grid.horizon.max()]
+px.line(top.sort_values("optimizer.lr").assign(width=top["model.width"].astype(str)),
+        x="optimizer.lr", y="val_loss", color="width", log_x=True, markers=True,
+        labels={"optimizer.lr": "learning rate η", "val_loss": "validation loss"},
+        template="plotly_white",
+        title=f"Loss against η at D = {grid.horizon.max():,} tokens").show()
+
+# %% [markdown]
+# Loss against tokens, one line per model size, the entropy dotted:
 
 # %%
 fig = px.line(best.assign(N=best.params.map(lambda n: f"{n:,}")), x="tokens", y="val_loss",
@@ -333,7 +346,14 @@ pd.concat([side, sl.OPTIMAL_EXPONENTS.rename(columns={"source": "approach"})]).r
 # language the parameter term falls steeply (α ≈ 1.5, against Chinchilla's 0.34) and is soon
 # spent, so a bigger budget is better spent on data. A scaling exponent is a property of the
 # data and the model family, not a constant of nature. The intervals are wide (a spans about
-# ±0.1): 80 runs over two decades of N and one of D do not pin a down better.
+# ±0.1): 80 (N, D) points over two decades of N and one of D do not pin a down better.
+#
+# Why they can disagree, even on the same runs: approach 1 reads points in the middle of
+# cosine schedules (a run's curve at half its budget is not a run trained to that budget),
+# and its winners move in jumps between the model sizes that exist; approach 2 assumes each
+# valley is a parabola in log N and, here, interpolates between budgets; approach 3 assumes
+# the whole surface has the form E + A/N^α + B/D^β — and the residual plot above shows our
+# surface bends away from it at the short budgets.
 #
 # **What counts as N.** The same approach-3 fit with N the non-embedding parameters:
 
