@@ -206,6 +206,26 @@ def newton_schulz_benchmark(
     return pd.DataFrame(rows)
 
 
+def triton_faster_rule(table: pd.DataFrame, margin: float = 0.95) -> int | None:
+    """The smallest short side m from which the Triton path beat the torch path everywhere.
+
+    From :func:`newton_schulz_benchmark`'s table: at every shape whose short side is ≥ m,
+    ``triton_path`` took at most ``margin`` × ``torch_path``'s median time (5% faster by
+    default, so noise does not flip the choice). None when no such m exists (or no Triton
+    timings). This is the rule ``backend="auto"`` needs for :data:`TRITON_FASTER
+    <optimal_scaling.newton_schulz.TRITON_FASTER>`: an entry (GPU name, dtype, m).
+    """
+    wide = table.pivot(index="shape", columns="method", values="median_s")
+    if "triton_path" not in wide or "torch_path" not in wide:
+        return None
+    ratio = (wide["triton_path"] / wide["torch_path"]).dropna()
+    short = {shape: min(int(v) for v in shape.split("x")[-2:]) for shape in ratio.index}
+    for m in sorted(set(short.values())):
+        if all(ratio[s] <= margin for s in ratio.index if short[s] >= m):
+            return m
+    return None
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -310,6 +330,11 @@ def run_newton_schulz(
     used = torch_dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary(table).round(3).to_string())
+    rule = triton_faster_rule(table)
+    if dev.type == "cuda":
+        print("Triton path ≥ 5% faster than the torch path at every shape with short side ≥ "
+              f"{rule}" if rule else "the Triton path is not faster everywhere above any size: "
+              "backend='auto' should keep the torch path on this GPU")  # fmt: skip
     if out is not None:
         path = write_json(
             out,
@@ -325,6 +350,7 @@ def run_newton_schulz(
             # other work on the machine distorts CPU timings badly (BLAS threads wait on each
             # other): the 1-minute load average before the run, for the reader to judge
             load_average_before=round(load_before, 2),
+            triton_faster_from=rule,
         )
         print(f"wrote {path}")
     return table

@@ -86,3 +86,27 @@ def test_optimizer_benchmark_shares():
     assert table.loc[table.optimizer == "adamw", "step_vs_adamw"].item() == 1.0
     with pytest.raises(ValueError, match="unknown optimizers"):
         bench.optimizer_benchmark(optimizers=["sgd"])
+
+
+def test_triton_faster_rule_from_a_planted_table():
+    import pandas as pd
+
+    from optimal_scaling.bench import triton_faster_rule
+
+    def table(ratios):  # shape → triton/torch time ratio
+        rows = []
+        for shape, r in ratios.items():
+            rows += [{"shape": shape, "method": "torch_path", "median_s": 1.0},
+                     {"shape": shape, "method": "triton_path", "median_s": r}]
+        return pd.DataFrame(rows)
+
+    # faster from 2048 up (the batch of 512² is slower, so 512 cannot be the threshold)
+    t = table({"256x256": 1.5, "8x512x512": 1.2, "1024x4096": 1.0, "2048x2048": 0.9,
+               "4096x4096": 0.7, "8192x8192": 0.8})
+    assert triton_faster_rule(t) == 2048
+    # slower at the largest shape: no threshold works
+    assert triton_faster_rule(table({"256x256": 0.5, "4096x4096": 1.1})) is None
+    # no Triton timings (a CPU run)
+    assert triton_faster_rule(t[t.method == "torch_path"]) is None
+    # 5% margin: 0.97 is noise, not a win
+    assert triton_faster_rule(table({"1024x1024": 0.97, "4096x4096": 0.9})) == 4096
