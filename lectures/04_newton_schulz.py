@@ -399,7 +399,8 @@ X = X / X.norm()
 if kernels.available(X):
     mode = "interpreted on the CPU" if kernels.interpreting() else "compiled for the GPU"
     A = kernels.syrk(X)
-    block = kernels.BLOCKS["interpreted" if kernels.interpreting() else "compiled"]["BLOCK"]
+    gpu = torch.cuda.get_device_name(X.device) if X.is_cuda else ""
+    block = kernels.config_for("sym_kernel", *X.shape, X.dtype, gpu)["BLOCK"]  # the tile size
     tiles = -(-X.shape[0] // block)  # ⌈m / BLOCK⌉
     print(f"Triton kernels, {mode}: {tiles * (tiles + 1) // 2} of {tiles**2} tiles computed")
     print(f"A is exactly symmetric: {torch.equal(A, A.T)}")
