@@ -223,3 +223,27 @@ def test_envelope_and_isoflop_input_errors():
     bad = pd.DataFrame({"params": [1e6, -1], "tokens": [1e6, 1e6], "val_loss": [3.0, 3.0]})
     with pytest.raises(ValueError, match="positive finite"):
         isoflop_fit(bad)
+
+
+def test_each_approach_recovers_the_exponents_from_noisy_runs():
+    """0.2% multiplicative noise on every loss: each approach's interval covers the true a."""
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    rng = np.random.default_rng(0)
+    sizes = np.geomspace(1e7, 3e9, 16)
+    D = np.geomspace(1e8, 1e12, 200)
+    curves = pd.concat([pd.DataFrame({"run_id": i, "params": n, "tokens": D,
+                                      "train_loss": law(n, D) * np.exp(rng.normal(0, 2e-3, 200))})
+                        for i, n in enumerate(sizes)])  # fmt: skip
+    budgets = np.geomspace(1e8, 1e12, 13)
+    finals = pd.DataFrame([{"params": n, "tokens": d,
+                            "val_loss": float(law(n, d)) * np.exp(rng.normal(0, 2e-3))}
+                           for n in sizes for d in budgets])  # fmt: skip
+    env = envelope_fit(curves, smooth=5, bootstrap=300)
+    iso = isoflop_fit(finals, budgets=6, bootstrap=300)
+    par = fit_parametric(finals.params, finals.tokens, finals.val_loss, bootstrap=100,
+                         starts=start_grid()[::5])  # fmt: skip
+    for name, fit in (("envelope", env), ("IsoFLOP", iso), ("parametric", par)):
+        lo, hi = fit["intervals"]["a"]
+        assert lo <= law.a <= hi, (name, lo, hi)
+        assert abs(fit["a"] - law.a) < 0.04, name
+    assert env["points"].at_edge.sum() < len(env["points"])
