@@ -347,7 +347,7 @@ def envelope_fit(
             sizes.add(n)
             value = float(np.interp(c, g["_logC"], g[loss]))
             if best is None or value < best[0]:
-                tokens = float(np.interp(c, g["_logC"], g[D]))
+                tokens = float(np.exp(np.interp(c, g["_logC"], np.log(g[D]))))
                 best = (value, n, tokens)
         if best is None or len(sizes) < 2:
             continue

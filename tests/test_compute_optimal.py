@@ -247,3 +247,16 @@ def test_each_approach_recovers_the_exponents_from_noisy_runs():
         assert lo <= law.a <= hi, (name, lo, hi)
         assert abs(fit["a"] - law.a) < 0.04, name
     assert env["points"].at_edge.sum() < len(env["points"])
+
+
+def test_envelope_with_a_flops_column_equals_six_n_d():
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    D = np.geomspace(1e8, 1e11, 60)
+    curves = pd.concat([pd.DataFrame({"run_id": i, "params": n, "tokens": D,
+                                      "train_loss": law(n, D)})
+                        for i, n in enumerate(np.geomspace(1e7, 1e9, 6))])  # fmt: skip
+    curves["flops"] = 6 * curves.params * curves.tokens
+    a = envelope_fit(curves, bootstrap=0)
+    b = envelope_fit(curves, flops="flops", bootstrap=0)
+    pd.testing.assert_frame_equal(a["points"], b["points"], rtol=1e-9)
+    assert a["a"] == pytest.approx(b["a"])
