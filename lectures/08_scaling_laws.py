@@ -308,9 +308,10 @@ print(f"fitted E = {fit['E']:.3f} [{iv['E'][0]:.3f}, {iv['E'][1]:.3f}]; "
 
 # %% [markdown]
 # **E against the entropy.** The entropy rate is the loss of the ideal predictor, so it is
-# the true irreducible loss of this language. (Our models see 64-token windows and the chain
-# has order 1, so only the first target of a window, which lacks its state, costs more than
-# H: the floor is H plus a few hundredths of a nat spread over 64 tokens.)
+# the true irreducible loss of this language. (The chain has order 1, so every target's state,
+# the token before it, is inside the model's window; only the seams between independently
+# generated stretches of the stream, one token in 4 096, do not follow the chain — too rare
+# to move the floor visibly.)
 #
 # On the committed runs the fit puts E about 0.09 below H (1.63 against 1.71), with H at the
 # very upper edge of its 95% interval (just inside or just outside, depending on the
@@ -436,10 +437,10 @@ pd.DataFrame(rows).round(4)
 # "Mean instead of sum" divides the objective by the number of points: the same minimum,
 # and with this package's L-BFGS (its stopping tests are relative) the same fit. δ decides
 # which residuals count as outliers: at δ = 10⁻¹ (about least squares on these residuals)
-# E drops by ~0.1 and α by ~0.1. On these runs one start lands where the grid does — the
-# landscape is kinder here than on Chinchilla's data; the grid is still the safe default.
+# E drops by ~0.1 and α by ~0.1. On these runs one start lands where the grid does: the
+# landscape is benign here, but nothing guarantees that in advance, so the grid stays.
 #
-# **Which points.** Our shortest runs (16–128 steps, warmup and a few hundred updates) are
+# **Which points.** Our shortest runs (2^14–2^16 tokens: 32–128 steps, 8 of them warmup) are
 # far from the regime the form describes; dropping them moves E towards the entropy:
 
 # %%
