@@ -541,16 +541,8 @@ display(Markdown(co.checklist(fit, N_, D_, L_, validation=check)))
 # so D' ≈ D for a few epochs and D' → U·(1 + R*) — a ceiling — however long one trains.
 
 # %%
-epochs = np.geomspace(1, 200, 60)
+sl.repetition_figure().show()
 U = 1e9
-fig = go.Figure()
-fig.add_scatter(x=epochs, y=epochs, name="fresh data (D' = D)", line={"dash": "dot"})
-fig.add_scatter(x=epochs, y=sl.effective_data(U, epochs * U) / U, name="effective data D'/U")
-fig.add_hline(y=1 + sl.R_STAR_D, line_dash="dash", annotation_text="ceiling 1 + R*")
-fig.update_layout(xaxis={"type": "log", "title": "epochs D/U"},
-                  yaxis={"type": "log", "title": "tokens / U"}, template="plotly_white",
-                  title="Repeated tokens: diminishing value")  # fmt: skip
-fig.show()
 for e in (2, 4, 16, 64):
     print(f"{e:>3} epochs: each token worth {sl.effective_data(U, e * U) / (e * U):.0%} of a "
           f"fresh one; Chinchilla's loss at N = 1e9: "

@@ -46,6 +46,7 @@ __all__ = [
     "catalogue",
     "loss_catalogue",
     "loss_laws_figure",
+    "repetition_figure",
     "common_units",
     "training_flops",
 ]
@@ -332,6 +333,28 @@ def effective_data(unique, total, r_star: float = R_STAR_D) -> np.ndarray:
 def data_constrained_loss(law: LossLaw, N, D, unique) -> np.ndarray:
     """L(N, D') of a Chinchilla-form law with D replaced by the effective data D'."""
     return law(N, effective_data(unique, D))
+
+
+def repetition_figure(max_epochs: float = 200.0, r_star: float = R_STAR_D):
+    """Effective data D'/U against epochs D/U (log–log), beside fresh data and the ceiling.
+
+    A plotly figure of :func:`effective_data` for U unique tokens: D' follows D for a few
+    epochs, then bends to the ceiling U·(1 + R*).
+    """
+    import plotly.graph_objects as go
+
+    if max_epochs <= 1:
+        raise ValueError(f"repetition_figure: max_epochs must exceed 1, got {max_epochs}")
+    epochs = np.geomspace(1, max_epochs, 80)
+    fig = go.Figure()
+    fig.add_scatter(x=epochs, y=epochs, name="fresh data (D' = D)", line={"dash": "dot"})
+    fig.add_scatter(x=epochs, y=effective_data(1.0, epochs, r_star), name="effective data D'/U")
+    fig.add_hline(y=1 + r_star, line_dash="dash",
+                  annotation_text=f"ceiling 1 + R* = {1 + r_star:g}")  # fmt: skip
+    fig.update_layout(xaxis={"type": "log", "title": "epochs D/U"},
+                      yaxis={"type": "log", "title": "tokens / U"}, template="plotly_white",
+                      title=f"Repeated tokens: diminishing value (R* = {r_star:g})")  # fmt: skip
+    return fig
 
 
 def loss_catalogue() -> pd.DataFrame:

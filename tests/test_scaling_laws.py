@@ -152,3 +152,15 @@ def test_loss_catalogue_lists_every_law_with_its_source():
     assert table.source.str.len().min() > 5
     chin = table.set_index("name").loc["Chinchilla approach 3"]
     assert chin.a == pytest.approx(0.28 / 0.62) and "406.4" in chin.formula
+
+
+def test_repetition_figure_draws_effective_data():
+    from optimal_scaling.scaling_laws import effective_data, repetition_figure
+
+    fig = repetition_figure(max_epochs=100, r_star=10.0)
+    fresh, effective = fig.data[0], fig.data[1]
+    assert np.allclose(fresh.y, fresh.x)
+    assert np.allclose(effective.y, effective_data(1.0, effective.x, 10.0))
+    assert effective.y[-1] < 11.0 < fresh.y[-1]
+    with pytest.raises(ValueError, match="max_epochs"):
+        repetition_figure(max_epochs=1)
