@@ -401,7 +401,7 @@ def isoflop_fit(
                  _L=positive_values(t[loss], loss, who))  # fmt: skip
     best = t.groupby(["_N", "_D"], as_index=False)["_L"].min()
     if not interpolate:
-        return _isoflop_direct(best, min_models, bootstrap, seed, level)
+        return _isoflop_result(_isoflop_lines(best), min_models, bootstrap, seed, level)
     models = [(n, g.sort_values("_D")) for n, g in best.groupby("_N") if len(g) >= 2]
     if len(models) < min_models:
         raise ValueError(f"{who}: {len(models)} model sizes with ≥ 2 token budgets each; "
@@ -416,23 +416,14 @@ def isoflop_fit(
         logC = np.linspace(min(ok), max(ok), budgets)
     else:
         logC = np.log(positive_values(pd.Series(budgets), "budgets", who))
-    profiles, rows = [], []
+    profiles = []
     for c in logC:
         C = float(np.exp(c))
-        pts = []
-        for (n, g), (lo, hi) in zip(models, spans, strict=True):
-            if lo - 1e-9 <= c <= hi + 1e-9:
-                value = float(np.interp(c - np.log(6 * n), np.log(g._D), g._L))
-                pts.append((n, C / (6 * n), value))
-        profiles += [{"C": C, "N": n, "D": d, "loss": v} for n, d, v in pts]
-        if len(pts) >= min_models:
-            rows.append(_vertex(C, pts))
-    points = pd.DataFrame(rows)
-    if points.empty:
-        raise ValueError(f"{who}: no budget has {min_models} models")
-    out = _exponents(points[points.valid], bootstrap, seed, level)
-    out.update(points=points, profiles=pd.DataFrame(profiles))
-    return out
+        pts = [(n, C / (6 * n), float(np.interp(c - np.log(6 * n), np.log(g._D), g._L)))
+               for (n, g), (lo, hi) in zip(models, spans, strict=True)
+               if lo - 1e-9 <= c <= hi + 1e-9]  # fmt: skip
+        profiles.append((C, pts))
+    return _isoflop_result(profiles, min_models, bootstrap, seed, level)
 
 
 def _vertex(C: float, pts: list[tuple[float, float, float]]) -> dict:
@@ -447,9 +438,8 @@ def _vertex(C: float, pts: list[tuple[float, float, float]]) -> dict:
             "models": len(pts), "valid": valid}  # fmt: skip
 
 
-def _isoflop_direct(best: pd.DataFrame, min_models: int, bootstrap: int, seed: int,
-                    level: float) -> dict:  # fmt: skip
-    """Approach 2 on runs laid out on IsoFLOP lines: group by C within 5%, one parabola each."""
+def _isoflop_lines(best: pd.DataFrame) -> list[tuple[float, list]]:
+    """Runs laid out on IsoFLOP lines: those whose C = 6ND agree within 5% form a profile."""
     logC = np.log(6 * best._N * best._D).to_numpy()
     order = np.argsort(logC)
     groups, current = [], [order[0]]
@@ -459,19 +449,22 @@ def _isoflop_direct(best: pd.DataFrame, min_models: int, bootstrap: int, seed: i
             current = []
         current.append(j)
     groups.append(current)
-    profiles, rows = [], []
-    for g in groups:
-        sub = best.iloc[g]
-        C = float(np.exp(np.mean(logC[g])))
-        pts = list(zip(sub._N, sub._D, sub._L, strict=True))
-        profiles += [{"C": C, "N": n, "D": d, "loss": v} for n, d, v in pts]
-        if len(pts) >= min_models:
-            rows.append(_vertex(C, pts))
-    points = pd.DataFrame(rows)
-    if points.empty:
+    return [(float(np.exp(np.mean(logC[g]))),
+             list(zip(best._N.iloc[g], best._D.iloc[g], best._L.iloc[g], strict=True)))
+            for g in groups]  # fmt: skip
+
+
+def _isoflop_result(profiles: list[tuple[float, list]], min_models: int, bootstrap: int,
+                    seed: int, level: float) -> dict:  # fmt: skip
+    """Approach 2's answer from its profiles, each (C, [(N, D, loss), ...]): a vertex per
+    profile with ``min_models`` or more points, and the power laws through the valid ones."""
+    rows = [_vertex(C, pts) for C, pts in profiles if len(pts) >= min_models]
+    if not rows:
         raise ValueError(f"isoflop_fit: no IsoFLOP profile has {min_models} models")
+    points = pd.DataFrame(rows)
     out = _exponents(points[points.valid], bootstrap, seed, level)
-    out.update(points=points, profiles=pd.DataFrame(profiles))
+    out.update(points=points, profiles=pd.DataFrame(
+        [{"C": C, "N": n, "D": d, "loss": v} for C, pts in profiles for n, d, v in pts]))
     return out
 
 
