@@ -200,16 +200,23 @@ def config_for(kernel: str, M: int, K: int, dtype: torch.dtype, device: str = ""
         raise ValueError(f"unknown kernel {kernel!r}; choose from {sorted(CONFIGS)}")
     if interpreting():
         return dict(INTERPRETED[kernel])
-    name = str(dtype).removeprefix("torch.")
-    entries = [e for e in tuned_table()["entries"] if e["kernel"] == kernel
-               and e["dtype"] == name and e["device"] == device]  # fmt: skip
+    table = os.environ.get(_TUNED_ENV, "")  # part of the key: a new table, a new answer
+    return dict(_lookup(kernel, M, K, str(dtype).removeprefix("torch."), device, table))
+
+
+@functools.lru_cache(maxsize=4096)
+def _lookup(kernel: str, M: int, K: int, dtype: str, device: str, table: str) -> dict:
+    """config_for's table search, once per (kernel, shape, dtype, GPU, table): launches
+    repeat the same shapes every step, and host work is what small matrices pay for."""
+    entries = [e for e in tuned_table(table or None)["entries"] if e["kernel"] == kernel
+               and e["dtype"] == dtype and e["device"] == device]  # fmt: skip
     if not entries:
-        return dict(CONFIGS[kernel][0])
+        return CONFIGS[kernel][0]
 
     def distance(e: dict) -> float:
         return abs(math.log2(max(M, 1) / e["M"])) + abs(math.log2(max(K, 1) / e["K"]))
 
-    return dict(min(entries, key=distance)["config"])
+    return min(entries, key=distance)["config"]
 
 
 def _check_config(fn: str, kernel: str, config: dict) -> dict:
@@ -449,4 +456,5 @@ def write_tuned(path: str | Path, entries: list[dict], **meta: Any) -> Path:
     text = json.dumps({**meta, "entries": entries}, indent=1, default=str)
     out = atomic_write(Path(path), lambda f: f.write(text.encode()))
     _tuned_cache.pop(str(Path(path)), None)
+    _lookup.cache_clear()
     return out
