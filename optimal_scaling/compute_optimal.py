@@ -183,8 +183,10 @@ def fit_parametric(
     full fit's ``bootstrap_starts`` best distinct minima) and ``intervals`` (percentile
     intervals at ``level`` for the parameters, a and b).
 
-    ``objective="mean"`` divides the Huber sum by the number of points (an example of how
-    an innocent-looking choice moves the fit: L-BFGS's tolerances are absolute).
+    ``objective="mean"`` divides the Huber sum by the number of points: the same minimum,
+    and the same fit here (this L-BFGS's stopping tests are relative); an optimizer with
+    absolute tolerances, as scipy's L-BFGS-B defaults are for small objectives, can stop
+    earlier on the mean (lecture 08 shows both).
     """
     who = "fit_parametric"
     N, D, loss = _points(N, D, loss, who)
