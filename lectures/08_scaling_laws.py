@@ -104,10 +104,12 @@ print(f"Kaplan L(N, D): {sl.KAPLAN(1e9, 2e10):.3f}")
 
 # %% [markdown]
 # The same catalogue holds the published optimal learning-rate and batch-size laws of
-# lectures 06–07; at one point (N = 1B, D = 20B tokens, C = 6ND) side by side:
+# lectures 06–07. Their prefactors were fitted in different setups and units, so what compares
+# across them is the exponent: how each optimum moves with the data D at fixed model size
+# (a law in C counts, since C ∝ D there):
 
 # %%
-sl.common_units(N=1e9, D=2e10, context=2048)
+sl.common_units(N=1e9, D=2e10, context=2048)[["name", "quantity", "d_exponent"]]
 
 # %% [markdown]
 # Kaplan's a = 0.73 says: put most of a bigger budget into parameters. Chinchilla's ≈ 0.5
@@ -382,9 +384,9 @@ optimal.round(1)
 
 # %% [markdown]
 # With a < ½ the optimal tokens per parameter grows with the budget (D_opt/N_opt ∝ C^{b−a}):
-# a handful at our largest budget, tens a hundredfold beyond it — and the intervals there span
-# more than a factor of ten. Chinchilla's "20 tokens per parameter" is a property of its data
-# and its range of C, not a universal constant.
+# about 14 at our largest budget (the second row), about 50 a hundredfold beyond it — and the
+# interval there spans more than a factor of a hundred. Chinchilla's "20 tokens per
+# parameter" is a property of its data and its range of C, not a universal constant.
 
 # %% [markdown]
 # Play with a law: the exponents set the slopes of N_opt(C) and D_opt(C), the ratio αA/βB
@@ -563,8 +565,9 @@ excess = fit["law"](n, d) - fit["E"]
 fig = go.Figure()
 fig.add_scatter(x=C, y=excess, name="excess loss L − E (smooth)", yaxis="y")
 for k in (1, 10, 50):
-    fig.add_scatter(x=C, y=np.exp(-k * excess), name=f"exact match, {k} tokens", yaxis="y2")
-fig.update_layout(xaxis={"type": "log", "title": "compute C"},
+    fig.add_scatter(x=C, y=np.exp(-k * excess), name=f"exact match, k = {k}", yaxis="y2")
+fig.update_layout(title="A smooth loss, sharp metrics (illustration)",
+                  xaxis={"type": "log", "title": "compute C"},
                   yaxis={"type": "log", "title": "excess loss"},
                   yaxis2={"overlaying": "y", "side": "right", "range": [0, 1],
                           "title": "exact match"}, template="plotly_white")  # fmt: skip
