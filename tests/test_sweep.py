@@ -309,6 +309,27 @@ def test_kill_and_resume(tmp_path):
     assert leftovers == []
 
 
+def test_a_stale_lock_of_a_finished_run_is_dropped(tmp_path):
+    """A worker killed between recording its last horizon and releasing its lock leaves a
+    done run with a lock no one will take over; the next invocation removes it, and leaves
+    a live holder's lock alone."""
+    import socket
+
+    s = sweep.load(CI)
+    out = tmp_path / "ci"
+    sweep.run(s, out, workers=2, progress=False)
+    folders = sorted((out / "runs").iterdir())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folders[0] / "lock").write_text(json.dumps({"host": socket.gethostname(),
+                                                 "pid": dead.pid, "job": ""}))  # fmt: skip
+    (folders[1] / "lock").write_text(json.dumps({"host": socket.gethostname(),
+                                                 "pid": os.getpid(), "job": ""}))  # fmt: skip
+    assert sweep.run(s, out, workers=2, progress=False) == {}
+    assert not (folders[0] / "lock").exists()
+    assert (folders[1] / "lock").exists()  # held by a live process (this one)
+
+
 # --------------------------------------------------------------------------- executors
 def test_dry_run_prints_runs_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "dry"

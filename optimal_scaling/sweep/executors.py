@@ -54,6 +54,9 @@ def prepare(sweep: Sweep, out: Path, runs: list[Run]) -> list[Run]:
         folder = run_dir(out, run.id)
         if lock_holder(folder) is None:  # nobody writes there now: drop a killed writer's files
             remove_partial(folder)
+            # and its stale lock, which a run killed after its last horizon leaves behind (a
+            # finished run is never claimed again, so no Lock.acquire would take it over)
+            (folder / "lock").unlink(missing_ok=True)
         old = read_json(folder / "config.json")
         horizons = sorted(set(run.horizons) | set(old["horizons"] if old else []))
         spec = {"id": run.id, "run": run.config, "point": run.point, "horizons": horizons}
