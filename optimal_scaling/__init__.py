@@ -26,8 +26,10 @@ _SUBMODULES = {
     "ddp_demo",
     "distributed",
     "duality",
+    "emergence",
     "experiments",
     "fitting",
+    "inference_scaling",
     "kernels",
     "measure",
     "models",
@@ -40,6 +42,7 @@ _SUBMODULES = {
     "roles",
     "scaling_laws",
     "sweep",
+    "test_time",
     "tracking",
     "train",
 }

@@ -14,6 +14,8 @@ stream of token ids, plus nanoGPT-style random ``batch``-es):
 * ``byte_corpus``: bytes of local text files (by default the Python standard library's own
   sources), split by file and cached as ``.npy``;
 * ``write_token_shard`` / ``token_shards``: nanoGPT's ``train.bin``/``val.bin`` layout.
+
+``AdditionTask``: k-digit addition as prompt/answer sequences, for tasks scored by exact match.
 """
 
 from __future__ import annotations
@@ -155,6 +157,73 @@ def _as_token_array(tokens: np.ndarray, what: str) -> np.ndarray:
             f"{what} must be a 1-D integer array, got shape {tokens.shape} and {tokens.dtype}"
         )
     return tokens
+
+
+# ---------------------------------------------------------------------------- addition
+
+IGNORE = -100  # a target the loss skips (torch's cross_entropy default ignore_index)
+
+
+class AdditionTask:
+    """k-digit addition written as a language, digits least significant first.
+
+    Tokens 0–9 are digits, 10 is "+", 11 is "=". A problem a + b (a, b uniform on
+    [0, 10^k)) is the sequence
+
+        a_0 … a_{k−1} + b_0 … b_{k−1} = s_0 … s_k        (3k + 3 tokens, s = a + b)
+
+    with a_0 the units digit: in this order each answer digit depends only on digits already
+    seen and one carry, the order in which people add. The **prompt** is the first 2k + 2
+    tokens, the **answer** the last k + 1 (s_k is the final carry, 0 or 1).
+    """
+
+    PLUS, EQUALS = 10, 11
+    vocab_size = 12
+
+    def __init__(self, digits: int = 4):
+        if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 18:
+            raise ValueError(f"AdditionTask: digits must be an int in [1, 18], got {digits!r}")
+        self.digits = digits
+        self.prompt_len = 2 * digits + 2
+        self.answer_len = digits + 1
+        self.context = 3 * digits + 2  # what the model reads: the sequence minus its last token
+
+    def problems(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """``n`` random problems: prompts ``(n, 2k + 2)`` and their answers ``(n, k + 1)``."""
+        if n < 1:
+            raise ValueError(f"AdditionTask: n must be ≥ 1, got {n}")
+        k = self.digits
+        a = torch.randint(10, (n, k), generator=generator)
+        b = torch.randint(10, (n, k), generator=generator)
+        answer = torch.zeros(n, k + 1, dtype=torch.long)
+        carry = torch.zeros(n, dtype=torch.long)
+        for i in range(k):
+            column = a[:, i] + b[:, i] + carry
+            answer[:, i], carry = column % 10, column // 10
+        answer[:, k] = carry
+        prompt = torch.cat([a, torch.full((n, 1), self.PLUS), b, torch.full((n, 1), self.EQUALS)],
+                           dim=1)  # fmt: skip
+        return prompt.to(device), answer.to(device)
+
+    def batch(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Next-token pairs ``(x, y)``, both ``(n, 3k + 2)``: ``y`` is ``x`` shifted by one, with
+        the prompt's targets set to ``IGNORE`` so that the loss counts answer tokens only."""
+        prompt, answer = self.problems(n, generator)
+        seq = torch.cat([prompt, answer], dim=1)
+        x, y = seq[:, :-1], seq[:, 1:].clone()
+        y[:, : self.prompt_len - 1] = IGNORE
+        return x.to(device), y.to(device)
+
+    @staticmethod
+    def value(digits: torch.Tensor) -> torch.Tensor:
+        """The integer a digit string (least significant first, last dim) stands for."""
+        powers = 10 ** torch.arange(digits.shape[-1], device=digits.device)
+        return (digits.long() * powers).sum(-1)
+
+    def __repr__(self) -> str:
+        return f"AdditionTask(digits={self.digits})"
 
 
 # ------------------------------------------------------------------------ Markov language

@@ -111,7 +111,8 @@ HYPERPARAMETER_LAWS: dict[str, Law] = {
             "Predictable Scale I (Step Law)"),
         Law("Bjorck et al. η*", "lr", 1.3192e-5, {"N": -0.23, "D": -0.32},
             {"N": "parameters", "D": _TOKENS}, "Bjorck et al. (2024)",
-            note="the data exponent −0.32 is the one usually compared"),
+            note="constant as printed in Step Law's table: with N and D as raw counts it gives "
+                 "6e-11 at N=1e9, D=2e10, so its units differ; compare the exponents only"),
         Law("Porian et al. η*", "lr", 3.7, {"N": -0.36}, {"N": "parameters"},
             "Porian et al. (2024)"),
         Law("Porian et al. B*", "batch", 0.7576, {"N": 0.703},

@@ -290,6 +290,14 @@ def _n_opt_with_b(E, A, B, alpha, beta, C):  # D's exponent used for N
         ("lecture08", "check_isoflop_minimum", lambda N, loss: float(N[np.argmin(loss)]),
          "not the lowest measured point"),
         ("lecture08", "check_compute_optimal_n", _n_opt_with_b, "not α/(α+β)"),
+        ("lecture09", "check_pass_at_k", lambda n, c, k: 1 - (1 - c / n) ** k, "with replacement"),
+        ("lecture09", "check_tokens_for_loss",
+         lambda E, A, B, alpha, beta, N, loss: (B / (loss - E)) ** (1 / beta) + 0 * N,
+         "subtract the model term"),
+        ("lecture09", "check_answer_scores",
+         lambda pred, y: ((pred == y).float().mean().item(),
+                          ((pred == y) | (y == -100)).all(dim=1).float().mean().item()),
+         "count only the scored positions"),
         ("lecture00", "check_num_params", _wrong_num_params, "one bias per output"),
         ("lecture02", "check_rms_to_rms", _wrong_rms_to_rms, "not √(d_out/d_in)"),
         ("lecture03", "check_colnorm", _wrong_colnorm, "not by its ℓ2 norm"),
@@ -360,3 +368,35 @@ def test_lecture08_checks_accept_the_package_formulas():
         assert lecture08.check_huber_objective(objective)
         assert lecture08.check_isoflop_minimum(vertex)
         assert lecture08.check_compute_optimal_n(n_opt)
+
+
+def test_lecture09_checks_accept_the_package_formulas():
+    import torch
+
+    from optimal_scaling import emergence, inference_scaling, test_time
+    from optimal_scaling.course.checks import lecture09
+    from optimal_scaling.scaling_laws import LossLaw
+
+    def tokens(E, A, B, alpha, beta, N, loss):
+        return inference_scaling.tokens_for_loss(LossLaw("x", E, A, B, alpha, beta, "t"), N,
+                                                 loss)  # fmt: skip
+
+    def pass_k(n, c, k):
+        return test_time.pass_at_k(np.array([n]), np.array([c]), k)[0]
+
+    class Argmax(torch.nn.Module):  # logits whose argmax is pred
+        def __init__(self, pred):
+            super().__init__()
+            self.pred = pred
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(self.pred.clamp(min=0), 12).float()
+
+    def scores(pred, y):
+        m = emergence.answer_metrics(Argmax(pred), pred, y)
+        return m["token_accuracy"], m["exact_match"]
+
+    with checks.strict(True):
+        assert lecture09.check_tokens_for_loss(tokens)
+        assert lecture09.check_pass_at_k(pass_k)
+        assert lecture09.check_answer_scores(scores)

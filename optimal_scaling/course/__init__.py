@@ -96,7 +96,7 @@ SYLLABUS: tuple[Lecture, ...] = (
     ),
     Lecture(
         9,
-        "beyond",
+        "beyond_training",
         "Beyond training (optional)",
         "inference-aware scaling, emergence vs smooth metrics, test-time scaling",
     ),

@@ -26,6 +26,8 @@ head, ``gain``: norm gains, ``bias``) that parametrizations act on.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -217,6 +219,32 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, rope)
         return self.head(self.norm(x))
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, new_tokens: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """Extend each row of ``idx`` by ``new_tokens`` tokens, one at a time.
+
+        Token t+1 is drawn from softmax(logits_t / temperature) with ``generator`` (on the
+        model's device), or is the argmax when ``temperature`` is 0 (greedy). The model sees
+        at most its last ``context`` tokens. Returns ``(batch, time + new_tokens)``; the
+        model's train/eval mode is left as it was.
+        """
+        if new_tokens < 0 or not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"generate: need new_tokens ≥ 0 and a finite temperature ≥ 0, "
+                             f"got {new_tokens} and {temperature}")  # fmt: skip
+        was_training = self.training
+        self.eval()
+        for _ in range(new_tokens):
+            logits = self(idx[:, -self.context :])[:, -1].float()
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        self.train(was_training)
+        return idx
 
     def param_roles(self) -> dict[str, str]:
         """Role of every parameter: input, hidden, output, gain or bias."""

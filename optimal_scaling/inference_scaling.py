@@ -1,0 +1,171 @@
+"""Inference-aware compute-optimal scaling (Sardana et al., "Beyond Chinchilla-Optimal", 2024).
+
+A model of N parameters trained on D tokens and then run on D_inf tokens costs
+
+    C_total = 6·N·D + w·2·N·D_inf   FLOPs
+
+(6 per parameter per training token, forward and backward; 2 per inference token, forward
+only; w prices an inference FLOP relative to a training FLOP, 1 by default). Under a loss law
+L(N, D) = E + A/N^α + B/D^β, a model of size N reaches the loss ℓ after
+
+    D_ℓ(N) = (B / (ℓ − E − A/N^α))^{1/β}   tokens,   for N > N_min = (A/(ℓ − E))^{1/α},
+
+and the inference-aware optimum minimizes C_total(N) = 6·N·D_ℓ(N) + 2w·N·D_inf over N > N_min.
+With D_inf = 0 it is the Chinchilla compute-optimal model of loss ℓ; as D_inf grows, N* falls
+toward N_min (the smallest model that can reach ℓ at all) and D*/N* grows without bound:
+train a smaller model for longer.
+
+:func:`inference_optimal` solves it for a law; :func:`cheapest_runs` answers the same question
+from a table of measured runs, without a law.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+
+TRAIN_FLOPS_PER_TOKEN = 6  # per parameter: forward (2) and backward (4)
+INFERENCE_FLOPS_PER_TOKEN = 2  # per parameter: forward only
+
+
+class Law(Protocol):
+    """Anything with the five constants of L(N, D) = E + A/N^α + B/D^β (a ``LossLaw``)."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+
+def _finite_positive(x, name: str, allow_zero: bool = False) -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} contains NaN")
+    if (arr < 0).any() or (not allow_zero and (arr == 0).any()) or np.isinf(arr).any():
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {arr.ravel()[:4]}")
+    return arr
+
+
+def smallest_model(law: Law, loss: float) -> float:
+    """N_min = (A/(ℓ − E))^{1/α}: below it no amount of data reaches the loss ℓ."""
+    gap = float(loss) - law.E
+    if not gap > 0:
+        raise ValueError(f"loss {loss} is not above the law's irreducible loss E = {law.E:g}: "
+                         "no model reaches it")  # fmt: skip
+    return (law.A / gap) ** (1 / law.alpha)
+
+
+def tokens_for_loss(law: Law, N, loss: float) -> np.ndarray:
+    """D_ℓ(N) = (B/(ℓ − E − A/N^α))^{1/β}, the tokens a model of N parameters needs to reach ℓ;
+    ``inf`` where N ≤ N_min (that size never reaches ℓ)."""
+    N = _finite_positive(N, "N")
+    smallest_model(law, loss)  # names an unreachable loss
+    room = float(loss) - law.E - law.A / N**law.alpha
+    with np.errstate(divide="ignore"):
+        return np.where(room > 0, (law.B / np.where(room > 0, room, 1.0)) ** (1 / law.beta),
+                        np.inf)  # fmt: skip
+
+
+def total_flops(N, D, inference_tokens, inference_cost: float = 1.0) -> np.ndarray:
+    """C_total = 6·N·D + w·2·N·D_inf (w = ``inference_cost``)."""
+    N, D = _finite_positive(N, "N"), _finite_positive(D, "D")
+    D_inf = _finite_positive(inference_tokens, "inference_tokens", allow_zero=True)
+    w = float(_finite_positive(inference_cost, "inference_cost"))
+    return TRAIN_FLOPS_PER_TOKEN * N * D + w * INFERENCE_FLOPS_PER_TOKEN * N * D_inf
+
+
+def _optimal_log_n(law: Law, loss: float, d_inf: float, w: float) -> float:
+    """argmin over u = log N of log C_total(e^u): bracketed on a log grid, refined by Brent."""
+    u0 = math.log(smallest_model(law, loss))
+
+    def log_cost(u: float) -> float:
+        N = math.exp(u)
+        room = loss - law.E - law.A / N**law.alpha
+        if room <= 0:
+            return math.inf
+        D = (law.B / room) ** (1 / law.beta)
+        return math.log(TRAIN_FLOPS_PER_TOKEN * N * D + w * INFERENCE_FLOPS_PER_TOKEN * N * d_inf)
+
+    grid = u0 + np.geomspace(1e-6, 60.0, 400)
+    values = np.array([log_cost(u) for u in grid])
+    i = int(np.argmin(values))
+    if i == len(grid) - 1:
+        raise RuntimeError(f"no optimum within e^60 × N_min for loss {loss}: check the law")
+    lo, hi = grid[max(i - 1, 0)] if i else u0, grid[i + 1]
+    res = minimize_scalar(log_cost, bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-10})  # fmt: skip
+    return float(res.x) if res.fun <= values[i] else float(grid[i])
+
+
+def inference_optimal(law: Law, loss, inference_tokens, inference_cost: float = 1.0
+                      ) -> pd.DataFrame:  # fmt: skip
+    """The model that reaches ``loss`` at the least total cost, for each (loss, D_inf).
+
+    ``loss`` and ``inference_tokens`` are scalars or 1-D arrays (every combination is solved).
+    Columns: ``loss, inference_tokens, N, D, tokens_per_param, train_flops, inference_flops,
+    total_flops``, and the Chinchilla model of the same loss (``chinchilla_N``,
+    ``chinchilla_D``, ``chinchilla_total`` = its total cost under the same demand) with
+    ``saving`` = 1 − total/chinchilla_total.
+    """
+    w = float(_finite_positive(inference_cost, "inference_cost"))
+    losses = np.atleast_1d(np.asarray(loss, dtype=float))
+    demands = np.atleast_1d(_finite_positive(inference_tokens, "inference_tokens",
+                                             allow_zero=True))  # fmt: skip
+    if losses.ndim != 1 or demands.ndim != 1:
+        raise ValueError("loss and inference_tokens must be scalars or 1-D arrays")
+    rows = []
+    for ell in losses:
+        if not math.isfinite(ell):
+            raise ValueError(f"loss must be finite, got {ell}")
+        n_chin = math.exp(_optimal_log_n(law, ell, 0.0, w))
+        d_chin = float(tokens_for_loss(law, n_chin, ell))
+        for d_inf in demands:
+            N = math.exp(_optimal_log_n(law, ell, float(d_inf), w))
+            D = float(tokens_for_loss(law, N, ell))
+            train = TRAIN_FLOPS_PER_TOKEN * N * D
+            infer = w * INFERENCE_FLOPS_PER_TOKEN * N * d_inf
+            chin = float(total_flops(n_chin, d_chin, d_inf, w))
+            rows.append({"loss": ell, "inference_tokens": d_inf, "N": N, "D": D,
+                         "tokens_per_param": D / N, "train_flops": train,
+                         "inference_flops": infer, "total_flops": train + infer,
+                         "chinchilla_N": n_chin, "chinchilla_D": d_chin,
+                         "chinchilla_total": chin, "saving": 1 - (train + infer) / chin})
+    return pd.DataFrame(rows)  # fmt: skip
+
+
+def cheapest_runs(runs: pd.DataFrame, loss: float, inference_tokens, *, params: str = "params",
+                  tokens: str = "tokens", metric: str = "val_loss",
+                  inference_cost: float = 1.0) -> pd.DataFrame:  # fmt: skip
+    """Measured version: among ``runs`` whose ``metric`` ≤ ``loss``, the one of least total cost.
+
+    One row per entry of ``inference_tokens``: that run's row plus ``inference_tokens``,
+    ``train_flops``, ``inference_flops``, ``total_flops``. Raises if no run reaches ``loss``.
+    """
+    missing = [c for c in (params, tokens, metric) if c not in runs.columns]
+    if missing:
+        raise ValueError(f"cheapest_runs: the table has no column(s) {missing}; "
+                         f"it has {list(runs.columns)}")  # fmt: skip
+    good = runs[runs[metric] <= loss]
+    if good.empty:
+        raise ValueError(f"cheapest_runs: no run reaches {metric} ≤ {loss} "
+                         f"(the best is {runs[metric].min():.4g})")  # fmt: skip
+    N = good[params].to_numpy(float)
+    D = good[tokens].to_numpy(float)
+    out = []
+    w = float(_finite_positive(inference_cost, "inference_cost"))
+    for d_inf in np.atleast_1d(_finite_positive(inference_tokens, "inference_tokens",
+                                                allow_zero=True)):  # fmt: skip
+        cost = total_flops(N, D, d_inf, w)
+        i = int(np.argmin(cost))
+        row = good.iloc[i].to_dict()
+        row.update(inference_tokens=float(d_inf), train_flops=TRAIN_FLOPS_PER_TOKEN * N[i] * D[i],
+                   inference_flops=float(cost[i] - TRAIN_FLOPS_PER_TOKEN * N[i] * D[i]),
+                   total_flops=float(cost[i]))  # fmt: skip
+        out.append(row)
+    return pd.DataFrame(out)

@@ -1,0 +1,144 @@
+"""Addition as a language, and one model's predictions scored three ways."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from optimal_scaling import emergence as em
+from optimal_scaling.data import IGNORE, AdditionTask
+from optimal_scaling.models import GPT
+
+
+@pytest.mark.parametrize("digits", [1, 3, 7])
+def test_addition_problems_add_up_and_batches_score_only_the_answer(digits):
+    task = AdditionTask(digits)
+    prompt, answer = task.problems(500, torch.Generator().manual_seed(0))
+    assert prompt.shape == (500, 2 * digits + 2) and answer.shape == (500, digits + 1)
+    a, b = task.value(prompt[:, :digits]), task.value(prompt[:, digits + 1 : 2 * digits + 1])
+    assert torch.equal(task.value(answer), a + b)
+    assert (prompt[:, digits] == task.PLUS).all() and (prompt[:, -1] == task.EQUALS).all()
+    assert a.max() < 10**digits and len(torch.unique(a)) > min(10**digits, 500) // 2
+    x, y = task.batch(500, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (500, task.context)
+    assert torch.equal(x[:, : task.prompt_len], prompt)  # same generator, same problems
+    assert (y[:, : task.prompt_len - 1] == IGNORE).all()
+    assert torch.equal(y[:, task.prompt_len - 1 :], answer)
+
+
+def test_addition_task_rejects_bad_sizes():
+    for bad in (0, 19, 2.0, True):
+        with pytest.raises(ValueError, match="digits must be an int in"):
+            AdditionTask(bad)
+    with pytest.raises(ValueError, match="n must be ≥ 1"):
+        AdditionTask(2).problems(0, torch.Generator())
+
+
+class Lookup(torch.nn.Module):
+    """A 'model' whose logits are fixed in advance."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits
+
+
+def test_answer_metrics_match_their_definitions_on_planted_logits():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(12, (6, 5), generator=g)
+    y[:, :2] = IGNORE  # three scored tokens per row
+    logits = torch.randn(6, 5, 12, generator=g)
+    right = torch.zeros(6, 5, dtype=torch.bool)
+    right[:3, 2:] = True  # rows 0–2 all right
+    right[3, 2] = right[4, 3] = True  # rows 3, 4 one of three; row 5 none
+    target = y.clamp(min=0)
+    top = logits.max(-1).values + 1.0
+    logits[right] = logits[right].scatter(1, target[right][:, None], top[right][:, None])
+    wrong = ~right & (y != IGNORE)
+    logits[wrong] = logits[wrong].scatter(1, target[wrong][:, None],
+                                          logits[wrong].min(-1, keepdim=True).values - 1)
+    got = em.answer_metrics(Lookup(logits), torch.zeros(6, 5, dtype=torch.long), y)
+    scored = y != IGNORE
+    ce = -torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0][scored].mean()
+    assert got["token_loss"] == pytest.approx(ce.item(), rel=1e-6)
+    assert got["token_accuracy"] == pytest.approx(11 / 18)
+    assert got["exact_match"] == pytest.approx(3 / 6)
+
+
+def test_teacher_forced_exact_match_is_greedy_decodings_exact_match():
+    task = AdditionTask(2)
+    torch.manual_seed(0)
+    model = GPT(vocab_size=12, context=task.context, width=16, depth=1, n_heads=2)
+    prompt, _ = task.problems(200, torch.Generator().manual_seed(1))
+    greedy = model.generate(prompt, task.answer_len, temperature=0)[:, task.prompt_len :]
+    answer = greedy.clone()
+    answer[::2, 1] = (answer[::2, 1] + 1) % 12  # every other answer made wrong in one token
+    seq = torch.cat([prompt, answer], dim=1)
+    x, y = seq[:, :-1], seq[:, 1:].clone()
+    y[:, : task.prompt_len - 1] = IGNORE
+    got = em.answer_metrics(model, x, y)
+    assert got["exact_match"] == pytest.approx(0.5)
+    # unchanged rows are right throughout; a changed row is right before its changed token
+    assert got["token_accuracy"] >= 1 - 100 * (task.answer_len - 1) / (200 * task.answer_len)
+
+
+def test_answer_metrics_rejects_rows_without_a_scored_token_and_bad_shapes():
+    model = Lookup(torch.zeros(2, 3, 12))
+    with pytest.raises(ValueError, match="some rows score no token"):
+        em.answer_metrics(model, torch.zeros(2, 3, dtype=torch.long),
+                          torch.tensor([[IGNORE, 1, 2], [IGNORE] * 3]))  # fmt: skip
+    with pytest.raises(ValueError, match="same shape"):
+        em.answer_metrics(model, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4))
+
+
+def test_independent_exact_match_is_p_to_the_k():
+    assert em.independent_exact_match(0.9, 5) == pytest.approx(0.9**5)
+    np.testing.assert_allclose(em.independent_exact_match(np.array([0.5, 1.0]), 3), [0.125, 1])
+    with pytest.raises(ValueError, match="k must be ≥ 1"):
+        em.independent_exact_match(0.5, 0)
+
+
+def test_sharpness_of_a_planted_logistic_in_log_compute():
+    x = np.geomspace(1e6, 1e12, 6001)
+    for s in (1.0, 4.0):
+        rise = pd.DataFrame({"flops": x, "acc": 1 / (1 + np.exp(-s * (np.log(x) - np.log(1e9))))})
+        # 10% → 90% of a logistic in u = log x spans 2·ln 9 / s
+        assert em.sharpness(rise, "acc") == pytest.approx(2 * math.log(9) / s, rel=1e-2)
+        fall = rise.assign(acc=1 - rise.acc)  # a loss falls the same way
+        assert em.sharpness(fall, "acc") == pytest.approx(2 * math.log(9) / s, rel=1e-2)
+    assert math.isnan(em.sharpness(pd.DataFrame({"flops": [1, 2], "acc": [0.3, 0.3]}), "acc"))
+
+
+def test_a_small_gpt_learns_one_digit_addition_and_the_table_counts_compute():
+    runs = em.addition_runs(widths=(32,), digits=1, steps=300, every=100, eval_problems=400)
+    t = runs.table
+    assert list(t.step) == [100, 200, 300]
+    assert (t.tokens == t.step * 64 * 2).all()
+    assert (t.flops == 6 * t.params * t.tokens).all()
+    assert t.params.iloc[0] == runs.models[32].num_params()
+    assert t.exact_match.iloc[-1] > 0.9  # 1-digit addition is easy for this model
+    np.testing.assert_allclose(t.independent_exact_match, t.token_accuracy**2)
+    snap = runs.model_at(32, 100)
+    x, y = runs.task.batch(400, torch.Generator().manual_seed(10_000))
+    assert em.answer_metrics(snap, x, y)["exact_match"] == pytest.approx(t.exact_match.iloc[0])
+    with pytest.raises(KeyError, match=r"evaluated steps are \[100, 200, 300\]"):
+        runs.model_at(32, 150)
+
+
+def test_addition_runs_rejects_bad_settings():
+    with pytest.raises(ValueError, match="widths must be ≥ 2"):
+        em.addition_runs(widths=(1,), steps=2, every=1)
+    with pytest.raises(ValueError, match="every ≤ steps"):
+        em.addition_runs(widths=(8,), steps=2, every=5)
+
+
+def test_cross_entropy_default_ignores_the_prompt_targets():
+    logits = torch.randn(1, 3, 12)
+    y = torch.tensor([[IGNORE, 4, 5]])
+    full = F.cross_entropy(logits.reshape(-1, 12), y.reshape(-1))
+    assert full == pytest.approx(F.cross_entropy(logits[0, 1:], y[0, 1:]).item())
