@@ -148,12 +148,24 @@ side
 
 # %%
 def explore_inference(log10_demand: float = 12.0, excess: float = 0.25, w: float = 1.0) -> None:
-    ell = chin.E + excess
-    t = inf.inference_optimal(chin, ell, 10**log10_demand, inference_cost=w).iloc[0]
-    print(f"ℓ = {ell:.3f}: Chinchilla-optimal N = {t.chinchilla_N:.3g}, D = "
-          f"{t.chinchilla_D:.3g} ({t.chinchilla_D / t.chinchilla_N:.0f} tokens/parameter)")
-    print(f"with D_inf = 1e{log10_demand:g} at w = {w:g}: N* = {t.N:.3g}, D* = {t.D:.3g} "
-          f"({t.tokens_per_param:.0f} tokens/parameter), total cost {t.saving:.1%} lower")
+    ell, d_inf = chin.E + excess, 10**log10_demand
+    t = inf.inference_optimal(chin, ell, d_inf, inference_cost=w).iloc[0]
+    N = inf.smallest_model(chin, ell) * np.geomspace(1.02, 300, 200)
+    train = 6 * N * inf.tokens_for_loss(chin, N, ell)
+    serve = w * 2 * N * d_inf
+    fig = go.Figure()
+    fig.add_scatter(x=N, y=train, name="training 6·N·D_ℓ(N)")
+    fig.add_scatter(x=N, y=serve, name="inference 2w·N·D_inf")
+    fig.add_scatter(x=N, y=train + serve, name="total", line={"width": 3})
+    fig.add_vline(x=t.N, line_dash="dash", annotation_text=f"N* = {t.N:.3g}")
+    fig.add_vline(x=t.chinchilla_N, line_dash="dot",
+                  annotation_text=f"Chinchilla {t.chinchilla_N:.3g}", annotation_position="bottom")
+    fig.update_layout(title=f"ℓ = {ell:.3f}: N* trains on {t.tokens_per_param:.0f} tokens per "
+                      f"parameter; total {t.saving:.1%} below Chinchilla's",
+                      xaxis={"type": "log", "title": "parameters N"},
+                      yaxis={"type": "log", "title": "FLOPs"}, template="plotly_white",
+                      height=380)  # fmt: skip
+    fig.show()
 
 
 interact(explore_inference, log10_demand=FloatSlider(value=12, min=9, max=16, step=0.5),
