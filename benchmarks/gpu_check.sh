@@ -7,23 +7,29 @@
 # Tests that need the notebook stack (jupytext, nbformat, plotly) are skipped when it is missing.
 set -uo pipefail
 OUT="${OUT:-gpu_out}"
+PY="${PYTHON:-python3}"  # the device image's python3 holds torch
 mkdir -p "$OUT"
-python -m pip install --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1
+"$PY" -m pip install --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # works even if the editable install did not
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-python -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name(0))" \
+"$PY" -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name(0))" \
     > "$OUT/versions.txt" 2>&1
-timeout 300 python -m pytest tests -m "not slow" -q -p no:cacheprovider -x \
+# the device image has pytest-xdist: 8 workers on its 16 cores (one process where it is missing)
+WORKERS=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+start=$(date +%s)
+timeout 300 "$PY" -m pytest tests -m "not slow" -q -p no:cacheprovider $WORKERS \
     --ignore=tests/test_lab.py --ignore=tests/test_notebooks.py --ignore=tests/test_exercises.py \
     > "$OUT/pytest.txt" 2>&1
-echo "pytest exit $?" >> "$OUT/pytest.txt"
-timeout 240 python -m optimal_scaling.cli bench tune --dtype bfloat16 \
+echo "pytest exit $? after $(( $(date +%s) - start )) s" >> "$OUT/pytest.txt"
+start=$(date +%s)
+timeout 240 "$PY" -m optimal_scaling.cli bench tune --dtype bfloat16 \
     --out "$OUT/kernel_configs_bfloat16.json" > "$OUT/bench_tune.txt" 2>&1
-echo "tune exit $?" >> "$OUT/bench_tune.txt"
+echo "tune exit $? after $(( $(date +%s) - start )) s" >> "$OUT/bench_tune.txt"
 if [ -f "$OUT/kernel_configs_bfloat16.json" ]; then
     export OPTIMAL_SCALING_KERNEL_CONFIGS="$OUT/kernel_configs_bfloat16.json"
 fi
-python -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
+"$PY" -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
     --out "$OUT/newton_schulz_cuda_bfloat16_full.json" > "$OUT/bench_ns.txt" 2>&1
-python -m optimal_scaling.cli bench optim --device cuda \
+"$PY" -m optimal_scaling.cli bench optim --device cuda \
     --out "$OUT/optimizers_cuda_full.json" > "$OUT/bench_optim.txt" 2>&1
 tail -3 "$OUT/pytest.txt"; tail -20 "$OUT/bench_tune.txt"; tail -15 "$OUT/bench_ns.txt"; tail -15 "$OUT/bench_optim.txt"
