@@ -76,8 +76,9 @@ except NotImplementedError:
 # ## 2. The unbiased pass@k
 #
 # From n samples of a problem, c of them right, estimate the chance that k samples contain a
-# right one: pass@k = 1 − C(n−c, k)/C(n, k). Binomials of n = 200 overflow floats; the product
-# form 1 − Π_{i=n−c+1}^{n}(1 − k/i) does not. Return 1 when n − c < k.
+# right one: pass@k = 1 − C(n−c, k)/C(n, k). The binomials are huge numbers (C(200, 100) ≈
+# 9·10⁵⁸; floats overflow past n ≈ 1000); the product form 1 − Π_{i=n−c+1}^{n}(1 − k/i) stays
+# in [0, 1]. Return 1 when n − c < k.
 
 
 # %%
@@ -117,7 +118,9 @@ lecture09.check_answer_scores(answer_scores)
 
 # %% [markdown]
 # Train a small GPT on 2-digit addition for a few hundred steps and score it with your
-# function along the way. How does exact match compare with p³ (three answer tokens)?
+# function along the way. How does exact match compare with p³ (three answer tokens)? p³ is
+# what independent, equally hard positions would give; positions that differ in difficulty
+# give less (Π_j p_j ≤ p³).
 
 # %%
 runs = em.addition_runs(widths=(32,), digits=2, steps=osc.config.choose(fast=400, full=800),
@@ -139,7 +142,7 @@ except NotImplementedError:
 # %%
 prompts, answers = runs.task.problems(100, torch.Generator().manual_seed(3))
 samples = tt.sample_answers(runs.models[32], prompts, runs.task.answer_len, 32)
-codes, right = runs.task.value(samples).numpy(), runs.task.value(answers).numpy()
+codes, right = runs.task.decode(samples).numpy(), runs.task.value(answers).numpy()
 c = (codes == right[:, None]).sum(axis=1)
 try:
     for k in (1, 4, 16, 32):

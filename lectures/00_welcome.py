@@ -51,8 +51,9 @@ pd.Series(osc.config.environment(), name="value").to_frame()
 # The lectures follow one thread: from making *width* transfer (μP, the spectral condition),
 # through the geometry that explains it (norms, duality) and the optimizers built on it
 # (Newton–Schulz, Muon, Scion), to making *data* and *batch size* transfer (critical batch
-# size, norm transfer) and predicting loss at scale (scaling laws). "coming" marks lectures
-# that do not exist yet in this checkout.
+# size, norm transfer) and predicting loss at scale (scaling laws); an optional last lecture
+# looks past training (inference cost, how abilities are scored, compute spent at test time).
+# "coming" marks lectures that do not exist yet in this checkout.
 
 # %%
 osc.course.course_map().drop(columns="notebook")

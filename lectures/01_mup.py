@@ -354,7 +354,7 @@ eps_table.round(3)
 # * An abc-parametrization sets, per layer, how the multiplier, init and learning rate scale
 #   with width. μP is the one where every layer keeps learning features at every width.
 # * Coordinate checks test it in seconds: under μP every layer's statistics are flat in width;
-#   under SP with Adam the readout's change grows like width.
+#   under SP with Adam the readout's change grows roughly like width (slope 1 to 1.5).
 # * Under μP a wider model is better at a fixed learning rate, and the optimal learning rate
 #   transfers across width (see the table above for what our runs actually show).
 # * μP does not cover regularization, and Adam's ε has to scale with the gradients.

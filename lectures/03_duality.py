@@ -169,6 +169,27 @@ print(f"√(d_out/d_in) = {math.sqrt(8 / 32):.3f}; ⟨G, dualize(G)⟩ = "
       f"{(G * D).sum():.4f}, ‖G‖† = {duality.Spectral().dual_norm(G):.4f}")
 
 # %% [markdown]
+# Shampoo preconditions a gradient from both sides with its two Gram matrices,
+# `L^{-1/4} G R^{-1/4}` with `L = G Gᵀ` and `R = Gᵀ G`. Without accumulation (one gradient)
+# that is exactly `U Vᵀ`: with `G = U Σ Vᵀ`, `L^{-1/4} = U Σ^{-1/2} Uᵀ` and
+# `R^{-1/4} = V Σ^{-1/2} Vᵀ` on G's row and column spaces, so the product is
+# `U Σ^{-1/2} Σ Σ^{-1/2} Vᵀ`. Measured, with inverse fourth roots from eigendecompositions
+# (in float64; `R` is 32×32 of rank 8, so its zero eigenvalues are left out):
+
+# %%
+def inverse_fourth_root(M: torch.Tensor, rank: int) -> torch.Tensor:
+    """M^{-1/4} on the span of M's top ``rank`` eigenvectors (the pseudo-inverse root)."""
+    vals, vecs = torch.linalg.eigh(M)
+    vals, vecs = vals[-rank:], vecs[:, -rank:]
+    return vecs @ torch.diag(vals**-0.25) @ vecs.T
+
+
+G64 = G.double()
+shampoo = inverse_fourth_root(G64 @ G64.T, 8) @ G64 @ inverse_fourth_root(G64.T @ G64, 8)
+uvt = D.double() / math.sqrt(8 / 32)  # dualize(G) = √(d_out/d_in)·U Vᵀ
+print(f"max |Shampoo step − U Vᵀ| = {(shampoo - uvt).abs().max():.2e}")
+
+# %% [markdown]
 # ## Dualize per module
 #
 # A network is a list of modules, each with a natural norm: the norm in which a unit step

@@ -87,9 +87,10 @@ table[["inference_tokens", "N", "D", "tokens_per_param", "train_flops", "inferen
 # (the first row: this approach-3 law reaches Chinchilla's loss with a smaller model on more
 # tokens than Chinchilla used, the ~90 tokens per parameter of lecture 08). Read the table
 # down: the optimal model shrinks and the tokens per parameter climb into the thousands as
-# the demand grows. The saving is under 1% while the demand stays below the training tokens
-# (~10¹²) and large once it is several times more — and the training run itself then costs
-# *more* FLOPs than the Chinchilla-optimal one: it is the sum that falls.
+# the demand grows. The saving is under 1% up to about 10¹² inference tokens (Chinchilla
+# trained on 1.4·10¹²) and large once the demand is several times the training tokens — and
+# the training run itself then costs *more* FLOPs than the Chinchilla-optimal one: it is the
+# sum that falls.
 
 # %%
 demands = np.geomspace(1e9, 1e16, 60)
@@ -199,7 +200,10 @@ for p, a in zip(prompt, answer, strict=True):
 # step), each scored every few steps on the same 1,000 problems three ways: **token loss**
 # (cross-entropy of the answer tokens), **token accuracy** p (argmax right, given the right
 # prefix), **exact match** (all answer tokens right — with the right prefix given, this equals
-# greedy decoding's exact match). Compute is 6·N·(answer tokens seen).
+# greedy decoding's exact match). Beside them, Π_j p_j, the product of the accuracies at the
+# k answer positions: what exact match would be if the positions erred independently. The
+# compute axis is 6·N·(answer tokens seen): the model also reads the prompt, about 3× more
+# tokens, the same factor for every width.
 
 # %%
 RUN = osc.config.choose(
@@ -224,18 +228,19 @@ for j, (col, _) in enumerate(panels, start=1):
         fig.add_scatter(x=g.flops, y=g[col], name=f"width {width}", legendgroup=str(width),
                         showlegend=j == 1, line={"color": colors[width]}, row=1, col=j)  # fmt: skip
         if col == "exact_match":
-            fig.add_scatter(x=g.flops, y=g.independent_exact_match, name="p^k", showlegend=False,
+            fig.add_scatter(x=g.flops, y=g.independent_exact_match, name="Π p_j", showlegend=False,
                             line={"color": colors[width], "dash": "dot"}, row=1, col=j)  # fmt: skip
-fig.update_xaxes(type="log", title="training FLOPs")
-fig.update_layout(title=f"One model, three scores ({task.digits}-digit addition; dotted: p^{k})",
+fig.update_xaxes(type="log", title="6·N·(answer tokens)")
+fig.update_layout(title=f"One model, three scores ({task.digits}-digit addition; dotted: Π_j p_j)",
                   template="plotly_white", height=400)  # fmt: skip
 fig.show()
 
 # %% [markdown]
 # How sharp is each score? For every width whose exact match gets past 0.1: the token accuracy
 # at the first evaluation where it does, and how many e-folds of compute each score takes to
-# cover 10% → 90% of the way from its first value to its best one (smaller is sharper; the
-# evaluations are 50 steps apart, so differences under ~0.1 e-fold are not resolved).
+# cover 10% → 90% of the way from its first value to its best one (smaller is sharper). The
+# evaluations are 50 steps apart, which at step s is ln(1 + 50/s) e-folds — 0.18 at step 250,
+# 0.1 at step 500 — so differences smaller than that are not resolved.
 
 # %%
 rows = []
@@ -257,22 +262,23 @@ sharp
 before = history[history.exact_match < 0.02]
 print(f"while exact match was still below 0.02, token accuracy ranged "
       f"{before.token_accuracy.min():.2f}–{before.token_accuracy.max():.2f} "
-      f"(chance: 0.10 per digit)")
-late = history[history.token_accuracy > 0.5]
+      f"(a model that knows only each position's digit frequencies: {runs.baseline:.2f})")
+late = history[(history.token_accuracy > 0.5) & (history.independent_exact_match < 0.99)]
 ratio = late.exact_match / late.independent_exact_match
-print(f"where token accuracy > 0.5: measured exact match / p^k ranges "
-      f"{ratio.min():.2f}–{ratio.max():.2f} (median {ratio.median():.2f})")
+print(f"where 0.5 < token accuracy and Π p_j < 0.99: exact match / Π_j p_j ranges "
+      f"{ratio.min():.2f}–{ratio.max():.2f} (median {ratio.median():.2f}, {len(late)} points)")
 
 # %% [markdown]
 # What the runs show, and what they do not:
 #
 # * **The metric is sharper than the loss.** Exact match stays near zero while the token
-#   accuracy has already moved far above chance (the first printed range), and passes 0.1
+#   accuracy climbs from the frequency-only plateau (the first printed line), and passes 0.1
 #   only once most answer tokens are right (the table). The same predictions, scored two ways.
-# * **p^k is only a rough guide.** Errors on addition are not independent; a ratio of
-#   measured exact match to p^k below 1 means the wrong digits are spread over more problems
-#   than independence predicts (with the right prefix given, a missed carry costs one digit,
-#   not the rest of the answer), above 1 that they pile up on a few hard problems.
+# * **Independence is only a rough guide.** A ratio of measured exact match to Π_j p_j below 1
+#   means the wrong digits are spread over more problems than independent positions would
+#   give (with the right prefix given, a missed carry costs one digit, not the rest of the
+#   answer); above 1, that they pile up on a few hard problems. Which one holds is printed
+#   above, for this run.
 # * **The loss is not smooth here either.** On this algorithmic task the token loss itself
 #   sits on a plateau (the model has learnt only the digit frequencies) and then drops, once
 #   per width — a real transition, not a metric artefact, like those reported for small
@@ -287,7 +293,7 @@ def explore_metric(k: int = 5, p_lo: float = 0.3) -> None:
     p = np.linspace(p_lo, 1.0, 200)
     fig = go.Figure()
     fig.add_scatter(x=p, y=p, name="token accuracy p")
-    fig.add_scatter(x=p, y=em.independent_exact_match(p, k), name=f"exact match p^{k}")
+    fig.add_scatter(x=p, y=em.exact_match_from_accuracy(p, k), name=f"exact match p^{k}")
     fig.update_layout(xaxis={"title": "token accuracy p"}, yaxis={"title": "score"},
                       template="plotly_white", height=320)  # fmt: skip
     fig.show()
@@ -301,12 +307,12 @@ interact(explore_metric, k=IntSlider(value=5, min=1, max=50),
 #
 # A model that gets a problem right 10% of the time (pass@1 = 0.1) gets it right at least
 # once in k samples far more often. If the n samples drawn per problem contain c right ones,
-# the chance that k of them (drawn without replacement) contain one is estimated without
-# bias by
+# the chance that k of them, drawn without replacement, contain one is
 #
 # $$\text{pass@}k = 1 - \binom{n-c}{k}\Big/\binom{n}{k}$$
 #
-# (Chen et al., 2021) — better than 1 − (1 − c/n)^k, which is biased for k close to n. It
+# (Chen et al., 2021): an unbiased estimate of the model's 1 − (1 − p)^k, p its chance per
+# sample. The plug-in 1 − (1 − c/n)^k is biased low for every k ≥ 2, most for k near n. It
 # needs a **verifier** to pick the right sample (unit tests for code, a checker for math). Without
 # one, a **majority vote** submits the most common answer: that converges to "is the model's
 # most likely answer right" and stops improving there.
@@ -321,7 +327,7 @@ ks = [1, 2, 4, 8, 16, 32, 64]
 curves = []
 for width, model in runs.models.items():
     samples = tt.sample_answers(model, prompts, k, SAMPLES, temperature=1.0)
-    t = tt.scaling_table(task.value(samples).numpy(), task.value(answers).numpy(), ks)
+    t = tt.scaling_table(task.decode(samples).numpy(), task.value(answers).numpy(), ks)
     t["width"], t["params"] = width, model.num_params()
     t["inference_flops"] = 2.0 * t.params * k * t.k  # per problem: 2N per answer token
     curves.append(t)

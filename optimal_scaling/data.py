@@ -218,9 +218,25 @@ class AdditionTask:
 
     @staticmethod
     def value(digits: torch.Tensor) -> torch.Tensor:
-        """The integer a digit string (least significant first, last dim) stands for."""
+        """The integer a digit string (least significant first, last dim) stands for.
+
+        Every entry must be a digit 0–9; use :meth:`decode` for sampled answers, which may
+        hold other tokens."""
+        if ((digits < 0) | (digits > 9)).any():
+            raise ValueError("AdditionTask.value: a token is not a digit 0–9; decode() maps "
+                             "such answers to −1")  # fmt: skip
         powers = 10 ** torch.arange(digits.shape[-1], device=digits.device)
         return (digits.long() * powers).sum(-1)
+
+    @staticmethod
+    def decode(answers: torch.Tensor) -> torch.Tensor:
+        """The integer each answer (last dim, least significant digit first) stands for, or −1
+        for an answer holding any token that is not a digit ("+" or "=" sampled by a model), so
+        that a malformed answer never equals a right one."""
+        digit = (answers >= 0) & (answers <= 9)
+        powers = 10 ** torch.arange(answers.shape[-1], device=answers.device)
+        values = (answers.long().clamp(0, 9) * powers).sum(-1)
+        return torch.where(digit.all(-1), values, torch.full_like(values, -1))
 
     def __repr__(self) -> str:
         return f"AdditionTask(digits={self.digits})"

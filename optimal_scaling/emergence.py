@@ -9,10 +9,11 @@ For a task whose answer has k tokens, the same predictions give
   forcing this is exactly greedy decoding's exact match (a greedy answer is right if and only
   if every one of its tokens is the argmax given the right prefix).
 
-If the k tokens were right independently, exact match would be p^k: a smooth rise of p
-becomes a late, sharp rise of p^k, and a nonlinear or discontinuous metric alone can make an
-ability look "emergent". :func:`addition_runs` trains a family of GPTs on
-:class:`~optimal_scaling.data.AdditionTask` and records all three along training.
+If the k tokens were right independently, exact match would be Π_j p_j (p^k if every position
+were equally hard): a smooth rise of p becomes a late, sharp rise of p^k, and a nonlinear or
+discontinuous metric alone can make an ability look "emergent". :func:`addition_runs` trains a
+family of GPTs on :class:`~optimal_scaling.data.AdditionTask` and records all of them along
+training.
 """
 
 from __future__ import annotations
@@ -32,32 +33,56 @@ from optimal_scaling.train import train
 
 @torch.no_grad()
 def answer_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Token loss, token accuracy and exact match of ``model`` on next-token pairs ``(x, y)``.
+    """Token loss, token accuracy and exact match of ``model`` on next-token pairs ``(x, y)``,
+    and ``independent_exact_match`` = Π_j p_j over the scored positions j (p_j: the accuracy
+    at position j), the exact match if positions erred independently.
 
     ``y`` holds ``IGNORE`` where a position is not scored (the prompt); every row must score at
     least one token. The model's train/eval mode is left as it was.
     """
-    if x.shape != y.shape or x.ndim != 2:
-        raise ValueError(f"answer_metrics: x and y must be (batch, time) of the same shape, "
-                         f"got {tuple(x.shape)} and {tuple(y.shape)}")  # fmt: skip
-    scored = y != IGNORE
-    if not scored.any(dim=1).all():
-        raise ValueError("answer_metrics: some rows score no token (all targets IGNORE)")
+    scored = _scored(x, y)
     was_training = model.training
     model.eval()
-    logits = model(x).float()
-    model.train(was_training)
+    try:
+        logits = model(x).float()
+    finally:
+        model.train(was_training)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                            ignore_index=IGNORE)  # fmt: skip
     right = (logits.argmax(-1) == y) & scored
+    per_position = right.sum(0)[scored.any(0)] / scored.sum(0)[scored.any(0)]
     return {
         "token_loss": loss.item(),
         "token_accuracy": (right.sum() / scored.sum()).item(),
         "exact_match": (right | ~scored).all(dim=1).float().mean().item(),
+        "independent_exact_match": per_position.prod().item(),
     }
 
 
-def independent_exact_match(token_accuracy, k: int):
+def frequency_baseline(y: torch.Tensor) -> float:
+    """Token accuracy of a predictor that knows only each position's token frequencies: it
+    always answers a position's most common target. The floor a model sits at before it has
+    learnt anything about the prompt."""
+    scored = _scored(y, y)
+    hits = 0
+    for j in range(y.shape[1]):
+        col = y[scored[:, j], j]
+        if len(col):
+            hits += torch.bincount(col).max().item()
+    return hits / scored.sum().item()
+
+
+def _scored(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"x and y must be (batch, time) of the same shape, got {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")  # fmt: skip
+    scored = y != IGNORE
+    if not scored.any(dim=1).all():
+        raise ValueError("some rows score no token (all targets IGNORE)")
+    return scored
+
+
+def exact_match_from_accuracy(token_accuracy, k: int):
     """p^k: the exact match of a k-token answer whose tokens are each right with probability p,
     independently."""
     if k < 1:
@@ -68,13 +93,15 @@ def independent_exact_match(token_accuracy, k: int):
 @dataclass
 class AdditionRuns:
     """What :func:`addition_runs` measured: a ``table`` (one row per width and evaluation step:
-    ``width, params, step, tokens, flops, token_loss, token_accuracy, exact_match``) and the
-    trained ``models`` by width; ``snapshots[(width, step)]`` holds each evaluated state."""
+    ``width, params, step, tokens, flops`` and the scores of :func:`answer_metrics`) and the
+    trained ``models`` by width; ``snapshots[(width, step)]`` holds each evaluated state;
+    ``baseline`` is the :func:`frequency_baseline` of the evaluation problems."""
 
     task: AdditionTask
     table: pd.DataFrame
     models: dict[int, GPT]
     snapshots: dict[tuple[int, int], dict[str, torch.Tensor]] = field(repr=False)
+    baseline: float = float("nan")
 
     def model_at(self, width: int, step: int) -> GPT:
         """A copy of the width-``width`` model as it was at evaluation step ``step``."""
@@ -131,10 +158,7 @@ def addition_runs(widths=(16, 32, 64), digits: int = 4, steps: int = 1600, batch
             raise RuntimeError(f"addition_runs: width {width} diverged ({result.reason}); "
                                "lower lr")  # fmt: skip
         models[width] = model
-    table = pd.DataFrame(rows)
-    table["independent_exact_match"] = independent_exact_match(table.token_accuracy,
-                                                               task.answer_len)  # fmt: skip
-    return AdditionRuns(task, table, models, snapshots)
+    return AdditionRuns(task, pd.DataFrame(rows), models, snapshots, frequency_baseline(y_val))
 
 
 def sharpness(table: pd.DataFrame, metric: str, lo: float = 0.1, hi: float = 0.9,

@@ -65,11 +65,10 @@ def tokens_for_loss(law: Law, N, loss: float) -> np.ndarray:
     """D_ℓ(N) = (B/(ℓ − E − A/N^α))^{1/β}, the tokens a model of N parameters needs to reach ℓ;
     ``inf`` where N ≤ N_min (that size never reaches ℓ)."""
     N = _finite_positive(N, "N")
-    smallest_model(law, loss)  # names an unreachable loss
+    n_min = smallest_model(law, loss)  # also names an unreachable loss
     room = float(loss) - law.E - law.A / N**law.alpha
-    with np.errstate(divide="ignore"):
-        return np.where(room > 0, (law.B / np.where(room > 0, room, 1.0)) ** (1 / law.beta),
-                        np.inf)  # fmt: skip
+    ok = (N > n_min) & (room > 0)  # N ≤ N_min by itself: rounding may leave room ≈ +1e-16
+    return np.where(ok, (law.B / np.where(ok, room, 1.0)) ** (1 / law.beta), np.inf)
 
 
 def total_flops(N, D, inference_tokens, inference_cost: float = 1.0) -> np.ndarray:
@@ -165,7 +164,7 @@ def cheapest_runs(runs: pd.DataFrame, loss: float, inference_tokens, *, params: 
         i = int(np.argmin(cost))
         row = good.iloc[i].to_dict()
         row.update(inference_tokens=float(d_inf), train_flops=TRAIN_FLOPS_PER_TOKEN * N[i] * D[i],
-                   inference_flops=float(cost[i] - TRAIN_FLOPS_PER_TOKEN * N[i] * D[i]),
+                   inference_flops=w * INFERENCE_FLOPS_PER_TOKEN * N[i] * float(d_inf),
                    total_flops=float(cost[i]))  # fmt: skip
         out.append(row)
     return pd.DataFrame(out)

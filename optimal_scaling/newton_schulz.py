@@ -14,7 +14,8 @@ computed on the short side (X is transposed so that m ≤ n). Schedules:
 * ``"cubic"``: Newton–Schulz's (1.5, −0.5, 0), which converges to 1 but slowly from small σ;
 * ``"muon"``: Muon's quintic (3.4445, −4.7750, 2.0315), steep at 0 and *not* convergent to 1:
   one step peaks at 1.20, and after 5 steps singular values that started in [10⁻², 1]·‖X‖_F
-  end in [0.68, 1.13] (measured by :func:`response`); smaller ones end lower still;
+  end in [0.68, 1.13] (measured by :func:`response`); those between 1.5·10⁻³ and 10⁻² can
+  end anywhere up to 1.20, and only those below about 1.5·10⁻³ end under 0.68;
 * ``"polar_express"``: one minimax-optimal quintic per step, designed by
   :func:`polar_express_coefficients`;
 * a list of (a, b, c) triples, one per step (the last one repeats if there are more steps).

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from optimal_scaling import emergence as em
 from optimal_scaling.data import IGNORE, AdditionTask
@@ -68,6 +67,8 @@ def test_answer_metrics_match_their_definitions_on_planted_logits():
     assert got["token_loss"] == pytest.approx(ce.item(), rel=1e-6)
     assert got["token_accuracy"] == pytest.approx(11 / 18)
     assert got["exact_match"] == pytest.approx(3 / 6)
+    # per scored position: 4/6, 4/6 and 3/6 right
+    assert got["independent_exact_match"] == pytest.approx(4 / 6 * 4 / 6 * 3 / 6)
 
 
 def test_teacher_forced_exact_match_is_greedy_decodings_exact_match():
@@ -96,11 +97,11 @@ def test_answer_metrics_rejects_rows_without_a_scored_token_and_bad_shapes():
         em.answer_metrics(model, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4))
 
 
-def test_independent_exact_match_is_p_to_the_k():
-    assert em.independent_exact_match(0.9, 5) == pytest.approx(0.9**5)
-    np.testing.assert_allclose(em.independent_exact_match(np.array([0.5, 1.0]), 3), [0.125, 1])
+def test_exact_match_from_accuracy_is_p_to_the_k():
+    assert em.exact_match_from_accuracy(0.9, 5) == pytest.approx(0.9**5)
+    np.testing.assert_allclose(em.exact_match_from_accuracy(np.array([0.5, 1.0]), 3), [0.125, 1])
     with pytest.raises(ValueError, match="k must be ≥ 1"):
-        em.independent_exact_match(0.5, 0)
+        em.exact_match_from_accuracy(0.5, 0)
 
 
 def test_sharpness_of_a_planted_logistic_in_log_compute():
@@ -122,7 +123,9 @@ def test_a_small_gpt_learns_one_digit_addition_and_the_table_counts_compute():
     assert (t.flops == 6 * t.params * t.tokens).all()
     assert t.params.iloc[0] == runs.models[32].num_params()
     assert t.exact_match.iloc[-1] > 0.9  # 1-digit addition is easy for this model
-    np.testing.assert_allclose(t.independent_exact_match, t.token_accuracy**2)
+    assert runs.baseline == pytest.approx((0.1 + 0.55) / 2, abs=0.05)  # carry: 45 of 100 sums
+    # Π_j p_j ≤ (mean p)^k (AM–GM), equality when every position is equally hard
+    assert (t.independent_exact_match <= t.token_accuracy**2 + 1e-9).all()
     snap = runs.model_at(32, 100)
     x, y = runs.task.batch(400, torch.Generator().manual_seed(10_000))
     assert em.answer_metrics(snap, x, y)["exact_match"] == pytest.approx(t.exact_match.iloc[0])
@@ -137,8 +140,30 @@ def test_addition_runs_rejects_bad_settings():
         em.addition_runs(widths=(8,), steps=2, every=5)
 
 
-def test_cross_entropy_default_ignores_the_prompt_targets():
-    logits = torch.randn(1, 3, 12)
-    y = torch.tensor([[IGNORE, 4, 5]])
-    full = F.cross_entropy(logits.reshape(-1, 12), y.reshape(-1))
-    assert full == pytest.approx(F.cross_entropy(logits[0, 1:], y[0, 1:]).item())
+def test_training_loss_counts_only_the_answer_tokens():
+    from optimal_scaling.train import cross_entropy
+
+    task = AdditionTask(3)
+    x, y = task.batch(16, torch.Generator().manual_seed(0))
+    logits = torch.randn(*x.shape, task.vocab_size, generator=torch.Generator().manual_seed(1))
+    answer = slice(task.prompt_len - 1, None)
+    by_hand = -torch.log_softmax(logits[:, answer], -1).gather(-1, y[:, answer, None]).mean()
+    assert cross_entropy(logits, y).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_decode_rejects_answers_with_non_digit_tokens():
+    task = AdditionTask(4)
+    answers = torch.tensor([[1, 1, 0, 0, 0], [11, 0, 0, 0, 0], [1, 10, 0, 0, 0], [9, 9, 9, 9, 1]])
+    assert task.decode(answers).tolist() == [11, -1, -1, 19999]
+    _, right = task.problems(50, torch.Generator().manual_seed(0))
+    assert torch.equal(task.decode(right), task.value(right))
+    with pytest.raises(ValueError, match="not a digit"):
+        task.value(answers)
+
+
+def test_frequency_baseline_is_the_plateau_a_prompt_blind_model_reaches():
+    y = torch.tensor([[IGNORE, 1, 2], [IGNORE, 1, 3], [IGNORE, 4, 3], [IGNORE, 1, 3]])
+    assert em.frequency_baseline(y) == pytest.approx((3 + 3) / 8)
+    # k-digit addition: each of the k low digits is uniform (0.1), the final carry ≈ ½ either way
+    _, y = AdditionTask(3).batch(40_000, torch.Generator().manual_seed(0))
+    assert em.frequency_baseline(y) == pytest.approx((0.1 * 3 + 0.5) / 4, abs=0.005)

@@ -54,3 +54,16 @@ def test_optimizer_steps_never_synchronize(name):
         opt.step()  # gradients still there from the first backward: the step alone
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_sampling_on_the_gpu_uses_a_gpu_generator():
+    from optimal_scaling.test_time import sample_answers
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=12, context=8, width=16, depth=1, n_heads=2).cuda()
+    prompts = torch.randint(12, (3, 4))
+    a = sample_answers(model, prompts, 3, 5, seed=1)
+    assert a.shape == (3, 5, 3) and a.device.type == "cpu"
+    assert torch.equal(a, sample_answers(model, prompts, 3, 5, seed=1))
+    with pytest.raises(ValueError, match="generator is on cpu"):
+        model.generate(prompts.cuda(), 1, generator=torch.Generator())

@@ -32,7 +32,9 @@ def test_tokens_for_loss_inverts_the_law_and_is_infinite_below_the_smallest_mode
     D = inf.tokens_for_loss(CHIN, N, ell)
     np.testing.assert_allclose(CHIN(N, D), ell, rtol=1e-12)
     assert np.all(np.diff(D) < 0)  # bigger models need fewer tokens
-    assert np.isinf(inf.tokens_for_loss(CHIN, [n_min * 0.5, n_min], ell)).all()
+    assert np.isinf(inf.tokens_for_loss(CHIN, [n_min * 0.5, n_min * (1 - 1e-9), n_min], ell)).all()
+    for ell in np.linspace(1.8, 2.6, 81):  # exactly at N_min, whatever the rounding
+        assert np.isinf(inf.tokens_for_loss(CHIN, inf.smallest_model(CHIN, ell), ell))
 
 
 @pytest.mark.parametrize("d_inf", [1e10, 1e12, 1e14, 1e16])

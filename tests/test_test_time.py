@@ -119,8 +119,14 @@ def test_sampling_follows_the_softmax_and_is_reproducible():
     a = tt.sample_answers(model, torch.zeros(3, 2, dtype=torch.long), 2, 4, seed=5)
     b = tt.sample_answers(model, torch.zeros(3, 2, dtype=torch.long), 2, 4, seed=5)
     assert a.shape == (3, 4, 2) and torch.equal(a, b)
-    greedy = tt.sample_answers(model, torch.zeros(3, 2, dtype=torch.long), 2, 4, temperature=0)
+    prompts = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 0]])
+    greedy = tt.sample_answers(model, prompts, 2, 4, temperature=0)
     assert (greedy == greedy[:, :1]).all()  # temperature 0: every sample the same
+    assert len({tuple(row[0].tolist()) for row in greedy}) == 4  # distinct answers here
+    for i, prompt in enumerate(prompts):  # … and each row belongs to its own prompt
+        assert torch.equal(greedy[i, 0], model.generate(prompt[None], 2, temperature=0)[0, 2:])
+    tiny = model.generate(prompts, 2, temperature=1e-30, generator=torch.Generator())
+    assert torch.equal(tiny, model.generate(prompts, 2, temperature=0))  # no overflow to NaN
     with pytest.raises(ValueError, match="temperature ≥ 0"):
         model.generate(x, 1, temperature=-1.0)
     with pytest.raises(ValueError, match="prompts must be"):

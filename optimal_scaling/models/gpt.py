@@ -233,17 +233,23 @@ class GPT(nn.Module):
         if new_tokens < 0 or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"generate: need new_tokens ≥ 0 and a finite temperature ≥ 0, "
                              f"got {new_tokens} and {temperature}")  # fmt: skip
+        if generator is not None and generator.device.type != idx.device.type:
+            raise ValueError(f"generate: the generator is on {generator.device} but the tokens "
+                             f"are on {idx.device}; use torch.Generator(device=...)")  # fmt: skip
         was_training = self.training
         self.eval()
-        for _ in range(new_tokens):
-            logits = self(idx[:, -self.context :])[:, -1].float()
-            if temperature == 0:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
-            idx = torch.cat([idx, nxt], dim=1)
-        self.train(was_training)
+        try:
+            for _ in range(new_tokens):
+                logits = self(idx[:, -self.context :])[:, -1].float()
+                if temperature == 0:
+                    nxt = logits.argmax(-1, keepdim=True)
+                else:  # shift by the max first: a tiny temperature cannot overflow to inf − inf
+                    shifted = logits - logits.max(-1, keepdim=True).values
+                    probs = torch.softmax(shifted / temperature, dim=-1)
+                    nxt = torch.multinomial(probs, 1, generator=generator)
+                idx = torch.cat([idx, nxt], dim=1)
+        finally:
+            self.train(was_training)
         return idx
 
     def param_roles(self) -> dict[str, str]:
