@@ -177,16 +177,19 @@ def fit_parametric(
     Keys: ``E``, ``A``, ``B``, ``alpha``, ``beta``; ``a``, ``b`` (compute-optimal exponents);
     ``law`` (a :class:`~optimal_scaling.scaling_laws.LossLaw`); ``objective`` (its value at
     the fit), ``starts`` and ``converged`` (how many starts, how many stopped by a
-    tolerance), ``hits`` (starts that ended within 10⁻⁶ of the best objective), ``seconds``
+    tolerance), ``hits`` (starts that ended within 10⁻⁶ of the best objective, relative),
+    ``delta``, ``objective_kind`` ("sum" or "mean") and ``paper_grid`` (the default 4 500
+    starts were used), ``seconds``
     (wall time of the fit, bootstrap excluded); with ``bootstrap`` > 0 also ``draws`` (a
     DataFrame, one refit per resample of the points with replacement, started from the
     full fit's ``bootstrap_starts`` best distinct minima) and ``intervals`` (percentile
     intervals at ``level`` for the parameters, a and b).
 
-    ``objective="mean"`` divides the Huber sum by the number of points: the same minimum,
-    and the same fit here (this L-BFGS's stopping tests are relative); an optimizer with
-    absolute tolerances, as scipy's L-BFGS-B defaults are for small objectives, can stop
-    earlier on the mean (lecture 08 shows both).
+    ``objective="mean"`` divides the Huber sum by the number of points: the same minimum.
+    This L-BFGS stops on a relative decrease test or an absolute gradient test (max |g| ≤
+    gtol = 1e-10, tiny next to either objective's gradients), so here both give the same fit;
+    an optimizer with absolute tolerances on the decrease, as scipy's L-BFGS-B defaults are
+    for small objectives, can stop earlier on the mean (lecture 08 shows both).
     """
     who = "fit_parametric"
     N, D, loss = _points(N, D, loss, who)
@@ -211,6 +214,8 @@ def fit_parametric(
     out: dict = {**params, "a": law.a, "b": law.b, "law": law, "objective": float(res.f[best]),
                  "starts": len(x0), "converged": int(res.converged.sum()),
                  "hits": int(np.sum(res.f <= res.f[best] + 1e-6 * max(res.f[best], 1e-12))),
+                 "delta": float(delta), "objective_kind": objective,
+                 "paper_grid": starts is None,
                  "seconds": seconds, "x": res.x[best]}  # fmt: skip
     if bootstrap:
         rng = np.random.default_rng(seed)
@@ -237,7 +242,9 @@ def compute_optimal_draws(fit: dict, C: float | Sequence[float],
     """N*(C), D*(C) and tokens per parameter D*/N* at each compute C, with intervals.
 
     One row per C: the values from the fit's own parameters and, when the fit has bootstrap
-    ``draws``, percentile intervals at ``level`` (default the fit's) over the draws.
+    ``draws``, percentile intervals at ``level`` (default the fit's) over the draws; draws
+    with α ≤ 0 or β ≤ 0 have no compute-optimal split and are left out (their number is in
+    ``table.attrs["draws_dropped"]``).
     """
     C = np.atleast_1d(np.asarray(C, dtype=float))
     if np.any(~np.isfinite(C) | (C <= 0)):
@@ -250,7 +257,11 @@ def compute_optimal_draws(fit: dict, C: float | Sequence[float],
         level = fit.get("level", 0.95) if level is None else level
         q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
         laws = [LossLaw("draw", *row, source="bootstrap")
-                for row in draws[list(PARAMETERS)].itertuples(index=False)]  # fmt: skip
+                for row in draws[list(PARAMETERS)].itertuples(index=False)
+                if row.alpha > 0 and row.beta > 0]  # fmt: skip
+        table.attrs["draws_dropped"] = len(draws) - len(laws)  # α or β ≤ 0: no optimum
+        if not laws:
+            raise ValueError("compute_optimal_draws: no bootstrap draw has α, β > 0")
         both = np.array([law.compute_optimal(C) for law in laws])  # (draws, 2, len(C))
         for name, values in (("N_opt", both[:, 0]), ("D_opt", both[:, 1]),
                              ("tokens_per_param", both[:, 1] / both[:, 0])):  # fmt: skip
@@ -272,18 +283,44 @@ def _flops(table: pd.DataFrame, N: str, D: str, flops: str | None, who: str) -> 
     return 6.0 * positive_values(table[N], N, who) * positive_values(table[D], D, who)
 
 
-def _exponents(points: pd.DataFrame, bootstrap: int, seed: int, level: float) -> dict:
+def _exponents(points: pd.DataFrame) -> dict:
     """Power laws N_opt ∝ C^a and D_opt ∝ C^b through the per-budget optima."""
-    out: dict = {"points": points}
     if len(points) < 3:
         raise ValueError(f"{len(points)} compute budgets have an optimum inside the grid; "
                          "a power law in C needs at least 3")  # fmt: skip
-    n_law = fit_power_law(points, "N_opt", "C", bootstrap=bootstrap, seed=seed, level=level)
-    d_law = fit_power_law(points, "D_opt", "C", bootstrap=bootstrap, seed=seed, level=level)
-    out.update(a=n_law.exponents["C"], b=d_law.exponents["C"], N_law=n_law, D_law=d_law)
-    if bootstrap:
-        out["intervals"] = {"a": n_law.intervals["C"], "b": d_law.intervals["C"]}
-    return out
+    n_law = fit_power_law(points, "N_opt", "C", bootstrap=0)
+    d_law = fit_power_law(points, "D_opt", "C", bootstrap=0)
+    return {"points": points, "a": n_law.exponents["C"], "b": d_law.exponents["C"],
+            "N_law": n_law, "D_law": d_law}  # fmt: skip
+
+
+def _size_bootstrap(usable_points: Callable[[np.ndarray], pd.DataFrame], sizes: np.ndarray,
+                    bootstrap: int, seed: int, level: float) -> dict:  # fmt: skip
+    """Intervals for a and b from model sizes drawn with replacement.
+
+    The budgets of approaches 1 and 2 are not independent observations (neighbouring budgets
+    share their winning run or their interpolated runs), so resampling budgets would narrow
+    the interval just by asking for more of them. The independent units are the model sizes:
+    each resample redoes the whole construction from ``len(sizes)`` sizes drawn with
+    replacement (``usable_points(pick)`` → the points a power law is fitted to) and refits
+    both exponents by least squares in logs. Resamples with fewer than 3 usable points are
+    skipped and counted (``bootstrap_failed``).
+    """
+    rng = np.random.default_rng(seed)
+    draws, failed = [], 0
+    for _ in range(bootstrap):
+        pts = usable_points(rng.choice(sizes, size=len(sizes), replace=True))
+        if len(pts) < 3 or pts.C.nunique() < 2:
+            failed += 1
+            continue
+        x = np.log(pts.C.to_numpy())
+        draws.append((np.polyfit(x, np.log(pts.N_opt.to_numpy()), 1)[0],
+                      np.polyfit(x, np.log(pts.D_opt.to_numpy()), 1)[0]))  # fmt: skip
+    if len(draws) < 2:
+        raise ValueError(f"the model-size bootstrap failed in {failed} of {bootstrap} "
+                         "resamples: too few model sizes for an interval")  # fmt: skip
+    return {"intervals": percentile_intervals(np.array(draws), ["a", "b"], level),
+            "bootstrap_draws": np.array(draws), "bootstrap_failed": failed}
 
 
 def envelope_fit(
@@ -312,7 +349,8 @@ def envelope_fit(
     losses are noisy, and a minimum over noisy curves is biased low).
 
     Returns a dict: ``points`` (C, N_opt, D_opt, loss, models, at_edge), ``a``, ``b``,
-    ``N_law``, ``D_law`` (:class:`~optimal_scaling.fitting.PowerLaw`, bootstrap over budgets).
+    ``N_law``, ``D_law`` (:class:`~optimal_scaling.fitting.PowerLaw`), and with ``bootstrap``
+    ``intervals`` for a and b from resampled model sizes (``_size_bootstrap``).
     """
     who = "envelope_fit"
     require_columns(curves, [N, D, loss, run] + ([flops] if flops else []), who)
@@ -340,31 +378,51 @@ def envelope_fit(
         logC = np.linspace(min(covered), max(covered), budgets)
     else:
         logC = np.log(positive_values(pd.Series(budgets), "budgets", who))
-    rows = []
-    for c in logC:
-        best, sizes = None, set()
-        for (n, g), (lo, hi) in zip(runs, spans, strict=True):
-            if not lo <= c <= hi:
-                continue
-            sizes.add(n)
-            value = float(np.interp(c, g["_logC"], g[loss]))
-            if best is None or value < best[0]:
-                tokens = float(np.exp(np.interp(c, g["_logC"], np.log(g[D]))))
-                best = (value, n, tokens)
-        if best is None or len(sizes) < 2:
-            continue
-        value, n, tokens = best
-        C = float(np.exp(c))
-        rows.append({"C": C, "N_opt": n, "D_opt": tokens if flops else C / (6 * n),
-                     "loss": value, "models": len(sizes),
-                     "at_edge": n in (min(sizes), max(sizes))})  # fmt: skip
-    points = pd.DataFrame(rows)
+    sizes = np.array([n for n, _ in runs])
+    loss_at = np.full((len(runs), len(logC)), np.nan)  # each run's loss at each budget
+    log_tokens = np.full_like(loss_at, np.nan)
+    for r, ((_, g), (lo, hi)) in enumerate(zip(runs, spans, strict=True)):
+        inside = (logC >= lo) & (logC <= hi)
+        loss_at[r, inside] = np.interp(logC[inside], g["_logC"], g[loss])
+        log_tokens[r, inside] = np.interp(logC[inside], g["_logC"], np.log(g[D]))
+
+    def points_from(rows: np.ndarray) -> pd.DataFrame:
+        return _envelope_points(sizes[rows], loss_at[rows], log_tokens[rows], logC,
+                                flops is not None)  # fmt: skip
+
+    points = points_from(np.arange(len(runs)))
     if points.empty:
         raise ValueError(f"{who}: no budget is reached by two model sizes")
-    inner = points[~points.at_edge]
-    out = _exponents(inner, bootstrap, seed, level)
+    out = _exponents(points[~points.at_edge])
     out["points"] = points
+    if bootstrap:
+        by_size = {n: np.flatnonzero(sizes == n) for n in np.unique(sizes)}
+
+        def usable(pick: np.ndarray) -> pd.DataFrame:
+            pts = points_from(np.concatenate([by_size[n] for n in pick]))
+            return pts[~pts.at_edge] if len(pts) else pts
+
+        out.update(_size_bootstrap(usable, np.unique(sizes), bootstrap, seed, level))
     return out
+
+
+def _envelope_points(sizes: np.ndarray, loss_at: np.ndarray, log_tokens: np.ndarray,
+                     logC: np.ndarray, tokens_given: bool) -> pd.DataFrame:  # fmt: skip
+    """Approach 1 at each budget: the run of lowest loss among the runs reaching it (two
+    model sizes or more), its size, tokens, and whether it is the smallest or largest size."""
+    rows = []
+    for j, c in enumerate(logC):
+        ok = np.flatnonzero(np.isfinite(loss_at[:, j]))
+        present = np.unique(sizes[ok])
+        if len(present) < 2:
+            continue
+        i = ok[np.argmin(loss_at[ok, j])]
+        n, C = float(sizes[i]), float(np.exp(c))
+        rows.append({"C": C, "N_opt": n,
+                     "D_opt": float(np.exp(log_tokens[i, j])) if tokens_given else C / (6 * n),
+                     "loss": float(loss_at[i, j]), "models": len(present),
+                     "at_edge": n in (present.min(), present.max())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["C", "N_opt", "D_opt", "loss", "models", "at_edge"])
 
 
 def isoflop_fit(
@@ -392,7 +450,8 @@ def isoflop_fit(
     rows whose C = 6ND agree within 5% form one profile, read as they are.
 
     Returns a dict: ``profiles`` (C, N, D, loss of every interpolated point), ``points``
-    (C, N_opt, D_opt, loss at the vertex, valid), ``a``, ``b``, ``N_law``, ``D_law``.
+    (C, N_opt, D_opt, loss at the vertex, valid), ``a``, ``b``, ``N_law``, ``D_law``, and with
+    ``bootstrap`` ``intervals`` for a and b from resampled model sizes.
     """
     who = "isoflop_fit"
     require_columns(table, [N, D, loss], who)
@@ -459,14 +518,29 @@ def _isoflop_lines(best: pd.DataFrame) -> list[tuple[float, list]]:
 def _isoflop_result(profiles: list[tuple[float, list]], min_models: int, bootstrap: int,
                     seed: int, level: float) -> dict:  # fmt: skip
     """Approach 2's answer from its profiles, each (C, [(N, D, loss), ...]): a vertex per
-    profile with ``min_models`` or more points, and the power laws through the valid ones."""
-    rows = [_vertex(C, pts) for C, pts in profiles if len(pts) >= min_models]
-    if not rows:
+    profile with ``min_models`` or more model sizes, and the power laws through the valid
+    ones; intervals from the model-size bootstrap."""
+
+    def points_of(profs: list[tuple[float, list]]) -> pd.DataFrame:
+        rows = [_vertex(C, pts) for C, pts in profs if len({p[0] for p in pts}) >= min_models]
+        return pd.DataFrame(rows, columns=["C", "N_opt", "D_opt", "loss", "models", "valid"])
+
+    points = points_of(profiles)
+    if points.empty:
         raise ValueError(f"isoflop_fit: no IsoFLOP profile has {min_models} models")
-    points = pd.DataFrame(rows)
-    out = _exponents(points[points.valid], bootstrap, seed, level)
+    out = _exponents(points[points.valid])
     out.update(points=points, profiles=pd.DataFrame(
         [{"C": C, "N": n, "D": d, "loss": v} for C, pts in profiles for n, d, v in pts]))
+    if bootstrap:
+        def usable(pick: np.ndarray) -> pd.DataFrame:
+            counts = pd.Series(pick).value_counts()
+            profs = [(C, [p for p in pts for _ in range(int(counts.get(p[0], 0)))])
+                     for C, pts in profiles]  # fmt: skip
+            pts = points_of(profs)
+            return pts[pts.valid]
+
+        sizes = np.unique([p[0] for _, pts in profiles for p in pts])
+        out.update(_size_bootstrap(usable, sizes, bootstrap, seed, level))
     return out
 
 
@@ -474,7 +548,9 @@ def _isoflop_result(profiles: list[tuple[float, list]], min_models: int, bootstr
 def extrapolation_check(N, D, loss, holdout: str = "largest N", **fit_kwargs) -> dict:
     """Fit approach 3 without the largest models (or budgets) and predict them.
 
-    ``holdout`` = "largest N" or "largest C": those points are left out of the fit. Returns
+    ``holdout`` = "largest N" (every point of the largest model) or "largest C" (the points
+    whose C = 6ND is at or above the 90th percentile of C, at least one): those points are
+    left out of the fit. Returns
     the fit (``fit``), the held-out mask (``held_out``), the relative errors of the
     predictions L̂/L − 1 on them (``errors``) and their mean absolute value (``mae``).
     """
@@ -482,7 +558,7 @@ def extrapolation_check(N, D, loss, holdout: str = "largest N", **fit_kwargs) ->
     if holdout == "largest N":
         held = N == N.max()
     elif holdout == "largest C":
-        held = N * D >= np.max(N * D) / 1.0001
+        held = N * D >= min(np.percentile(N * D, 90), np.max(N * D))
     else:
         raise ValueError(f"extrapolation_check: holdout must be 'largest N' or 'largest C', "
                          f"got {holdout!r}")  # fmt: skip
@@ -517,11 +593,12 @@ def checklist(fit: dict, N, D, loss, validation: dict | None = None,
             for k in PARAMETERS
         )
         + " |",
-        "| objective | Σ Huber_δ(log L̂ − log L) over the points, δ = 10⁻³ |",
+        f"| objective | {'mean' if fit.get('objective_kind') == 'mean' else 'Σ'} "
+        f"Huber_δ(log L̂ − log L) over the points, δ = {fit.get('delta', 1e-3):g} |",
         f"| optimizer | L-BFGS (batched over starts), best of {fit['starts']} starts; "
         f"{fit['converged']} stopped by a tolerance; {fit['hits']} reached the best value |",
         ("| initialisation | the paper's grid: α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, …, 1}, "
-         "a, b ∈ {0, 5, …, 25} |" if fit["starts"] == 4500 else
+         "a, b ∈ {0, 5, …, 25} |" if fit.get("paper_grid") else
          f"| initialisation | {fit['starts']} starts (not the paper's full 4 500-start grid) |"),
         f"| data coverage | {len(N)} points; N ∈ [{N.min():.3g}, {N.max():.3g}] "
         f"({len(np.unique(N))} sizes), D ∈ [{D.min():.3g}, {D.max():.3g}], "

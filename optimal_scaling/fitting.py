@@ -282,7 +282,7 @@ def lbfgs(
     count = np.zeros(S, dtype=int)  # pairs stored per row (its newest at (count-1) % memory)
     iters = np.zeros(S, dtype=int)
     active = np.isfinite(f) & (np.abs(g).max(axis=1) > gtol)
-    converged = ~active
+    converged = np.isfinite(f) & ~active  # a start whose value is not finite never converged
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:

@@ -229,6 +229,10 @@ class LossLaw:
         C = np.asarray(C, dtype=float)
         if np.any(C <= 0):
             raise ValueError(f"{self.name}: C must be positive")
+        if not min(self.A, self.B, self.alpha, self.beta) > 0:
+            raise ValueError(f"{self.name}: a compute-optimal split needs A, B, α, β > 0; got "
+                             f"A={self.A:g}, B={self.B:g}, α={self.alpha:g}, "
+                             f"β={self.beta:g}")  # fmt: skip
         G = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
         return G * (C / 6) ** self.a, (C / 6) ** self.b / G
 

@@ -46,6 +46,9 @@ def test_start_grid_is_the_papers():
     assert sorted(set(x[:, 3])) == [0, 0.5, 1, 1.5, 2]
     assert sorted(set(x[:, 0])) == [-1, -0.5, 0, 0.5, 1]
     assert sorted(set(x[:, 1])) == [0, 5, 10, 15, 20, 25]
+    assert sorted(set(x[:, 2])) == [0, 5, 10, 15, 20, 25]
+    assert sorted(set(x[:, 4])) == [0, 0.5, 1, 1.5, 2]
+    assert len({tuple(row) for row in x}) == 4500  # every combination once
 
 
 def test_objective_gradient_matches_finite_differences():
@@ -131,6 +134,10 @@ def test_mean_objective_and_starts_change_what_the_fit_sees():
     mean = fit_parametric(N, D, L, objective="mean", starts=starts)
     total = fit_parametric(N, D, L, starts=starts)
     assert mean["objective"] == pytest.approx(total["objective"] / len(N), rel=1e-3)
+    for k in KEYS:  # the same minimum, found the same way
+        assert mean[k] == pytest.approx(total[k], rel=1e-4), k
+    assert (mean["objective_kind"], total["objective_kind"]) == ("mean", "sum")
+    assert not mean["paper_grid"] and fit_parametric(N, D, L)["paper_grid"]
 
 
 def test_envelope_and_isoflop_recover_the_compute_optimal_exponents():
@@ -274,3 +281,59 @@ def test_bootstrap_refits_from_seeds_reach_a_fresh_grid_fit():
         d = fit["draws"].iloc[i]
         x = np.array([[np.log(d.E), np.log(d.A), np.log(d.B), d.alpha, d.beta]])
         assert fun(x, np.array([0]))[0][0] <= fresh * (1 + 1e-6)
+
+
+def test_size_bootstrap_intervals_do_not_shrink_with_more_budgets():
+    """Budgets share runs: once they use every run, asking for 8× as many must not narrow the
+    interval (resampling budgets as if independent narrowed it by about √8)."""
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    rng = np.random.default_rng(1)
+    sizes = np.geomspace(1e7, 3e9, 10)
+    budgets = np.geomspace(1e8, 1e12, 9)
+    finals = pd.DataFrame([{"params": n, "tokens": d,
+                            "val_loss": float(law(n, d)) * np.exp(rng.normal(0, 5e-3))}
+                           for n in sizes for d in budgets])  # fmt: skip
+    D = np.geomspace(1e8, 1e12, 120)
+    curves = pd.concat([pd.DataFrame({"run_id": i, "params": n, "tokens": D,
+                                      "train_loss": law(n, D) * np.exp(rng.normal(0, 5e-3, 120))})
+                        for i, n in enumerate(sizes)])  # fmt: skip
+    for fit, kw in ((isoflop_fit, {"table": finals}),
+                    (envelope_fit, {"curves": curves, "smooth": 5})):  # fmt: skip
+        width = {}
+        for b in (12, 96):
+            r = fit(**kw, budgets=b, bootstrap=200)
+            lo, hi = r["intervals"]["a"]
+            assert lo <= r["a"] <= hi and lo <= law.a <= hi + 0.05
+            width[b] = hi - lo
+        assert width[96] > 0.7 * width[12], (fit.__name__, width)
+
+
+def test_loss_law_without_an_optimum_and_draws_without_one_are_named():
+    bad = LossLaw("bad", 1.7, 400.0, 400.0, -0.1, 0.3, "test")
+    with pytest.raises(ValueError, match="needs A, B, α, β > 0"):
+        bad.compute_optimal(1e20)
+    N, D, L = grid_points(0.01)
+    fit = fit_parametric(N, D, L, starts=start_grid()[::30], bootstrap=10)
+    fit["draws"].loc[0, "alpha"] = -0.2
+    table = compute_optimal_draws(fit, [1e20])
+    assert table.attrs["draws_dropped"] == 1 and table.N_opt_low[0] <= table.N_opt[0]
+
+
+def test_lbfgs_does_not_call_a_non_finite_start_converged():
+    def fun(x, rows):
+        f = np.where(x[:, 0] > 5, np.inf, np.sum(x**2, axis=1))
+        return f, 2 * x
+
+    res = lbfgs(fun, np.array([[1.0, 2.0], [10.0, 0.0]]))
+    assert res.converged.tolist() == [True, False]
+
+
+def test_holding_out_the_largest_budgets_holds_out_a_tenth():
+    N, D, L = grid_points(0.002)
+    check = extrapolation_check(N, D, L, holdout="largest C", starts=start_grid()[::15])
+    C = 6 * N * D
+    held = check["held_out"]
+    assert held.sum() >= len(N) // 10 and C[held].min() >= C[~held].max()
+    text = checklist(fit_parametric(N, D, L, delta=1e-2, objective="mean",
+                                    starts=start_grid()[::15]), N, D, L)  # fmt: skip
+    assert "mean Huber_δ" in text and "δ = 0.01" in text and "not the paper's" in text

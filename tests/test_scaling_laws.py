@@ -124,6 +124,11 @@ def test_effective_data_under_repetition():
     assert effective_data(U, 1.1 * U) == pytest.approx(expected)
     assert effective_data(U, 1.1 * U) / (1.1 * U) > 0.997
     assert effective_data(U, 1e6 * U) == pytest.approx(U * (1 + R_STAR_D), rel=1e-9)
+    # the marginal worth of a token after R repetitions is e^{−R/R*}: 1/e at R = R*
+    h = 1e-4 * U
+    at = U * (1 + R_STAR_D)
+    slope = (effective_data(U, at + h) - effective_data(U, at - h)) / (2 * h)
+    assert slope == pytest.approx(np.exp(-1), rel=1e-6)
     four = effective_data(U, 4 * U)
     assert 0.9 < four / (4 * U) < 1  # four epochs are worth about 90–100% of fresh data
     law = LOSS_LAWS["Chinchilla approach 3"]
