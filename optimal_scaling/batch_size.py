@@ -377,17 +377,17 @@ def fit_critical_batch(
     """Fit S = S_min + E_min/B to the steps each batch size needed to reach one target loss.
 
     ``table`` has one row per run (batch size and steps to the target; runs that never reached
-    it are left out by the caller). Needs ≥ 3 rows with at least 2 distinct batch sizes and
-    positive values; S_min and E_min must come out positive (else the runs do not show the
-    trade-off, and the error says so).
+    it are left out by the caller). Needs ≥ 3 distinct batch sizes and positive values; S_min
+    and E_min must come out positive (else the runs do not show the trade-off, and the error
+    says so).
     """
     who = "fit_critical_batch"
     require_columns(table, [batch, steps], who)
     B = positive_values(table[batch], batch, who)
     S = positive_values(table[steps], steps, who)
-    if len(B) < 3 or len(np.unique(B)) < 2:
-        raise ValueError(f"{who}: need at least 3 runs over at least 2 batch sizes, got "
-                         f"{len(B)} runs and {len(np.unique(B))} sizes")  # fmt: skip
+    if len(np.unique(B)) < 3:  # two sizes fit the line exactly: no residual, no interval
+        raise ValueError(f"{who}: need runs at ≥ 3 batch sizes, got {len(B)} runs and "
+                         f"{len(np.unique(B))} sizes")  # fmt: skip
     s_min, e_min = _line(1 / B, S)
     if s_min <= 0 or e_min <= 0:
         raise ValueError(f"{who}: the fit gives S_min = {s_min:.3g}, E_min = {e_min:.3g}; the "
@@ -398,7 +398,7 @@ def fit_critical_batch(
         draws = []
         for _ in range(bootstrap):
             idx = rng.integers(0, len(B), len(B))
-            if len(np.unique(B[idx])) < 2:
+            if len(np.unique(B[idx])) < 3:
                 continue
             a, b = _line(1 / B[idx], S[idx])
             if a > 0 and b > 0:

@@ -42,6 +42,9 @@ __all__ = [
 def percentile_intervals(draws: Sequence[Sequence[float]], names: Sequence[str],
                          level: float) -> dict[str, tuple[float, float]]:  # fmt: skip
     """Percentile bootstrap intervals at ``level``: one (low, high) per column of ``draws``."""
+    if len(draws) == 0:
+        raise ValueError(f"percentile_intervals: no usable bootstrap draw for {list(names)} "
+                         "(every resample was degenerate or rejected)")  # fmt: skip
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     lo, hi = np.percentile(np.asarray(draws, dtype=float), q, axis=0)
     return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(names)}

@@ -87,8 +87,15 @@ def test_critical_batch_fit_recovers_a_planted_b_crit():
         pytest.approx(1.0))
     with pytest.raises(ValueError, match="do not show"):
         bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": 1000.0 + B}), bootstrap=0)
-    with pytest.raises(ValueError, match="at least 2 batch sizes"):
+    with pytest.raises(ValueError, match="≥ 3 batch sizes"):
         bs.fit_critical_batch(pd.DataFrame({"batch_size": [8] * 4, "steps": [1.0] * 4}))
+    with pytest.raises(ValueError, match="≥ 3 batch sizes, got 4 runs and 2 sizes"):
+        # two sizes fit the line exactly: an interval of zero width would look precise
+        bs.fit_critical_batch(pd.DataFrame({"batch_size": [8, 8, 64, 64],
+                                            "steps": [500.0, 520.0, 90.0, 95.0]}))
+    # at B = B_crit both costs are twice their minimum (McCandlish et al.)
+    assert fit.steps(fit.b_crit) == pytest.approx(2 * fit.s_min)
+    assert fit.examples(fit.b_crit) == pytest.approx(2 * fit.e_min)
     with pytest.raises(ValueError, match=r"missing columns \['steps'\]"):
         bs.fit_critical_batch(pd.DataFrame({"batch_size": B}))
 

@@ -93,3 +93,17 @@ def test_band_and_scaling_figures():
     assert len(nt.plot_band(per).data) == 2
     fig = nt.plot_scaling(per, nt.scaling_fits(per, bootstrap=50))
     assert len(fig.data) == 4 and "∝ D^" in fig.layout.annotations[0].text
+
+
+def test_leave_one_out_range_of_a_power_law_in_the_horizon():
+    from optimal_scaling import norm_transfer as nt
+
+    D = 2.0 ** np.arange(16, 22)
+    exact = pd.DataFrame({"horizon": D, "lr": 3.0 * D**-0.3})
+    lo, hi = nt.leave_one_out(exact, "lr")
+    assert lo == pytest.approx(-0.3) and hi == pytest.approx(-0.3)
+    bent = exact.assign(lr=exact.lr * np.where(D == D[-1], 2.0, 1.0))  # last horizon off
+    lo, hi = nt.leave_one_out(bent, "lr")
+    assert lo == pytest.approx(-0.3) and hi > -0.2  # dropping the odd one recovers the law
+    with pytest.raises(ValueError, match="at least 4 horizons"):
+        nt.leave_one_out(exact.head(3), "lr")
