@@ -109,9 +109,14 @@ pd.DataFrame([{"optimizer": kind, "parameter": name, "shape": tuple(p.shape)}
 # $$\text{unconstrained: } x \leftarrow x + \gamma\rho\,\mathrm{lmo}(d), \qquad
 # \text{constrained: } x \leftarrow (1-\gamma)\,x + \gamma\rho\,\mathrm{lmo}(d).$$
 #
+# (Some write these with a minus sign, x ← x − γρ·lmo(d), calling lmo what is dualize here:
+# the same update. The constrained form keeps x in the ρ-ball only for γ ≤ 1, which the
+# package enforces.)
+#
 # Each layer gets the norm of what it maps: an embedding maps one-hot vectors (ℓ1 → RMS:
 # ColNorm), a hidden layer maps RMS-sized activations to RMS-sized ones (RMS→RMS: Spectral),
-# a readout produces logits that must stay bounded entry by entry (RMS→∞: RowNorm, or Sign).
+# a readout produces logits that must stay bounded entry by entry (RMS→∞: RowNorm; or Sign,
+# the unit step of d_in·max|W_ij|, a smaller ball inside RowNorm's).
 # The package computes the table for a GPT, checking the three identities that make each row
 # consistent: `‖lmo(g)‖ = 1`, `⟨g, lmo(g)⟩ = −‖g‖†`, `‖init‖ = 1`:
 
@@ -204,11 +209,12 @@ for label, (_, tracker) in tracked.items():
 
 # %% [markdown]
 # The constrained weights stay within their radius (≤ 1 in units of ρ, measured above); the
-# unconstrained ones grow past it. Whether holding them inside costs loss depends on how far
-# they would have grown: the line printed under the losses says what this run showed (in a
-# short run the two are about equal; the longer the run, the further the unconstrained norms
-# move past the radius). A constrained run needs radii as large as the norms the layers want
-# to reach; lecture 07 is about that norm.
+# unconstrained ones are free to grow past it (the printout says whether they did here).
+# Whether holding them inside costs loss depends on how far they would have grown: the line
+# printed under the losses says what this run showed (in a short run the two are about
+# equal; the longer the run, the further the unconstrained norms move past the radius). A
+# constrained run needs radii as large as the norms the layers want to reach; lecture 07 is
+# about that norm.
 #
 # The tracker also recorded each update's norm: for unconstrained Scion it must be exactly
 # `γ·ρ` per layer (the LMO has norm 1), a free check:
@@ -471,7 +477,8 @@ for factor in (1, 16, 256):
 # * Norm tracking is cheap (warm-started power iteration) and checks the optimizer: for
 #   unconstrained Scion every update has norm γρ.
 # * HyperP fixes each matrix's Frobenius norm; weight decay then changes nothing to first order.
-# * Orthogonalization splits across ranks by FLOPs, and the result equals one process's.
+# * Orthogonalization splits across ranks by FLOPs, and the result equals one process's up to
+#   float rounding.
 #
 # * Exercise: [`exercises/05_muon_scion.ipynb`](../exercises/05_muon_scion.ipynb): a Scion
 #   step, choosing each layer's norm, a norm-tracking function, with self-checks.

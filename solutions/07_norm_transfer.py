@@ -63,9 +63,10 @@ except NotImplementedError:
 # %% [markdown]
 # ## 2. The optimal norm of one (D, B) slice
 #
-# Across learning rates, the loss L against x = log₂‖W_out‖ has a minimum. The paper's
-# procedure: sort by x, take the 7 points nearest the lowest loss (in rank), weight the k-th
-# neighbour by 1/(1 + k), and fit a parabola through the untrained model's point (x₀, L₀):
+# Across learning rates, the loss L against x = log₂‖W_out‖ has a minimum. The procedure this
+# course uses (`nt.optimal_norm`, one of its variants): sort by x, take the 7 points nearest
+# the lowest loss (in rank), weight the k-th neighbour by 1/(1 + k), and fit a parabola
+# through the untrained model's point (x₀, L₀):
 #
 # L − L₀ = a(x − x₀)² + b(x − x₀), vertex x* = x₀ − b/(2a).
 #

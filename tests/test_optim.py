@@ -691,3 +691,29 @@ def test_scion_decoupled_weight_decay_follows_its_formula():
         Scion([W], constrained=True, weight_decay=0.1)
     with pytest.raises(ValueError, match="weight_decay"):
         Scion([W], weight_decay=-1.0)
+
+
+def test_scion_refuses_what_it_would_get_wrong():
+    w = torch.nn.Parameter(torch.randn(6, 4))
+    with pytest.raises(ValueError, match="only for γ ≤ 1"):
+        Scion([w], lr=1.5, constrained=True)
+    conv = torch.nn.Parameter(torch.randn(8, 4, 3, 3))
+    for norm in ("spectral", "colnorm"):
+        with pytest.raises(ValueError, match="conv2d_spectral"):
+            Scion([conv], norm=norm)
+    Scion([conv], norm="conv2d_spectral")  # the right map is accepted
+
+
+def test_scion_init_leaves_unnamed_vectors_alone_and_zeroes_named_biases():
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(4)  # weight = gain (ones), bias (zeros → stays zeros)
+    lin = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        lin.bias.fill_(0.5)
+    names = ["norm.weight", "lin.weight", "lin.bias"]
+    opt = Scion([{"params": [norm.weight, lin.weight, lin.bias], "param_names": names}])
+    opt.init()
+    assert torch.equal(norm.weight, torch.ones(4))  # a gain is not zeroed
+    assert torch.equal(lin.bias.detach(), torch.zeros(4))  # a bias gets BiasRMS's zero init
+    s = torch.linalg.svdvals(lin.weight.detach())
+    assert torch.allclose(s, s[0].expand_as(s), atol=1e-5)  # semi-orthogonal spectral init

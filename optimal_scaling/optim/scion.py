@@ -150,6 +150,9 @@ class Scion(CheckedOptimizer):
         check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, low_open=True)
         check_number(who, "radius", group["radius"], low=0.0, low_open=True)
         check_number(who, "weight_decay", group["weight_decay"], low=0.0)
+        if group["constrained"] and group["lr"] > 1:
+            raise ValueError(f"{who}: the constrained step x ← (1 − γ)x + γρ·lmo(d) stays in the "
+                             f"norm ball only for γ ≤ 1; got lr = {group['lr']}")  # fmt: skip
         if group["constrained"] and group["weight_decay"]:
             raise ValueError(f"{who}: the constrained step already shrinks x by (1 − γ); "
                              "weight_decay must be 0 with constrained=True")  # fmt: skip
@@ -184,6 +187,12 @@ class Scion(CheckedOptimizer):
             raise ValueError(
                 f"{self.who}: the {m.name!r} norm ({m!r}) expects {m.event_desc}, but its group "
                 f"holds {describe(p, name)}; put it in a group with a suitable norm"
+            )
+        if m.event_ndim == 2 and p.ndim > 2 and isinstance(group["norm"], str):
+            raise ValueError(
+                f"{self.who}: the {m.name!r} norm would treat {describe(p, name)} as a batch of "
+                f"{tuple(p.shape[-2:])} matrices; a conv weight needs norm='conv2d_spectral' "
+                "(or 'auto'), a real batch of matrices a DualityMap instance"
             )
 
     def norm_of(self, group: dict, p: Tensor) -> DualityMap:
@@ -284,12 +293,15 @@ class Scion(CheckedOptimizer):
 
         Each parameter gets ``radius · norm.init(shape)`` (drawn for xᵀ when ``transpose``), so
         it has norm exactly ρ in its group's norm (BiasRMS inits are zeros). Groups whose role is
-        ``"gain"`` are left alone: a norm gain starts at 1, not at BiasRMS's zeros.
+        ``"gain"`` are left alone: a norm gain starts at 1, not at BiasRMS's zeros. So is a
+        vector in a group without a role unless its name says it is a bias: it may be a gain.
         """
         for group in self.param_groups:
             if group["role"] == "gain":
                 continue
-            for p in group["params"]:
+            for p, name in named_params(group):
+                if p.ndim == 1 and group["role"] is None and not (name or "").endswith("bias"):
+                    continue
                 m = self.norm_of(group, p)
                 shape = p.shape[::-1] if group["transpose"] else p.shape
                 W = m.init(shape, generator=generator, dtype=p.dtype, device=p.device)
