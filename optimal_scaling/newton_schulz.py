@@ -73,6 +73,19 @@ def _minimax_quintic(lo: float, hi: float, iters: int = 100) -> tuple[float, flo
 #: to within 2·10⁻⁴ (Polar Express, lecture 04).
 PUBLISHED_CUSHION = 0.02407
 
+#: The published 8-step Polar Express schedule for ℓ = 10⁻³, before the ÷1.01 safety factor
+#: (which its users apply to every step but the last). The design below reproduces it to ~10⁻⁵.
+PUBLISHED_POLAR_EXPRESS = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+)
+
 
 def polar_express_coefficients(
     steps: int = 5,
@@ -83,10 +96,11 @@ def polar_express_coefficients(
     """Design one quintic per step (Polar Express), for singular values in [lower, 1].
 
     Per step: the minimax quintic on [max(ℓ, cushion·u), u]; rescaled so that
-    1 − p(ℓ) = p(u) − 1; except at the last step, divided by ``safety`` (a/s, b/s³, c/s⁵, i.e.
-    p(x/s)); then ℓ ← p(ℓ), u ← 2 − ℓ. With ℓ = 10⁻³ and the default cushion 0.02407 the
-    first triple before the safety factor is the published (8.2872, −23.5959, 17.3004) to
-    within 2·10⁻⁴;
+    1 − p(ℓ) = p(u) − 1; then ℓ ← p(ℓ), u ← 2 − ℓ. Finally every triple but the last is
+    divided by ``safety`` (a/s, b/s³, c/s⁵, i.e. p(x/s)) — after the design, so the intervals
+    follow the undivided polynomials, as in the published schedule
+    (:data:`PUBLISHED_POLAR_EXPRESS`, reproduced to ~10⁻⁵ for ℓ = 10⁻³). The first triple
+    before the safety factor is the published (8.2872, −23.5959, 17.3004) to within 2·10⁻⁴;
     cushion 0.024 gives (8.2878, −23.6006, 17.3045), 0.02 gives (8.320, −23.859, 17.531).
     Once the interval has collapsed onto 1 (late steps without a safety factor), the minimax
     quintic is the limit (15/8, −10/8, 3/8) with p(1) = 1, p′(1) = p″(1) = 0, scaled to
@@ -107,7 +121,7 @@ def _polar_express(
         )
     lo, hi = lower, 1.0
     out = []
-    for k in range(steps):
+    for _ in range(steps):
         left = max(lo, cushion * hi)
         if hi - left < 1e-7 * hi:  # collapsed: the Remez system is singular; use the limit
             m = (left + hi) / 2
@@ -117,12 +131,11 @@ def _polar_express(
         p = lambda x, a=a, b=b, c=c: a * x + b * x**3 + c * x**5  # noqa: E731
         t = 2.0 / (p(lo) + p(hi))
         a, b, c = a * t, b * t, c * t
-        if k < steps - 1:
-            a, b, c = a / safety, b / safety**3, c / safety**5
         out.append((a, b, c))
-        lo = a * lo + b * lo**3 + c * lo**5
-        hi = 2.0 - lo
-    return tuple(out)
+        lo = a * lo + b * lo**3 + c * lo**5  # the interval follows the undivided polynomial,
+        hi = 2.0 - lo  # as in the published design; the safety factor is applied afterwards
+    return tuple((a / safety, b / safety**3, c / safety**5) if k < steps - 1 else (a, b, c)
+                 for k, (a, b, c) in enumerate(out))  # fmt: skip
 
 
 def coefficients(schedule: str | Sequence[Sequence[float]], steps: int) -> list[tuple]:
@@ -195,7 +208,7 @@ def reference_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tenso
 #: Where ``backend="auto"`` sends a CUDA tensor to the Triton kernels: (device-name substring,
 #: compute dtype, smallest short side m) for which the kernels were *measured* faster than the
 #: torch path. Empty until a GPU benchmark shows a win: on an H100 (torch 2.11, Triton 3.6,
-#: bf16, 5 Muon steps) the kernels took 1.1–4× the torch path's time at every benchmark shape
+#: bf16, 5 Muon steps, issue 11) the kernels took 1.5–3.9× the torch path's time at every shape
 #: (``benchmarks/README.md``), so "auto" uses the torch path on CUDA.
 TRITON_FASTER: list[tuple[str, torch.dtype, int]] = []
 
@@ -235,18 +248,19 @@ def normalize(
     ‖X‖_F is accumulated in float64, where the squares of any fp32/bf16/fp16 entry neither
     overflow nor underflow, and the scale is applied as two factors √s·√s that stay inside the
     fp32 range: huge and tiny matrices normalize like moderate ones, in one pass for the norm.
+    float64 input is first divided by its largest entry (one more pass, no sync), so entries
+    near 10^±200 normalize too.
     ``check=True`` raises a ValueError for NaN or inf (one host sync); ``check=False`` syncs
     never: NaN or inf in a matrix make that matrix's result NaN.
     """
     acc = torch.promote_types(X.dtype, torch.float32)
+    if X.dtype == torch.float64:  # squares of float64 entries can over- or underflow:
+        peak = X.abs().amax(dim=(-2, -1), keepdim=True)  # divide by the largest entry first
+        peak = torch.where(peak > 0, peak, 1.0)
+        X, eps = X / peak, eps / peak  # X/(m‖X‖ + ε) = X'/(m‖X'‖ + ε/peak) with X' = X/peak
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
     if check and not bool(torch.isfinite(norm).all()):
-        if not bool(torch.isfinite(X).all()):
-            raise ValueError("orthogonalize: the input contains NaN or inf")
-        # float64 input whose squares overflow: divide by the largest entry first
-        peak = X.abs().amax(dim=(-2, -1), keepdim=True)
-        X = X / torch.where(peak > 0, peak, 1.0)
-        norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
+        raise ValueError("orthogonalize: the input contains NaN or inf")
     denom = norm * margin + eps
     scale = torch.where(denom == 0, 0.0, 1.0 / denom)  # NaN stays NaN; inf norm gives 0·inf
     half = scale.sqrt().to(acc)
@@ -279,8 +293,10 @@ def orthogonalize(
         raise ValueError(f"orthogonalize expects a matrix (..., m, n), got {shape}")
     if not G.is_floating_point():
         raise TypeError(f"orthogonalize expects a floating-point tensor, got {G.dtype}")
-    if steps < 0:
-        raise ValueError(f"steps must be ≥ 0, got {steps}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
+    if not margin > 0 or not eps >= 0:
+        raise ValueError(f"orthogonalize: need margin > 0 and eps ≥ 0, got {margin}, {eps}")
     if G.numel() == 0:
         return G.clone()
     triples = coefficients(schedule, steps)

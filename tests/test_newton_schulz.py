@@ -15,6 +15,19 @@ def polar(G: torch.Tensor) -> torch.Tensor:
     return U @ Vh
 
 
+def test_polar_express_design_matches_every_published_triple():
+    """The published 8-step schedule (Polar Express, before the ÷1.01 safety factor; the
+    last step has none): the interval follows the undivided polynomials, and the safety factor
+    is applied to the finished list."""
+    from optimal_scaling.newton_schulz import PUBLISHED_POLAR_EXPRESS as published
+
+    designed = polar_express_coefficients(8)
+    for k, (got, want) in enumerate(zip(designed, published, strict=True)):
+        s = 1.01 if k < 7 else 1.0
+        undone = (got[0] * s, got[1] * s**3, got[2] * s**5)
+        assert undone == pytest.approx(want, rel=3e-5), k
+
+
 def test_polar_express_first_triple_matches_the_published_one():
     # COURSE.md: ℓ = 1e-3, u = 1, cushion 0.02407 → (8.2872, −23.5959, 17.3004) before safety
     a, b, c = (
@@ -114,8 +127,17 @@ def test_backend_dispatch(monkeypatch):
     )
     with pytest.raises(TypeError, match="Triton kernels compute in"):
         orthogonalize(G, backend="triton", dtype=torch.float64)
-    # "auto" sends CPU tensors to torch, even in interpreter mode
+    # "auto" sends CPU tensors to torch, even in interpreter mode (the outputs of the two paths
+    # agree to ~1e-6, so ask the dispatcher, and make the kernels unusable to be sure)
+    from optimal_scaling import kernels
+    from optimal_scaling import newton_schulz as ns
+
+    assert ns._backend("auto", G, torch.float32) == "torch"
+    monkeypatch.setattr(kernels, "ns_step", lambda *a, **k: pytest.fail("Triton path taken"))
     torch.testing.assert_close(orthogonalize(G), orthogonalize(G, backend="torch"))
+    # a measured win is used only for the GPU it was measured on
+    monkeypatch.setattr(ns, "TRITON_FASTER", [("H100", torch.bfloat16, 1024)])
+    assert not ns._triton_measured_faster(G, torch.bfloat16)  # a CPU tensor: never
 
 
 def test_polar_express_survives_a_collapsed_interval():
@@ -128,3 +150,17 @@ def test_polar_express_survives_a_collapsed_interval():
     assert (a, b, c) == pytest.approx((15 / 8, -10 / 8, 3 / 8), rel=1e-3)
     sigma = np.geomspace(1e-3, 1, 200)
     assert np.abs(response(sigma, triples, 10) - 1).max() < 1e-6
+
+
+def test_float64_matrices_normalize_at_any_scale_and_bad_settings_are_named():
+    G = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = orthogonalize(G, steps=8, schedule="polar_express", dtype=torch.float64)
+    for scale in (1e200, 1e-200, 1e-160):  # squares overflow / underflow float64
+        for check in (True, False):
+            out = orthogonalize(G * scale, steps=8, schedule="polar_express",
+                                dtype=torch.float64, check=check)  # fmt: skip
+            torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="steps must be an int"):
+        orthogonalize(G, steps=2.5)
+    with pytest.raises(ValueError, match="margin > 0"):
+        orthogonalize(G, margin=0.0)
