@@ -249,7 +249,7 @@ for p, g in wider_mean.groupby("parametrization"):
 # square root); the package's μP sets that scale (`√d_head₀ / d_head`, equal to the usual one
 # at the base width).
 #
-# That grid is ~100 runs, too long to run in class on a CPU, so the result is committed with
+# That grid is 120 runs, too long to run in class on a CPU, so the result is committed with
 # the command that regenerates it; below, a seconds-long version of the same code runs live.
 
 # %%
@@ -263,7 +263,8 @@ fig.show()
 # %% [markdown]
 # Each width's optimum, and two edges to its right: `edge_lr`, the first learning rate whose
 # loss is more than 0.5 nats above that width's best (where the curve's right wall starts),
-# and `divergence_lr`, the first one whose run blew up (NaN, or a loss 4× its first).
+# and `divergence_lr`, the first one whose run failed: it blew up (NaN, or a loss 4× its
+# first) or ended no lower than it started.
 
 # %%
 summary = osc.coord_check.optima(grid, by=["parametrization", "width"], margin=0.5)

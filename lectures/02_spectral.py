@@ -105,9 +105,12 @@ measure.plot_norms(sweep, title=f"RMS→RMS norms after {steps} Adam steps").sho
 
 # %% [markdown]
 # The fitted slopes, beside the theory. Under SP with Adam each update entry is `±lr`, so a
-# *fully aligned* update has spectral norm `lr·√(n_out·n_in)` and RMS→RMS norm `lr·n_in`:
-# slope 1 for the hidden and output layers (whose fan-in grows); an update that is not aligned
-# at all would give slope ½. SP's readout also starts too large: init std `1/√n` gives
+# *rank-one* update (every row the same sign pattern) has spectral norm `lr·√(n_out·n_in)`
+# and RMS→RMS norm `lr·n_in`: slope 1 for the hidden and output layers (whose fan-in grows).
+# For a square hidden layer, an update of random signs would have slope ½ instead; the readout
+# has a single row, so any ±lr update of it is rank one and has slope 1. Whether the update
+# is also aligned with the layer's *input*, so that ‖ΔW h‖ reaches that norm, is a separate
+# question (next section). SP's readout also starts too large: init std `1/√n` gives
 # RMS→RMS norm `√(n/n_out)`, slope ½. μP and the spectral parametrization are built to make
 # every slope 0. (A Gaussian input layer with 16 columns has RMS→RMS norm `1 + O(√(16/n))`,
 # a small negative slope at these widths that vanishes as `n` grows.)
@@ -130,7 +133,7 @@ for p, g_ in slopes.groupby(level="parametrization"):
     print(f"{p}: largest |measured − theory| slope gap {g_['worst gap'].max():.2f}")
 sp_dw = slopes.loc["sp", f"‖ΔW‖ at step {steps}"]
 print(f"SP update slopes: hidden {sp_dw['hidden.0']:.2f}, readout {sp_dw['output']:.2f} "
-      "(1 if fully aligned, ½ if not aligned at all): the next section measures the alignment")
+      "(1 for a rank-one update; ½ for random signs in the square hidden layer)")
 w_init, w_now = slopes.loc[("sp", "output")].iloc[0], slopes.loc[("sp", "output")].iloc[1]
 print(f"SP ‖W‖ slopes after {steps} steps: hidden {slopes.loc[('sp', 'hidden.0')].iloc[1]:.2f}, "
       f"readout {w_now:.2f} (at init {w_init:.2f}): "
@@ -244,8 +247,10 @@ both.pivot(index="layer", columns="parametrization",
 #   norms Θ(1).
 # * Measured during training: SP breaks it (its update slopes, printed above, are well above
 #   0: n would be a slope of 1); μP and the spectral parametrization keep every slope near 0.
-# * Updates are strongly aligned with their inputs (the alignment ratios printed above are of
-#   order 1, not of order 1/√n), which is why the sizes must be set for aligned sums.
+# * Hidden and readout updates are strongly aligned with their inputs (their log alignment
+#   ratios, printed above, come out well above the ½ of unaligned sums, towards 1; the input
+#   layer's update is the exception here, near ½), which is why the sizes must be set for
+#   aligned sums.
 # * μP's exponents are the condition's solution.
 # * Exercise: [`exercises/02_spectral.ipynb`](../exercises/02_spectral.ipynb): the RMS→RMS norm
 #   and the alignment ratio. Next: [lecture 03](03_duality.ipynb), norms for every layer.

@@ -134,6 +134,12 @@ class Parametrization:
             raise ValueError(f"base_width must be a positive int or None, got {base_width!r}")
         if (depth_alpha is None) != (base_depth is None):
             raise ValueError("depth scaling needs both depth_alpha and base_depth")
+        if base_depth is not None and (not isinstance(base_depth, int) or base_depth < 1):
+            raise ValueError(f"base_depth must be a positive int, got {base_depth!r}")
+        if name != "sp" and base_width is None:
+            raise ValueError(f"{name!r} scales with the width ratio to a base width: give "
+                             "base_width (without it every model would count as the base, "
+                             "i.e. standard parametrization)")  # fmt: skip
         self.name, self.base_width, self.optimizer, self.form = name, base_width, optimizer, form
         self.depth_alpha, self.base_depth = depth_alpha, base_depth
 
@@ -246,6 +252,9 @@ class Parametrization:
         """
         if self.name == "mup" and self.form == "table3" and _tied(model):
             raise ValueError("tied embeddings need μP in Table 8 form (form='table8')")
+        if self.name == "spectral" and _tied(model):
+            raise ValueError("tied embeddings cannot follow the spectral rules: the input and "
+                             "the output layer need different inits and learning rates")
         base, roles, depth = self._base_model(model), model.param_roles(), self._depth_ratio(model)
         unique = dict(model.named_parameters())
         for name, p in model.named_parameters(remove_duplicate=False):
@@ -271,6 +280,8 @@ class Parametrization:
         for m in model.modules():
             if hasattr(m, "branch_multiplier"):
                 m.branch_multiplier = beta
+        if hasattr(model, "scale_branch_init"):  # the model's own rule after any re-init
+            model.scale_branch_init()
         return model
 
     def param_groups(

@@ -82,6 +82,12 @@ def test_committed_lr_transfer_table(root):
     assert np.allclose(steps, 1.0)
     counts = grid.groupby(["parametrization", "width"]).size()
     assert counts.nunique() == 1  # a full grid
+    # what lecture 01 reads off it: μP's optimum stays within one grid step over 16× width,
+    # SP's moves to smaller learning rates by at least three
+    best = grid.loc[grid.groupby(["parametrization", "width"]).loss.idxmin()]
+    opt = best.set_index(["parametrization", "width"]).log2_lr
+    assert opt["mup"].max() - opt["mup"].min() <= 1
+    assert opt["sp"].iloc[0] - opt["sp"].iloc[-1] >= 3 and opt["sp"].is_monotonic_decreasing
 
 
 def _committed_sweeps(root):

@@ -140,6 +140,9 @@ def test_gpt_attention_and_depth_rules():
     sgd = Parametrization("mup", base_width=64, optimizer="sgd", depth_alpha=0.5, base_depth=2)
     rule = {r.name: r for r in sgd.rules(model)}
     assert rule["blocks.0.mlp.fc.weight"].lr_mult == pytest.approx(1.0)  # (L/L0)^(2α−1) = 1
+    sgd = Parametrization("mup", base_width=64, optimizer="sgd", depth_alpha=1.0, base_depth=2)
+    rule = {r.name: r for r in sgd.rules(model)}
+    assert rule["blocks.0.mlp.fc.weight"].lr_mult == pytest.approx(8 / 2)  # (L/L0)^(2·1−1) = 4
     sp = Parametrization("sp", base_width=64).apply(GPT(width=256, n_heads=4))
     assert sp.blocks[0].attn.logit_scale == pytest.approx(64**-0.5)
 
@@ -202,3 +205,24 @@ def test_model_without_roles_is_rejected():
         Parametrization("mup", base_width=8).rules(torch.nn.Linear(4, 4))
     with pytest.raises(ValueError, match="no residual branches"):
         Parametrization("mup", base_width=8, depth_alpha=1.0, base_depth=2).rules(MLP(4, 16, 1))
+
+
+def test_apply_keeps_the_models_scaled_branch_init_and_refuses_what_it_cannot_do():
+    from optimal_scaling.models import GPT
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=64, context=8, width=256, depth=4, n_heads=4, scaled_branch_init=True)
+    Parametrization("mup", base_width=64).apply(model, torch.Generator().manual_seed(0))
+    plain = GPT(vocab_size=64, context=8, width=256, depth=4, n_heads=4)
+    Parametrization("mup", base_width=64).apply(plain, torch.Generator().manual_seed(0))
+    ratio = model.blocks[0].attn.proj.weight.std() / plain.blocks[0].attn.proj.weight.std()
+    assert ratio.item() == pytest.approx((2 * 4) ** -0.5, rel=1e-5)  # 1/√(2L), once
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(
+        plain.blocks[0].attn.qkv.weight.std().item())  # other layers untouched
+    with pytest.raises(ValueError, match="give base_width"):
+        Parametrization("mup")
+    with pytest.raises(ValueError, match="base_depth must be a positive int"):
+        Parametrization("mup", base_width=64, depth_alpha=1.0, base_depth=0)
+    tied = GPT(vocab_size=64, context=8, width=64, depth=1, n_heads=4, tied=True)
+    with pytest.raises(ValueError, match="spectral rules"):
+        Parametrization("spectral", base_width=64).apply(tied)

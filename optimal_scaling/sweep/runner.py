@@ -121,8 +121,7 @@ def build_optimizer(run: dict, model: nn.Module, distributed: bool = False):
             base_width=cfg["base_width"] or width,
             optimizer="adam" if name == "adamw" else "sgd",
         )
-        par.apply(model, gen)
-        _rescale_branches(model)
+        par.apply(model, gen)  # re-applies the model's branch scaling itself
         groups = par.param_groups(
             model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
             **({"eps": cfg["eps"]} if name == "adamw" else {}),

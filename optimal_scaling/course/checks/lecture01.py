@@ -48,7 +48,7 @@ def check_mup_multipliers(fn: Callable[..., dict]) -> CheckResult:
         hint="write r_in = fan_in/base_fan_in and r_out = fan_out/base_fan_out, start from the "
         "base model's std 1/√base_fan_in and read the μP table's row for this role",
         mistakes={
-            "under μP (Table 3) the readout's init shrinks by an extra 1/r_in beyond 1/√fan_in":
+            "under μP (Table 3) the readout's init shrinks by an extra 1/√r_in beyond 1/√fan_in":
                 lambda **k: dict(_mup_reference(**k), init_std=k["fan_in"] ** -0.5),
             "those are the other optimizer's learning-rate rules (Adam and SGD differ)":
                 lambda **k: dict(_mup_reference(**k), lr_mult=_mup_reference(
