@@ -35,7 +35,7 @@ from optimal_scaling.course.checks import lecture00
 #
 # `osc.models.MLP(d_in, width, d_out, depth, bias)` stacks `depth` linear layers:
 # `d_in → width`, then `depth − 2` layers `width → width`, then `width → d_out`.
-# A linear layer `a → b` holds an `b × a` weight matrix and, with `bias=True`, `b` biases.
+# A linear layer `a → b` holds a `b × a` weight matrix and, with `bias=True`, `b` biases.
 # Write the parameter count as a formula (do not build the model).
 
 
@@ -65,8 +65,8 @@ lecture00.check_training_flops(training_flops)
 # ## 3. Where do the parameters go?
 #
 # With your counter, see how width and depth share out a budget. Doubling the width roughly
-# quadruples the hidden layers; doubling the depth doubles them. (If a function above is still
-# a stub this table says so instead.)
+# quadruples each hidden layer; each extra unit of depth adds one more width × width layer.
+# (If a function above is still a stub this table says so instead.)
 
 # %%
 try:

@@ -129,7 +129,8 @@ plot_descent(sharpness=8.0, steps=12).show()
 # %% [markdown]
 # The three optimizers reach different points from the same gradients: each measures a step's
 # length differently. Choose a norm and the sharpness (λ plays the role of 1/learning rate):
-# small λ makes the ℓ∞ (sign) steps overshoot, large λ slows every method.
+# small λ makes the steps overshoot (at the slider's smallest λ every method does), large λ
+# slows every method.
 
 # %%
 interact(lambda norm, sharpness, steps: plot_descent(sharpness, steps, norm).show(),
@@ -218,13 +219,14 @@ for module, map_name, shape in modules:
 pd.DataFrame(rows).round(4)
 
 # %% [markdown]
-# (`BiasRMS` initializes at zero, whose norm is 0.) The induced norms behind these maps, with
-# the package's closed forms checked against the definition `max_x ‖Wx‖_β/‖x‖_α` by brute
-# force on a small matrix. Brute force takes the best ratio over random samples x (plus the
-# candidate maximizers it knows), so it can only fall short of the maximum: it is a lower
-# bound. Where the maximizer is a vertex of the input ball (ℓ1 inputs), the samples hit it and
-# the two columns agree; for RMS→RMS the maximizer is the top singular vector, which random
-# samples only approach, so brute force lands a little below the closed form:
+# (`BiasRMS` initializes at zero, whose norm is 0.) The induced norms behind these maps,
+# with the package's closed forms checked against the definition `max_x ‖Wx‖_β/‖x‖_α` by
+# brute force on a small matrix. Brute force takes the best ratio over random samples x
+# (plus the candidate maximizers it knows), so it can only fall short of the maximum: it is
+# a lower bound. Where the maximizer is known in closed form (a vertex of the ℓ1 ball, or a
+# row's direction for RMS→∞), it is among the candidates and the two columns agree; for
+# RMS→RMS the maximizer is the top singular vector, which random samples only approach, so
+# brute force lands a little below the closed form:
 
 # %%
 M = torch.randn(5, 7, generator=g)
@@ -242,10 +244,11 @@ check.round(4)
 # ## Normalise everything
 #
 # Dualized updates have norm 1 in each module's natural norm, whatever the module's size: the
-# update's size is set by the learning rate alone, at every width and in every layer. That is
+# length of a step Δw = −η·dualize(g) (Muon's and Scion's) is set by η alone, at every width
+# and in every layer (the λ form scales it by ‖g‖†/λ instead). That is
 # the property μP had to engineer layer by layer; here it comes from the norm. Measured on
 # random gradients whose scale varies wildly with width (first table: the gradients' own
-# RMS→RMS norms, over six decades), and the norm of each dualized update in its map's norm
+# RMS→RMS norms, spread over decades), and the norm of each dualized update in its map's norm
 # (second table):
 
 # %%

@@ -60,8 +60,15 @@ SPECTRAL_METHODS: tuple[str, ...] = ("svd", "newton_schulz", "muon")
 
 
 def _safe_div(x: Tensor, n: Tensor) -> Tensor:
-    """x/n, with 0 where n == 0 (n broadcasts against x)."""
-    return torch.where(n > 0, x / n.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x))
+    """x/n in x's dtype, with 0 where n == 0 (n broadcasts against x; it may be float64)."""
+    q = x / n.clamp_min(torch.finfo(n.dtype).tiny)
+    return torch.where(n > 0, q, torch.zeros_like(q)).to(x.dtype)
+
+
+def _l2(G: Tensor, dim: int, keepdim: bool = False) -> Tensor:
+    """‖·‖₂ along ``dim`` accumulated in float64: the squares of tiny fp32/bf16 entries
+    (≲ 10⁻¹⁹) would underflow to 0 in their own dtype and make a nonzero gradient dualize to 0."""
+    return torch.linalg.vector_norm(G, dim=dim, keepdim=keepdim, dtype=torch.float64)
 
 
 def _batch_view(x: Tensor, event_ndim: int) -> Tensor:
@@ -252,7 +259,8 @@ class Spectral(_SpectralMethod, DualityMap):
     of a Gaussian, sign-corrected) times √(d_out/d_in). ``method="svd"`` computes UVᵀ exactly;
     ``method="newton_schulz"`` approximates it with :mod:`optimal_scaling.newton_schulz` (8
     Polar Express steps), ``method="muon"`` with Muon's quintic (5 steps, as Muon and the
-    norm-transfer paper).
+    norm-transfer paper) — which leaves singular values in about [0.68, 1.13], so there
+    ‖dualize(G)‖ is only about 1, not exactly.
     """
 
     name = "spectral"
@@ -285,7 +293,9 @@ class ColNorm(DualityMap):
 
     norm ‖W‖ = max_j ‖col_j‖_RMS = max_j ‖W[:, j]‖_2/√d_out; dual ‖G‖† = Σ_j √d_out·‖col_j(G)‖_2;
     dualize(G): col_j(G)/‖col_j(G)‖_RMS (zero columns stay zero); init: a Gaussian with every
-    column normalized to RMS 1.
+    column normalized to RMS 1. Columns are the input dimension of a (d_out, d_in) matrix, as
+    in ``nn.Linear``; an ``nn.Embedding`` stores (vocab, d), so pass its weight transposed
+    (Scion's groups do this with ``transpose=True``).
     """
 
     name = "colnorm"
@@ -297,7 +307,7 @@ class ColNorm(DualityMap):
         return math.sqrt(G.shape[-2]) * torch.linalg.vector_norm(G, dim=-2).sum(-1)
 
     def _dualize(self, G: Tensor) -> Tensor:
-        col_rms = torch.linalg.vector_norm(G, dim=-2, keepdim=True) / math.sqrt(G.shape[-2])
+        col_rms = _l2(G, dim=-2, keepdim=True) / math.sqrt(G.shape[-2])
         return _safe_div(G, col_rms)
 
     def _init(self, shape, generator, dtype, device) -> Tensor:
@@ -323,7 +333,7 @@ class RowNorm(DualityMap):
         return torch.linalg.vector_norm(G, dim=-1).sum(-1) / math.sqrt(G.shape[-1])
 
     def _dualize(self, G: Tensor) -> Tensor:
-        scale = math.sqrt(G.shape[-1]) * torch.linalg.vector_norm(G, dim=-1, keepdim=True)
+        scale = math.sqrt(G.shape[-1]) * _l2(G, dim=-1, keepdim=True)
         return _safe_div(G, scale)
 
     def _init(self, shape, generator, dtype, device) -> Tensor:
@@ -411,7 +421,7 @@ class BiasRMS(DualityMap):
         return math.sqrt(G.shape[-1]) * torch.linalg.vector_norm(G, dim=-1)
 
     def _dualize(self, G: Tensor) -> Tensor:
-        return _safe_div(G, self._norm(G).unsqueeze(-1))
+        return _safe_div(G, _l2(G, dim=-1, keepdim=True) / math.sqrt(G.shape[-1]))
 
     def _init(self, shape, generator, dtype, device) -> Tensor:
         return torch.zeros(shape, dtype=dtype, device=device)

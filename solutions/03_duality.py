@@ -35,7 +35,7 @@ def colnorm_dualize(G: torch.Tensor) -> torch.Tensor:
     # BEGIN SOLUTION
     # HINT: divide each column by its own RMS (over its d_out entries); keep zero columns zero
     col_rms = G.norm(dim=0, keepdim=True) / G.shape[0] ** 0.5
-    return G / col_rms
+    return torch.where(col_rms > 0, G / col_rms, torch.zeros_like(G))
     # END SOLUTION
 
 

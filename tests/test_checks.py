@@ -169,7 +169,13 @@ def test_lecture02_and_03_checks():
     assert lecture02.check_alignment(align)
     assert not lecture02.check_alignment(lambda W, z: 2 * align(W, z))
 
-    assert lecture03.check_colnorm(lambda G: G / (G.norm(dim=0) / G.shape[0] ** 0.5))
+    def colnorm(G):
+        rms = G.norm(dim=0) / G.shape[0] ** 0.5
+        return torch.where(rms > 0, G / rms, torch.zeros_like(G))
+
+    assert lecture03.check_colnorm(colnorm)
+    # without the guard a zero column gives NaN: the check must notice
+    assert not lecture03.check_colnorm(lambda G: G / (G.norm(dim=0) / G.shape[0] ** 0.5))
     assert not lecture03.check_colnorm(lambda G: G / G.norm(dim=0))  # ℓ2, not RMS
 
     def step(G, sharpness):

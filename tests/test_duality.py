@@ -357,3 +357,15 @@ def test_spectral_with_muon_coefficients_is_muon_s_five_step_quintic():
     assert torch.allclose(got, want, atol=1e-6)
     s = torch.linalg.svdvals(got / (16 / 8) ** 0.5)
     assert 0.6 < s.min() and s.max() < 1.25  # Muon's quintic does not converge to 1
+
+
+@pytest.mark.parametrize("name", ["colnorm", "rownorm", "bias_rms"])
+def test_tiny_gradients_dualize_like_ordinary_ones(name):
+    """Squares of entries near 1e-25 underflow in float32; the map must not return zeros."""
+    m = get_map(name)
+    shape = (5,) if name == "bias_rms" else (6, 4)
+    G = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    for scale in (1e-25, 1e-30):
+        got = m.dualize(G * scale)
+        assert got.dtype == G.dtype
+        torch.testing.assert_close(got, m.dualize(G), rtol=1e-5, atol=1e-6)

@@ -15,11 +15,18 @@ def _gradients(shapes) -> list[dict]:
     return [{"G": torch.randn(s, generator=g)} for s in shapes]
 
 
+def _with_zero_column() -> dict:
+    G = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    G[:, 2] = 0.0  # a token that never occurred: its column of the gradient is zero
+    return {"G": G}
+
+
 def check_colnorm(fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
     """``fn(G)`` → ColNorm's duality map: each column divided by its RMS."""
     return check("ColNorm duality map", fn, ColNorm().dualize,
-                 _gradients([(4, 3), (16, 8), (1, 5), (32, 2)]),
-                 hint="divide each column by its own RMS (over its d_out entries)",
+                 [*_gradients([(4, 3), (16, 8), (1, 5), (32, 2)]), _with_zero_column()],
+                 hint="divide each column by its own RMS (over its d_out entries); a zero "
+                 "column stays zero (torch.where(rms > 0, G / rms, 0))",
                  mistakes={
                      "divide by each column's RMS, ‖col‖₂/√d_out, not by its ℓ2 norm":
                          lambda G: G / G.norm(dim=0, keepdim=True),
