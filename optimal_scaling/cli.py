@@ -284,6 +284,8 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
                 out = args.out or sweep.default_dir(spec)
                 print(f"sweep {spec.name}: " + (", ".join(f"{v} {k}" for k, v in counts.items())
                       or "nothing to train") + f"; now {sweep.status(out)} in {out}")
+                if counts.get("failed"):  # finished runs are kept; the exit status tells CI
+                    return 1
             return 0
         if args.verb == "status":
             counts = sweep.status(args.dir)

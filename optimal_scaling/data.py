@@ -97,6 +97,9 @@ class TokenData:
             raise ValueError(f"{name}: vocab_size must be a positive int, got {vocab_size!r}")
         self.vocab_size = int(vocab_size)
         self.name = name
+        for split, arr in (("train", self.train), ("val", self.val)):
+            if len(arr) and not isinstance(arr, np.memmap):  # shards are checked as they open
+                _check_ids(arr.min(), arr.max(), self.vocab_size, f"{name}: {split}")
         self.irreducible_loss = None if irreducible_loss is None else float(irreducible_loss)
 
     def split(self, split: str) -> np.ndarray:
@@ -127,9 +130,9 @@ class TokenData:
             raise ValueError(f"{self.name}: the {split!r} split is empty")
         if batch_size < 1:
             raise ValueError(f"{self.name}: batch_size must be ≥ 1, got {batch_size}")
-        if context < 1 or context >= n - 1:
+        if context < 1 or context >= n:
             raise ValueError(
-                f"{self.name}: context must be in [1, {n - 2}] for the {split!r} split of "
+                f"{self.name}: context must be in [1, {n - 1}] for the {split!r} split of "
                 f"{n} tokens, got {context}"
             )
         if generator.device.type != "cpu":
@@ -147,6 +150,12 @@ class TokenData:
             f"train={len(self.train):,} tokens, val={len(self.val):,} tokens, "
             f"irreducible_loss={loss})"
         )
+
+
+def _check_ids(lowest, highest, vocab_size: int, what: str) -> None:
+    if lowest < 0 or highest >= vocab_size:
+        raise ValueError(f"{what}: token ids must lie in [0, {vocab_size - 1}] for vocab_size "
+                         f"{vocab_size}, found ids from {lowest} to {highest}")  # fmt: skip
 
 
 def _as_token_array(tokens: np.ndarray, what: str) -> np.ndarray:
@@ -360,7 +369,7 @@ class MarkovLanguage(TokenData):
         """H(q(·|s)) for every state s, in nats."""
         V, eps, b = self.vocab_size, self.restart, self.branching
         q = (1.0 - eps) * self.rank_probs + eps / V
-        h = -np.sum(q * np.log(q))
+        h = -np.sum(q[q > 0] * np.log(q[q > 0]))  # 0·log 0 = 0 (underflowed ranks)
         if eps > 0:
             h -= (V - b) * (eps / V) * math.log(eps / V)
         return np.full(self.n_states, h)
@@ -760,6 +769,9 @@ def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> To
         elif not 1 <= vocab_size <= MAX_UINT16_VOCAB:
             raise ValueError(f"token_shards: vocab_size must be in [1, 65536] for uint16 shards "
                              f"without {SHARD_META}, got {vocab_size}")  # fmt: skip
+        else:  # ids at or above the vocabulary would fail deep inside the embedding
+            for split, arr in zip(SPLITS, (train, val), strict=True):
+                _check_ids(0, _chunked_max(arr), vocab_size, f"token_shards: {folder}/{split}.bin")
         return TokenData(train, val, vocab_size=vocab_size, name=f"shards:{folder.name}")
     try:
         meta = json.loads(meta_path.read_text())

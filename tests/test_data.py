@@ -195,12 +195,20 @@ def test_batch_is_reproducible_and_respects_device():
         ("test", 2, 4, "unknown split 'test'"),
         ("train", 0, 4, "batch_size must be"),
         ("train", 2, 0, "context must be in"),
-        ("val", 2, 299, r"context must be in \[1, 298\]"),
+        ("val", 2, 300, r"context must be in \[1, 299\]"),
     ],
 )
 def test_batch_bad_arguments(split, batch_size, context, needle):
     with pytest.raises(ValueError, match=needle):
         counting_data().batch(split, batch_size, context, torch.Generator())
+
+
+def test_the_longest_context_has_exactly_one_window():
+    data = counting_data()
+    n = len(data.val)
+    x, y = data.batch("val", 3, n - 1, torch.Generator())
+    assert torch.equal(x[0], torch.as_tensor(data.val[:-1]).long()) and (x == x[0]).all()
+    assert torch.equal(y[0], torch.as_tensor(data.val[1:]).long())
 
 
 def test_batch_empty_split_and_bad_arrays():
@@ -474,3 +482,22 @@ def test_the_shards_command_writes_byte_shards_a_sweep_can_train_on(tmp_path):
                    "data": {"source": "shards", "folder": str(tmp_path / "sh")}}}  # fmt: skip
     assert sweep.run(sweep.from_dict(raw), tmp_path / "runs", progress=False) == {"done": 1}
     assert cli(["shards", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+
+
+def test_entropy_rate_of_a_nearly_deterministic_chain_is_finite():
+    """Rank probabilities that underflow to 0 contribute 0·log 0 = 0, not NaN."""
+    lang = MarkovLanguage(vocab_size=16, branching=8, zipf=1100.0, restart=0.0,
+                          n_train_tokens=1000, n_val_tokens=1000)  # fmt: skip
+    assert lang.entropy_rate() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_token_ids_outside_the_vocabulary_are_named_before_any_training(tmp_path):
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 9\].*from 0 to 10"):
+        TokenData(np.arange(11), np.arange(5), vocab_size=10, name="toy")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    np.arange(300, dtype=np.uint16).tofile(raw / "train.bin")  # nanoGPT layout, no meta.json
+    np.arange(100, dtype=np.uint16).tofile(raw / "val.bin")
+    with pytest.raises(ValueError, match=r"train.bin: token ids must lie in \[0, 255\]"):
+        token_shards(raw, vocab_size=256)
+    assert token_shards(raw).vocab_size == 300  # inferred from the data instead

@@ -138,10 +138,12 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
          ["grid.optimizer.lr", "below start"]),
         ("horizons = [1024]\n[slurm]\npartiton = 'gpu'\n", ["slurm.partiton", "unknown key"]),
         ("horizon = [1024]\n", ["horizon", "unknown key"]),
+        ("horizons = [1024]\n[run]\nmodel = 3\n", ["run.model", "must be a table"]),
+        ("horizons = [1024]\n[run]\ndata = 'markov'\n", ["run.data", "must be a table"]),
     ],
 )
 def test_every_config_error_names_the_key_and_the_file(tmp_path, text, names):
-    path = write_toml(tmp_path, "[run.data]\nvocab_size = 32\n" * 0 + text)
+    path = write_toml(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         sweep.load(path)
     message = str(info.value)
@@ -589,3 +591,73 @@ def test_scion_runs_with_muon_coefficients(tmp_path):
     s = sweep.from_dict(raw)
     assert s.runs()[0].config["optimizer"]["spectral_method"] == "muon"
     assert sweep.run(s, tmp_path / "m", progress=False) == {"done": 1}
+
+
+def test_lock_holder_rules(tmp_path, monkeypatch):
+    """A live holder on this host holds its lock however old; another host's lock goes stale
+    with age or on a requeue of the same SLURM job; a lock still being written is held."""
+    import os
+    import socket
+
+    from optimal_scaling.sweep.store import Lock, lock_holder
+
+    lock = tmp_path / "lock"
+
+    def plant(info: dict, age: float) -> None:
+        lock.write_text(json.dumps(info))
+        then = time.time() - age
+        os.utime(lock, (then, then))
+
+    here = {"host": socket.gethostname(), "pid": os.getpid(), "job": "", "since": 0}
+    plant(here, age=10_000)
+    assert lock_holder(tmp_path) is not None  # alive on this host: held, however old
+    assert not Lock(tmp_path).acquire()
+    there = {"host": "elsewhere", "pid": 1, "job": "77", "restart": "0", "since": 0}
+    plant(there, age=10)
+    assert lock_holder(tmp_path) is not None
+    plant(there, age=10_000)
+    assert lock_holder(tmp_path) is None  # another host, untouched for long: gone
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    plant(there, age=10)
+    assert lock_holder(tmp_path) is not None  # same allocation, another process: held
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert lock_holder(tmp_path) is None  # this job requeued: its old claim is ours
+    lock.write_text("")  # created, not yet written
+    assert lock_holder(tmp_path) is not None and not Lock(tmp_path).acquire()
+    then = time.time() - 120
+    os.utime(lock, (then, then))
+    assert lock_holder(tmp_path) is None
+
+
+def test_a_horizon_below_what_a_run_already_trained_is_refused(tmp_path):
+    """A constant-LR run is read on its way: after training to 4096 tokens it cannot record
+    2048 any more, so asking for it must be an error, not a run forever 'pending'."""
+    from optimal_scaling.sweep import executors
+    from optimal_scaling.sweep.store import run_dir, write_json
+
+    first = sweep.from_dict(tiny(horizons=[1024, 4096]))
+    run = first.runs()[0]
+    executors.prepare(first, tmp_path, first.runs())
+    write_json(run_dir(tmp_path, run.id) / "record.json",
+               {"status": "done", "rows": [{"horizon": 1024}, {"horizon": 4096}]})  # fmt: skip
+    more = sweep.from_dict(tiny(horizons=[1024, 2048, 4096]))
+    assert more.runs()[0].id == run.id
+    with pytest.raises(ConfigError, match=r"already trained to 4096 tokens.*\[2048\]"):
+        executors.prepare(more, tmp_path, more.runs())
+    longer = sweep.from_dict(tiny(horizons=[1024, 4096, 8192]))  # extending stays allowed
+    assert executors.prepare(longer, tmp_path, longer.runs()) == longer.runs()
+
+
+def test_switching_the_noise_probe_on_at_a_resume_pads_the_log(tmp_path):
+    """noise_scale does not change the run, so a resumed run can switch it on: the earlier
+    log entries get NaN and `collect --log` still reads one row per entry."""
+    raw = tiny(horizons=[1024, 2048])
+    raw["run"].update(micro_batch_size=1, log_every=4)
+    sweep.run(sweep.from_dict(dict(raw, horizons=[1024])), tmp_path, progress=False)
+    raw["run"]["noise_scale"] = True
+    sweep.run(sweep.from_dict(raw), tmp_path, progress=False)
+    log = sweep.collect_log(tmp_path)
+    assert log["step"].tolist() == list(range(4, 2048 // 64 + 1, 4))
+    early = log["step"] <= 1024 // 64
+    assert log.loc[early, "gns_g2"].isna().all() and log.loc[~early, "gns_g2"].notna().all()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optimal_scaling.sweep.spec import Run, Sweep
+from optimal_scaling.sweep.spec import ConfigError, Run, Sweep
 from optimal_scaling.sweep.store import (
     Lock,
     lock_holder,
@@ -58,6 +58,15 @@ def prepare(sweep: Sweep, out: Path, runs: list[Run]) -> list[Run]:
             # finished run is never claimed again, so no Lock.acquire would take it over)
             (folder / "lock").unlink(missing_ok=True)
         old = read_json(folder / "config.json")
+        record = read_json(folder / "record.json") or {}
+        reached = {r["horizon"] for r in record.get("rows", [])}
+        behind = sorted(h for h in run.horizons
+                        if reached and h < max(reached) and h not in reached)  # fmt: skip
+        if behind:  # the run is read on the way: it cannot go back to an earlier horizon
+            raise ConfigError(f"run {run.id} already trained to {max(reached)} tokens; the new "
+                              f"horizons {behind} lie below that and were not recorded: use a "
+                              "new sweep directory (or delete this run's folder to retrain "
+                              "it)")  # fmt: skip
         horizons = sorted(set(run.horizons) | set(old["horizons"] if old else []))
         spec = {"id": run.id, "run": run.config, "point": run.point, "horizons": horizons}
         if old != spec:

@@ -371,10 +371,13 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 log["step"].append(at)
                 log["tokens"].append(at * tps)
                 log["train_loss"].append(float(mean_loss))
-                if mean_noise is not None:
-                    g2, trace = mean_noise.tolist()
-                    log.setdefault("gns_g2", []).append(g2)
-                    log.setdefault("gns_trace", []).append(trace)
+                if mean_noise is not None or "gns_g2" in log:  # NaN where it was not measured
+                    g2, trace = (mean_noise.tolist() if mean_noise is not None
+                                 else (math.nan, math.nan))  # fmt: skip
+                    for key, value in (("gns_g2", g2), ("gns_trace", trace)):
+                        column = log.setdefault(key, [])  # switched on at a resume: pad first
+                        column.extend([math.nan] * (len(log["step"]) - 1 - len(column)))
+                        column.append(value)
             pending = []
             values = torch.stack(window[checked:]).tolist()
             checked = len(window)

@@ -330,6 +330,10 @@ def resolve_run(raw: Mapping, where: str) -> dict:
     _choice(run["dtype"], DTYPES, where, "run.dtype")
     _choice(run["device"], DEVICES, where, "run.device")
 
+    for section in ("model", "data", "optimizer", "schedule"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise _err(where, f"run.{section}", f"must be a table ([run.{section}] or "
+                       f"{section} = {{ ... }}), got {raw[section]!r}")  # fmt: skip
     model = dict(raw.get("model", {}))
     name = _choice(model.get("name", "gpt"), ("gpt",), where, "run.model.name")
     run["model"] = _section(model, model_defaults(name), where, "run.model")

@@ -91,21 +91,32 @@ def _alive(pid: int) -> bool:
 def lock_holder(folder: Path, stale_after: float = 900.0) -> dict | None:
     """Who holds the run's lock, or None when it is free or stale.
 
-    Stale: the holder was on this host and its process is gone; or the lock was not touched
-    for ``stale_after`` seconds (a holder on another host that died); or it belongs to this
-    very SLURM job (a requeued task picks up its own run).
+    A holder on this host holds it exactly while its process lives, however long it has been
+    since the lock was touched. A holder on another host counts as gone when the lock was not
+    touched for ``stale_after`` seconds, or when it belongs to this very SLURM job at an
+    earlier restart (a requeued task picks up its own run; processes of one allocation share
+    the job id but not the restart count). A lock file that exists but cannot
+    be read yet (its creator is writing it) is held, unless it is older than a minute.
     """
     path = folder / "lock"
     try:
-        info = json.loads(path.read_text())
         age = time.time() - path.stat().st_mtime
-    except (FileNotFoundError, json.JSONDecodeError):
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", -1))):
-        return None
-    if age > stale_after or (info.get("job") and info.get("job") == _job()):
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None if age > 60 else {"host": "?", "pid": -1, "job": "", "since": time.time()}
+    if info.get("host") == socket.gethostname():
+        return info if _alive(int(info.get("pid", -1))) else None
+    requeued = (info.get("job") and info.get("job") == _job()
+                and info.get("restart") != _restart())  # fmt: skip
+    if age > stale_after or requeued:
         return None
     return info
+
+
+def _restart() -> str:
+    return os.environ.get("SLURM_RESTART_COUNT", "0")
 
 
 class Lock:
@@ -117,7 +128,7 @@ class Lock:
 
     def acquire(self) -> bool:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job(),
-                "since": time.time()}  # fmt: skip
+                "restart": _restart(), "since": time.time()}  # fmt: skip
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -247,6 +258,10 @@ def collect_log(sweep_dir: str | Path) -> pd.DataFrame:
         log = (read_json(folder / "record.json") or {}).get("log")
         if config is None or not log or not log.get("step"):
             continue
+        lengths = {k: len(v) for k, v in log.items()}
+        if len(set(lengths.values())) > 1:  # a record written before resumes padded with NaN
+            raise ValueError(f"collect --log: the log of run {folder.name} has columns of "
+                             f"different lengths {lengths}; rerun it to rewrite its log")
         frame = pd.DataFrame(log)
         flat = {k: json.dumps(v) if isinstance(v, list) else v
                 for k, v in flatten(config["run"]).items()}  # fmt: skip
