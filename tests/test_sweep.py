@@ -139,6 +139,9 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
         ("horizons = [1024]\n[slurm]\npartiton = 'gpu'\n", ["slurm.partiton", "unknown key"]),
         ("horizon = [1024]\n", ["horizon", "unknown key"]),
         ("horizons = [1024]\n[run]\nmodel = 3\n", ["run.model", "must be a table"]),
+        ("horizons = [1024]\n[run.data]\nvocab_size = 70000\n", ["run.data", "uint16"]),
+        ("horizons = [1024]\n[run.data]\nsource = 'bytes'\nval_fraction = 0.0\n",
+         ["run.data.val_fraction", "validation split"]),
         ("horizons = [1024]\n[run]\ndata = 'markov'\n", ["run.data", "must be a table"]),
     ],
 )
@@ -174,9 +177,7 @@ def test_ci_sweep_with_two_workers(tmp_path):
     s = sweep.load(CI)
     runs = s.runs()
     assert len(runs) >= 8 and len(s.horizons) >= 3
-    start = time.perf_counter()
     counts = sweep.run(s, tmp_path / "ci", workers=2, progress=False)
-    seconds = time.perf_counter() - start
     assert counts == {"done": len(runs)}
     table = _rows(tmp_path / "ci")
     assert len(table) == len(runs) * len(s.horizons)
@@ -196,7 +197,6 @@ def test_ci_sweep_with_two_workers(tmp_path):
     # the output layer starts at radius 16 in the RMS→∞ norm (Scion's norm-matched init)
     smallest = table.sort_values(["optimizer.lr", "horizon"]).iloc[0]
     assert smallest["norm[output]"] == pytest.approx(16, rel=0.05)
-    assert seconds < 60
     # a second invocation trains nothing
     assert sweep.run(s, tmp_path / "ci", workers=2, progress=False) == {}
     assert all(read_json(tmp_path / "ci" / "runs" / r.id / "record.json")["trainings"] == 1
@@ -661,3 +661,13 @@ def test_switching_the_noise_probe_on_at_a_resume_pads_the_log(tmp_path):
     assert log["step"].tolist() == list(range(4, 2048 // 64 + 1, 4))
     early = log["step"] <= 1024 // 64
     assert log.loc[early, "gns_g2"].isna().all() and log.loc[~early, "gns_g2"].notna().all()
+
+
+def test_a_damaged_json_file_is_named(tmp_path):
+    from optimal_scaling.sweep.store import read_json
+
+    bad = tmp_path / "record.json"
+    bad.write_text('{"status": "done", "rows": [')
+    with pytest.raises(ValueError, match=r"record.json is not valid JSON"):
+        read_json(bad)
+    assert read_json(tmp_path / "missing.json") is None

@@ -647,6 +647,18 @@ def _check_run(cfg: dict, horizons: list[int], resources: dict, where: str, show
         build_check(cfg)
     except (ValueError, TypeError) as exc:
         raise fail("run.model", str(exc)) from None
+    data = cfg["data"]
+    if data["source"] == "markov":  # the language's own checks, before anything runs
+        from optimal_scaling.data import _check_markov_args
+
+        try:
+            _check_markov_args(data["vocab_size"], data["order"], data["branching"],
+                               data["zipf"], data["restart"], data["segment_length"])  # fmt: skip
+        except ValueError as exc:
+            raise fail("run.data", str(exc)) from None
+    if data["source"] == "bytes" and not 0 < data["val_fraction"] < 1:
+        raise fail("run.data.val_fraction", f"must be in (0, 1) (a validation split is "
+                   f"needed), got {data['val_fraction']}")  # fmt: skip
 
 
 def build_check(cfg: dict) -> None:

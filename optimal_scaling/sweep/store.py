@@ -50,11 +50,15 @@ def write_json(path: Path, obj: object) -> Path:
 
 
 def read_json(path: Path) -> dict | None:
-    """The JSON object at ``path``, or None when there is none."""
+    """The JSON object at ``path``, or None when there is none (a damaged file is an error
+    naming it: the package writes these atomically, so only a hand edit breaks one)."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); repair it or delete the run's "
+                         "folder to retrain that run") from None
 
 
 def remove_partial(folder: Path) -> None:
