@@ -152,10 +152,11 @@ def mlp_coord_check(
     widths = sorted(widths)
     if not widths:
         raise ValueError("coord_check needs at least one width and one seed")
+    par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
+    optimizer = par.optimizer  # "mup_sgd" means SGD whatever `optimizer` says
     lr = lr if lr is not None else (1e-2 if optimizer == "adam" else 0.05)
     g = torch.Generator().manual_seed(0)
     batch = torch.randn(batch_size, d_in, generator=g), torch.randn(batch_size, 1, generator=g)
-    par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
 
     def make_model(width: int) -> nn.Module:
@@ -228,6 +229,9 @@ def lr_transfer(
 
     from tqdm.auto import tqdm
 
+    lrs = list(lrs)  # iterated once per width: a generator would run dry
+    if not lrs or min(lrs) <= 0:
+        raise ValueError(f"lr_transfer needs positive learning rates, got {lrs}")
     grid = [(w, lr) for w in widths for lr in lrs]
     rows = []
     for width, lr in tqdm(grid, disable=not progress, desc="lr transfer"):
@@ -259,8 +263,8 @@ def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",), margin: float = 0
     NaN when the grid holds no such learning rate.
     """
     rows = []
-    for key, g in grid.groupby(list(by)):
-        failed = g["diverged"] | ~np.isfinite(g["loss"])
+    for key, g in grid.reset_index(drop=True).groupby(list(by)):  # concatenated grids repeat
+        failed = g["diverged"] | ~np.isfinite(g["loss"])  # index labels: make them unique
         if "initial_loss" in g:
             failed |= g["loss"] >= g["initial_loss"]
         ok = g[~failed]

@@ -120,10 +120,12 @@ def norm_sweep(
     widths = sorted(widths)
     if not widths:
         raise ValueError("norm_sweep needs at least one width")
+    seeds = list(seeds)  # iterated once per width: a generator would run dry
     par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
     task = TeacherTask(d_in=d_in, width=64, seed=0)
     x_probe, _ = task.batch(256, torch.Generator().manual_seed(7))
-    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]
+    # the parametrization's optimizer ("mup_sgd" means SGD whatever `optimizer` says)
+    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[par.optimizer]
     rows = []
     for width in widths:
         for seed in seeds:

@@ -65,6 +65,13 @@ class NormTracker:
     ) -> None:
         if every < 1:
             raise ValueError(f"NormTracker: every must be ≥ 1, got {every}")
+        if power_iters < 1 or cold_iters < 1:
+            raise ValueError(f"NormTracker: power_iters and cold_iters must be ≥ 1, got "
+                             f"{power_iters}, {cold_iters}")  # fmt: skip
+        misspelt = sorted(set(norms or {}) - set(DEFAULT_NORMS))
+        if misspelt:
+            raise ValueError(f"NormTracker: unknown role(s) {misspelt} in norms; the roles are "
+                             f"{', '.join(DEFAULT_NORMS)}")  # fmt: skip
         chosen = {**DEFAULT_NORMS, **(norms or {})}
         for role, name in chosen.items():
             if name not in _NORM_NAMES:

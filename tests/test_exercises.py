@@ -106,6 +106,14 @@ def test_several_hint_lines_join():
             "sol.py:3: '# BEGIN SOLUTION' inside the region opened at line 2",
         ),
         ("# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n", "sol.py:1: solution region at the top level"),
+        (
+            "def f():\n    # Begin Solution\n    return 1\n    # END SOLUTION\n",
+            "sol.py:2: write the marker exactly",
+        ),
+        (
+            "def f():\n    # BEGIN SOLUTION\n    return 1\n# %%\nx = 2\n    # END SOLUTION\n",
+            "sol.py:4: a new cell inside the solution region opened at line 2",
+        ),
     ],
 )
 def test_malformed_markers_name_file_and_line(src, needle):

@@ -51,3 +51,27 @@ def test_step_zero_has_no_update():
     df = norm_sweep("mup", [32], steps=2, record_every=1)
     assert (df[df.step == 0].norm_dW == 0).all()
     assert df[df.step == 0].align_dW.apply(math.isnan).all()
+
+
+def test_sweeps_use_the_parametrizations_optimizer_and_accept_one_shot_iterables(monkeypatch):
+    from optimal_scaling import measure
+    from optimal_scaling.coord_check import lr_transfer, mlp_coord_check
+
+    def no_adam(*args, **kwargs):
+        raise AssertionError("Adam used for an SGD parametrization")
+
+    monkeypatch.setattr(torch.optim, "Adam", no_adam)
+    table = measure.norm_sweep("mup_sgd", [16, 32], steps=1, lr=0.05,
+                               seeds=(s for s in [0]))  # fmt: skip
+    assert sorted(table["width"].unique()) == [16, 32]  # the generator did not run dry
+    coords = mlp_coord_check("mup_sgd", widths=(16, 32), steps=2, seeds=(s for s in [0]))
+    assert sorted(coords["width"].unique()) == [16, 32]
+    from optimal_scaling.train import TrainResult
+
+    def run(width, lr):
+        return TrainResult(pd.DataFrame({"step": [1], "loss": [2.0], "val_loss": [1.5]}))
+
+    grid = lr_transfer(run, [8, 16], (lr for lr in [0.1, 0.2]), progress=False)
+    assert len(grid) == 4
+    with pytest.raises(ValueError, match="positive learning rates"):
+        lr_transfer(lambda w, lr: None, [8], [0.0], progress=False)

@@ -71,6 +71,10 @@ def test_every_step_tracking_and_errors():
         NormTracker(model, norms={"hidden": "frobenius"})
     with pytest.raises(ValueError, match="every"):
         NormTracker(model, every=0)
+    with pytest.raises(ValueError, match=r"unknown role\(s\) \['outptu'\]"):
+        NormTracker(model, norms={"outptu": "sign"})
+    with pytest.raises(ValueError, match="cold_iters must be ≥ 1"):
+        NormTracker(model, cold_iters=-5)
 
 
 def test_group_norms_are_exact_operator_norms_per_role():

@@ -41,6 +41,8 @@ from optimal_scaling.course.notebooks import (
 BEGIN = re.compile(r"^(?P<indent>\s*)#\s*BEGIN SOLUTION\s*$")
 END = re.compile(r"^\s*#\s*END SOLUTION\s*$")
 HINT = re.compile(r"^\s*#\s*HINT:\s?(?P<text>.*)$")
+NEAR_MISS = re.compile(r"^\s*#\s*(BEGIN|END)[\s_-]*SOLUTION", re.IGNORECASE)  # "# Begin Solution"
+CELL = re.compile(r"^#\s*%%")
 DEFAULT_MESSAGE = "Exercise: replace this line with your code."
 SOLUTION_TAG = "solution"
 
@@ -53,7 +55,8 @@ def strip_solutions(text: str, filename: str = "<text>") -> str:
     """Replace every ``# BEGIN SOLUTION`` … ``# END SOLUTION`` region of ``text`` by a stub.
 
     Errors name the file and the 1-based line: an ``END`` without ``BEGIN``, a ``BEGIN``
-    inside an open region, a region never closed, or a region at the top level of a cell.
+    inside an open region, a region never closed, a region at the top level of a cell, a
+    region that runs into the next cell, or a marker spelled differently (which would leak).
     """
     out: list[str] = []
     start: int | None = None  # line number of the open region's BEGIN
@@ -61,6 +64,12 @@ def strip_solutions(text: str, filename: str = "<text>") -> str:
     hints: list[str] = []
     for lineno, line in enumerate(text.splitlines(keepends=True), start=1):
         begin, end = BEGIN.match(line), END.match(line)
+        if not (begin or end) and NEAR_MISS.match(line):  # it would leak the solution
+            raise ExerciseError(f"{filename}:{lineno}: write the marker exactly as '# BEGIN "
+                                f"SOLUTION' or '# END SOLUTION', got {line.strip()!r}")  # fmt: skip
+        if start is not None and CELL.match(line):
+            raise ExerciseError(f"{filename}:{lineno}: a new cell inside the solution region "
+                                f"opened at line {start}; close it first")  # fmt: skip
         if start is None:
             if end:
                 raise ExerciseError(f"{filename}:{lineno}: '# END SOLUTION' without a BEGIN")

@@ -23,7 +23,8 @@ def _cases_objective():
     D = np.geomspace(1e8, 1e11, 12)[rng.permutation(12)]
     loss = 1.7 + 400 / N**0.34 + 400 / D**0.28
     cases = []
-    for params, noise in (((1.69, 406.4, 410.7, 0.34, 0.28), 0.0005),
+    for params, noise in (((1.7, 400.0, 400.0, 0.34, 0.28), 0.0002),  # |r| < δ: the square
+                          ((1.69, 406.4, 410.7, 0.34, 0.28), 0.0005),
                           ((1.5, 300.0, 900.0, 0.3, 0.35), 0.01),
                           ((2.0, 50.0, 50.0, 0.2, 0.2), 0.05)):  # fmt: skip
         cases.append({"params": params, "N": N, "D": D,
