@@ -108,6 +108,8 @@ class NormTracker:
         _, role, transpose = self.params[name]
         kind = self.norms[role]
         W = W.detach().float()
+        if not bool(torch.isfinite(W).all()):  # a diverging run: record NaN, let it be judged
+            return math.nan
         if W.ndim > 2:
             W = W.flatten(1)
         if transpose and W.ndim == 2:
@@ -137,11 +139,12 @@ class NormTracker:
         for name, (p, role, transpose) in self.params.items():
             if exact and self.norms[role] == "spectral" and p.ndim >= 2:
                 W = p.detach().float().flatten(1)
-                value = opnorms.rms_to_rms(W.mT if transpose else W).item()
+                finite = bool(torch.isfinite(W).all())
+                value = opnorms.rms_to_rms(W.mT if transpose else W).item() if finite else math.nan
             else:
                 value = self.norm(name, p)
             key = f"W[{role}]"
-            out[key] = max(out.get(key, -math.inf), value)
+            out[key] = _largest([out.get(key, -math.inf), value])
         return out
 
     @torch.no_grad()
@@ -160,7 +163,7 @@ class NormTracker:
                 )  # fmt: skip
                 groups.setdefault(role, []).append((weight, update))
             for role, values in groups.items():
-                out[f"W[{role}]"] = max(w for w, _ in values)
+                out[f"W[{role}]"] = _largest([w for w, _ in values])
                 updates = [u for _, u in values if not math.isnan(u)]
                 out[f"dW[{role}]"] = max(updates) if updates else math.nan
         if (step + 1) % self.every == 0:  # the next step is tracked: keep today's weights
@@ -169,3 +172,8 @@ class NormTracker:
 
     def _snapshot(self) -> dict[str, Tensor]:
         return {name: p.detach().clone() for name, (p, _, _) in self.params.items()}
+
+
+def _largest(values: list[float]) -> float:
+    """The maximum, NaN if any value is NaN (Python's max would skip a NaN after the first)."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)

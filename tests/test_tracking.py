@@ -94,3 +94,16 @@ def test_group_norms_are_exact_operator_norms_per_role():
     assert got["W[output]"] == pytest.approx(rownorm, rel=1e-5)
     assert got["W[gain]"] == pytest.approx(1.0)
     assert float(norms.rms_to_inf(head)) == pytest.approx(rownorm, rel=1e-5)
+
+
+def test_a_diverged_weight_reads_as_nan_instead_of_raising():
+    from optimal_scaling.models import GPT
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=32, context=8, width=16, depth=1, n_heads=2)
+    tracker = NormTracker(model, every=1)
+    with torch.no_grad():
+        model.blocks[0].mlp.fc.weight[0, 0] = float("nan")
+    row = tracker(1)
+    assert math.isnan(row["W[hidden]"]) and not math.isnan(row["W[output]"])
+    assert math.isnan(tracker.group_norms()["W[hidden]"])
