@@ -95,7 +95,7 @@ def dualize_vector(g: np.ndarray, name: str) -> tuple[np.ndarray, float]:
 H = np.array([[3.0, 1.0], [1.0, 0.6]])  # an ill-conditioned quadratic f(w) = ½ wᵀ H w
 
 
-def trajectory(name: str, sharpness: float, steps: int, start=(2.0, 2.0)) -> np.ndarray:
+def trajectory(name: str, sharpness: float, steps: int, start=(-1.5, 2.0)) -> np.ndarray:
     w = np.array(start)
     path = [w]
     for _ in range(steps):
