@@ -7,8 +7,8 @@ Environment variables
 ---------------------
 ``OPTIMAL_SCALING_FAST``
     ``1``/``0`` (also ``true``/``false``, ``yes``/``no``, ``on``/``off``). Fast mode shrinks
-    every experiment so a notebook runs in about a minute on 2 CPU cores. Unset: on when
-    ``CI`` is set, off otherwise.
+    every experiment so a notebook runs in about a minute on 2 CPU cores. Unset or empty: on
+    when ``CI`` is set to anything but empty, ``0``, ``false``, ``no`` or ``off``; else off.
 ``OPTIMAL_SCALING_DEVICE``
     Force a device (``cpu``, ``cuda``, ``cuda:1``, ``mps``). Unset: cuda > mps > cpu.
 ``OPTIMAL_SCALING_STRICT``
@@ -29,28 +29,30 @@ import torch
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def env_flag(name: str, default: bool = False) -> bool:
-    """Read a boolean environment variable; an unrecognised value is an error, not a guess."""
+    """Read a boolean environment variable (unset or empty: ``default``); an unrecognised
+    value is an error, not a guess."""
     raw = os.environ.get(name)
-    if raw is None:
+    value = (raw or "").strip().lower()
+    if not value:
         return default
-    value = raw.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
     raise ValueError(
         f"environment variable {name}={raw!r} is not a boolean; use one of "
-        f"{sorted(_TRUE)} or {sorted(_FALSE - {''})}"
+        f"{sorted(_TRUE)} or {sorted(_FALSE)}"
     )
 
 
 def fast_mode() -> bool:
     """True when experiments should be shrunk (``OPTIMAL_SCALING_FAST``, default: ``CI`` set)."""
-    return env_flag("OPTIMAL_SCALING_FAST", default=bool(os.environ.get("CI")))
+    ci = os.environ.get("CI", "").strip().lower()  # CI services set CI=true (or 1, or a name)
+    return env_flag("OPTIMAL_SCALING_FAST", default=bool(ci) and ci not in _FALSE)
 
 
 def strict_mode() -> bool:

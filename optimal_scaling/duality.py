@@ -110,11 +110,12 @@ class DualityMap(ABC):
         if isinstance(shape, int):
             shape = (shape,)
         try:
-            shape = tuple(int(s) for s in shape)
-        except TypeError:
-            raise TypeError(
-                f"{who}.init: shape must be a sequence of ints, got {shape!r}"
-            ) from None
+            ok = all(int(s) == s and not isinstance(s, bool) for s in shape)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:  # int(4.5) would silently give 4
+            raise TypeError(f"{who}.init: shape must be a sequence of ints, got {shape!r}")
+        shape = tuple(int(s) for s in shape)
         if len(shape) < self.event_ndim:
             raise ValueError(f"{who}.init: expected {self.event_desc}, got shape {shape}")
         if any(s < 1 for s in shape):
@@ -166,6 +167,9 @@ class DualityMap(ABC):
         ``dtype`` and moved to ``device``.
         """
         shape = self._check_shape(shape)
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"{type(self).__name__}.init: dtype must be a torch.dtype such as "
+                            f"torch.float32, got {dtype!r}")  # fmt: skip
         if not dtype.is_floating_point:
             raise TypeError(f"{type(self).__name__}.init: dtype must be floating, got {dtype}")
         work = torch.float64 if dtype == torch.float64 else torch.float32

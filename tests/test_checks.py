@@ -83,6 +83,11 @@ def test_inputs_are_copied():
         ({"a": 1}, {"b": 1}, "expected keys"),
         ([1, 2], [1, 2, 3], "expected 2 items"),
         ([1.0, 2.0], [1.0, 2.5], "item 1"),
+        (True, 1, "a bool"),  # a truth value is not the number 1
+        (False, 0.0, "a bool"),
+        (5, 5.00001, "expected 5, got 5.00001"),  # integers exactly, not within rtol
+        (5, True, "expected an integer, got bool"),
+        (5, "5", "expected an integer, got str"),
     ],
 )
 def test_compare_explains_mismatches(expected, got, needle):
@@ -93,6 +98,9 @@ def test_compare_accepts_close_values():
     assert checks.compare(torch.ones(4), torch.ones(4) + 1e-8) is None
     assert checks.compare(1.0, 1.0 + 1e-9) is None
     assert checks.compare({"a": [1, 2.0]}, {"a": [1, 2.0]}) is None
+    for same in (5.0, np.int64(5), torch.tensor(5)):  # an integer however it is held
+        assert checks.compare(5, same) is None
+    assert checks.compare(True, np.bool_(True)) is None
 
 
 def test_check_value():

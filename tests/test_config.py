@@ -14,6 +14,12 @@ def test_fast_mode_follows_ci_by_default(monkeypatch):
     assert config.fast_mode() is True
     monkeypatch.setenv("OPTIMAL_SCALING_FAST", "0")  # explicit beats CI
     assert config.fast_mode() is False
+    monkeypatch.setenv("OPTIMAL_SCALING_FAST", " ")  # empty counts as unset: CI decides
+    assert config.fast_mode() is True
+    for ci, expected in (("false", False), ("0", False), ("", False), ("1", True),
+                         ("woodpecker", True)):  # fmt: skip
+        monkeypatch.setenv("CI", ci)
+        assert config.fast_mode() is expected, ci
 
 
 @pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), ("OFF", False), ("", False)])

@@ -307,6 +307,12 @@ def test_matrix_maps_reject_vectors(m):
         m.dualize(torch.tensor([[1.0, float("nan")]]))
     with pytest.raises(ValueError, match="inf"):
         m.norm(torch.tensor([[1.0, float("inf")]]))
+    for shape in ((4.5, 3), (True, 3), ("4", 3)):  # int(4.5) would silently draw a 4 × 3
+        with pytest.raises(TypeError, match=rf"{name}.init: shape must be a sequence of ints"):
+            m.init(shape)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        m.init((4, 3), dtype="float32")
+    assert m.init((torch.tensor(4), 3.0)).shape == (4, 3)  # whole numbers in any type
 
 
 def test_bias_and_conv_shape_errors():

@@ -172,10 +172,24 @@ def test_build_then_check_detects_stale(tmp_path):
     nb_path.write_text(nb_path.read_text().replace("finished", "edited by hand"))
     assert build(sols, exs, check=True) == [f"{nb_path}: stale, regenerate with `make exercises`"]
     # an exercise whose solution is gone is reported, then removed on rebuild
-    (exs / "02_y.py").write_text("# %%\n")
+    (exs / "02_y.py").write_text((exs / "01_x.py").read_text())
     assert any("has no solution" in s for s in build(sols, exs, check=True))
     build(sols, exs)
     assert not (exs / "02_y.py").exists()
+
+
+def test_build_refuses_folders_given_the_other_way_round(tmp_path):
+    """Writing exercises deletes orphans and overwrites: a folder holding hand-written
+    notebooks (the solutions, swapped by mistake) is refused and left as it was."""
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    build(sols, exs)
+    before = {p.name: p.read_bytes() for p in sols.iterdir()}
+    with pytest.raises(ExerciseError, match="not a generated exercise.*other way round"):
+        build(exs, sols)
+    assert {p.name: p.read_bytes() for p in sols.iterdir()} == before
+    assert build(sols, exs, check=True) == []
 
 
 def test_cli_reports_bad_marker(tmp_path):

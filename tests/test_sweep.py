@@ -134,6 +134,10 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
         ("horizons = [1024]\n[run]\nbatch_size = 4\nnoise_scale = true\n",
          ["run.noise_scale", "two micro-batches"]),
         ("horizons = [1024]\n[run]\nlog_every = -1\n", ["run.log_every", "≥ 0"]),
+        ("horizons = [1024]\n[run]\ncheckpoint_minutes = -5\n",
+         ["run.checkpoint_minutes", "≥ 0"]),
+        ("horizons = [1024]\n[run]\ncheckpoint_minutes = nan\n",
+         ["run.checkpoint_minutes", "finite number"]),
         ("horizons = [1024]\n[grid]\n'optimizer.lr' = {start = 1, stop = 0.1, factor = 2}\n",
          ["grid.optimizer.lr", "below start"]),
         ("horizons = [1024]\n[slurm]\npartiton = 'gpu'\n", ["slurm.partiton", "unknown key"]),
@@ -671,3 +675,76 @@ def test_a_damaged_json_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"record.json is not valid JSON"):
         read_json(bad)
     assert read_json(tmp_path / "missing.json") is None
+
+
+def test_a_run_killed_between_horizons_resumes_from_its_last_check(tmp_path, monkeypatch):
+    """``checkpoint_minutes`` checkpoints between horizons (here at every check): a run stopped
+    mid-horizon resumes from its last check, and its rows equal the uninterrupted run's."""
+    from optimal_scaling.sweep import runner
+
+    raw = tiny(horizons=[2048, 4096])
+    raw["run"].update(checkpoint_minutes=1e-9, log_every=3, noise_scale=True,
+                      micro_batch_size=2)  # fmt: skip
+    s = sweep.from_dict(raw)
+    sweep.run(s, tmp_path / "a", progress=False)
+
+    real = runner.lr_factor
+    stop_at = 2048 // 64 + 11  # step 43: the last check before it (every 2 steps) is step 42
+
+    def dies(schedule, step, total):
+        if step == stop_at:
+            raise RuntimeError("killed")
+        return real(schedule, step, total)
+
+    monkeypatch.setattr(runner, "lr_factor", dies)
+    assert sweep.run(s, tmp_path / "b", progress=False) == {"failed": 1}
+    monkeypatch.setattr(runner, "lr_factor", real)
+    assert sweep.run(s, tmp_path / "b", progress=False) == {"done": 1}
+    (rid,) = [r.id for r in sweep.expand(s)]
+    record = read_json(tmp_path / "b" / "runs" / rid / "record.json")
+    assert [st["from_step"] for st in record["starts"]] == [0, stop_at - 1]
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    for col in ("val_loss", "train_loss", "gns_g2", "gns_trace", "norm[hidden]"):
+        assert np.allclose(a[col], b[col], rtol=1e-6, atol=0), col
+    assert (b["tokens_per_s"] > 0).all() and (np.diff(b["seconds"]) > 0).all()
+    ref = read_json(tmp_path / "a" / "runs" / rid / "record.json")["log"]
+    for key, values in ref.items():
+        assert np.allclose(values, record["log"][key], rtol=1e-6), key
+
+
+def test_two_processes_taking_over_one_stale_lock_cannot_both_win(tmp_path, monkeypatch):
+    """A judges the lock stale; before A removes it, B judges it stale too and takes it over.
+    Without the takeover mutex A would then delete B's fresh lock and write its own."""
+    from optimal_scaling.sweep import store
+
+    stale = {"host": "elsewhere", "pid": 1, "job": "", "since": 0}
+    (tmp_path / "lock").write_text(json.dumps(stale))
+    then = time.time() - 10_000
+    os.utime(tmp_path / "lock", (then, then))
+    a, b = store.Lock(tmp_path), store.Lock(tmp_path)
+    real, calls = store.lock_holder, []
+
+    def judged(folder, *args, **kwargs):
+        found = real(folder, *args, **kwargs)
+        calls.append(found)
+        if len(calls) == 1:  # A found it stale: B runs its whole acquire now
+            assert found is None and b.acquire()
+        return found
+
+    monkeypatch.setattr(store, "lock_holder", judged)
+    assert not a.acquire()
+    assert b.held and not a.held
+    assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / "lock.takeover").exists()
+    monkeypatch.setattr(store, "lock_holder", real)
+    b.release()
+
+    # a takeover in progress elsewhere: the stale lock is left to it; a dead taker's is cleared
+    (tmp_path / "lock").write_text(json.dumps(stale))
+    os.utime(tmp_path / "lock", (then, then))
+    (tmp_path / "lock.takeover").touch()
+    assert not store.Lock(tmp_path).acquire() and (tmp_path / "lock").exists()
+    os.utime(tmp_path / "lock.takeover", (then, then))
+    assert not store.Lock(tmp_path).acquire()  # clears the dead taker's file ...
+    assert not (tmp_path / "lock.takeover").exists()
+    assert store.Lock(tmp_path).acquire()  # ... and the next attempt takes over

@@ -117,6 +117,17 @@ def exercise_notebook(solution: Path):
     return clean(nb)
 
 
+def _refuse_non_exercises(exercises: Path) -> None:
+    """Writing replaces and deletes files in ``exercises``: refuse if any ``.py`` there was not
+    generated (the two folders given the other way round would overwrite the solutions)."""
+    mark = "generated from `solutions/"
+    for path in sorted(exercises.glob("*.py")) if exercises.is_dir() else []:
+        if mark not in path.read_text(encoding="utf-8")[:4000]:
+            raise ExerciseError(f"{path} is not a generated exercise (no '{mark}…' banner); "
+                             f"refusing to overwrite {exercises}: are the solutions and "
+                             "exercises folders the other way round?")  # fmt: skip
+
+
 def build(solutions: Path, exercises: Path, check: bool = False) -> list[str]:
     """Write every exercise (or, with ``check``, only compare); return what is stale.
 
@@ -125,6 +136,8 @@ def build(solutions: Path, exercises: Path, check: bool = False) -> list[str]:
     stale: list[str] = []
     sources = sorted(solutions.glob("*.py"))
     wanted = {s.name for s in sources}
+    if not check:
+        _refuse_non_exercises(exercises)
     for orphan in sorted(exercises.glob("*.py")) if exercises.is_dir() else []:
         if orphan.name not in wanted:
             if check:

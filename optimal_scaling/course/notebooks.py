@@ -83,10 +83,11 @@ def write_ipynb(nb: nbformat.NotebookNode, path: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so no half-written file is left."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write ``text`` to ``path`` as UTF-8 with ``\\n`` line ends, through a temporary file
+    of its own (two writers never share one), so no half-written file is left."""
+    from optimal_scaling.results import atomic_write
+
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def cell_summary(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:

@@ -10,8 +10,8 @@ stays on disk and the next invocation resumes from it.
 ``slurm.array_parallelism`` at a time; each array task runs one run with ``resources.nodes``
 nodes × ``resources.processes`` tasks (one GPU each), started by srun, which become the ranks
 of a DDP run. A preempted or timed-out task is requeued by submitit and resumes from the run's
-last horizon checkpoint. ``slurm.cluster = "local"`` runs the same jobs with submitit's local
-executor (no cluster needed).
+last checkpoint (at a horizon, or ``run.checkpoint_minutes`` of training after the previous
+one). ``slurm.cluster = "local"`` runs the same jobs with submitit's local executor.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pandas as pd
 from optimal_scaling.sweep.spec import ConfigError, Run, Sweep
 from optimal_scaling.sweep.store import (
     Lock,
+    drop_stale_lock,
     lock_holder,
     read_json,
     remove_partial,
@@ -56,7 +57,7 @@ def prepare(sweep: Sweep, out: Path, runs: list[Run]) -> list[Run]:
             remove_partial(folder)
             # and its stale lock, which a run killed after its last horizon leaves behind (a
             # finished run is never claimed again, so no Lock.acquire would take it over)
-            (folder / "lock").unlink(missing_ok=True)
+            drop_stale_lock(folder)
         old = read_json(folder / "config.json")
         record = read_json(folder / "record.json") or {}
         reached = {r["horizon"] for r in record.get("rows", [])}

@@ -10,6 +10,9 @@ loss and tokens/s since the previous horizon, the training time so far, the lear
 each layer group's largest weight norm in its natural norm (:class:`NormTracker` roles: input
 ℓ1→RMS, hidden RMS→RMS, output RMS→∞, gains RMS), read exactly (SVD, not power iteration).
 Then it writes a checkpoint (model, optimizer, data position, RNG states, rows) and its record.
+Between horizons it also checkpoints at the first divergence check ``checkpoint_minutes`` after
+the last checkpoint (with the losses and noise estimates since the horizon, so the row it
+resumes into is the uninterrupted one): a killed or timed-out job loses at most that much.
 
 ``noise_scale = true`` measures the gradient noise scale every step from the micro-batch
 gradients (:class:`~optimal_scaling.batch_size.GradientNoiseProbe`; B_small = the micro-batch,
@@ -280,6 +283,9 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     step, rows, first, seconds = 0, [], None, 0.0
     log: dict[str, list] = {"step": [], "tokens": [], "train_loss": []}
     log_window: tuple[list, list] = ([], [])
+    window: list[torch.Tensor] = []  # each step's training loss since the last horizon
+    noise: list[torch.Tensor] = []  # the probe's [‖G‖², tr Σ] of each step since the horizon
+    window_seconds = 0.0  # training time since the last horizon, before this start
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)  # our own file
         model.load_state_dict(state["model"])
@@ -289,6 +295,9 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         step, rows, first, seconds = state["step"], state["rows"], state["first"], state["seconds"]
         log = state.get("log", log)
         log_window = state.get("log_window", log_window)
+        window = list(state.get("window", torch.zeros(0, dtype=torch.float64)).to(device))
+        noise = list(state.get("noise", torch.zeros(0, 2)).to(device))
+        window_seconds = state.get("window_seconds", 0.0)
     if step >= last:  # already read at every horizon (an extension adds horizons)
         if rank == 0:
             record.update(status="done", rows=rows)
@@ -327,11 +336,26 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         model.train()
         return total_loss / len(val)
 
-    window: list[torch.Tensor] = []
-    noise: list[torch.Tensor] = []  # the probe's [‖G‖², tr Σ] of each step since the horizon
-    checked = 0
+    def save(mid_horizon: bool) -> None:  # rank 0: the state a resume continues from
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "data_rng": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": step, "rows": rows, "first": first, "seconds": seconds,
+            "log": log, "log_window": (log_loss, log_noise),
+        }  # fmt: skip
+        if mid_horizon:
+            state.update(window=torch.stack(window).cpu(),
+                         noise=torch.stack(noise).cpu() if noise else torch.zeros(0, 2),
+                         window_seconds=time.perf_counter() - tick)  # fmt: skip
+        atomic_write(ckpt_path, lambda f: torch.save(state, f))
+
+    every_s = 60.0 * run.get("checkpoint_minutes", 0.0)
+    checked = len(window)  # restored losses were checked before they were saved
     _sync(device)
-    tick = time.perf_counter()
+    tick = time.perf_counter() - window_seconds  # this row's rate and time exclude the restart
+    saved = time.perf_counter()
     net.train()
     while step < last:
         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
@@ -398,6 +422,10 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 return "diverged"
             if claim is not None:
                 claim.touch()
+            if (rank == 0 and every_s and step not in targets
+                    and time.perf_counter() - saved >= every_s):
+                save(mid_horizon=True)
+                saved = time.perf_counter()
         if step in targets:
             _sync(device)
             now = time.perf_counter()
@@ -420,15 +448,8 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                            b_simple=trace / g2 if g2 > 0 else math.inf)  # fmt: skip
             rows.append(row)
             if rank == 0:
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "data_rng": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step, "rows": rows, "first": first, "seconds": seconds,
-                    "log": log, "log_window": (log_loss, log_noise),
-                }  # fmt: skip
-                atomic_write(ckpt_path, lambda f, s=state: torch.save(s, f))
+                save(mid_horizon=False)
+                saved = time.perf_counter()
                 record.update(rows=rows, status="done" if step == last else "running")
                 if every:
                     record["log"] = log

@@ -75,7 +75,7 @@ __all__ = [
 ROLES = ("input", "hidden", "output", "gain", "bias")
 
 #: Keys of the run that change how it runs, not what it computes: left out of the run id.
-NOT_IN_ID = ("device", "compile", "noise_scale", "log_every")
+NOT_IN_ID = ("device", "compile", "noise_scale", "log_every", "checkpoint_minutes")
 
 #: The base run. Every key a sweep may set, with its default (whose type is the key's type).
 RUN_DEFAULTS: dict[str, Any] = {
@@ -92,6 +92,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 16,
     "noise_scale": False,  # measure the gradient noise scale each step (from micro-batches)
     "log_every": 0,  # steps per entry of the training log (train loss, noise scale); 0: none
+    "checkpoint_minutes": 10.0,  # also checkpoint between horizons this often; 0: horizons only
     "model": {"name": "gpt"},  # + the knobs of optimal_scaling.models.GPT
     "data": {"source": "markov"},  # + the arguments of that source
     "optimizer": {"name": "adamw"},  # + the keys of that optimizer (OPTIMIZERS)
@@ -622,6 +623,8 @@ def _check_run(cfg: dict, horizons: list[int], resources: dict, where: str, show
                    "process takes per step")  # fmt: skip
     if cfg["log_every"] < 0:
         raise fail("run.log_every", f"must be ≥ 0, got {cfg['log_every']}")
+    if cfg["checkpoint_minutes"] < 0:
+        raise fail("run.checkpoint_minutes", f"must be ≥ 0, got {cfg['checkpoint_minutes']}")
     if cfg["noise_scale"] and cfg["batch_size"] // micro < 2:
         raise fail("run.noise_scale", f"the noise scale needs at least two micro-batches per "
                    f"step; set run.micro_batch_size below {local} (batch_size "

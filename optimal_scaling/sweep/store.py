@@ -6,6 +6,7 @@
     DIR/runs/<id>/checkpoint.pt  model, optimizer, data position and RNG states at the last
                                  horizon reached (and the rows so far)
     DIR/runs/<id>/lock           present while a process trains the run (host, pid, job)
+    DIR/runs/<id>/lock.takeover  present for the instant a process removes a stale lock
 
 Every file is written to a temporary name in the same folder and moved into place with
 ``os.replace``, which is atomic: a reader sees the old file or the new one, never a part.
@@ -32,7 +33,9 @@ from optimal_scaling.sweep.spec import flatten
 
 __all__ = [
     "STATUSES",
+    "Lock",
     "collect",
+    "drop_stale_lock",
     "read_json",
     "run_dir",
     "status",
@@ -123,8 +126,39 @@ def _restart() -> str:
     return os.environ.get("SLURM_RESTART_COUNT", "0")
 
 
+def drop_stale_lock(folder: Path) -> bool:
+    """Remove the run's lock if it is stale; True when there is no lock left.
+
+    Only a process holding ``lock.takeover`` (an ``O_EXCL`` file) removes a stale lock, and it
+    judges the lock again after taking it: two processes that both found the same lock stale
+    cannot both remove it and then each create their own (the second finds the first's live
+    lock). A ``lock.takeover`` older than a minute belongs to a process that died taking over;
+    it is removed, and the takeover is left to the next attempt.
+    """
+    if not (folder / "lock").exists():
+        return True
+    mutex = folder / "lock.takeover"
+    try:
+        os.close(os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        try:
+            if time.time() - mutex.stat().st_mtime > 60:
+                mutex.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
+        return False
+    try:
+        if lock_holder(folder) is not None:
+            return False
+        (folder / "lock").unlink(missing_ok=True)
+        return True
+    finally:
+        mutex.unlink(missing_ok=True)
+
+
 class Lock:
-    """Exclusive claim on a run folder (``O_EXCL`` create; stale locks are taken over)."""
+    """Exclusive claim on a run folder (``O_EXCL`` create; stale locks are taken over through
+    :func:`drop_stale_lock`)."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "lock"
@@ -139,7 +173,8 @@ class Lock:
             except FileExistsError:
                 if lock_holder(self.path.parent) is not None:
                     return False
-                self.path.unlink(missing_ok=True)  # stale: take it over
+                if not drop_stale_lock(self.path.parent):  # another process is taking over
+                    return False
                 continue
             self.held = True  # before writing: an interruption now still releases the file
             with os.fdopen(fd, "w") as f:

@@ -79,10 +79,20 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
                 return f"values differ (largest absolute difference {worst:.3g})"
             return None
         return None if torch.equal(g, exp) else "integer values differ"
-    if isinstance(expected, bool | str) or expected is None:
+    if isinstance(expected, bool | np.bool_):  # True is not 1 here: the answer is a truth value
+        if not isinstance(got, bool | np.bool_):
+            return f"expected {bool(expected)!r} (a bool), got {type(got).__name__} {got!r}"
+        return None if bool(got) == bool(expected) else f"expected {bool(expected)!r}, got {got!r}"
+    if isinstance(expected, str) or expected is None:
         return None if got == expected else f"expected {expected!r}, got {got!r}"
-    if isinstance(expected, int | np.integer) and isinstance(got, int | np.integer):
-        return None if int(got) == int(expected) else f"expected {int(expected)}, got {int(got)}"
+    if isinstance(expected, int | np.integer):  # exactly; a float equal to it (4.0) counts
+        if isinstance(got, torch.Tensor | np.ndarray) and got.reshape(-1).shape[0] == 1:
+            got = got.item()
+        if isinstance(got, bool | np.bool_) or not isinstance(got, int | float | np.number):
+            return f"expected an integer, got {type(got).__name__}"
+        if float(got) != int(expected):
+            return f"expected {int(expected)}, got {got!r}"
+        return None
     if isinstance(expected, int | float | np.number):
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
