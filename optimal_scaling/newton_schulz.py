@@ -139,8 +139,10 @@ def _polar_express(
 
 
 def coefficients(schedule: str | Sequence[Sequence[float]], steps: int) -> list[tuple]:
-    """The (a, b, c) triple of every step of a schedule."""
+    """The (a, b, c) triple of every step of a schedule (none for ``steps = 0``)."""
     if isinstance(schedule, str):
+        if schedule == "polar_express" and steps == 0:
+            return []
         if schedule == "cubic":
             return [CUBIC] * steps
         if schedule == "muon":

@@ -717,3 +717,119 @@ def test_scion_init_leaves_unnamed_vectors_alone_and_zeroes_named_biases():
     assert torch.equal(lin.bias.detach(), torch.zeros(4))  # a bias gets BiasRMS's zero init
     s = torch.linalg.svdvals(lin.weight.detach())
     assert torch.allclose(s, s[0].expand_as(s), atol=1e-5)  # semi-orthogonal spectral init
+
+
+# --------------------------------------------------------------------------- robustness
+def _with_grads(params, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    return params
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: Muon(ps, lr=0.05), lambda ps: HyperP(ps, lr=0.05),
+    lambda ps: Scion(ps, lr=0.05, norm="spectral", momentum=0.5),
+], ids=["muon", "hyperp", "scion"])  # fmt: skip
+def test_a_copied_or_pickled_optimizer_steps_like_the_original(make):
+    import pickle
+
+    params = [nn.Parameter(torch.randn(6, 4)), nn.Parameter(torch.randn(5, 5))]
+    opt = make(params)
+    _with_grads(params, 0)
+    opt.step()  # a state to carry over
+    copies = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]
+    moves = []
+    for o in [opt, *copies]:
+        ps = o.param_groups[0]["params"]
+        before = [p.detach().clone() for p in ps]
+        _with_grads(ps, 1)
+        o.step()  # (the copies lost `distributed` before: AttributeError here)
+        moves.append([p.detach() - b for p, b in zip(ps, before, strict=True)])
+        assert o.distributed is False
+    for got in moves[1:]:
+        for a, b in zip(moves[0], got, strict=True):
+            assert a.abs().max() > 0 and torch.equal(a, b)
+
+
+def test_hyperp_state_is_completed_after_a_failed_first_step_and_from_a_muon_checkpoint():
+    w = nn.Parameter(torch.zeros(4, 3))
+    opt = HyperP([w], lr=0.1)
+    _with_grads([w])
+    with pytest.raises(ValueError, match="Frobenius norm 0"):
+        opt.step()
+    assert not opt.state[w]  # nothing was recorded by the failed step
+    with torch.no_grad():
+        w.copy_(torch.randn(4, 3))
+    r = float(torch.linalg.vector_norm(w.detach()))
+    opt.step()  # (a KeyError 'init_norm' before)
+    assert math.isclose(float(torch.linalg.vector_norm(w.detach())), r, rel_tol=1e-5)
+    v = nn.Parameter(torch.randn(4, 3))
+    muon = Muon([v], lr=0.1)
+    _with_grads([v])
+    muon.step()
+    hyper = HyperP([v], lr=0.1)
+    hyper.load_state_dict(muon.state_dict())  # a momentum buffer, no radius
+    r = float(torch.linalg.vector_norm(v.detach()))
+    hyper.step()
+    assert math.isclose(float(torch.linalg.vector_norm(v.detach())), r, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["muon", "scion"])
+def test_a_step_that_raises_changes_nothing(kind):
+    """A NaN gradient in the second group is found before the first group is stepped."""
+    a, b = nn.Parameter(torch.randn(4, 4)), nn.Parameter(torch.randn(3, 5))
+    groups = [{"params": [a]}, {"params": [b]}]
+    opt = (Muon(groups, lr=0.1) if kind == "muon"
+           else Scion(groups, lr=0.1, norm="spectral", momentum=0.5))  # fmt: skip
+    _with_grads([a, b])
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    before = a.detach().clone()
+    _with_grads([a, b], 1)
+    b.grad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"of shape \(3, 5\) contains NaN"):
+        opt.step()
+    assert torch.equal(a, before)
+    after = opt.state_dict()["state"]
+    for k, state in saved["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(after[k][key]), torch.as_tensor(value)), key
+
+
+def test_bad_gradients_and_settings_are_named():
+    e = nn.Embedding(10, 4, sparse=True)
+    e(torch.tensor([1, 2])).sum().backward()
+    for opt in (Muon([e.weight]), Scion([e.weight], norm="colnorm")):
+        with pytest.raises(ValueError, match=r"\(10, 4\) has a sparse gradient"):
+            opt.step()
+    w = nn.Parameter(torch.randn(4, 4))
+    with pytest.raises(TypeError, match="check_finite must be True, False or None"):
+        Muon([w], check_finite="no")
+    with pytest.raises(ValueError, match="lr·weight_decay = 2 > 1"):
+        Muon([w], lr=0.2, weight_decay=10.0)
+    with pytest.raises(ValueError, match="lr·weight_decay"):
+        Scion([w], lr=0.5, weight_decay=4.0, norm="spectral")
+    with pytest.raises(ValueError, match="steps must be an int ≥ 0"):
+        Muon([w], steps=2.0)
+
+
+def test_numpy_numbers_empty_matrices_and_zero_polar_express_steps():
+    import numpy as np
+
+    w, empty, thin = (nn.Parameter(torch.randn(4, 6)), nn.Parameter(torch.zeros(0, 5)),
+                      nn.Parameter(torch.zeros(5, 0)))  # fmt: skip
+    opt = Muon([w, empty, thin], lr=np.float32(0.02), momentum=np.float64(0.9),
+               steps=np.int64(5))  # fmt: skip
+    ref = Muon([nn.Parameter(w.detach().clone())], lr=0.02, momentum=0.9)
+    _with_grads([w, empty, thin])
+    _with_grads(ref.param_groups[0]["params"])
+    opt.step()
+    ref.step()
+    assert torch.allclose(w, ref.param_groups[0]["params"][0], atol=1e-7)
+    assert empty.shape == (0, 5) and thin.shape == (5, 0)
+    # zero Polar Express steps: only the normalization, X/(1.01·‖X‖_F)
+    v = nn.Parameter(torch.zeros(3, 5))
+    v.grad = torch.randn(3, 5)
+    Muon([v], lr=1.0, momentum=0.0, steps=0, schedule="polar_express", scale="none").step()
+    assert torch.allclose(-v, orthogonalize(v.grad, steps=0), atol=1e-7)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -22,7 +23,7 @@ def check_number(
 
     The bounds are inclusive unless ``low_open``/``high_open``; ``None`` means unbounded.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy numbers count
         if isinstance(value, Tensor) and value.numel() == 1:
             value = float(value)
         else:
@@ -49,6 +50,13 @@ def named_params(group: dict) -> Iterator[tuple[Tensor, str | None]]:
     return zip(group["params"], names, strict=True)
 
 
+def check_int(who: str, name: str, value: object, low: int = 0) -> int:
+    """``value`` as an int ≥ ``low`` (numpy integers count; bools and floats do not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{who}: {name} must be an int ≥ {low}, got {value!r}")
+    return int(value)
+
+
 def check_finite_grad(who: str, p: Tensor, grad: Tensor, name: str | None = None) -> None:
     """Raise a ValueError naming the parameter when its gradient has NaN or inf entries."""
     if not bool(torch.isfinite(grad).all()):
@@ -71,7 +79,11 @@ class CheckedOptimizer(torch.optim.Optimizer):
     that fails it is removed again before the error propagates, so a failed
     ``add_param_group`` leaves the optimizer as it was. ``distributed`` and ``process_group``
     are kept on the optimizer, not in the groups: how the work is spread is no
-    hyperparameter, and a process group is not plain data for ``state_dict()``.
+    hyperparameter, and a process group is not plain data for ``state_dict()``. A copied or
+    unpickled optimizer keeps ``distributed`` and uses the default process group.
+
+    :meth:`check_grads` runs before a step changes anything: a step that raises for a bad
+    gradient leaves every parameter and every state as it was.
     """
 
     who = ""
@@ -82,6 +94,16 @@ class CheckedOptimizer(torch.optim.Optimizer):
         self.distributed = distributed
         self.process_group = process_group
         super().__init__(params, defaults)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["distributed"] = self.distributed  # (the process group is no picklable data)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("distributed", False)
+        self.__dict__.setdefault("process_group", None)
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (torch's rules), then validate its settings and parameter shapes."""
@@ -94,6 +116,28 @@ class CheckedOptimizer(torch.optim.Optimizer):
 
     def _check_group(self, group: dict) -> None:
         raise NotImplementedError
+
+    def _check_common(self, group: dict) -> None:
+        """Settings every checked optimizer has: ``check_finite`` and lr·weight_decay ≤ 1."""
+        if group["check_finite"] is not None and not isinstance(group["check_finite"], bool):
+            raise TypeError(f"{self.who}: check_finite must be True, False or None, got "
+                            f"{group['check_finite']!r}")  # fmt: skip
+        lr, wd = group["lr"], group.get("weight_decay", 0.0)
+        if not isinstance(lr, Tensor) and not isinstance(wd, Tensor) and lr * wd > 1:
+            raise ValueError(f"{self.who}: lr·weight_decay = {lr * wd:g} > 1 would flip the "
+                             "sign of the weights (W·(1 − lr·weight_decay))")  # fmt: skip
+
+    def check_grads(self) -> None:
+        """Every gradient dense, and finite where :meth:`_checks_finite` says to check."""
+        for group in self.param_groups:
+            for p, name in named_params(group):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError(f"{self.who}: {describe(p, name)} has a sparse "
+                                     "gradient; use a dense one (nn.Embedding(sparse=False))")
+                if self._checks_finite(group, p):
+                    check_finite_grad(self.who, p, p.grad, name)
 
     _closure_loss = staticmethod(closure_loss)
 

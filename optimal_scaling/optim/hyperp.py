@@ -33,16 +33,18 @@ class HyperP(Muon):
     """
 
     who = "HyperP"
+    state_keys = ("momentum_buffer", "init_norm")
 
     def _init_state(self, p: Tensor, state: dict, name: str | None) -> None:
+        if "init_norm" not in state:  # (a Muon state loaded into HyperP: its current norm)
+            radius = torch.linalg.vector_norm(p)
+            if not p.is_cuda and not radius > 0:  # (no host sync on CUDA: zero gives NaN)
+                raise ValueError(
+                    f"HyperP: {describe(p, name)} has Frobenius norm 0, so there is no sphere "
+                    "to keep it on; initialize it before the first step"
+                )
+            state["init_norm"] = radius
         super()._init_state(p, state, name)
-        radius = torch.linalg.vector_norm(p)
-        if not p.is_cuda and not radius > 0:  # (no host sync on CUDA: a zero matrix gives NaN)
-            raise ValueError(
-                f"HyperP: {describe(p, name)} has Frobenius norm 0, so there is no sphere to "
-                "keep it on; initialize it before the first step"
-            )
-        state["init_norm"] = radius
 
     def _after_update(self, p: Tensor, state: dict) -> None:
         p.mul_(state["init_norm"] / torch.linalg.vector_norm(p))  # W ← r·W/‖W‖_F

@@ -40,7 +40,7 @@ from optimal_scaling.distributed import orthogonalize_sharded
 from optimal_scaling.newton_schulz import coefficients, orthogonalize
 from optimal_scaling.optim._checks import (
     CheckedOptimizer,
-    check_finite_grad,
+    check_int,
     check_number,
     describe,
     named_params,
@@ -102,11 +102,14 @@ def orthogonalized_updates(
     launches by a few large ones. The result equals the one-at-a-time loop. ``check`` goes to
     :func:`~optimal_scaling.newton_schulz.orthogonalize` (None: on the CPU only).
     """
-    flat = [u.reshape(u.shape[0], u[0].numel()) for u in us]
+    flat = [u.reshape(u.shape[0], math.prod(u.shape[1:])) for u in us]
     buckets: dict[tuple[int, int, torch.dtype, torch.device], list[int]] = {}
-    for k, m in enumerate(flat):
-        buckets.setdefault((min(m.shape), max(m.shape), m.dtype, m.device), []).append(k)
     out: list[Tensor | None] = [None] * len(us)
+    for k, m in enumerate(flat):
+        if m.numel() == 0:  # an empty matrix has an empty update
+            out[k] = torch.zeros_like(us[k])
+            continue
+        buckets.setdefault((min(m.shape), max(m.shape), m.dtype, m.device), []).append(k)
     for index in buckets.values():
         wide = [flat[k] if flat[k].shape[0] <= flat[k].shape[1] else flat[k].mT for k in index]
         O = orthogonalize(torch.stack(wide), steps=steps, schedule=schedule, dtype=dtype,
@@ -187,10 +190,9 @@ class Muon(CheckedOptimizer):
         check_number(who, "eps", group["eps"], low=0.0)
         if not isinstance(group["nesterov"], bool):
             raise TypeError(f"{who}: nesterov must be True or False, got {group['nesterov']!r}")
-        steps = group["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"{who}: steps must be an int ≥ 0, got {steps!r}")
-        coefficients(group["schedule"], 1)  # raises for an unknown schedule
+        group["steps"] = check_int(who, "steps", group["steps"], low=0)
+        coefficients(group["schedule"], group["steps"])  # raises for an unknown schedule
+        self._check_common(group)
         if group["scale"] not in SCALES:
             raise ValueError(f"{who}: unknown scale {group['scale']!r}; valid: {', '.join(SCALES)}")
         dtype = group["dtype"]
@@ -204,8 +206,13 @@ class Muon(CheckedOptimizer):
                 )
 
     # ------------------------------------------------------------------ hooks for subclasses
+    #: What a parameter's state holds; a state missing any of these is (re)initialized.
+    state_keys: tuple[str, ...] = ("momentum_buffer",)
+
     def _init_state(self, p: Tensor, state: dict, name: str | None) -> None:
-        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        """Create what :attr:`state_keys` names and ``state`` lacks (raise before changing it)."""
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _after_update(self, p: Tensor, state: dict) -> None:
         """Called after each parameter's update (HyperP projects back onto its sphere here)."""
@@ -213,16 +220,9 @@ class Muon(CheckedOptimizer):
     # ------------------------------------------------------------------ the step
     def _momentum_updates(self, group: dict) -> list[tuple[Tensor, dict, Tensor]]:
         """(p, state, u) for every parameter with a gradient, after updating the momenta."""
-        mu, items = group["momentum"], []
-        for p, name in named_params(group):
-            if p.grad is None:
-                continue
-            if self._checks_finite(group, p):
-                check_finite_grad(self.who, p, p.grad, name)
-            state = self.state[p]
-            if not state:
-                self._init_state(p, state, name)
-            items.append((p, state, p.grad))
+        mu = group["momentum"]
+        items = [(p, self.state[p], p.grad) for p in group["params"]
+                 if p.grad is not None and p.numel() > 0]  # fmt: skip
         if not items:
             return []
         grads = [g for *_, g in items]
@@ -236,6 +236,12 @@ class Muon(CheckedOptimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One Muon step for every parameter that has a gradient; returns the closure's loss."""
         loss = self._closure_loss(closure)
+        self.check_grads()  # before anything changes: a step that raises changes nothing
+        for group in self.param_groups:
+            for p, name in named_params(group):
+                state = self.state[p]
+                if p.grad is not None and any(k not in state for k in self.state_keys):
+                    self._init_state(p, state, name)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             work = self._momentum_updates(group)

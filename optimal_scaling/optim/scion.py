@@ -45,7 +45,6 @@ from optimal_scaling.distributed import orthogonalize_sharded
 from optimal_scaling.duality import MAPS, BiasRMS, Conv2DSpectral, DualityMap, Spectral, get_map
 from optimal_scaling.optim._checks import (
     CheckedOptimizer,
-    check_finite_grad,
     check_number,
     describe,
     named_params,
@@ -150,6 +149,7 @@ class Scion(CheckedOptimizer):
         check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, low_open=True)
         check_number(who, "radius", group["radius"], low=0.0, low_open=True)
         check_number(who, "weight_decay", group["weight_decay"], low=0.0)
+        self._check_common(group)
         if group["constrained"] and group["lr"] > 1:
             raise ValueError(f"{who}: the constrained step x ← (1 − γ)x + γρ·lmo(d) stays in the "
                              f"norm ball only for γ ≤ 1; got lr = {group['lr']}")  # fmt: skip
@@ -227,14 +227,8 @@ class Scion(CheckedOptimizer):
     # ------------------------------------------------------------------ the step
     def _directions(self, group: dict) -> list[tuple[Tensor, Tensor, DualityMap]]:
         """(p, d, norm) for every parameter with a gradient, updating its direction d."""
-        work = []
-        for p, name in named_params(group):
-            if p.grad is None:
-                continue
-            if self._checks_finite(group, p):
-                check_finite_grad(self.who, p, p.grad, name)
-            work.append((p, self._direction(p, group), self.norm_of(group, p)))
-        return work
+        return [(p, self._direction(p, group), self.norm_of(group, p))
+                for p in group["params"] if p.grad is not None]  # fmt: skip
 
     @staticmethod
     def _lmos(group: dict, work: list) -> list[Tensor]:
@@ -267,6 +261,7 @@ class Scion(CheckedOptimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One Scion step for every parameter that has a gradient; returns the closure's loss."""
         loss = self._closure_loss(closure)
+        self.check_grads()  # before anything changes: a step that raises changes nothing
         for group in self.param_groups:
             lr, radius = group["lr"], group["radius"]
             work = self._directions(group)
@@ -339,6 +334,11 @@ class ScionLight(Scion):
     and so does :meth:`reset_momentum`). Gradient accumulation over micro-batches is fine (they
     add up into g_t); anything else that rescales ``p.grad`` (clipping, loss scaling) rescales
     the momentum too. To resume from a checkpoint, save the gradients with the model.
+
+    One difference from :class:`Scion`: a parameter that gets no gradient in a step still
+    moves, by lmo of its decayed momentum (and the (1 − γ) shrink or weight decay), because its
+    ``p.grad`` still holds that momentum; Scion skips a parameter whose ``p.grad`` is None. Set
+    ``p.grad = None`` on a parameter you freeze.
     """
 
     who = "ScionLight"
