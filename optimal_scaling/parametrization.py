@@ -247,7 +247,9 @@ class Parametrization:
         """Re-initialize ``model`` and set its multipliers; return it.
 
         Weights get N(0, init_std²) (drawn on the CPU from ``generator`` when given, so
-        results do not depend on the device), biases 0, gains 1; module multipliers,
+        results do not depend on the device), biases 0, gains 1 (a tied embedding gets the
+        output layer's init: as an N(0, 1) head it would make the logits' std ≈ √width at
+        init); module multipliers,
         attention logit scales and residual-branch multipliers are set.
         """
         if self.name == "mup" and self.form == "table3" and _tied(model):
@@ -265,7 +267,10 @@ class Parametrization:
                     owner.multiplier = rule.multiplier
                 elif rule.multiplier != 1.0:
                     raise ValueError(f"{name}: its module has no forward multiplier")
-            if name not in unique:  # a tied alias: initialized under its first name
+            if name not in unique:  # a tied alias: the head sharing the embedding ...
+                if rule.role == "output" and rule.init_std is not None:  # ... sets its init,
+                    sample = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+                    p.copy_(sample.mul_(rule.init_std).to(p.dtype))  # so logits start O(1)
                 continue
             if rule.init_std is None:
                 p.fill_(1.0 if rule.role == "gain" else 0.0)

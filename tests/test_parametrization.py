@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from optimal_scaling.models import GPT, MLP
 from optimal_scaling.parametrization import Parametrization
@@ -183,6 +184,25 @@ def test_tied_embeddings():
     )
     assert model.head.weight is model.wte.weight
     assert model.head.multiplier == pytest.approx(32 / 128)
+
+
+@pytest.mark.parametrize("preset", ["none", "sp", "mup_table8", "ntk"])
+def test_a_tied_gpt_starts_with_the_loss_of_a_uniform_guess(preset):
+    """The shared tensor takes the head's init: the initial loss is about ln V, as untied.
+    (As an N(0, 1) embedding it made the logits' std ≈ √width: loss 35 at width 64.)"""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (2, 8, 32), generator=g)  # targets unrelated to the inputs
+    for width in (64, 256):
+        model = GPT(vocab_size=256, context=32, width=width, n_heads=4, tied=True)
+        if preset != "none":
+            name, _, form = preset.partition("_")
+            par = Parametrization(name, base_width=32, **({"form": form} if form else {}))
+            par.apply(model, g)
+        with torch.no_grad():
+            logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, 256), y.reshape(-1))
+        assert logits.std() < 1.5, (width, float(logits.std()))
+        assert abs(float(loss) - math.log(256)) < 0.6, (width, float(loss))
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@
   settable logit scale (1/√d_head by default, μP's 1/d_head when a parametrization asks);
 * ``norm_before_linear=True`` puts an RMSNorm before *every* linear layer (also before the
   attention output projection and the second MLP matrix), as in the norm-transfer setting;
-* ``tied=True`` shares the token embedding with the output head;
+* ``tied=True`` shares the token embedding with the output head (initialized as the head,
+  N(0, 1/width), so the logits start O(1); as an N(0, 1) embedding their std would be √width);
 * ``β`` (``branch_multiplier``, 1 by default) scales the residual branches for depth scaling.
 
 Llama-style knobs (all off by default; the norm-transfer preset turns every one on):
@@ -152,8 +153,9 @@ class GPT(nn.Module):
         )
         self.norm = RMSNorm(width, norm_gain)
         self.head = Linear(width, vocab_size, bias=False)
-        if tied:
+        if tied:  # the shared tensor starts as the head, N(0, 1/width): logits O(1) at init
             self.head.weight = self.wte.weight
+            nn.init.normal_(self.wte.weight, std=width**-0.5)
         self.scale_branch_init()
 
     @torch.no_grad()
