@@ -31,7 +31,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_DIRS := lectures solutions exercises
 
 .PHONY: lab test install lint unit notebooks notebooks-solutions notebooks-exercises \
-        sync exercises check test-all clean
+        sync exercises check test-all clean gpu-wheels
 
 install: $(STAMP)
 
@@ -94,6 +94,14 @@ exercises: install
 check: install
 	$(BIN)/python -m optimal_scaling.course.notebooks check $(NOTEBOOK_DIRS)
 	$(BIN)/python -m optimal_scaling.course.exercises solutions exercises --check
+
+# Wheels of the packages the GPU image lacks (the suite needs plotly and submitit), for the
+# device session: they travel in .whl/ and benchmarks/gpu_check.sh installs them there.
+GPU_WHEELS = plotly==7.1.0 narwhals==2.29.0 submitit==1.5.4
+gpu-wheels: install
+	$(BIN)/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+	    -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

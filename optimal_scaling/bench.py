@@ -157,8 +157,12 @@ def newton_schulz_benchmark(
     repeats: int = 7,
     methods: Sequence[str] = METHODS,
     progress: bool = False,
+    after_shape: Callable[[pd.DataFrame], object] | None = None,
 ) -> pd.DataFrame:
     """Time every method at every shape; one row per (shape, method).
+
+    ``after_shape(table)`` is called with the rows so far after each shape (the command
+    writes them, so a run stopped part-way keeps the shapes it finished).
 
     Columns: shape, method, median_s, gflops (dense FLOPs / median time: a throughput the
     methods share, whatever FLOPs each really does), and ``time_vs_reference`` = median_s /
@@ -203,6 +207,8 @@ def newton_schulz_benchmark(
         if progress:
             summary = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in medians.items())
             print(f"{'x'.join(map(str, shape)):>14}: {summary}", flush=True)
+        if after_shape is not None:
+            after_shape(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 
@@ -266,18 +272,16 @@ def device_name(device: str | torch.device | None = None) -> str:
 
 
 def write_json(path: str | Path, table: pd.DataFrame, **meta: object) -> Path:
-    """Write ``{meta..., "rows": [...]}`` to ``path`` through a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``{meta..., "rows": [...]}`` to ``path`` atomically (never half-written)."""
+    from optimal_scaling.results import atomic_write
+
     payload = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         **meta,
         "rows": table.to_dict(orient="records"),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps(payload, indent=1, default=str) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_json(path: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -318,6 +322,13 @@ def run_newton_schulz(
     torch_dtype = dtypes[dtype] if dtype else None
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     slow_compile = fast and dev.type == "cpu"  # torch.compile per shape: minutes on a CPU
+    used = torch_dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    meta = dict(benchmark="newton_schulz", command=command, device=device_name(dev),
+                device_type=dev.type, dtype=str(used).removeprefix("torch."), steps=steps,
+                schedule="muon", versions=versions(),
+                # other work on the machine distorts CPU timings badly (BLAS threads wait on
+                # each other): the 1-minute load average before the run, for the reader
+                load_average_before=round(load_before, 2))  # fmt: skip
     table = newton_schulz_benchmark(
         FAST_SHAPES if fast else FULL_SHAPES + (CUDA_SHAPES if dev.type == "cuda" else ()),
         dtype=torch_dtype,
@@ -326,8 +337,9 @@ def run_newton_schulz(
         repeats=repeats or (3 if fast else 7),
         methods=[m for m in METHODS if not (slow_compile and m == "reference_compiled")],
         progress=True,
+        after_shape=None if out is None else (
+            lambda part: write_json(out, part, **meta, partial=True)),
     )
-    used = torch_dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary(table).round(3).to_string())
     rule = triton_faster_rule(table)
@@ -336,22 +348,7 @@ def run_newton_schulz(
               f"{rule}" if rule else "the Triton path is not faster everywhere above any size: "
               "backend='auto' should keep the torch path on this GPU")  # fmt: skip
     if out is not None:
-        path = write_json(
-            out,
-            table,
-            benchmark="newton_schulz",
-            command=command,
-            device=device_name(dev),
-            device_type=dev.type,
-            dtype=str(used).removeprefix("torch."),
-            steps=steps,
-            schedule="muon",
-            versions=versions(),
-            # other work on the machine distorts CPU timings badly (BLAS threads wait on each
-            # other): the 1-minute load average before the run, for the reader to judge
-            load_average_before=round(load_before, 2),
-            triton_faster_from=rule,
-        )
+        path = write_json(out, table, **meta, triton_faster_from=rule)
         print(f"wrote {path}")
     return table
 
@@ -484,13 +481,16 @@ def optimizer_benchmark(
 
 
 def run_optimizers(
-    out: str | Path | None, fast: bool = False, device: str | None = None, command: str = ""
+    out: str | Path | None, fast: bool = False, device: str | None = None, command: str = "",
+    repeats: int | None = None,
 ) -> pd.DataFrame:
     """The ``optimal-scaling bench optim`` command: run, print, write JSON."""
     dev = torch.device(device) if device else _default_device()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     settings = dict(widths=(64, 128), steps=3, repeats=2) if fast else dict(
         widths=(128, 256, 512), steps=10, repeats=3)
+    if repeats is not None:
+        settings["repeats"] = repeats
     table = optimizer_benchmark(device=dev, **settings)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(3).to_string(index=False))

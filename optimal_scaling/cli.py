@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--repeats", type=int)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, help="Newton–Schulz steps (bench ns; default 5)")
     p = sub.add_parser("shards", help="byte-level token shards (train.bin, val.bin, meta.json)")
     p.add_argument("source", help="a text file or a folder searched recursively")
     p.add_argument("out", help="the shard folder to write")
@@ -172,7 +172,17 @@ def _tune(args: argparse.Namespace, command: str, results) -> int:
     dtype = getattr(torch, args.dtype or "bfloat16")
     chosen = FAST_SHAPES if args.fast else FULL_SHAPES + CUDA_SHAPES
     shapes = [(*s[:-2], min(s[-2:]), max(s[-2:])) for s in chosen]
-    rows = kernels.tune(shapes, dtype=dtype, device="cuda")
+    name = torch.cuda.get_device_name(0)
+    out = None if args.no_write else (
+        args.out or results / f"kernel_configs_{args.dtype or 'bfloat16'}.json")
+
+    def write(rows: list[dict], partial: bool) -> object:
+        return kernels.write_tuned(out, kernels.best_entries(rows), device=name,
+                                   command=command, versions=versions(), tries=rows,
+                                   **({"partial": True} if partial else {}))  # fmt: skip
+
+    rows = kernels.tune(shapes, dtype=dtype, device="cuda",
+                        after_shape=None if out is None else lambda r: write(r, True))
     entries = kernels.best_entries(rows)
     for e in entries:
         print(f"{e['kernel']:>16} M={e['M']:>5} K={e['K']:>5}: best {e['ms']:.4f} ms "
@@ -180,12 +190,8 @@ def _tune(args: argparse.Namespace, command: str, results) -> int:
     failed = [r for r in rows if r["error"]]
     if failed:
         print(f"{len(failed)} configurations failed, e.g. {failed[0]['error']}")
-    if not args.no_write:
-        name = torch.cuda.get_device_name(0)
-        out = args.out or results / f"kernel_configs_{args.dtype or 'bfloat16'}.json"
-        path = kernels.write_tuned(out, entries, device=name, command=command,
-                                   versions=versions(), tries=rows)  # fmt: skip
-        print(f"wrote {path}")
+    if out is not None:
+        print(f"wrote {write(rows, False)}")
     return 0
 
 
@@ -198,11 +204,25 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     from optimal_scaling.bench import run_newton_schulz, run_optimizers
     from optimal_scaling.course import repo_root
 
+    if args.device:
+        try:
+            torch.device(args.device)
+        except RuntimeError:
+            print(f"bench: unknown device {args.device!r}; use cpu, cuda or cuda:N",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         print("bench: --device cuda but no CUDA device is available", file=sys.stderr)
         return 2
-    if args.repeats is not None and args.repeats < 1 or args.steps < 1:
+    if any(v is not None and v < 1 for v in (args.repeats, args.steps)):
         print("bench: --repeats and --steps must be ≥ 1", file=sys.stderr)
+        return 2
+    ignored = {"ns": [], "optim": ["dtype", "steps"], "sweep": ["dtype", "steps", "repeats",
+               "device"], "tune": ["steps", "repeats", "device"]}[args.benchmark]  # fmt: skip
+    given = [f"--{k}" for k in ignored if getattr(args, k) is not None]
+    if given:
+        print(f"bench {args.benchmark}: {', '.join(given)} does not apply to this benchmark",
+              file=sys.stderr)  # fmt: skip
         return 2
     argv = sys.argv[1:] if argv is None else argv
     command = "optimal-scaling " + shlex.join(argv)
@@ -220,7 +240,8 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         kind = "fast" if args.fast else "full"
         out = None if args.no_write else (args.out or results / f"optimizers_{device}_{kind}.json")
-        run_optimizers(out, fast=args.fast, device=args.device, command=command)
+        run_optimizers(out, fast=args.fast, device=args.device, command=command,
+                       repeats=args.repeats)  # fmt: skip
         return 0
     out = args.out
     if out is None and not args.no_write:
@@ -234,7 +255,7 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         dtype=args.dtype,
         device=args.device,
         repeats=args.repeats,
-        steps=args.steps,
+        steps=args.steps or 5,
         command=command,
     )
     return 0

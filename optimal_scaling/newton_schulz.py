@@ -299,13 +299,13 @@ def orthogonalize(
         raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
     if not margin > 0 or not eps >= 0:
         raise ValueError(f"orthogonalize: need margin > 0 and eps ≥ 0, got {margin}, {eps}")
-    if G.numel() == 0:
-        return G.clone()
     triples = coefficients(schedule, steps)
     dtype = dtype or (torch.bfloat16 if G.is_cuda else torch.float32)
     if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         raise TypeError(f"orthogonalize computes in a floating dtype, got {dtype}")
     use = _backend(backend, G, dtype)
+    if G.numel() == 0:
+        return G.clone()
     shape = G.shape
     X = G.reshape(-1, *shape[-2:]) if G.ndim > 3 else G
     tall = X.shape[-2] > X.shape[-1]

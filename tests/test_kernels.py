@@ -370,6 +370,19 @@ def test_tune_writes_a_table_that_config_for_reads(tmp_path, monkeypatch: pytest
         kernels.CONFIGS["sym_kernel"][0]  # fmt: skip
     assert kernels.config_for("ns_update_kernel", 4096, 4096, torch.bfloat16, "Other GPU") == \
         kernels.CONFIGS["ns_update_kernel"][0]  # fmt: skip
+    # one (M, K) at two batch sizes with different winners: both kept, each used for its batch
+    a, b = small["sym_kernel"]
+    rows = [{"kernel": "sym_kernel", "M": 32, "K": 32, "batch": batch, "dtype": "bfloat16",
+             "device": "Fake GPU", "index": i, "config": c, "ms": ms, "error": ""}
+            for batch, times in ((1, (1.0, 2.0)), (16, (20.0, 10.0)))
+            for i, (c, ms) in enumerate(zip((a, b), times, strict=True))]  # fmt: skip
+    entries = kernels.best_entries(rows)
+    assert {(e["batch"], e["ms"], e["default_ms"]) for e in entries} == {(1, 1.0, 1.0),
+                                                                        (16, 10.0, 20.0)}
+    path = kernels.write_tuned(tmp_path / "batched.json", entries, device="Fake GPU")
+    monkeypatch.setenv("OPTIMAL_SCALING_KERNEL_CONFIGS", str(path))
+    assert kernels.config_for("sym_kernel", 32, 32, torch.bfloat16, "Fake GPU") == a
+    assert kernels.config_for("sym_kernel", 32, 32, torch.bfloat16, "Fake GPU", batch=12) == b
 
 
 def test_a_bad_configuration_table_is_named(tmp_path, monkeypatch: pytest.MonkeyPatch):

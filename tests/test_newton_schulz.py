@@ -81,6 +81,14 @@ def test_orthogonalize_approaches_uv(shape):
 def test_edge_cases():
     assert torch.equal(orthogonalize(torch.zeros(4, 6)), torch.zeros(4, 6))
     assert orthogonalize(torch.zeros(0, 5)).shape == (0, 5)
+    with pytest.raises(ValueError, match="unknown schedule"):  # empty input is checked too
+        orthogonalize(torch.zeros(0, 5), schedule="bogus")
+    with pytest.raises(TypeError, match="floating dtype"):
+        orthogonalize(torch.zeros(0, 5), dtype=torch.int32)
+    G = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    for schedule in ("muon", "polar_express"):  # zero steps: only the normalization
+        torch.testing.assert_close(orthogonalize(G, steps=0, schedule=schedule),
+                                   G / (1.01 * torch.linalg.matrix_norm(G)))  # fmt: skip
     G = torch.randn(8, 8)
     for scale in (1e20, 1e37, 1e-30):  # squares overflow / underflow in fp32
         torch.testing.assert_close(orthogonalize(G * scale), orthogonalize(G), atol=1e-5, rtol=0)
@@ -122,9 +130,11 @@ def test_backend_dispatch(monkeypatch):
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
             orthogonalize(G, backend="triton")
         monkeypatch.setenv("TRITON_INTERPRET", "1")
+    # compiled Triton (a CUDA machine) takes CUDA tensors; the interpreter CPU ones
+    Gk = G.cuda() if torch.cuda.is_available() else G
     torch.testing.assert_close(
-        orthogonalize(G, backend="triton"), orthogonalize(G, backend="torch"), atol=1e-5, rtol=0
-    )
+        orthogonalize(Gk, backend="triton"), orthogonalize(Gk, backend="torch"), atol=1e-5,
+        rtol=0)  # fmt: skip
     with pytest.raises(TypeError, match="Triton kernels compute in"):
         orthogonalize(G, backend="triton", dtype=torch.float64)
     # "auto" sends CPU tensors to torch, even in interpreter mode (the outputs of the two paths
@@ -138,6 +148,22 @@ def test_backend_dispatch(monkeypatch):
     # a measured win is used only for the GPU it was measured on
     monkeypatch.setattr(ns, "TRITON_FASTER", [("H100", torch.bfloat16, 1024)])
     assert not ns._triton_measured_faster(G, torch.bfloat16)  # a CPU tensor: never
+
+    class OnCuda:  # what the rule reads of a CUDA tensor
+        is_cuda, device = True, "cuda:0"
+
+        def __init__(self, *shape: int) -> None:
+            self.shape = shape
+
+    gpu = "NVIDIA H100 80GB HBM3"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    faster = ns._triton_measured_faster
+    assert faster(OnCuda(2048, 4096), torch.bfloat16)
+    assert faster(OnCuda(3, 4096, 1024), torch.bfloat16)  # the short side counts
+    assert not faster(OnCuda(512, 4096), torch.bfloat16)  # below the measured size
+    assert not faster(OnCuda(2048, 4096), torch.float16)  # another dtype
+    gpu = "NVIDIA H200"
+    assert not faster(OnCuda(2048, 4096), torch.bfloat16)  # another GPU
 
 
 def test_polar_express_survives_a_collapsed_interval():

@@ -187,26 +187,28 @@ def tuned_table(path: str | Path | None = None) -> dict:
     return _tuned_cache[key]
 
 
-def config_for(kernel: str, M: int, K: int, dtype: torch.dtype, device: str = "") -> dict:
-    """The tile configuration a launch of ``kernel`` uses for an (M, K) problem.
+def config_for(kernel: str, M: int, K: int, dtype: torch.dtype, device: str = "",
+               batch: int = 1) -> dict:  # fmt: skip
+    """The tile configuration a launch of ``kernel`` uses for ``batch`` (M, K) problems.
 
     Interpreted: :data:`INTERPRETED`. Compiled: the measured best at the nearest measured
-    shape (distance |log₂ M − log₂ M'| + |log₂ K − log₂ K'|) among the table's entries for
-    this kernel, dtype and GPU name ``device``; :data:`CONFIGS`' first when there is none.
-    (M, K) are (rows, reduction) for ``sym_kernel`` and (rows of X, columns of X) for the
-    update.
+    problem (distance |log₂ M − log₂ M'| + |log₂ K − log₂ K'| + |log₂ batch − log₂ batch'|)
+    among the table's entries for this kernel, dtype and GPU name ``device``; :data:`CONFIGS`'
+    first when there is none. (M, K) are (rows, reduction) for ``sym_kernel`` and (rows of
+    X, columns of X) for the update; an entry without ``batch`` was measured at batch 1.
     """
     if kernel not in CONFIGS:
         raise ValueError(f"unknown kernel {kernel!r}; choose from {sorted(CONFIGS)}")
     if interpreting():
         return dict(INTERPRETED[kernel])
     table = os.environ.get(_TUNED_ENV, "")  # part of the key: a new table, a new answer
-    return dict(_lookup(kernel, M, K, str(dtype).removeprefix("torch."), device, table))
+    return dict(_lookup(kernel, M, K, batch, str(dtype).removeprefix("torch."), device, table))
 
 
 @functools.lru_cache(maxsize=4096)
-def _lookup(kernel: str, M: int, K: int, dtype: str, device: str, table: str) -> dict:
-    """config_for's table search, once per (kernel, shape, dtype, GPU, table): launches
+def _lookup(kernel: str, M: int, K: int, batch: int, dtype: str, device: str,
+            table: str) -> dict:  # fmt: skip
+    """config_for's table search, once per (kernel, problem, dtype, GPU, table): launches
     repeat the same shapes every step, and host work is what small matrices pay for."""
     entries = [e for e in tuned_table(table or None)["entries"] if e["kernel"] == kernel
                and e["dtype"] == dtype and e["device"] == device]  # fmt: skip
@@ -214,7 +216,8 @@ def _lookup(kernel: str, M: int, K: int, dtype: str, device: str, table: str) ->
         return CONFIGS[kernel][0]
 
     def distance(e: dict) -> float:
-        return abs(math.log2(max(M, 1) / e["M"])) + abs(math.log2(max(K, 1) / e["K"]))
+        return (abs(math.log2(max(M, 1) / e["M"])) + abs(math.log2(max(K, 1) / e["K"]))
+                + abs(math.log2(max(batch, 1) / e.get("batch", 1))))  # fmt: skip
 
     return min(entries, key=distance)["config"]
 
@@ -292,7 +295,8 @@ def _run(fn: str, kernel: str, inputs: list[torch.Tensor], out_shape: tuple[int,
     kernels = _kernels(fn, inputs[0])
     t = inputs[0]
     if config is None:
-        config = config_for(kernel, *dims, t.dtype, _gpu_name(t.device.index) if t.is_cuda else "")
+        config = config_for(kernel, *dims, t.dtype, _gpu_name(t.device.index) if t.is_cuda else "",
+                            batch=_shape3(out)[0])  # fmt: skip
     config = _check_config(fn, kernel, dict(config))
     if interpreting():  # the interpreter takes no launch options
         config = {k: v for k, v in config.items() if k not in _LAUNCH}
@@ -389,8 +393,12 @@ def tune(
     device: str | torch.device = "cuda",
     timer: Callable[[Callable[[], object]], float] | None = None,
     configs: dict[str, list[dict]] | None = None,
+    after_shape: Callable[[list[dict]], object] | None = None,
 ) -> list[dict]:
     """Time every candidate configuration of both kernels at each shape (one row per try).
+
+    ``after_shape(rows)`` is called with the rows so far after each shape (the command writes
+    the table then, so a run stopped part-way keeps the shapes it finished).
 
     For X of shape (…, m, n) with m ≤ n (the orientation ``orthogonalize`` uses): the
     symmetric kernel as :func:`syrk` at (M, K) = (m, n) and as :func:`sym_poly` at (m, m),
@@ -428,23 +436,26 @@ def tune(
                 except Exception as e:  # out of resources, a compile error: record, go on
                     row["error"] = f"{type(e).__name__}: {e}"[:300]
                 rows.append(row)
+        if after_shape is not None:
+            after_shape(rows)
     return rows
 
 
 def best_entries(rows: list[dict]) -> list[dict]:
-    """From :func:`tune`'s rows, one entry per (kernel, M, K, dtype, device): the fastest
-    configuration, with its time and the default's (``ms``, ``default_ms``)."""
+    """From :func:`tune`'s rows, one entry per (kernel, M, K, batch, dtype, device): the
+    fastest configuration, with its time and the default's (``ms``, ``default_ms``)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["kernel"], r["M"], r["K"], r["dtype"], r["device"]), []).append(r)
+        key = (r["kernel"], r["M"], r["K"], r.get("batch", 1), r["dtype"], r["device"])
+        groups.setdefault(key, []).append(r)
     entries = []
-    for (kernel, M, K, dtype, device), rs in groups.items():
+    for (kernel, M, K, batch, dtype, device), rs in groups.items():
         best = min(rs, key=lambda r: r["ms"])
         if not math.isfinite(best["ms"]):
             continue
         default = next((r["ms"] for r in rs if r["index"] == 0), math.nan)
         entries.append({"kernel": kernel, "device": device, "dtype": dtype, "M": M, "K": K,
-                        "config": best["config"], "ms": best["ms"],
+                        "batch": batch, "config": best["config"], "ms": best["ms"],
                         "default_ms": default})  # fmt: skip
     return entries
 
