@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shards":
         return _shards(args)
     if args.command == "execute":
-        from optimal_scaling.course.execute import execute
+        from optimal_scaling.course.execute import NotebookFailed, execute
 
         fast = True if args.fast else False if args.full else None
         try:
@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"execute: {exc}", file=sys.stderr)
             return 2
+        except NotebookFailed as exc:
+            print(f"execute: {exc}", file=sys.stderr)
+            return 1
         print(f"wrote {path}")
         return 0
     if args.command == "bench":
@@ -136,7 +139,9 @@ def _shards(args: argparse.Namespace) -> int:
 
 def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     import dataclasses
+    import os
     import shlex
+    from pathlib import Path
 
     from optimal_scaling.experiments import LRTransferConfig, describe, gpt_lr_transfer
     from optimal_scaling.results import write_table
@@ -151,6 +156,15 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
         "data": args.data,
     }
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg.check()
+        out = Path(args.out)  # an unwritable --out fails now, not after the whole grid
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(out.parent, os.W_OK):
+            raise PermissionError(f"cannot write to {out.parent}")
+    except (ValueError, OSError) as exc:
+        print(f"lr-transfer: {exc}", file=sys.stderr)
+        return 2
     grid = gpt_lr_transfer(cfg)
     argv = sys.argv[1:] if argv is None else argv
     path = write_table(grid, args.out, "optimal-scaling " + shlex.join(argv), config=describe(cfg))

@@ -230,8 +230,8 @@ def lr_transfer(
     from tqdm.auto import tqdm
 
     lrs = list(lrs)  # iterated once per width: a generator would run dry
-    if not lrs or min(lrs) <= 0:
-        raise ValueError(f"lr_transfer needs positive learning rates, got {lrs}")
+    if not lrs or not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+        raise ValueError(f"lr_transfer needs positive, finite learning rates, got {lrs}")
     grid = [(w, lr) for w in widths for lr in lrs]
     rows = []
     for width, lr in tqdm(grid, disable=not progress, desc="lr transfer"):

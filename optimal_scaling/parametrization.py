@@ -162,8 +162,13 @@ class Parametrization:
                 "dict with a 'width' and a `param_roles()` method (see optimal_scaling.models)"
             )
         # Same depth, base width: depth scaling is a separate factor (see _depth_ratio).
-        with torch.device("meta"):
-            return type(model)(**{**config, "width": self.base_width or config["width"]})
+        width = self.base_width or config["width"]
+        try:
+            with torch.device("meta"):
+                return type(model)(**{**config, "width": width})
+        except ValueError as exc:
+            raise ValueError(f"the base model (this model at base_width {width}) cannot be "
+                             f"built: {exc}") from None
 
     def _depth_ratio(self, model: nn.Module) -> float:
         if self.depth_alpha is None:

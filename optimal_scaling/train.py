@@ -91,8 +91,9 @@ def train(
     ``batches()`` returns a fresh ``(x, y)`` training batch on the model's device; ``tokens``
     counts the elements of ``y``. The validation loss (the mean over the fixed list
     ``val_batches``) is recorded every ``eval_every`` steps and at the end (``0``: only at the
-    end). A loss that is not
-    finite, or that exceeds ``blowup`` × the first step's loss, ends the run as diverged.
+    end). A training loss that is not finite, or that exceeds ``blowup`` × the first step's
+    loss, ends the run as diverged, and so does a non-finite validation loss (an update that
+    broke the weights at the last step shows only there).
     ``callback(step, model)`` may return extra columns for that step's row.
     ``progress=None`` shows a tqdm bar except in fast mode and under pytest.
     """
@@ -139,6 +140,10 @@ def train(
         if callback is not None:
             row.update(callback(step, model) or {})
         rows.append(row)
+        if not math.isfinite(row.get("val_loss", 0.0)):  # the last update broke the weights
+            bar.close()
+            return TrainResult(pd.DataFrame(rows), diverged=True,
+                               reason=f"step {step}: non-finite validation loss")  # fmt: skip
         bar.update()
         bar.set_postfix(loss=f"{value:.3f}")
     bar.close()

@@ -65,3 +65,20 @@ def test_execute_keeps_outputs_and_sets_the_mode(tmp_path):
     assert "".join(cells[1]["outputs"][0]["text"]) == "fast = 1\n"
     assert "".join(cells[2]["outputs"][0]["data"]["text/plain"]) == "42"
     assert main(["execute", str(tmp_path / "missing.ipynb")]) == 2
+
+
+def test_execute_names_the_failing_cell_and_keeps_what_ran(tmp_path, capsys):
+    import json
+
+    from optimal_scaling.cli import main
+
+    src = tmp_path / "broken.py"
+    src.write_text('# %%\nx = 6 * 7\nprint(x)\n\n# %%\nraise KeyError("oops")\n\n# %%\nprint(1)\n')
+    out = tmp_path / "ran.ipynb"
+    assert main(["execute", str(src), "--out", str(out), "--timeout", "60"]) == 1
+    err = capsys.readouterr().err
+    assert "cell 1 failed (KeyError: 'oops')" in err and str(out) in err
+    assert "Traceback" not in err
+    cells = json.loads(out.read_text())["cells"]
+    assert "".join(cells[0]["outputs"][0]["text"]) == "42\n"
+    assert cells[1]["outputs"][-1]["output_type"] == "error" and not cells[2]["outputs"]

@@ -126,3 +126,29 @@ def test_committed_sweep_results_are_complete_and_regenerable(root):
             # a constant-schedule run is read at every horizon, a decaying one at its own
             assert len(table) == sum(len(r.horizons) for r in spec.runs()), path.name
             assert set(table["horizon"]) == set(spec.horizons)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--widths", "32", "30"], "width 30 is not divisible by n_heads 4"),
+    (["--steps", "0"], "steps must be a positive int"),
+    (["--batch-size", "0"], "batch_size must be a positive int"),
+    (["--log2-lrs", "nan"], "log2_lrs must be finite"),
+])  # fmt: skip
+def test_cli_lr_transfer_names_bad_settings_before_training(tmp_path, capsys, args, needle):
+    from optimal_scaling.cli import main
+
+    out = tmp_path / "grid.csv"
+    assert main(["lr-transfer", "--fast", "--data", "markov", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lr-transfer: ") and needle in err
+    assert not out.exists()
+
+
+def test_cli_lr_transfer_refuses_an_unwritable_out_before_training(tmp_path, capsys):
+    from optimal_scaling.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["lr-transfer", "--fast", "--data", "markov",
+                 "--out", str(blocker / "grid.csv")]) == 2  # fmt: skip
+    assert capsys.readouterr().err.startswith("lr-transfer: ")

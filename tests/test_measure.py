@@ -73,5 +73,5 @@ def test_sweeps_use_the_parametrizations_optimizer_and_accept_one_shot_iterables
 
     grid = lr_transfer(run, [8, 16], (lr for lr in [0.1, 0.2]), progress=False)
     assert len(grid) == 4
-    with pytest.raises(ValueError, match="positive learning rates"):
+    with pytest.raises(ValueError, match="positive, finite learning rates"):
         lr_transfer(lambda w, lr: None, [8], [0.0], progress=False)

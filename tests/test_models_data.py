@@ -22,6 +22,7 @@ def test_mlp_parameter_count_matches_formula(depth, bias):
     [
         ({"depth": 1}, "depth counts linear layers"),
         ({"width": 0}, "width must be a positive int"),
+        ({"d_in": True}, "d_in must be a positive int"),
         ({"activation": "swish"}, "unknown activation 'swish'"),
     ],
 )

@@ -124,6 +124,8 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
         ("horizons = [1024]\n[grid]\n'optimizer.lrr' = [1]\n", ["grid.optimizer.lrr"]),
         ("horizons = [1000]\n", ["horizons", "whole number of steps"]),
         ("horizons = [2048, 1024]\n", ["horizons", "increasing"]),
+        ("horizons = [inf]\n", ["horizons", "positive integers"]),
+        ("horizons = [nan]\n", ["horizons", "positive integers"]),
         ("[run]\nseed = 1\n", ["horizons", "missing"]),
         ("horizons = [1024]\n[run.model]\nwidth = 30\nn_heads = 4\n",
          ["run.model", "not divisible"]),
@@ -585,8 +587,9 @@ def test_thin_log_keeps_a_geometric_grid_per_run():
     assert a[0] == 1 and a[-1] == 100
     assert all(later >= 1.1 * earlier for earlier, later in zip(a[:-2], a[1:-1], strict=True))
     assert len(a) < 40 and kept[kept["run_id"] == "b"]["step"].iloc[-1] == 10
-    with pytest.raises(ValueError, match="spacing"):
-        sweep.thin_log(log, 0)
+    for bad in (0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="spacing"):
+            sweep.thin_log(log, bad)
 
 
 def test_scion_runs_with_muon_coefficients(tmp_path):

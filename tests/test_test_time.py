@@ -106,6 +106,8 @@ def test_greedy_generation_appends_the_argmax_token_by_token():
     assert model.training  # the mode is restored
     long = model.generate(x, 8, temperature=0)  # beyond the context: reads the last 6 tokens
     assert long.shape == (5, 10)
+    with pytest.raises(ValueError, match="at least|time ≥ 1"):  # an empty prompt
+        model.generate(x[:, :0], 3)
 
 
 def test_sampling_follows_the_softmax_and_is_reproducible():

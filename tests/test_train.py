@@ -38,6 +38,24 @@ def test_nan_loss_marks_the_run_diverged_without_raising():
     assert result.final_loss == math.inf and result.final_val_loss == math.inf
 
 
+def test_an_update_that_breaks_the_weights_at_the_last_step_is_a_divergence():
+    """The training loss is read before each update: only the validation loss sees the last."""
+    model, opt, batches, val = setup()
+
+    class Breaks(torch.optim.Adam):
+        def step(self, closure=None):
+            super().step(closure)
+            if self.state[model.output.weight]["step"] == 5:
+                with torch.no_grad():
+                    model.output.weight.fill_(float("inf"))
+
+    opt = Breaks(model.parameters(), lr=1e-2)
+    result = train(model, opt, batches, 5, val_batches=val, loss_fn=mse)
+    assert math.isfinite(result.history["loss"].iloc[-1])
+    assert result.diverged and result.reason == "step 5: non-finite validation loss"
+    assert result.final_val_loss == math.inf and len(result.history) == 5
+
+
 def test_blowup_marks_the_run_diverged():
     model, opt, batches, val = setup(lr=1e4)
     result = train(model, opt, batches, 50, val_batches=val, loss_fn=mse, blowup=4.0)

@@ -45,6 +45,10 @@ def patch_client_stall() -> None:
     AsyncZMQSocketChannel.get_msg = get_msg
 
 
+class NotebookFailed(RuntimeError):
+    """A cell of an executed notebook failed (the message names it and the file written)."""
+
+
 def execute(
     notebook: str | Path,
     out: str | Path | None = None,
@@ -55,8 +59,9 @@ def execute(
 
     ``out`` defaults to ``<name>.run.ipynb`` beside it; cells run in the notebook's folder,
     each within ``timeout`` seconds; ``fast`` sets ``OPTIMAL_SCALING_FAST`` for the kernel
-    (None: leave the environment as it is). The file is written only when every cell ran
-    (atomically); a failing cell raises nbclient's ``CellExecutionError`` naming it.
+    (None: leave the environment as it is). The file is written atomically; when a cell
+    fails (an error, a timeout, a dead kernel) the notebook up to and with that cell's error
+    is written and a :class:`NotebookFailed` names the cell.
     """
     import jupytext
     import nbformat
@@ -78,7 +83,20 @@ def execute(
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(path.parent.resolve())}})
-        client.execute()
+        try:
+            client.execute()
+        except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError
+            atomic_write(out, lambda f: f.write(nbformat.writes(nb).encode()))
+            failed = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                      and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+            where = f"cell {failed[-1]}" if failed else "a cell"
+            if hasattr(exc, "ename"):
+                what = f"{exc.ename}: {exc.evalue}"
+            else:
+                lines = str(exc).strip().splitlines()
+                what = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+            raise NotebookFailed(f"{path}: {where} failed ({what}); the notebook up to it, "
+                                 f"with the error, is in {out}") from None
     finally:
         if fast is not None:
             os.environ.pop("OPTIMAL_SCALING_FAST", None)

@@ -235,6 +235,9 @@ class GPT(nn.Module):
         if new_tokens < 0 or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"generate: need new_tokens ≥ 0 and a finite temperature ≥ 0, "
                              f"got {new_tokens} and {temperature}")  # fmt: skip
+        if idx.ndim != 2 or idx.shape[1] < 1:
+            raise ValueError(f"generate: the prompt is (batch, time) with time ≥ 1 token, got "
+                             f"shape {tuple(idx.shape)}")  # fmt: skip
         if generator is not None and generator.device.type != idx.device.type:
             raise ValueError(f"generate: the generator is on {generator.device} but the tokens "
                              f"are on {idx.device}; use torch.Generator(device=...)")  # fmt: skip

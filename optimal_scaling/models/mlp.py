@@ -42,9 +42,9 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in {"d_in": d_in, "width": width, "d_out": d_out}.items():
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"MLP: {name} must be a positive int, got {value!r}")
-        if not isinstance(depth, int) or depth < 2:
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
             raise ValueError(f"MLP: depth counts linear layers and must be ≥ 2, got {depth!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(

@@ -22,6 +22,7 @@ From Python::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -101,8 +102,8 @@ def run(
 def thin_log(log: pd.DataFrame, spacing: float) -> pd.DataFrame:
     """Keep, per run, the log entries at least a factor (1 + ``spacing``) apart in step (and
     every run's first and last): a geometric grid in time, fine early, coarse late."""
-    if spacing <= 0:
-        raise ValueError(f"thin_log: spacing must be > 0, got {spacing}")
+    if not spacing > 0 or not math.isfinite(spacing):  # NaN too
+        raise ValueError(f"thin_log: spacing must be a finite number > 0, got {spacing}")
     keep = []
     for _, g in log.groupby("run_id", sort=False):
         steps, last = g["step"].to_numpy(), -1.0

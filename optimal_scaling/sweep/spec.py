@@ -455,7 +455,7 @@ def _horizons(raw: object, where: str) -> list[int]:
     out = []
     for i, v in enumerate(values):
         n = number(v, where, f"horizons[{i}]")
-        if float(n) != int(n) or n < 1:
+        if not math.isfinite(n) or float(n) != int(n) or n < 1:
             raise _err(where, "horizons", f"token counts must be positive integers, got {v!r}")
         out.append(int(n))
     if sorted(set(out)) != out:
