@@ -299,6 +299,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--log", action="store_true",
                    help="the training logs instead (runs with log_every): a row per run × entry, "
                    "config keys that vary only, the others in the header")  # fmt: skip
+    c.add_argument("--current", action="store_true",
+                   help="only the runs of the sweep last run in DIR (its sweep.json); by "
+                   "default every run folder is collected and others are warned about")
     c.add_argument("--spacing", type=float, default=0.0,
                    help="with --log: keep entries at least a factor 1 + SPACING apart in step "
                    "(a geometric grid; 0 keeps every entry)")  # fmt: skip
@@ -329,7 +332,8 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
             print(", ".join(f"{v} {k}" for k, v in counts.items()))
             return 0
         path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv),
-                                     log=args.log, spacing=args.spacing)  # fmt: skip
+                                     log=args.log, spacing=args.spacing,
+                                     current=args.current)  # fmt: skip
         print(f"wrote {path}")
         return 0
     except (sweep.ConfigError, FileNotFoundError, ValueError) as exc:

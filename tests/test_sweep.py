@@ -219,7 +219,27 @@ def test_collect_cli_writes_a_provenance_header(tmp_path):
     table, meta = read_table(tmp_path / "t.csv")
     assert meta["command"].startswith("optimal-scaling sweep collect")
     assert {"optimal_scaling", "torch", "machine", "date", "sweep"} <= set(meta)
-    assert len(table) == 4 * 2
+    assert len(table) == 4 * 2 and "outside_sweep" not in meta
+
+
+def test_collect_warns_about_runs_outside_the_folders_sweep(tmp_path, capsys):
+    """A second grid run into the same folder: both are collected (with a warning and a
+    header line) unless --current keeps only the runs of the sweep last run there."""
+    from optimal_scaling.results import read_table
+
+    out = tmp_path / "mixed"
+    sweep.run(sweep.from_dict(tiny()), out, progress=False)
+    sweep.run(sweep.from_dict(tiny(grid={"optimizer.lr": [0.02, 0.03]})), out, progress=False)
+    capsys.readouterr()
+    assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "all.csv")]) == 0
+    assert "1 of 3 runs" in capsys.readouterr().err
+    table, meta = read_table(tmp_path / "all.csv")
+    assert table["run_id"].nunique() == 3 and meta["outside_sweep"] == "1 runs"
+    assert cli(["sweep", "collect", str(out), "--current", "--out",
+                str(tmp_path / "now.csv")]) == 0  # fmt: skip
+    table, meta = read_table(tmp_path / "now.csv")
+    assert sorted(table["optimizer.lr"].unique()) == [0.02, 0.03]
+    assert meta["runs"] == "done 2" and "outside_sweep" not in meta
 
 
 def test_resume_from_a_horizon_checkpoint_equals_an_uninterrupted_run(tmp_path):

@@ -23,6 +23,7 @@ From Python::
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -114,15 +115,30 @@ def thin_log(log: pd.DataFrame, spacing: float) -> pd.DataFrame:
     return log.loc[keep]
 
 
+def sweep_run_ids(sweep_dir: str | Path) -> set[str] | None:
+    """The ids of the runs of the sweep last given to ``sweep run`` in ``sweep_dir`` (its
+    ``sweep.json``), or None when there is none. A folder can hold other runs too: an earlier
+    grid, or the same grid made by older code whose configs had fewer keys (other ids)."""
+    from optimal_scaling.sweep.store import read_json
+
+    raw = read_json(Path(sweep_dir) / "sweep.json")
+    if raw is None:
+        return None
+    return {r.id for r in expand(from_dict(raw, source=str(Path(sweep_dir) / "sweep.json")))}
+
+
 def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
-                    log: bool = False, spacing: float = 0.0) -> Path:  # fmt: skip
+                    log: bool = False, spacing: float = 0.0,
+                    current: bool = False) -> Path:  # fmt: skip
     """``collect`` (or, with ``log``, ``collect_log``) written as CSV with the provenance
     header of :mod:`optimal_scaling.results`.
 
     The log keeps only the config columns that vary between runs (the constant ones go into
     the header as ``constant: {json}``) and its measurements to 6 significant digits: a log
     has thousands of rows; ``spacing`` > 0 thins it to a geometric grid in steps
-    (:func:`thin_log`).
+    (:func:`thin_log`). ``current`` keeps only the runs of the folder's ``sweep.json``
+    (:func:`sweep_run_ids`); otherwise every run is kept, and how many lie outside that sweep
+    is warned about on stderr and written into the header (``outside_sweep``).
     """
     import json
 
@@ -130,13 +146,25 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
     from optimal_scaling.sweep.store import read_json
 
     table = collect_log(sweep_dir) if log else collect(sweep_dir)
+    ids = sweep_run_ids(sweep_dir)
+    outside = sorted(set(table["run_id"]) - ids) if ids is not None and not table.empty else []
+    if current:
+        table = table[~table["run_id"].isin(outside)]
+    elif outside:
+        print(f"sweep collect: {len(outside)} of {table['run_id'].nunique()} runs in "
+              f"{sweep_dir} are not runs of its sweep.json (an earlier grid, or older code "
+              "with other config keys); they are included: --current leaves them out",
+              file=sys.stderr)  # fmt: skip
     if table.empty:
         what = "no run keeps a training log (set run.log_every)" if log else (
             "no run has reached a horizon yet")
         raise ValueError(f"{sweep_dir}: {what}; nothing to collect")
     meta = read_json(Path(sweep_dir) / "sweep.json") or {}
-    counts = status(sweep_dir)
-    extra = {}
+    runs = status_table(sweep_dir)
+    if current:
+        runs = runs[~runs["id"].isin(outside)]
+    counts = {k: int((runs["status"] == k).sum()) for k in STATUSES} if len(runs) else {}
+    extra = {} if current or not outside else {"outside_sweep": f"{len(outside)} runs"}
     if log:
         measured = {"run_id", "status", "step", "tokens", "train_loss", "gns_g2", "gns_trace"}
         config = [c for c in table.columns if c not in measured]
