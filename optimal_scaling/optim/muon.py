@@ -251,9 +251,11 @@ class Muon(CheckedOptimizer):
                         group["margin"], group["eps"], group["check_finite"])  # fmt: skip
             us = [u for *_, u in work]
             if self.distributed:  # each rank orthogonalizes its share, then all-gather
+                # no check inside: a raise on the one rank that owns a matrix would leave the
+                # others waiting in the all-gather (every rank checked the gradients already)
                 fn = partial(orthogonalized_update, steps=settings[0], schedule=settings[1],
                              scale=settings[2], dtype=settings[3], margin=settings[4],
-                             eps=settings[5], check=settings[6])  # fmt: skip
+                             eps=settings[5], check=False)  # fmt: skip
                 updates = orthogonalize_sharded(us, fn, self.process_group)
             else:
                 updates = orthogonalized_updates(us, *settings)
