@@ -49,8 +49,13 @@ class NormTracker:
     >>> result.history[["step", "W[output]", "dW[output]"]].dropna()
     >>> tracker.table                     # one row per (step, parameter)
 
-    ``norms`` overrides the norm of a role (``{"output": "sign"}``); names: colnorm, spectral,
-    rownorm, sign (d_in·max|W_ij|), bias_rms. ``power_iters`` is the number of warm-started
+    ``preset`` names the role → norm table (:data:`optimal_scaling.roles.PRESETS`; default
+    ``"colnorm-spectral-rownorm"``, the norm-transfer setting): to watch a Scion run, pass the
+    preset its groups were built with, so that ‖ΔW‖ = γ·ρ holds in the tracked norms (Scion's
+    own default is ``"colnorm-spectral-sign"``). ``norms`` overrides single roles
+    (``{"output": "sign"}``); names: colnorm, spectral, rownorm, sign (d_in·max|W_ij|),
+    bias_rms. A conv weight is measured as its flattened out × (in·kh·kw) matrix, not in
+    Scion's Conv2DSpectral norm. ``power_iters`` is the number of warm-started
     power-iteration steps per spectral norm; the first estimate of each matrix, with no warm
     start yet, takes ``cold_iters``.
     """
@@ -60,6 +65,7 @@ class NormTracker:
         model: nn.Module,
         every: int = 10,
         norms: Mapping[str, str] | None = None,
+        preset: str | None = None,
         power_iters: int = 2,
         cold_iters: int = 20,
     ) -> None:
@@ -68,11 +74,15 @@ class NormTracker:
         if power_iters < 1 or cold_iters < 1:
             raise ValueError(f"NormTracker: power_iters and cold_iters must be ≥ 1, got "
                              f"{power_iters}, {cold_iters}")  # fmt: skip
-        misspelt = sorted(set(norms or {}) - set(DEFAULT_NORMS))
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"NormTracker: unknown preset {preset!r}; choose from "
+                             f"{', '.join(PRESETS)}")  # fmt: skip
+        base = DEFAULT_NORMS if preset is None else PRESETS[preset]
+        misspelt = sorted(set(norms or {}) - set(base))
         if misspelt:
             raise ValueError(f"NormTracker: unknown role(s) {misspelt} in norms; the roles are "
-                             f"{', '.join(DEFAULT_NORMS)}")  # fmt: skip
-        chosen = {**DEFAULT_NORMS, **(norms or {})}
+                             f"{', '.join(base)}")  # fmt: skip
+        chosen = {**base, **(norms or {})}
         for role, name in chosen.items():
             if name not in _NORM_NAMES:
                 raise ValueError(

@@ -30,6 +30,25 @@ def exact_norm(W: torch.Tensor, role: str, transpose: bool) -> float:
     return norms.operator_norm(W, name).item()
 
 
+@pytest.mark.parametrize("preset", ["colnorm-spectral-sign", "colnorm-spectral-rownorm"])
+def test_a_tracker_with_scions_preset_sees_updates_of_norm_lr_times_radius(preset):
+    model = tiny_gpt()
+    opt = Scion(scion_groups(model, preset, lr=0.02, spectral_method="svd"), momentum=1.0)
+    tracker = NormTracker(model, every=2, preset=preset)
+    result = train(model, opt, batches(model), steps=4, callback=tracker)
+    tracked = result.history.dropna(subset=["dW[output]"])
+    for role in ("input", "hidden", "output"):
+        assert tracked[f"dW[{role}]"].to_numpy() == pytest.approx(0.02, rel=1e-4), role
+    if preset == "colnorm-spectral-rownorm":  # watched in the other preset's output norm
+        model = tiny_gpt()
+        opt = Scion(scion_groups(model, preset, lr=0.02, spectral_method="svd"), momentum=1.0)
+        other = NormTracker(model, every=2, preset="colnorm-spectral-sign")
+        result = train(model, opt, batches(model), steps=2, callback=other)
+        assert result.history["dW[output]"].dropna().iloc[0] > 1.5 * 0.02  # not γ·ρ
+    with pytest.raises(ValueError, match="unknown preset"):
+        NormTracker(model, preset="spectral-everywhere")
+
+
 def test_scion_updates_have_norm_lr_times_radius_and_weights_are_tracked():
     model = tiny_gpt()
     lr, mult, radii = 0.01, {"input": 2.0, "hidden": 1.0, "output": 0.5}, {"output": 3.0}
