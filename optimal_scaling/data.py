@@ -627,14 +627,15 @@ def _split_by_file(
             f"file; pass more files or val_fraction=0"
         )
     threshold = val_fraction * 1000
-    h = {rel: _split_hash(rel) for _, rel in files}
-    is_val = {rel: h[rel] < threshold for _, rel in files}
-    if not any(is_val.values()):
-        is_val[min(h, key=lambda r: (h[r], r))] = True
-    if all(is_val.values()):
-        is_val[max(h, key=lambda r: (h[r], r))] = False
-    train = [path for path, rel in files if not is_val[rel]]
-    val = [path for path, rel in files if is_val[rel]]
+    # one decision per file (two files may share a relative path under different roots)
+    order = [(_split_hash(rel), rel, i) for i, (_, rel) in enumerate(files)]
+    is_val = [h < threshold for h, _, _ in order]
+    if not any(is_val):
+        is_val[min(order)[2]] = True
+    if all(is_val):
+        is_val[max(order)[2]] = False
+    train = [path for (path, _), v in zip(files, is_val, strict=True) if not v]
+    val = [path for (path, _), v in zip(files, is_val, strict=True) if v]
     return train, val
 
 
@@ -732,14 +733,19 @@ def write_token_shards(folder: str | os.PathLike, train: np.ndarray, val: np.nda
     """``folder/train.bin``, ``val.bin`` and ``meta.json`` (dtype, vocab_size, tokens).
 
     The dtype is uint16 when the vocabulary fits, else uint32. Every id must be below
-    ``vocab_size``. ``meta.json`` is written last: a folder without it is incomplete (or a
+    ``vocab_size``, and neither split may be empty. ``meta.json`` is written last: a folder without it is incomplete (or a
     plain nanoGPT uint16 folder).
     """
     folder = Path(folder)
     dtype = shard_dtype(vocab_size)
     counts = {}
-    for split, tokens in zip(SPLITS, (train, val), strict=True):
-        arr = np.asarray(tokens.detach().cpu() if isinstance(tokens, torch.Tensor) else tokens)
+    arrays = [np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t)
+              for t in (train, val)]  # fmt: skip
+    empty = [split for split, arr in zip(SPLITS, arrays, strict=True) if arr.size == 0]
+    if empty:  # (token_shards could not read it back, and a run needs both)
+        raise ValueError(f"write_token_shards({folder}): the {' and '.join(empty)} split is "
+                         "empty; both need tokens (for a byte corpus: val_fraction > 0)")
+    for split, arr in zip(SPLITS, arrays, strict=True):
         if arr.size and np.issubdtype(arr.dtype, np.integer) and arr.max() >= vocab_size:
             raise ValueError(f"write_token_shards({folder}): {split} has token id {arr.max()} "
                              f"≥ vocab_size {vocab_size}")  # fmt: skip

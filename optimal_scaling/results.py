@@ -70,7 +70,7 @@ def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object
         **meta,
     }
     for key, value in header.items():
-        if len(f"{key}{value}".splitlines()) > 1 or ": " in str(key):  # \r, \u2028 split too
+        if len(f"x{key}x{value}x".splitlines()) > 1 or ": " in str(key):  # \r, \u2028 too
             raise ValueError(f"metadata {key!r} must fit on one line (and a key holds no ': ')")
     text = "".join(f"# {k}: {v}\n" for k, v in header.items()) + df.to_csv(index=False)
     return atomic_write(path, lambda f: f.write(text.encode()))

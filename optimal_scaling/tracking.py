@@ -162,7 +162,7 @@ class NormTracker:
         """The ``train`` callback: after the optimizer step ``step``."""
         out: dict[str, float] = {}
         if step % self.every == 0:
-            groups: dict[str, list[tuple[float, float]]] = {}
+            groups: dict[str, list[tuple[float, float, bool]]] = {}
             for name, (p, role, _) in self.params.items():
                 weight = self.norm(name, p)
                 before = self._previous.pop(name, None)
@@ -171,11 +171,12 @@ class NormTracker:
                     {"step": step, "param": name, "role": role, "norm": self.norms[role],
                      "weight": weight, "update": update}
                 )  # fmt: skip
-                groups.setdefault(role, []).append((weight, update))
+                groups.setdefault(role, []).append((weight, update, before is not None))
             for role, values in groups.items():
-                out[f"W[{role}]"] = _largest([w for w, _ in values])
-                updates = [u for _, u in values if not math.isnan(u)]
-                out[f"dW[{role}]"] = max(updates) if updates else math.nan
+                out[f"W[{role}]"] = _largest([w for w, _, _ in values])
+                # over the updates measured (a NaN one, from a diverged layer, stays NaN)
+                updates = [u for _, u, measured in values if measured]
+                out[f"dW[{role}]"] = _largest(updates) if updates else math.nan
         if (step + 1) % self.every == 0:  # the next step is tracked: keep today's weights
             self._previous = self._snapshot()
         return out

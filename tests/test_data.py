@@ -269,6 +269,13 @@ def test_byte_corpus_round_trips_and_splits_by_file(tmp_path):
     assert np.array_equal(again.train, corpus.train) and np.array_equal(again.val, corpus.val)
     x, y = corpus.batch("train", 4, 16, torch.Generator().manual_seed(0))
     assert x.shape == (4, 16) and torch.equal(y[:, :-1], x[:, 1:])
+    # two files with one relative path (under two roots) are two files to split
+    for root in ("a", "b"):
+        (tmp_path / root).mkdir()
+        (tmp_path / root / "x.py").write_bytes(root.encode() * 4)
+    twins = byte_corpus([tmp_path / "a" / "x.py", tmp_path / "b" / "x.py"], val_fraction=0.1,
+                        cache_dir=tmp_path / "twins")  # fmt: skip
+    assert len(twins.train) == len(twins.val) == 5  # one each (val was empty)
 
 
 def test_byte_corpus_cache_is_written_once_and_reused(tmp_path, monkeypatch):
@@ -459,6 +466,9 @@ def test_described_shards_errors(tmp_path):
         token_shards(folder)
     with pytest.raises(ValueError, match="≥ vocab_size 10"):
         data.write_token_shards(tmp_path / "t", np.array([1, 10]), np.array([1]), vocab_size=10)
+    with pytest.raises(ValueError, match="the val split is empty"):  # unreadable if written
+        data.write_token_shards(tmp_path / "e", np.array([1, 2]), np.array([], int), vocab_size=10)
+    assert not (tmp_path / "e").exists()
     (folder / "meta.json").write_text('{"dtype": "int8"}')
     with pytest.raises(ValueError, match="not a shard description"):
         token_shards(folder)

@@ -43,7 +43,8 @@ def test_result_tables_round_trip(tmp_path):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     for bad in ({"command": "a\nb"}, {"command": "c", "note": "a\rb"},
-                {"command": "c", "note": "a\u2028b"}, {"command": "c", "a: b": "x"}):  # fmt: skip
+                {"command": "c", "note": "a\u2028b"}, {"command": "c", "a: b": "x"},
+                {"command": "c", "note": "v\n"}, {"command": "\rc"}):  # fmt: skip
         with pytest.raises(ValueError, match="one line"):
             write_table(df, tmp_path / "u.csv", **bad)
     assert not (tmp_path / "u.csv").exists()

@@ -37,6 +37,7 @@ def test_a_tracker_with_scions_preset_sees_updates_of_norm_lr_times_radius(prese
     tracker = NormTracker(model, every=2, preset=preset)
     result = train(model, opt, batches(model), steps=4, callback=tracker)
     tracked = result.history.dropna(subset=["dW[output]"])
+    assert list(tracked["step"]) == [2, 4]  # (an empty frame would pass the next lines)
     for role in ("input", "hidden", "output"):
         assert tracked[f"dW[{role}]"].to_numpy() == pytest.approx(0.02, rel=1e-4), role
     if preset == "colnorm-spectral-rownorm":  # watched in the other preset's output norm
@@ -125,4 +126,6 @@ def test_a_diverged_weight_reads_as_nan_instead_of_raising():
         model.blocks[0].mlp.fc.weight[0, 0] = float("nan")
     row = tracker(1)
     assert math.isnan(row["W[hidden]"]) and not math.isnan(row["W[output]"])
+    # the update of that layer is NaN too, and the group's largest update shows it
+    assert math.isnan(row["dW[hidden]"]) and not math.isnan(row["dW[output]"])
     assert math.isnan(tracker.group_norms()["W[hidden]"])
