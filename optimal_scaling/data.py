@@ -733,8 +733,8 @@ def write_token_shards(folder: str | os.PathLike, train: np.ndarray, val: np.nda
     """``folder/train.bin``, ``val.bin`` and ``meta.json`` (dtype, vocab_size, tokens).
 
     The dtype is uint16 when the vocabulary fits, else uint32. Every id must be below
-    ``vocab_size``, and neither split may be empty. ``meta.json`` is written last: a folder without it is incomplete (or a
-    plain nanoGPT uint16 folder).
+    ``vocab_size``, and neither split may be empty. ``meta.json`` is written last: a folder
+    without it is incomplete (or a plain nanoGPT uint16 folder).
     """
     folder = Path(folder)
     dtype = shard_dtype(vocab_size)
