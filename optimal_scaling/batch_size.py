@@ -351,8 +351,8 @@ def steps_to_target(
             hit = np.flatnonzero(curve <= t)
             if not len(hit):
                 at = math.nan
-            elif hit[0] == 0:
-                at = s[0]
+            elif hit[0] == 0 or not math.isfinite(curve[hit[0] - 1]):
+                at = s[hit[0]]  # nothing finite before it to interpolate from
             else:
                 i = hit[0]
                 at = s[i - 1] + (s[i] - s[i - 1]) * (curve[i - 1] - t) / (curve[i - 1] - curve[i])

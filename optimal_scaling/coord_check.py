@@ -271,7 +271,8 @@ def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",), margin: float = 0
         if ok.empty:
             best_lr, best = math.nan, math.nan
         else:
-            best_lr, best = ok.loc[ok["loss"].idxmin(), ["lr", "loss"]]
+            top = ok.iloc[int(np.argmin(ok["loss"].to_numpy(dtype=float)))]
+            best_lr, best = top["lr"], top["loss"]
         above = g["lr"] > (0.0 if ok.empty else best_lr)
         diverged = g[above & failed]
         wall = g[above & (failed | (g["loss"] > best + margin))]

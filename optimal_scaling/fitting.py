@@ -86,10 +86,14 @@ def find_optimum(
     (rows in the group), ``at_edge`` (the grid minimum sits at the smallest or largest value of
     an ``over`` column among the runs that did not diverge: the optimum may lie outside the
     grid, or right next to the divergence edge) and, for ``"parabola"``,
-    ``refined``. A metric of +inf (a diverged run) counts as worst; a group whose runs all
+    ``refined``. With several ``over`` columns, each is judged along the optimum's own line
+    (the runs sharing the optimum's values of the other columns): a learning rate next to
+    the divergence edge at the best batch size is at the edge even if other batch sizes went
+    further. A metric of +inf (a diverged run) counts as worst; a group whose runs all
     diverged gets NaN settings and an infinite metric. ``"parabola"`` refines ``over[0]`` (at
-    the grid minimum's values of the other ``over`` columns) with up to ``neighbours`` grid
-    points on each side of the minimum; that column must be positive.
+    the grid minimum's values of the other ``over`` columns) with up to ``neighbours``
+    distinct grid values on each side of the minimum (repeated runs at one value, e.g.
+    seeds, are averaged first); that column must be positive.
     """
     who = "find_optimum"
     over = [over] if isinstance(over, str) else list(over)
@@ -98,6 +102,8 @@ def find_optimum(
         raise ValueError(f"{who}: name at least one column to optimize over")
     if method not in ("argmin", "parabola"):
         raise ValueError(f"{who}: unknown method {method!r}; choose 'argmin' or 'parabola'")
+    if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
+        raise ValueError(f"{who}: neighbours must be an int ≥ 1, got {neighbours!r}")
     require_columns(table, [*over, metric, *by], who)
     values = pd.to_numeric(table[metric], errors="coerce")
     if values.isna().any():
@@ -119,28 +125,37 @@ def find_optimum(
                          "at_edge": False, **({"refined": False} if method == "parabola"
                                               else {})})  # fmt: skip
             continue
-        best = finite.loc[finite[metric].astype(float).idxmin()]
+        # by position: index labels may repeat (concatenated tables)
+        best = finite.iloc[int(np.argmin(finite[metric].to_numpy(dtype=float)))]
         row.update({c: best[c] for c in over})
         row[metric] = float(best[metric])
-        row["at_edge"] = any(best[c] in (finite[c].min(), finite[c].max()) for c in over)
+        row["at_edge"] = any(best[c] in (line[c].min(), line[c].max())
+                             for c in over for line in [_line(finite, over, c, best)])
         if method == "parabola":
             row.update(_parabola(group, over, metric, best, neighbours))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _line(table: pd.DataFrame, over: list[str], col: str, best: pd.Series) -> pd.DataFrame:
+    """The rows of ``table`` that share ``best``'s values of every ``over`` column but ``col``."""
+    for other in over:
+        if other != col:
+            table = table[table[other] == best[other]]
+    return table
+
+
 def _parabola(group: pd.DataFrame, over: list[str], metric: str, best: pd.Series,
               neighbours: int) -> dict:  # fmt: skip
     col = over[0]
-    line = group
-    for other in over[1:]:
-        line = line[line[other] == best[other]]
-    line = line[np.isfinite(line[metric].astype(float))].sort_values(col)
-    xs = line[col].to_numpy(dtype=float)
+    line = _line(group, over, col, best)
+    line = line[np.isfinite(line[metric].astype(float))]
+    means = line.groupby(col)[metric].mean()  # one point per distinct grid value (sorted)
+    xs = means.index.to_numpy(dtype=float)
     k = int(np.flatnonzero(xs == float(best[col]))[0])
     lo, hi = max(0, k - neighbours), min(len(xs), k + neighbours + 1)
     u = np.log2(xs[lo:hi])
-    y = line[metric].to_numpy(dtype=float)[lo:hi]
+    y = means.to_numpy(dtype=float)[lo:hi]
     if len(u) < 3:
         return {"refined": False}
     p2, p1, p0 = np.polyfit(u, y, 2)

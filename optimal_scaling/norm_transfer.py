@@ -148,7 +148,7 @@ def optimal_norms(table: pd.DataFrame, anchor: tuple[float, float] | None = None
         fin = g[np.isfinite(g["val_loss"]) & np.isfinite(g["log2_norm"])]
         if len(fin) < 3:
             continue
-        best = fin.loc[fin["val_loss"].idxmin()]
+        best = fin.iloc[int(np.argmin(fin["val_loss"].to_numpy(dtype=float)))]
         est = optimal_norm(fin["log2_norm"], fin["val_loss"], anchor, points)
         rows.append({"horizon": h, "batch_size": b, "lr": best["lr"],
                      "val_loss": best["val_loss"], "lr_at_edge": best["lr"] in
@@ -158,11 +158,12 @@ def optimal_norms(table: pd.DataFrame, anchor: tuple[float, float] | None = None
 
 # --------------------------------------------------------------------------- across slices
 def per_horizon(table: pd.DataFrame, slices: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each horizon's best cell (η*, B*), the log₂ norm its run reached, and the optimal norm
-    (with spread) of its (D, B*) slice."""
+    """Each horizon's best cell (η*, B*), the log₂ norm its run reached (the mean over the
+    cell's runs when it has several, e.g. seeds), and the optimal norm (with spread) of its
+    (D, B*) slice."""
     t = tidy(table)
     best = find_optimum(t, over=["lr", "batch_size"], metric="val_loss", by="horizon")
-    norm_at = t.set_index(["horizon", "lr", "batch_size"])["log2_norm"]
+    norm_at = t.groupby(["horizon", "lr", "batch_size"])["log2_norm"].mean()
     best["log2_norm_at_best"] = [norm_at.get((r.horizon, r.lr, r.batch_size), math.nan)
                                  for r in best.itertuples()]  # fmt: skip
     if slices is not None and len(slices):

@@ -210,6 +210,10 @@ def test_steps_to_target_interpolates_the_smoothed_monotone_curve():
     # a trailing mean over 2 entries cancels the ±0.3 alternation (up to the 1/step drift)
     b = bs.steps_to_target(noisy, [1.5], smooth=2)["steps"].iloc[0]
     assert 19.0 < b < 23.0
+    # a first entry that is not finite: the first finite one below the target is the answer
+    late = pd.DataFrame({"run_id": "c", "step": [0, 100, 200, 300],
+                         "train_loss": [np.nan, 1.9, 1.5, 1.2]})  # fmt: skip
+    assert bs.steps_to_target(late, [2.0, 1.7], smooth=1)["steps"].tolist() == [100, 150]
     with pytest.raises(ValueError, match="missing"):
         bs.steps_to_target(log.drop(columns="step"), [1.0])
     with pytest.raises(ValueError, match="finite"):

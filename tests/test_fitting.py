@@ -50,6 +50,33 @@ def test_parabola_recovers_an_optimum_between_grid_points():
     assert (abs(np.log2(plain["lr"]) - np.log2(best["lr"])) > 0.2).all()  # argmin is off
 
 
+def test_parabola_with_repeated_runs_per_grid_value():
+    """Seeds repeat each learning rate: the window is over distinct values (it counted rows,
+    so with 3 runs per value it spanned 2 values and the fit silently fell back)."""
+    grid, _ = planted_grid(shift=0.3)
+    grid = grid[(grid["B"] == 32) & (grid["D"] == 2**20)]
+    for seeds in (1, 3, 5):
+        repeated = pd.concat([grid] * seeds, ignore_index=True)
+        best = find_optimum(repeated, over="lr", method="parabola")
+        assert best["refined"].iloc[0] and math.log2(best["lr"].iloc[0]) == pytest.approx(-4)
+    with pytest.raises(ValueError, match="neighbours must be an int ≥ 1"):
+        find_optimum(grid, over="lr", method="parabola", neighbours=0)
+
+
+def test_edges_are_judged_along_the_optimums_own_line():
+    """At B = 16 every lr ≥ 2^-4 diverged and the best loss sits at B = 16 next to that edge;
+    B = 64 tolerated larger rates, which must not hide the edge at B = 16."""
+    rows = []
+    for B in (16, 32, 64):
+        for e in range(-10, -2):
+            diverged = (B == 16 and e >= -4) or (B == 32 and e >= -6)
+            loss = math.inf if diverged else 2 + 0.1 * (e + 4) ** 2 + 0.2 * (B != 16)
+            rows.append({"lr": 2.0**e, "B": B, "loss": loss})
+    best = find_optimum(pd.DataFrame(rows), over=["lr", "B"])
+    assert best["B"].iloc[0] == 16 and best["lr"].iloc[0] == 2**-5
+    assert best["at_edge"].iloc[0]  # the largest finite lr at B = 16
+
+
 def test_diverged_runs_edges_and_errors():
     grid, _ = planted_grid()
     grid = grid[(grid["D"] == 2**20) & (grid["B"] == 32)].copy()

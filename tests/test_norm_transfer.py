@@ -60,7 +60,14 @@ def test_planted_optimal_norm_and_scaling_laws_are_recovered():
     table = planted(noise=0.002)
     slices = nt.optimal_norms(table)
     assert slices["log2_norm"].median() == pytest.approx(7.0, abs=0.1)
+    assert (abs(slices["log2_norm"] - 7.0) < 0.3).all()  # every slice, not just the median
     per = nt.per_horizon(table, slices)
+    # two seeds per cell: the norm at the best cell is the cell's mean, a number per horizon
+    seeds = pd.concat([table, table.assign(**{"norm[output]": table["norm[output]"] * 2})])
+    twice = nt.per_horizon(seeds)["log2_norm_at_best"]
+    assert twice.map(type).eq(float).all()
+    assert (twice - nt.per_horizon(table)["log2_norm_at_best"]).to_numpy() == \
+        pytest.approx(0.5)  # fmt: skip
     b = nt.band(per)
     assert abs(b["mean"] - 7.0) < 0.2 and b["n"] == 7
     joint = nt.joint_fit(slices, bootstrap=300)
