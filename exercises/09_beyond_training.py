@@ -83,7 +83,7 @@ except NotImplementedError:
 
 # %%
 def pass_at_k(n: int, c: int, k: int) -> float:
-    raise NotImplementedError('np.prod(1 - k / np.arange(n - c + 1, n + 1))')
+    raise NotImplementedError('return 1.0 when n − c < k; otherwise the product runs over i = n−c+1, …, n')
 
 
 lecture09.check_pass_at_k(pass_at_k)

@@ -437,11 +437,12 @@ for optimizer, cells in usable.items():
             eta_fits.append({"optimizer": optimizer, "horizon": h, "model": model,
                              "eta_crit": f.eta_crit, "B_crit": f.b_crit,
                              "B_crit interval": f.intervals.get("b_crit"),
+                             "B_crit inside the Bs": f.b_crit_inside,
                              "rms log error": float(np.sqrt(np.mean(resid**2))), "fit": f,
                              "batch sizes": g["batch_size"].nunique()})
 eta_fits = pd.DataFrame(eta_fits, columns=["optimizer", "horizon", "model", "eta_crit",
-                                           "B_crit", "B_crit interval", "rms log error", "fit",
-                                           "batch sizes"])
+                                           "B_crit", "B_crit interval", "B_crit inside the Bs",
+                                           "rms log error", "fit", "batch sizes"])
 eta_fits.drop(columns="fit").round(4)
 
 # %%

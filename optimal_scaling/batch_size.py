@@ -149,6 +149,9 @@ class GradientNoiseProbe:
 
     def __init__(self, params, micro: int, batch: int, world: int = 1) -> None:
         self.params = [p for p in params if p.requires_grad]
+        for name, value in (("micro", micro), ("batch", batch), ("world", world)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GradientNoiseProbe: {name} must be an int ≥ 1, got {value!r}")
         if batch % world or (batch // world) % micro:
             raise ValueError(f"GradientNoiseProbe: micro {micro} × world {world} does not "
                              f"divide batch {batch}")  # fmt: skip
@@ -218,13 +221,25 @@ _MODELS = {"sgd": eta_sgd, "surge": eta_surge}
 
 @dataclass
 class EtaOfB:
-    """η_crit and B_crit of an η*(B) model fitted to optima, with bootstrap intervals."""
+    """η_crit and B_crit of an η*(B) model fitted to optima, with bootstrap intervals.
+
+    ``b_range`` is the span of batch sizes fitted and ``converged`` the least-squares
+    solver's own verdict. :attr:`b_crit_inside` is False when B_crit lies outside the batch
+    sizes measured: then it is an extrapolation, and when every B is far below (or above)
+    B_crit the two parameters are barely identifiable (wide intervals say so too).
+    """
 
     model: str
     eta_crit: float
     b_crit: float
     n: int
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    b_range: tuple[float, float] = (math.nan, math.nan)
+    converged: bool = True
+
+    @property
+    def b_crit_inside(self) -> bool:
+        return self.b_range[0] <= self.b_crit <= self.b_range[1]
 
     def __call__(self, B):
         return _MODELS[self.model](B, self.eta_crit, self.b_crit)
@@ -257,21 +272,22 @@ def fit_eta_of_b(
         raise ValueError(f"{who}: need optima at ≥ 3 batch sizes, got {len(np.unique(B))}")
     f = _MODELS[model]
 
-    def fit(b: np.ndarray, e: np.ndarray) -> np.ndarray:
+    def fit(b: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, bool]:
         start = [np.log(e.max() * 2), np.log(np.median(b))]
         res = least_squares(lambda p: np.log(f(b, np.exp(p[0]), np.exp(p[1]))) - np.log(e),
                             start)  # fmt: skip
-        return np.exp(res.x)
+        return np.exp(res.x), bool(res.success)
 
-    eta_crit, b_crit = fit(B, eta)
-    out = EtaOfB(model, float(eta_crit), float(b_crit), len(B))
+    (eta_crit, b_crit), ok = fit(B, eta)
+    out = EtaOfB(model, float(eta_crit), float(b_crit), len(B),
+                 b_range=(float(B.min()), float(B.max())), converged=ok)  # fmt: skip
     if bootstrap:
         rng = np.random.default_rng(seed)
         draws = []
         for _ in range(bootstrap):
             idx = rng.integers(0, len(B), len(B))
             if len(np.unique(B[idx])) >= 3:
-                draws.append(fit(B[idx], eta[idx]))
+                draws.append(fit(B[idx], eta[idx])[0])
         out.intervals = percentile_intervals(draws, ("eta_crit", "b_crit"), level)
     return out
 

@@ -22,6 +22,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -167,7 +168,16 @@ def sharpness(table: pd.DataFrame, metric: str, lo: float = 0.1, hi: float = 0.9
     way from its first value to its best one (the maximum if it ends above where it started,
     else the minimum); first crossings, rows in order of ``by``. Small is sharp; NaN if the
     metric never moves."""
+    if not 0 < lo < hi <= 1:
+        raise ValueError(f"sharpness: need 0 < lo < hi ≤ 1, got lo={lo}, hi={hi}")
+    missing = [c for c in (metric, by) if c not in table]
+    if missing:
+        raise ValueError(f"sharpness: missing columns {missing}")
     g = table.sort_values(by)
+    g = g[np.isfinite(g[metric].to_numpy(float)) & (g[by].to_numpy(float) > 0)]
+    if len(g) < 2:
+        raise ValueError(f"sharpness: need at least 2 rows with a finite {metric!r} and a "
+                         f"positive {by!r}, got {len(g)}")  # fmt: skip
     values, x = g[metric].to_numpy(float), g[by].to_numpy(float)
     start = values[0]
     best = values.max() if values[-1] >= start else values.min()

@@ -113,6 +113,10 @@ def find_optimum(
         positive_values(table[over[0]], over[0], who)
     if table.empty:
         raise ValueError(f"{who}: the table is empty")
+    for col in [*by, *over]:  # groupby would drop NaN keys silently; NaN settings mean nothing
+        if table[col].isna().any():
+            raise ValueError(f"{who}: column {col!r} has {int(table[col].isna().sum())} NaN "
+                             "values")  # fmt: skip
     rows = []
     groups = table.groupby(by, sort=True) if by else [((), table)]
     for key, group in groups:
@@ -291,6 +295,10 @@ def lbfgs(
     x = np.array(x0, dtype=float, copy=True)
     if x.ndim != 2:
         raise ValueError(f"lbfgs: x0 must be (starts, parameters), got shape {x.shape}")
+    for name, value in (("max_iter", max_iter), ("memory", memory),
+                        ("max_halvings", max_halvings)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"lbfgs: {name} must be an int ≥ 1, got {value!r}")
     S, P = x.shape
     rows = np.arange(S)
     f, g = fun(x, rows)

@@ -42,6 +42,12 @@ class Law(Protocol):
     beta: float
 
 
+def _scalar(x: np.ndarray, name: str) -> float:
+    if x.size != 1:
+        raise ValueError(f"{name} must be one number, got shape {x.shape}")
+    return float(x.reshape(()))
+
+
 def _finite_positive(x, name: str, allow_zero: bool = False) -> np.ndarray:
     arr = np.asarray(x, dtype=float)
     if np.isnan(arr).any():
@@ -75,7 +81,7 @@ def total_flops(N, D, inference_tokens, inference_cost: float = 1.0) -> np.ndarr
     """C_total = 6·N·D + w·2·N·D_inf (w = ``inference_cost``)."""
     N, D = _finite_positive(N, "N"), _finite_positive(D, "D")
     D_inf = _finite_positive(inference_tokens, "inference_tokens", allow_zero=True)
-    w = float(_finite_positive(inference_cost, "inference_cost"))
+    w = _scalar(_finite_positive(inference_cost, "inference_cost"), "inference_cost")
     return TRAIN_FLOPS_PER_TOKEN * N * D + w * INFERENCE_FLOPS_PER_TOKEN * N * D_inf
 
 
@@ -112,7 +118,7 @@ def inference_optimal(law: Law, loss, inference_tokens, inference_cost: float = 
     ``chinchilla_D``, ``chinchilla_total`` = its total cost under the same demand) with
     ``saving`` = 1 − total/chinchilla_total.
     """
-    w = float(_finite_positive(inference_cost, "inference_cost"))
+    w = _scalar(_finite_positive(inference_cost, "inference_cost"), "inference_cost")
     losses = np.atleast_1d(np.asarray(loss, dtype=float))
     demands = np.atleast_1d(_finite_positive(inference_tokens, "inference_tokens",
                                              allow_zero=True))  # fmt: skip
@@ -154,10 +160,10 @@ def cheapest_runs(runs: pd.DataFrame, loss: float, inference_tokens, *, params: 
     if good.empty:
         raise ValueError(f"cheapest_runs: no run reaches {metric} ≤ {loss} "
                          f"(the best is {runs[metric].min():.4g})")  # fmt: skip
-    N = good[params].to_numpy(float)
-    D = good[tokens].to_numpy(float)
+    N = _finite_positive(good[params].to_numpy(float), f"column {params!r}")
+    D = _finite_positive(good[tokens].to_numpy(float), f"column {tokens!r}")
     out = []
-    w = float(_finite_positive(inference_cost, "inference_cost"))
+    w = _scalar(_finite_positive(inference_cost, "inference_cost"), "inference_cost")
     for d_inf in np.atleast_1d(_finite_positive(inference_tokens, "inference_tokens",
                                                 allow_zero=True)):  # fmt: skip
         cost = total_flops(N, D, d_inf, w)

@@ -85,8 +85,8 @@ class Law:
         out = np.asarray(1.0)
         for v, a in self.exponents.items():
             x = np.asarray(values[v], dtype=float)
-            if np.any(x <= 0):
-                raise ValueError(f"{self.name}: {v} must be positive")
+            if np.any(np.isnan(x) | (x <= 0)):
+                raise ValueError(f"{self.name}: {v} must be positive (and not NaN)")
             out = out * x**a
         return out
 
@@ -212,8 +212,8 @@ class LossLaw:
 
     def __call__(self, N, D):
         N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
-        if np.any(N <= 0) or np.any(D <= 0):
-            raise ValueError(f"{self.name}: N and D must be positive")
+        if np.any(np.isnan(N) | (N <= 0)) or np.any(np.isnan(D) | (D <= 0)):
+            raise ValueError(f"{self.name}: N and D must be positive (and not NaN)")
         return self.E + self.A / N**self.alpha + self.B / D**self.beta
 
     @property

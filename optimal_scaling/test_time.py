@@ -29,11 +29,16 @@ def pass_at_k(n, c, k: int) -> np.ndarray:
     n, c = np.asarray(n), np.asarray(c)
     if not (np.issubdtype(n.dtype, np.integer) and np.issubdtype(c.dtype, np.integer)):
         raise TypeError(f"pass_at_k: n and c must be integers, got {n.dtype} and {c.dtype}")
-    if not isinstance(k, (int, np.integer)) or k < 1 or (n < k).any():
-        raise ValueError(f"pass_at_k: need 1 ≤ k ≤ n, got k={k}, min n={n.min()}")
+    try:
+        n, c = np.broadcast_arrays(n, c)
+    except ValueError:
+        raise ValueError(f"pass_at_k: n and c have shapes {n.shape} and {c.shape}, which do "
+                         "not broadcast") from None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or (n < k).any():
+        smallest = n.min() if n.size else "none"
+        raise ValueError(f"pass_at_k: need 1 ≤ k ≤ n, got k={k!r}, min n={smallest}")
     if ((c < 0) | (c > n)).any():
         raise ValueError("pass_at_k: need 0 ≤ c ≤ n for every problem")
-    n, c = np.broadcast_arrays(n, c)
     out = np.ones(n.shape)
     for idx in np.ndindex(n.shape):
         ni, ci = int(n[idx]), int(c[idx])
@@ -52,8 +57,10 @@ def majority_at_k(answers, correct, k: int, draws: int = 256, seed: int = 0) -> 
         raise ValueError(f"majority_at_k: answers must be (problems, n) and correct (problems,), "
                          f"got {answers.shape} and {correct.shape}")  # fmt: skip
     problems, n = answers.shape
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
         raise ValueError(f"majority_at_k: need 1 ≤ k ≤ n = {n}, got {k!r}")
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise ValueError(f"majority_at_k: draws must be an int ≥ 1, got {draws!r}")
     # each row's answers as local labels 0…n−1, and the label of the right answer (−1: absent)
     labels = np.empty((problems, n), dtype=np.int64)
     right = np.full(problems, -1)

@@ -31,7 +31,7 @@ from optimal_scaling.course.checks import lecture04
 # `A = X Xᵀ`,  `B = b·A + c·A·A`,  `X ← a·X + B·X`,
 #
 # which equals `a X + b (X Xᵀ) X + c (X Xᵀ)² X`: the odd polynomial `p(σ) = aσ + bσ³ + cσ⁵`
-# applied to every singular value of `X`.
+# applied to every singular value of `X`. Keep `X`'s dtype (the self-check uses float64).
 
 
 # %%

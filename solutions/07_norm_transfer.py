@@ -65,12 +65,13 @@ except NotImplementedError:
 #
 # Across learning rates, the loss L against x = log₂‖W_out‖ has a minimum. The procedure this
 # course uses (`nt.optimal_norm`, one of its variants): sort by x, take the 7 points nearest
-# the lowest loss (in rank), weight the k-th neighbour by 1/(1 + k), and fit a parabola
+# the lowest loss in rank (positions i with the smallest |i − i_min|), weight each by
+# 1/(1 + |i − i_min|) (so both neighbours at rank distance 1 get ½), and fit a parabola
 # through the untrained model's point (x₀, L₀):
 #
 # L − L₀ = a(x − x₀)² + b(x − x₀), vertex x* = x₀ − b/(2a).
 #
-# Return x*.
+# Return x*. (`x` and `loss` may be pandas Series, as in the cell after the check.)
 
 
 # %%
@@ -106,7 +107,7 @@ try:
     anchor = nt.initial_point(osc.sweep.load(preset).runs()[0].config)
     print(f"untrained point: log2 norm {anchor[0]:.2f}, loss {anchor[1]:.2f}")
     print(f"D = 2^{np.log2(h):.0f}, B = 32: optimal log2 norm "
-          f"{optimal_norm(s['log2_norm'], s['val_loss'], anchor):.2f}")
+          f"{optimal_norm(s['log2_norm'].to_numpy(), s['val_loss'].to_numpy(), anchor):.2f}")
 except NotImplementedError:
     print("write optimal_norm() above first")
 
@@ -115,7 +116,8 @@ except NotImplementedError:
 #
 # Fit y ∝ D^a by least squares in logs and give a 95% interval for a: refit on each resampled
 # index set in `resamples` (rows drawn with replacement) and take the 2.5th and 97.5th
-# percentiles of the refitted exponents. Return `(a, low, high)`.
+# percentiles of the refitted exponents (`np.percentile`, its default linear interpolation).
+# Return `(a, low, high)`.
 
 
 # %%

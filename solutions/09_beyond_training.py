@@ -84,7 +84,7 @@ except NotImplementedError:
 # %%
 def pass_at_k(n: int, c: int, k: int) -> float:
     # BEGIN SOLUTION
-    # HINT: np.prod(1 - k / np.arange(n - c + 1, n + 1))
+    # HINT: return 1.0 when n − c < k; otherwise the product runs over i = n−c+1, …, n
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))

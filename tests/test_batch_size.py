@@ -130,6 +130,11 @@ def test_eta_of_b_fit_recovers_planted_parameters(model):
     lo, hi = fit.intervals["b_crit"]
     assert lo < 60.0 < hi
     assert fit(60.0) == pytest.approx(f(60.0, fit.eta_crit, fit.b_crit))
+    assert fit.converged and fit.b_crit_inside and fit.b_range == (4.0, 1024.0)
+    # optima measured only far below B_crit (B ≤ 32, B_crit = 10⁶): flagged as outside
+    small = bs.fit_eta_of_b(pd.DataFrame({"batch_size": B[:4], "lr": f(B[:4], 0.03, 1e6)}),
+                            model, bootstrap=0)  # fmt: skip
+    assert not small.b_crit_inside
     with pytest.raises(ValueError, match="unknown model 'adam'"):
         bs.fit_eta_of_b(pd.DataFrame({"batch_size": B, "lr": eta}), "adam")
     with pytest.raises(ValueError, match="≥ 3 batch sizes"):
@@ -176,6 +181,8 @@ def test_the_training_probe_equals_explicit_micro_batch_gradients():
         bs.GradientNoiseProbe(model.parameters(), 12, 12)
     with pytest.raises(ValueError, match="does not divide"):
         bs.GradientNoiseProbe(model.parameters(), 5, 12)
+    with pytest.raises(ValueError, match="micro must be an int ≥ 1"):
+        bs.GradientNoiseProbe(model.parameters(), 0, 12)
     with pytest.raises(RuntimeError, match="before any"):
         bs.GradientNoiseProbe(model.parameters(), 3, 12).finish()
 

@@ -150,6 +150,29 @@ def test_lecture01_checks():
 
     assert lecture01.check_mup_multipliers(mup)
     assert not lecture01.check_mup_multipliers(sp_like)
+    # the check's table agrees with the package wherever an MLP can express the case
+    for role, fi, fo, bi, bo, opt in lecture01._LAYER_CASES:
+        mlp_shaped = {"input": fi == bi, "hidden": fi == fo and bi == bo,
+                      "output": fo == bo}[role]  # fmt: skip
+        if mlp_shaped:
+            args = (role, fi, fo, bi, bo, opt)
+            want, got = lecture01.mup_from_package(*args), mup(*args)
+            assert got == pytest.approx(want), args
+
+    def mixed_up(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
+        """fan_out for fan_in in the hidden std and LR, the base std for the input layer,
+        1/r_in for the input's Adam LR: every one passed the square cases."""
+        r_in, r_out = fan_in / base_fan_in, fan_out / base_fan_out
+        good = mup(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer)
+        if role == "hidden":
+            return {"init_std": fan_out**-0.5, "lr_mult": 1 / r_out if optimizer == "adam"
+                    else good["lr_mult"]}  # fmt: skip
+        if role == "input":
+            return {"init_std": base_fan_in**-0.5,
+                    "lr_mult": 1 / r_in if optimizer == "adam" else good["lr_mult"]}
+        return good
+
+    assert not lecture01.check_mup_multipliers(mixed_up)
 
     def stats(h, h0):
         return h.abs().mean().item(), (h - h0).abs().mean().item()

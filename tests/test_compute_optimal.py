@@ -77,6 +77,9 @@ def test_batched_lbfgs_equals_a_loop_of_single_starts():
         assert one.f[0] == pytest.approx(batched.f[i], rel=1e-9, abs=1e-15)
         assert np.allclose(one.x[0], batched.x[i], rtol=1e-7, atol=1e-9)
         assert one.iterations[0] == batched.iterations[i]
+    for bad in ({"memory": 0}, {"max_iter": 0}, {"max_halvings": 2.5}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an int ≥ 1"):
+            lbfgs(fun, x0[:1], **bad)
 
 
 def test_batched_lbfgs_reaches_scipys_best():

@@ -113,6 +113,13 @@ def test_sharpness_of_a_planted_logistic_in_log_compute():
         fall = rise.assign(acc=1 - rise.acc)  # a loss falls the same way
         assert em.sharpness(fall, "acc") == pytest.approx(2 * math.log(9) / s, rel=1e-2)
     assert math.isnan(em.sharpness(pd.DataFrame({"flops": [1, 2], "acc": [0.3, 0.3]}), "acc"))
+    # a leading NaN (a row not scored yet) is skipped, not read as an infinitely sharp rise
+    late = pd.concat([pd.DataFrame({"flops": [1e5], "acc": [np.nan]}), rise])
+    assert em.sharpness(late, "acc") == pytest.approx(em.sharpness(rise, "acc"))
+    for bad, needle in (({"hi": 1.5}, "0 < lo < hi ≤ 1"), ({"by": "tokens"}, "missing"),
+                        ({"lo": 0.5, "hi": 0.2}, "0 < lo < hi")):  # fmt: skip
+        with pytest.raises(ValueError, match=needle):
+            em.sharpness(rise, "acc", **bad)
 
 
 def test_a_small_gpt_learns_one_digit_addition_and_the_table_counts_compute():

@@ -90,6 +90,8 @@ def test_diverged_runs_edges_and_errors():
         find_optimum(grid, over="eta")
     with pytest.raises(ValueError, match="NaN"):
         find_optimum(grid.assign(loss=math.nan), over="lr")
+    with pytest.raises(ValueError, match="column 'B' has 1 NaN"):  # groupby dropped them
+        find_optimum(grid.assign(B=[math.nan] + [32] * (len(grid) - 1)), over="lr", by="B")
     with pytest.raises(ValueError, match="unknown method 'cubic'"):
         find_optimum(grid, over="lr", method="cubic")
     with pytest.raises(ValueError, match="'lr' needs positive"):

@@ -85,6 +85,8 @@ def test_bad_inputs_are_named():
         inf.inference_optimal(CHIN, np.inf, 0.0)
     with pytest.raises(ValueError, match="inference_cost"):
         inf.inference_optimal(CHIN, 2.0, 0.0, inference_cost=0.0)
+    with pytest.raises(ValueError, match="inference_cost must be one number"):
+        inf.inference_optimal(CHIN, 2.0, 0.0, inference_cost=[1.0, 2.0])
     with pytest.raises(ValueError, match="N must be finite and > 0"):
         inf.tokens_for_loss(CHIN, [-1.0], 2.0)
 
@@ -107,3 +109,5 @@ def test_cheapest_runs_picks_the_least_total_cost_among_runs_that_reach_the_loss
         inf.cheapest_runs(runs, 1.0, 0.0)
     with pytest.raises(ValueError, match=r"no column\(s\) \['flops'\]"):
         inf.cheapest_runs(runs, 2.0, 0.0, tokens="flops")
+    with pytest.raises(ValueError, match="column 'params' contains NaN"):
+        inf.cheapest_runs(runs.assign(params=np.nan), 2.2, 0.0)

@@ -107,6 +107,12 @@ def test_kaplan_forms_by_hand():
     assert KAPLAN(1e40, 1e10) == pytest.approx((Dc / 1e10) ** aD, rel=1e-6)
     with pytest.raises(ValueError, match="N must be positive"):
         KAPLAN.of_N(0)
+    from optimal_scaling.scaling_laws import LOSS_LAWS
+
+    with pytest.raises(ValueError, match="not NaN"):  # NaN ≤ 0 is False, so it slipped through
+        LOSS_LAWS["Chinchilla approach 3"](float("nan"), 1e10)
+    with pytest.raises(ValueError, match="not NaN"):
+        (law := next(iter(LAWS.values())))(**{v: float("nan") for v in law.exponents})
 
 
 def test_effective_data_under_repetition():

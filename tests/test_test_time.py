@@ -49,6 +49,12 @@ def test_pass_at_k_rejects_impossible_counts():
         tt.pass_at_k(np.array([4]), np.array([5]), 2)
     with pytest.raises(TypeError, match="must be integers"):
         tt.pass_at_k(np.array([4.0]), np.array([1.0]), 2)
+    with pytest.raises(ValueError, match="1 ≤ k ≤ n, got k=True"):  # a bool is no count
+        tt.pass_at_k(np.array([4]), np.array([1]), True)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        tt.pass_at_k(np.array([4, 4]), np.array([1, 1, 1]), 2)
+    with pytest.raises(ValueError, match="min n=none"):
+        tt.pass_at_k(np.array([], int), np.array([], int), 0)
 
 
 def test_majority_at_k_estimates_the_exact_vote_including_ties():
@@ -75,6 +81,8 @@ def test_majority_at_k_rejects_bad_shapes_and_k():
         tt.majority_at_k(np.zeros((3, 4)), np.zeros(2), 1)
     with pytest.raises(ValueError, match="1 ≤ k ≤ n = 4"):
         tt.majority_at_k(np.zeros((3, 4)), np.zeros(3), 5)
+    with pytest.raises(ValueError, match="draws must be an int ≥ 1"):
+        tt.majority_at_k(np.zeros((3, 4)), np.zeros(3), 2, draws=0)
 
 
 def test_scaling_table_reports_both_scores_for_every_k():

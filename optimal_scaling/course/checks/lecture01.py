@@ -19,11 +19,30 @@ _LAYER_CASES = [
     ("hidden", 1024, 1024, 64, 64, "sgd"),
     ("output", 1024, 10, 64, 10, "sgd"),
     ("hidden", 64, 64, 64, 64, "adam"),
+    # r_in ≠ r_out, and input/output fans that differ from the base: these tell fan_in from
+    # fan_out and one role's rule from another's (the cases above cannot)
+    ("hidden", 256, 1024, 64, 128, "adam"),
+    ("hidden", 512, 128, 128, 64, "sgd"),
+    ("input", 32, 512, 16, 64, "adam"),
+    ("input", 32, 512, 16, 64, "sgd"),
+    ("output", 512, 20, 64, 10, "adam"),
+    ("output", 512, 20, 64, 10, "sgd"),
 ]
 
 
 def _mup_reference(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
-    """Read the answer off the package: build an MLP with these shapes and ask μP."""
+    """μP, Table 3 form, written from the table (the package's rules agree on every shape an
+    MLP can have: a test compares them)."""
+    r_in, r_out = fan_in / base_fan_in, fan_out / base_fan_out
+    std = base_fan_in**-0.5 / r_in if role == "output" else fan_in**-0.5
+    lr = {"adam": {"input": 1.0, "hidden": 1 / r_in, "output": 1 / r_in},
+          "sgd": {"input": r_out, "hidden": 1.0, "output": 1 / r_in}}[optimizer][role]
+    return {"init_std": std, "lr_mult": lr}
+
+
+def mup_from_package(role, fan_in, fan_out, base_fan_in, base_fan_out, optimizer):
+    """The same numbers read off :class:`Parametrization` for an MLP with these shapes (an
+    MLP's hidden layers are square and its input/output fans fixed, so not every case)."""
     d_in, width, d_out = {
         "input": (fan_in, fan_out, 10),
         "hidden": (16, fan_in, 10),

@@ -51,7 +51,7 @@ def check_optimal_norm(fn: Callable) -> CheckResult:
         "1/(1 + rank distance); fit L − L₀ = a(x − x₀)² + b(x − x₀) by weighted least squares; "
         "the vertex is x₀ − b/2a",
         mistakes={
-            "weight the points: w = 1/(1 + k) for the k-th neighbour of the minimum": lambda x,
+            "weight the points: w = 1/(1 + |i − i_min|), i the rank of a point": lambda x,
             loss, anchor: _unweighted(x, loss, anchor),
             "the intercept is fixed: the parabola passes through (x₀, L₀)": lambda **k:
                 nt.optimal_norm(k["x"], k["loss"], points=7)["free"],

@@ -80,6 +80,13 @@ def _cases_scores():
         pred = torch.where(torch.rand(rows, cols, generator=g) < p, y.clamp(min=0),
                            torch.randint(10, (rows, cols), generator=g))  # fmt: skip
         cases.append({"pred": pred, "y": y})
+    # prompts of different lengths: a mean of per-row accuracies is not the token accuracy
+    y = torch.randint(10, (5, 8), generator=g)
+    for row, prompt in enumerate((1, 3, 5, 6, 7)):
+        y[row, :prompt] = IGNORE
+    pred = y.clamp(min=0).clone()
+    pred[0, 1:4] = (pred[0, 1:4] + 1) % 10  # the longest answer is mostly wrong
+    cases.append({"pred": pred, "y": y})
     return cases
 
 
