@@ -432,7 +432,8 @@ results_dir = Path(osc.course.repo_root() or ".") / "benchmarks" / "results"
 committed = sorted(results_dir.glob("newton_schulz_*_full.json"))
 for path in committed:
     table, meta = bench.read_json(path)
-    print(f"{path.name}: {meta['device']}, {meta['dtype']}, {meta['date']}")
+    print(f"{path.name}: {meta['device']}, {meta['dtype']}, {meta['date']}"
+          + (" (a partial run: the shapes it finished)" if meta.get("partial") else ""))
     display(bench.summary(table).round(3))
 if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed):
     print("No GPU result is committed yet: the Triton kernels' speed is unmeasured.")
