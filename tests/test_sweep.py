@@ -240,6 +240,22 @@ def test_collect_warns_about_runs_outside_the_folders_sweep(tmp_path, capsys):
     table, meta = read_table(tmp_path / "now.csv")
     assert sorted(table["optimizer.lr"].unique()) == [0.02, 0.03]
     assert meta["runs"] == "done 2" and "outside_sweep" not in meta
+    # an old run without rows (failed before its first horizon) is outside too
+    (out / "runs" / "0ld0ld0ld0ld").mkdir()
+    (out / "runs" / "0ld0ld0ld0ld" / "record.json").write_text('{"status": "failed"}')
+    capsys.readouterr()
+    assert cli(["sweep", "collect", str(out), "--current", "--out", str(tmp_path / "n.csv")]) == 0
+    assert read_table(tmp_path / "n.csv")[1]["runs"] == "done 2"
+    assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "all.csv")]) == 0
+    assert "2 of 4 runs" in capsys.readouterr().err
+    # a sweep.json this version cannot read (another version's keys): every folder, warned
+    spec = json.loads((out / "sweep.json").read_text())
+    spec["run"]["new_key"] = 1
+    (out / "sweep.json").write_text(json.dumps(spec))
+    assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "any.csv")]) == 0
+    assert "cannot tell which runs" in capsys.readouterr().err
+    assert cli(["sweep", "collect", str(out), "--current", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "--current needs the folder's sweep.json" in capsys.readouterr().err
 
 
 def test_resume_from_a_horizon_checkpoint_equals_an_uninterrupted_run(tmp_path):
@@ -733,6 +749,24 @@ def test_a_run_killed_between_horizons_resumes_from_its_last_check(tmp_path, mon
     ref = read_json(tmp_path / "a" / "runs" / rid / "record.json")["log"]
     for key, values in ref.items():
         assert np.allclose(values, record["log"][key], rtol=1e-6), key
+    assert not (tmp_path / "b" / "runs" / rid / "checkpoint_mid.pt").exists()  # superseded
+
+    # killed again between horizons, then asked for a horizon it has passed (2560 tokens =
+    # step 40 < 42): the between-horizons checkpoint is dropped and the horizon one (step 32)
+    # resumes, so the new horizon is read and the rows equal an uninterrupted run's
+    more = dict(raw, horizons=[2048, 2560, 4096])
+    sweep.run(sweep.from_dict(more), tmp_path / "ref", progress=False)
+    monkeypatch.setattr(runner, "lr_factor", dies)
+    assert sweep.run(s, tmp_path / "c", progress=False) == {"failed": 1}
+    monkeypatch.setattr(runner, "lr_factor", real)
+    assert (tmp_path / "c" / "runs" / rid / "checkpoint_mid.pt").exists()
+    assert sweep.run(sweep.from_dict(more), tmp_path / "c", progress=False) == {"done": 1}
+    record = read_json(tmp_path / "c" / "runs" / rid / "record.json")
+    assert [st["from_step"] for st in record["starts"]] == [0, 2048 // 64]
+    want, got = _rows(tmp_path / "ref"), _rows(tmp_path / "c")
+    assert list(got["horizon"]) == [2048, 2560, 4096]
+    for col in ("val_loss", "train_loss", "gns_g2", "norm[hidden]"):
+        assert np.allclose(want[col], got[col], rtol=1e-6, atol=0), col
 
 
 def test_two_processes_taking_over_one_stale_lock_cannot_both_win(tmp_path, monkeypatch):
@@ -771,3 +805,22 @@ def test_two_processes_taking_over_one_stale_lock_cannot_both_win(tmp_path, monk
     assert not store.Lock(tmp_path).acquire()  # clears the dead taker's file ...
     assert not (tmp_path / "lock.takeover").exists()
     assert store.Lock(tmp_path).acquire()  # ... and the next attempt takes over
+
+
+def test_a_between_horizons_checkpoint_resumes_only_a_run_that_measures_the_same(tmp_path):
+    import torch
+
+    from optimal_scaling.sweep.runner import _resume_state
+
+    run = {"noise_scale": True, "log_every": 3}
+    mid, horizon = tmp_path / "checkpoint_mid.pt", tmp_path / "checkpoint.pt"
+    torch.save({"step": 40, "rows": [{"horizon": 2048}], "measures": [True, 3]}, mid)
+    torch.save({"step": 32, "rows": [{"horizon": 2048}]}, horizon)
+    assert _resume_state(mid, horizon, "cpu", run, [2048, 4096], 64)["step"] == 40
+    # the noise probe switched off: the partial windows would mix two settings
+    assert _resume_state(mid, horizon, "cpu", dict(run, noise_scale=False), [2048, 4096],
+                         64)["step"] == 32  # fmt: skip
+    assert not mid.exists()
+    torch.save({"step": 40, "rows": [], "measures": [True, 3]}, mid)
+    horizon.unlink()  # killed before its first horizon, now asked for 1024 (step 16 < 40)
+    assert _resume_state(mid, horizon, "cpu", run, [1024, 4096], 64) is None

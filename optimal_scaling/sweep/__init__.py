@@ -146,23 +146,29 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
     from optimal_scaling.sweep.store import read_json
 
     table = collect_log(sweep_dir) if log else collect(sweep_dir)
-    ids = sweep_run_ids(sweep_dir)
-    outside = sorted(set(table["run_id"]) - ids) if ids is not None and not table.empty else []
+    runs = status_table(sweep_dir)  # every run folder, with or without rows
+    try:
+        ids = sweep_run_ids(sweep_dir)
+    except ConfigError as exc:  # written by another version of the package
+        if current:
+            raise ConfigError(f"--current needs the folder's sweep.json, which this version "
+                              f"cannot read: {exc}") from None
+        print(f"sweep collect: cannot tell which runs belong to {sweep_dir}'s sweep.json "
+              f"({exc}); collecting every run folder", file=sys.stderr)  # fmt: skip
+        ids = None
+    outside = sorted(set(runs["id"]) - ids) if ids is not None and len(runs) else []
     if current:
         table = table[~table["run_id"].isin(outside)]
+        runs = runs[~runs["id"].isin(outside)]
     elif outside:
-        print(f"sweep collect: {len(outside)} of {table['run_id'].nunique()} runs in "
-              f"{sweep_dir} are not runs of its sweep.json (an earlier grid, or older code "
-              "with other config keys); they are included: --current leaves them out",
-              file=sys.stderr)  # fmt: skip
+        print(f"sweep collect: {len(outside)} of {len(runs)} runs in {sweep_dir} are not runs "
+              "of its sweep.json (an earlier grid, or older code with other config keys); "
+              "they are included: --current leaves them out", file=sys.stderr)  # fmt: skip
     if table.empty:
         what = "no run keeps a training log (set run.log_every)" if log else (
             "no run has reached a horizon yet")
         raise ValueError(f"{sweep_dir}: {what}; nothing to collect")
     meta = read_json(Path(sweep_dir) / "sweep.json") or {}
-    runs = status_table(sweep_dir)
-    if current:
-        runs = runs[~runs["id"].isin(outside)]
     counts = {k: int((runs["status"] == k).sum()) for k in STATUSES} if len(runs) else {}
     extra = {} if current or not outside else {"outside_sweep": f"{len(outside)} runs"}
     if log:

@@ -13,6 +13,9 @@ Then it writes a checkpoint (model, optimizer, data position, RNG states, rows) 
 Between horizons it also checkpoints at the first divergence check ``checkpoint_minutes`` after
 the last checkpoint (with the losses and noise estimates since the horizon, so the row it
 resumes into is the uninterrupted one): a killed or timed-out job loses at most that much.
+That one goes to its own file, beside the last horizon's: a resume takes it unless the run now
+asks for a horizon it has passed, or measures otherwise (``noise_scale``, ``log_every``); then
+the horizon checkpoint, and the steps since are trained again.
 
 ``noise_scale = true`` measures the gradient noise scale every step from the micro-batch
 gradients (:class:`~optimal_scaling.batch_size.GradientNoiseProbe`; B_small = the micro-batch,
@@ -197,6 +200,29 @@ def _device(run: dict, local_rank: int, given: str | None) -> torch.device:
     return torch.device(run["device"])
 
 
+def _measures(run: dict) -> list:
+    """What a run records besides its rows: a between-horizons checkpoint holds partial
+    windows of these, so it only resumes a run that measures the same."""
+    return [bool(run["noise_scale"]), int(run["log_every"])]
+
+
+def _resume_state(mid: Path, horizon: Path, device: torch.device, run: dict,
+                  horizons: list[int], tps: int) -> dict | None:  # fmt: skip
+    """The checkpoint to resume from: the between-horizons one when it is still valid (every
+    horizon the run asks for up to its step was read on the way, and it measures the same),
+    else the last horizon's (the invalid one is deleted); None to start afresh."""
+    if mid.is_file():
+        state = torch.load(mid, map_location=device, weights_only=False)  # our own file
+        read = {row["horizon"] for row in state["rows"]}
+        passed = [h for h in horizons if h // tps <= state["step"] and h not in read]
+        if not passed and state.get("measures") == _measures(run):
+            return state
+        mid.unlink()
+    if horizon.is_file():
+        return torch.load(horizon, map_location=device, weights_only=False)
+    return None
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -279,6 +305,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     gen = torch.Generator().manual_seed(run["seed"] + 1)
 
     ckpt_path, rec_path = folder / "checkpoint.pt", folder / "record.json"
+    mid_path = folder / "checkpoint_mid.pt"  # between horizons (checkpoint_minutes)
     record = read_json(rec_path) or {}
     step, rows, first, seconds = 0, [], None, 0.0
     log: dict[str, list] = {"step": [], "tokens": [], "train_loss": []}
@@ -286,8 +313,8 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     window: list[torch.Tensor] = []  # each step's training loss since the last horizon
     noise: list[torch.Tensor] = []  # the probe's [‖G‖², tr Σ] of each step since the horizon
     window_seconds = 0.0  # training time since the last horizon, before this start
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)  # our own file
+    state = _resume_state(mid_path, ckpt_path, device, run, horizons, tps)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["data_rng"])
@@ -348,8 +375,11 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         if mid_horizon:
             state.update(window=torch.stack(window).cpu(),
                          noise=torch.stack(noise).cpu() if noise else torch.zeros(0, 2),
-                         window_seconds=time.perf_counter() - tick)  # fmt: skip
-        atomic_write(ckpt_path, lambda f: torch.save(state, f))
+                         window_seconds=time.perf_counter() - tick,
+                         measures=_measures(run))  # fmt: skip
+        atomic_write(mid_path if mid_horizon else ckpt_path, lambda f: torch.save(state, f))
+        if not mid_horizon:  # the horizon checkpoint supersedes any between-horizons one
+            mid_path.unlink(missing_ok=True)
 
     every_s = 60.0 * run.get("checkpoint_minutes", 0.0)
     checked = len(window)  # restored losses were checked before they were saved
@@ -419,6 +449,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                         record["log"] = log
                     write_json(rec_path, record)
                     ckpt_path.unlink(missing_ok=True)
+                    mid_path.unlink(missing_ok=True)
                 return "diverged"
             if claim is not None:
                 claim.touch()

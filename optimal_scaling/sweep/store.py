@@ -5,6 +5,7 @@
     DIR/runs/<id>/record.json    status, one row per horizon reached, trainings started
     DIR/runs/<id>/checkpoint.pt  model, optimizer, data position and RNG states at the last
                                  horizon reached (and the rows so far)
+    DIR/runs/<id>/checkpoint_mid.pt  the same, later, between two horizons (checkpoint_minutes)
     DIR/runs/<id>/lock           present while a process trains the run (host, pid, job)
     DIR/runs/<id>/lock.takeover  present for the instant a process removes a stale lock
 
@@ -132,28 +133,35 @@ def drop_stale_lock(folder: Path) -> bool:
     Only a process holding ``lock.takeover`` (an ``O_EXCL`` file) removes a stale lock, and it
     judges the lock again after taking it: two processes that both found the same lock stale
     cannot both remove it and then each create their own (the second finds the first's live
-    lock). A ``lock.takeover`` older than a minute belongs to a process that died taking over;
-    it is removed, and the takeover is left to the next attempt.
+    lock). A ``lock.takeover`` older than five minutes belongs to a process that died taking
+    over; it is removed, and the takeover is left to the next attempt. The holder removes the
+    mutex only if it is still its own file (same inode), not one a later taker made.
     """
     if not (folder / "lock").exists():
         return True
     mutex = folder / "lock.takeover"
     try:
-        os.close(os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        fd = os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         try:
-            if time.time() - mutex.stat().st_mtime > 60:
+            if time.time() - mutex.stat().st_mtime > 300:
                 mutex.unlink(missing_ok=True)
         except FileNotFoundError:
             pass
         return False
+    mine = os.fstat(fd).st_ino
+    os.close(fd)
     try:
         if lock_holder(folder) is not None:
             return False
         (folder / "lock").unlink(missing_ok=True)
         return True
     finally:
-        mutex.unlink(missing_ok=True)
+        try:
+            if mutex.stat().st_ino == mine:
+                mutex.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class Lock:
