@@ -50,6 +50,17 @@ FULL_SHAPES: tuple[tuple[int, ...], ...] = (
 #: Added on CUDA: the large shapes where the symmetric products can beat cuBLAS (issue 11's
 #: targets name 4096² and 8192²) and a batch of many small matrices (launch-bound).
 CUDA_SHAPES: tuple[tuple[int, ...], ...] = ((8192, 8192), (4096, 16384), (64, 512, 512))
+#: The six shapes of issue 11's table, measured first on CUDA (a run cut short keeps them).
+ISSUE_SHAPES: tuple[tuple[int, ...], ...] = (
+    (4096, 4096), (8192, 8192), (1024, 1024), (1024, 4096), (4096, 16384), (64, 512, 512),
+)  # fmt: skip
+
+
+def cuda_shapes() -> list[tuple[int, ...]]:
+    """Every shape of the CUDA benchmark, issue 11's first: :data:`ISSUE_SHAPES`, then the
+    rest of :data:`FULL_SHAPES` and :data:`CUDA_SHAPES`."""
+    rest = [s for s in FULL_SHAPES + CUDA_SHAPES if s not in ISSUE_SHAPES]
+    return [*ISSUE_SHAPES, *rest]
 #: Shapes of the fast (CI / lecture) run.
 FAST_SHAPES: tuple[tuple[int, ...], ...] = ((128, 128), (256, 256), (128, 512), (8, 64, 64))
 
@@ -330,7 +341,7 @@ def run_newton_schulz(
                 # each other): the 1-minute load average before the run, for the reader
                 load_average_before=round(load_before, 2))  # fmt: skip
     table = newton_schulz_benchmark(
-        FAST_SHAPES if fast else FULL_SHAPES + (CUDA_SHAPES if dev.type == "cuda" else ()),
+        FAST_SHAPES if fast else (cuda_shapes() if dev.type == "cuda" else FULL_SHAPES),
         dtype=torch_dtype,
         device=dev,
         steps=steps,
@@ -424,8 +435,12 @@ def optimizer_benchmark(
     repeats: int = 3,
     optimizers: Sequence[str] = OPTIMIZERS,
     device: str | torch.device | None = None,
+    after_width: Callable[[pd.DataFrame], object] | None = None,
 ) -> pd.DataFrame:
     """The optimizer's share of a training step of a small GPT, per optimizer and width.
+
+    Widths are measured in the order given; ``after_width(table)`` gets the rows so far
+    after each (the command writes them: a run stopped part-way keeps what it finished).
 
     For every (width, optimizer) the same model (same init) runs ``steps`` training steps,
     timing forward + backward and ``optimizer.step()`` separately; the median over
@@ -477,6 +492,8 @@ def optimizer_benchmark(
                 "fwd_bwd_ms": 1e3 * f, "opt_ms": 1e3 * o, "step_ms": 1e3 * (f + o),
                 "opt_share": o / (f + o), "step_vs_adamw": (f + o) / adamw,
                 "opt_vs_muon_reference": o / ref})
+        if after_width is not None:
+            after_width(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 
@@ -487,19 +504,23 @@ def run_optimizers(
     """The ``optimal-scaling bench optim`` command: run, print, write JSON."""
     dev = torch.device(device) if device else _default_device()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # width 512 first: issue 11's targets are set there
     settings = dict(widths=(64, 128), steps=3, repeats=2) if fast else dict(
-        widths=(128, 256, 512), steps=10, repeats=3)
+        widths=(512, 128, 256), steps=10, repeats=3)
     if repeats is not None:
         settings["repeats"] = repeats
-    table = optimizer_benchmark(device=dev, **settings)
+    meta = dict(benchmark="optimizer_overhead", command=command, device=device_name(dev),
+                device_type=dev.type, dtype="float32",
+                # Newton–Schulz computes in bf16 on CUDA (Muon, Scion, the reference)
+                orthogonalization_dtype="bfloat16" if dev.type == "cuda" else "float32",
+                settings=settings, versions=versions(),
+                load_average_before=round(load_before, 2))  # fmt: skip
+    table = optimizer_benchmark(device=dev, **settings, after_width=None if out is None else (
+        lambda part: write_json(out, part.sort_values("width", kind="stable"), **meta,
+                                partial=True)))  # fmt: skip
+    table = table.sort_values("width", kind="stable", ignore_index=True)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(3).to_string(index=False))
     if out is not None:
-        path = write_json(out, table, benchmark="optimizer_overhead", command=command,
-                          device=device_name(dev), device_type=dev.type, dtype="float32",
-                          # Newton–Schulz computes in bf16 on CUDA (Muon, Scion, the reference)
-                          orthogonalization_dtype="bfloat16" if dev.type == "cuda" else "float32",
-                          settings=settings, versions=versions(),
-                          load_average_before=round(load_before, 2))
-        print(f"wrote {path}")
+        print(f"wrote {write_json(out, table, **meta)}")
     return table

@@ -177,14 +177,14 @@ def _tune(args: argparse.Namespace, command: str, results) -> int:
     import torch
 
     from optimal_scaling import kernels
-    from optimal_scaling.bench import CUDA_SHAPES, FAST_SHAPES, FULL_SHAPES, versions
+    from optimal_scaling.bench import FAST_SHAPES, cuda_shapes, versions
 
     if not (torch.cuda.is_available() and kernels.available()):
         print("bench tune: needs a CUDA device and Triton (the timings are GPU timings)",
               file=sys.stderr)  # fmt: skip
         return 2
     dtype = getattr(torch, args.dtype or "bfloat16")
-    chosen = FAST_SHAPES if args.fast else FULL_SHAPES + CUDA_SHAPES
+    chosen = FAST_SHAPES if args.fast else cuda_shapes()  # issue 11's shapes first
     shapes = [(*s[:-2], min(s[-2:]), max(s[-2:])) for s in chosen]
     name = torch.cuda.get_device_name(0)
     out = None if args.no_write else (

@@ -128,3 +128,22 @@ def test_triton_faster_rule_from_a_planted_table():
     assert triton_faster_rule(t[t.method == "torch_path"]) is None
     # 5% margin: 0.97 is noise, not a win
     assert triton_faster_rule(table({"1024x1024": 0.97, "4096x4096": 0.9})) == 4096
+
+
+def test_the_cuda_benchmark_measures_the_issue_shapes_first_and_every_shape_once():
+    shapes = bench.cuda_shapes()
+    assert shapes[: len(bench.ISSUE_SHAPES)] == list(bench.ISSUE_SHAPES)
+    assert sorted(shapes) == sorted(set(bench.FULL_SHAPES + bench.CUDA_SHAPES))
+
+
+def test_the_optimizer_command_writes_width_by_width(tmp_path, monkeypatch):
+    seen = []
+    real = bench.write_json
+    monkeypatch.setattr(bench, "write_json", lambda path, table, **meta: (
+        seen.append((len(table), meta.get("partial"))), real(path, table, **meta))[1])
+    table = bench.run_optimizers(tmp_path / "o.json", fast=True, device="cpu", repeats=1)
+    per_width = len(bench.OPTIMIZERS)
+    assert seen == [(per_width, True), (2 * per_width, True), (2 * per_width, None)]
+    assert table["width"].is_monotonic_increasing
+    payload = json.loads((tmp_path / "o.json").read_text())
+    assert "partial" not in payload and payload["device_type"] == "cpu"

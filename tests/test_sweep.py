@@ -446,6 +446,7 @@ def test_fake_sbatch_receives_the_job_array(tmp_path):
 def test_two_process_run_equals_one_process(tmp_path):
     raw = tiny(horizons=[512, 1024])
     raw["run"]["optimizer"] = {"name": "scion", "lr": 0.02, "radii": {"output": 8.0}}
+    raw["run"]["device"] = "cpu"  # two processes on gloo (a one-GPU machine has no second GPU)
     one = sweep.from_dict(raw)
     sweep.run(one, tmp_path / "one", progress=False)
     two = sweep.from_dict(dict(raw, resources={"processes": 2}))
@@ -538,7 +539,8 @@ def test_noise_scale_and_log_do_not_change_the_run(tmp_path):
 
 def test_the_log_survives_a_resume_and_two_processes_measure_the_same_noise(tmp_path):
     raw = tiny(horizons=[1024, 2048])
-    raw["run"].update(micro_batch_size=1, noise_scale=True, log_every=3)
+    raw["run"].update(micro_batch_size=1, noise_scale=True, log_every=3,
+                      device="cpu")  # two processes on gloo, also on a one-GPU machine
     whole = sweep.from_dict(raw)
     sweep.run(whole, tmp_path / "a", progress=False)
     sweep.run(sweep.from_dict(dict(raw, horizons=[1024])), tmp_path / "b", progress=False)

@@ -192,12 +192,21 @@ def _device(run: dict, local_rank: int, given: str | None) -> torch.device:
         return torch.device(given)
     if run["device"] == "auto":
         dev = default_device()
-        return torch.device("cuda", local_rank) if dev.type == "cuda" else dev
+        return _local_gpu(local_rank) if dev.type == "cuda" else dev
     if run["device"] == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("run.device = 'cuda' but no CUDA device is available here")
-        return torch.device("cuda", local_rank)
+        return _local_gpu(local_rank)
     return torch.device(run["device"])
+
+
+def _local_gpu(local_rank: int) -> torch.device:
+    """This process's GPU: one per process on a node."""
+    if local_rank >= torch.cuda.device_count():
+        raise RuntimeError(f"process {local_rank} of this node needs GPU {local_rank}, but it has "
+                           f"{torch.cuda.device_count()}: set resources.processes to at most "
+                           "the GPUs per node, or run.device = 'cpu'")  # fmt: skip
+    return torch.device("cuda", local_rank)
 
 
 def _measures(run: dict) -> list:
@@ -248,8 +257,9 @@ def train_run(
     if spec is None:
         raise FileNotFoundError(f"{folder}: no config.json; is {rid!r} a run of this sweep?")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1 and not dist.is_initialized():  # NCCL for CUDA runs, gloo for CPU ones
+        dev = _device(spec["run"], int(os.environ.get("LOCAL_RANK", "0")), device)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     claim = Lock(folder)
     try:
