@@ -826,3 +826,14 @@ def test_a_between_horizons_checkpoint_resumes_only_a_run_that_measures_the_same
     torch.save({"step": 40, "rows": [], "measures": [True, 3]}, mid)
     horizon.unlink()  # killed before its first horizon, now asked for 1024 (step 16 < 40)
     assert _resume_state(mid, horizon, "cpu", run, [1024, 4096], 64) is None
+
+
+def test_a_process_without_a_gpu_of_its_own_is_named(monkeypatch):
+    import torch
+
+    from optimal_scaling.sweep import runner
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert runner._local_gpu(0) == torch.device("cuda", 0)
+    with pytest.raises(RuntimeError, match="needs GPU 1, but it has 1"):
+        runner._local_gpu(1)
