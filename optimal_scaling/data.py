@@ -135,8 +135,9 @@ class TokenData:
                 f"{self.name}: context must be in [1, {n - 1}] for the {split!r} split of "
                 f"{n} tokens, got {context}"
             )
-        if generator.device.type != "cpu":
-            raise ValueError(f"{self.name}: batch needs a CPU generator, got {generator.device}")
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise ValueError(f"{self.name}: batch needs a CPU torch.Generator (for reproducible "
+                             f"batches), got {generator!r}")  # fmt: skip
         starts = torch.randint(n - context, (batch_size,), generator=generator).numpy()
         windows = np.asarray(data[starts[:, None] + np.arange(context + 1)], dtype=np.int64)
         xy = torch.from_numpy(windows)
@@ -300,6 +301,10 @@ class MarkovLanguage(TokenData):
         segment_length: int = 4096,
     ):
         _check_markov_args(vocab_size, order, branching, zipf, restart, segment_length)
+        for name, value in (("n_train_tokens", n_train_tokens), ("n_val_tokens", n_val_tokens),
+                            ("seed", seed)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"MarkovLanguage: {name} must be an int ≥ 0, got {value!r}")
         if n_train_tokens < 1 or n_val_tokens < 1:
             raise ValueError(
                 "MarkovLanguage: n_train_tokens and n_val_tokens must be ≥ 1, "
@@ -429,6 +434,14 @@ MAX_MARKOV_TRANSITIONS = 2**24
 def _check_markov_args(
     vocab_size: int, order: int, branching: int, zipf: float, restart: float, segment_length: int
 ) -> None:
+    for name, value in (("vocab_size", vocab_size), ("order", order), ("branching", branching),
+                        ("segment_length", segment_length)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"MarkovLanguage: {name} must be an int, got {value!r}")
+    for name, value in (("zipf", zipf), ("restart", restart)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                or not math.isfinite(value):  # fmt: skip
+            raise ValueError(f"MarkovLanguage: {name} must be a finite number, got {value!r}")
     if not 1 <= vocab_size <= MAX_UINT16_VOCAB:
         raise ValueError(
             f"MarkovLanguage: vocab_size must be in [1, {MAX_UINT16_VOCAB}] (tokens are "

@@ -36,6 +36,7 @@ def log_alignment_ratio(W: torch.Tensor, z: torch.Tensor) -> float:
     """A = log_fan_in(‖W z‖_RMS / (‖W‖_RMS ‖z‖_RMS)) for W (d_out, d_in) and inputs z (..., d_in).
 
     The RMS of ``W z`` and of ``z`` run over every entry (batch and features together).
+    −inf when W z = 0 (the inputs lie in W's null space); NaN when W or z is all zeros.
     """
     if W.ndim != 2:
         raise ValueError(f"expected a matrix (d_out, d_in), got shape {tuple(W.shape)}")
@@ -45,8 +46,10 @@ def log_alignment_ratio(W: torch.Tensor, z: torch.Tensor) -> float:
     if fan_in < 2:
         raise ValueError("the alignment ratio needs fan_in ≥ 2 (it is a log base fan_in)")
     W, z = W.detach().float(), z.detach().float()
-    ratio = rms(z @ W.T) / (rms(W) * rms(z))
-    return math.log(ratio.item()) / math.log(fan_in)
+    ratio = (rms(z @ W.T) / (rms(W) * rms(z))).item()
+    if not ratio > 0:  # W·z = 0 (z in W's null space), or W or z all zeros: no log
+        return -math.inf if ratio == 0 else math.nan
+    return math.log(ratio) / math.log(fan_in)
 
 
 def linear_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -77,14 +80,18 @@ def layer_measurements(
     """
     rows = []
     for name, z in linear_inputs(model, x).items():
+        key = f"{name}.weight" if name else "weight"  # the model itself may be the layer
+        if key not in initial:
+            raise KeyError(f"layer_measurements: initial has no {key!r}; pass "
+                           "{n: p.detach().clone() for n, p in model.named_parameters()}")
         module = model.get_submodule(name)
         mult = float(getattr(module, "multiplier", 1.0))
         W = module.weight.detach().float() * mult
-        dW = W - initial[f"{name}.weight"].float() * mult
+        dW = W - initial[key].float() * mult
         z2 = z.reshape(-1, z.shape[-1])
         has_update = bool(dW.abs().max() > 0)
         rows.append({
-            "layer": name,
+            "layer": name or type(model).__name__,
             "fan_in": W.shape[1],
             "fan_out": W.shape[0],
             "norm_W": rms_to_rms(W).item(),

@@ -72,6 +72,11 @@ def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object
     for key, value in header.items():
         if len(f"x{key}x{value}x".splitlines()) > 1 or ": " in str(key):  # \r, \u2028 too
             raise ValueError(f"metadata {key!r} must fit on one line (and a key holds no ': ')")
+    if df.columns.empty:
+        raise ValueError("write_table: the table has no columns")
+    if str(df.columns[0]).startswith("#"):  # the header line would read as metadata
+        raise ValueError(f"write_table: the first column's name {df.columns[0]!r} starts "
+                         "with '#'; rename or reorder it")  # fmt: skip
     text = "".join(f"# {k}: {v}\n" for k, v in header.items()) + df.to_csv(index=False)
     return atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -81,7 +86,7 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no result table at {path}")
-    lines = path.read_text().splitlines(keepends=True)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     meta, body = {}, []
     for line in lines:
         if line.startswith("# ") and not body:

@@ -48,6 +48,10 @@ def test_result_tables_round_trip(tmp_path):
         with pytest.raises(ValueError, match="one line"):
             write_table(df, tmp_path / "u.csv", **bad)
     assert not (tmp_path / "u.csv").exists()
+    with pytest.raises(ValueError, match="starts with '#'"):  # it would read back as metadata
+        write_table(pd.DataFrame({"# n": [1]}), tmp_path / "h.csv", "c")
+    with pytest.raises(ValueError, match="no columns"):
+        write_table(pd.DataFrame(), tmp_path / "e.csv", "c")
     with pytest.raises(FileNotFoundError, match="no result table"):
         read_table(tmp_path / "missing.csv")
 

@@ -73,5 +73,15 @@ def test_sweeps_use_the_parametrizations_optimizer_and_accept_one_shot_iterables
 
     grid = lr_transfer(run, [8, 16], (lr for lr in [0.1, 0.2]), progress=False)
     assert len(grid) == 4
+    # W z = 0: the inputs lie in W's null space (a log of 0)
+    assert measure.log_alignment_ratio(torch.tensor([[1.0, -1.0]]),
+                                       torch.tensor([[1.0, 1.0]])) == -math.inf  # fmt: skip
+    # the model itself a linear layer: its parameter is "weight"
+    lin = torch.nn.Linear(4, 3)
+    rows = measure.layer_measurements(lin, {"weight": lin.weight.detach().clone()},
+                                      torch.randn(5, 4))  # fmt: skip
+    assert rows[0]["layer"] == "Linear" and rows[0]["norm_dW"] == 0
+    with pytest.raises(KeyError, match="initial has no 'weight'"):
+        measure.layer_measurements(lin, {}, torch.randn(5, 4))
     with pytest.raises(ValueError, match="positive, finite learning rates"):
         lr_transfer(lambda w, lr: None, [8], [0.0], progress=False)
