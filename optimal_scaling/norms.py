@@ -258,7 +258,7 @@ def induced_norm_bruteforce(
         )
     alpha = _check_name(alpha, VECTOR_NORMS, "vector norm")
     beta = _check_name(beta, VECTOR_NORMS, "vector norm")
-    if not isinstance(samples, int) or samples < 1:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(
             f"induced_norm_bruteforce: samples must be a positive int, got {samples!r}"
         )
@@ -281,6 +281,9 @@ def induced_norm_bruteforce(
     ]
     if extra is not None:
         extra = check_tensor(extra, who="induced_norm_bruteforce(extra)", event_ndim=1)
+        if extra.shape[-1] != d_in:  # a reshape would silently regroup the entries
+            raise ValueError(f"induced_norm_bruteforce: extra holds vectors of length "
+                             f"{extra.shape[-1]}, W takes {d_in}")  # fmt: skip
         parts.append(extra.detach().to("cpu", torch.float64).reshape(-1, d_in))
     X = torch.cat(parts)
     X = X[vector_norm(X, alpha) > 0]

@@ -69,11 +69,10 @@ class NormTracker:
         power_iters: int = 2,
         cold_iters: int = 20,
     ) -> None:
-        if every < 1:
-            raise ValueError(f"NormTracker: every must be ≥ 1, got {every}")
-        if power_iters < 1 or cold_iters < 1:
-            raise ValueError(f"NormTracker: power_iters and cold_iters must be ≥ 1, got "
-                             f"{power_iters}, {cold_iters}")  # fmt: skip
+        for name, value in (("every", every), ("power_iters", power_iters),
+                            ("cold_iters", cold_iters)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"NormTracker: {name} must be an int ≥ 1, got {value!r}")
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"NormTracker: unknown preset {preset!r}; choose from "
                              f"{', '.join(PRESETS)}")  # fmt: skip

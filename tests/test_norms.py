@@ -256,6 +256,10 @@ def test_unknown_names():
         induced_norm_bruteforce(torch.ones(2, 2), "l1", "max")
     with pytest.raises(ValueError, match="plain matrix"):
         induced_norm_bruteforce(torch.ones(2, 2, 2), "l1", "l2")
+    with pytest.raises(ValueError, match="extra holds vectors of length 4, W takes 6"):
+        induced_norm_bruteforce(torch.ones(2, 6), "l2", "l2", extra=torch.ones(3, 4))
+    with pytest.raises(ValueError, match="samples"):
+        induced_norm_bruteforce(torch.ones(2, 2), "l2", "l2", samples=True)
     with pytest.raises(ValueError, match="iters"):
         PowerIteration(iters=-1)
     with pytest.raises(ValueError, match="NaN"):

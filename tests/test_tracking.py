@@ -93,8 +93,10 @@ def test_every_step_tracking_and_errors():
         NormTracker(model, every=0)
     with pytest.raises(ValueError, match=r"unknown role\(s\) \['outptu'\]"):
         NormTracker(model, norms={"outptu": "sign"})
-    with pytest.raises(ValueError, match="cold_iters must be ≥ 1"):
+    with pytest.raises(ValueError, match="cold_iters must be an int ≥ 1"):
         NormTracker(model, cold_iters=-5)
+    with pytest.raises(ValueError, match="every must be an int ≥ 1, got 2.5"):
+        NormTracker(model, every=2.5)
 
 
 def test_group_norms_are_exact_operator_norms_per_role():
