@@ -795,6 +795,8 @@ def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> To
     try:
         meta = json.loads(meta_path.read_text())
         dtype, vocab, counts = meta["dtype"], int(meta["vocab_size"]), meta["tokens"]
+        if not isinstance(counts, dict):
+            raise TypeError(f"'tokens' must map each split to its count, got {counts!r}")
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"token_shards: {meta_path} is not a shard description "
                          f"(dtype, vocab_size, tokens): {exc}") from None  # fmt: skip

@@ -482,6 +482,9 @@ def test_described_shards_errors(tmp_path):
     (folder / "meta.json").write_text('{"dtype": "int8"}')
     with pytest.raises(ValueError, match="not a shard description"):
         token_shards(folder)
+    (folder / "meta.json").write_text('{"dtype": "uint32", "vocab_size": 9, "tokens": [1, 2]}')
+    with pytest.raises(ValueError, match="not a shard description.*'tokens' must map"):
+        token_shards(folder)
     with pytest.raises(ValueError, match="uint16 or uint32"):
         data.write_token_shard(np.arange(3), tmp_path / "x.bin", dtype="int64")
 
