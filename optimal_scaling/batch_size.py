@@ -346,6 +346,9 @@ def steps_to_target(
     first step where that curve is ≤ the target, interpolated linearly between the two entries
     around the crossing; NaN where the run never gets there. One row per run × target with
     ``target``, ``steps`` and every column that is constant within the run (batch size, lr, …).
+    A trailing mean lags a falling curve, so ``smooth`` > 1 biases the steps upward (on
+    1 + 10/step the crossing of 1.5 at step 20 reads 21 with smooth = 3, 24 with smooth = 9):
+    compare runs at one smoothing, as the critical-batch fit does.
     """
     who = "steps_to_target"
     require_columns(log, [run, step, loss], who)

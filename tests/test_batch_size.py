@@ -79,9 +79,12 @@ def test_critical_batch_fit_recovers_a_planted_b_crit():
     S = s_min * (1 + b_crit / B) * np.exp(0.03 * rng.normal(size=B.size))
     fit = bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": S}), bootstrap=400)
     assert fit.b_crit == pytest.approx(b_crit, rel=0.1)
+    # and both ends of the planted curve: S_min, and E_min = S_min·B_crit examples
+    assert fit.s_min == pytest.approx(s_min, rel=0.05)
+    assert fit.e_min == pytest.approx(s_min * b_crit, rel=0.1)
     lo, hi = fit.intervals["b_crit"]
     assert lo < b_crit < hi
-    # the hyperbola (S/S_min − 1)(E/E_min − 1) = 1 holds on the fitted curves
+    # the curves the fit returns follow its own parameters: (S/S_min − 1)(E/E_min − 1) = 1
     Bs = np.array([10.0, 100.0, 1000.0])
     assert ((fit.steps(Bs) / fit.s_min - 1) * (fit.examples(Bs) / fit.e_min - 1)) == (
         pytest.approx(1.0))
