@@ -201,6 +201,9 @@ fig = px.scatter(last, x=np.log2(last["lr"]), y="batch_size", color="val_loss", 
 fig.update_traces(marker=dict(size=12))
 fig.show()
 first = nt.first_reaching(t, level)
+print(f"{int(first['censored'].sum())} of {len(first)} slices reach the level already at the "
+      "grid's smallest η (only an upper bound there): left out of the fit")
+first = first[~first["censored"]]
 if len(first) > 3 and first["batch_size"].nunique() > 1 and first["horizon"].nunique() > 1:
     reach_law = nt.joint_fit(first.rename(columns={"lr_reach": "lr"}), bootstrap=BOOT)
     print(f"first η to reach log2 norm {level:.2f}: {reach_law}")

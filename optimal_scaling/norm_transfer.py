@@ -105,9 +105,12 @@ def optimal_norm(
     """The optimal log₂ norm of one slice from (x = log₂ norm, loss) pairs (module docstring).
 
     Returns ``{"grid", "free", "free_smooth", ["fixed", "fixed_smooth"], "log2_norm",
-    "spread", "variants"}``: each variant's vertex (NaN when its parabola opens downward or
-    lies outside the points used), their median and max − min. Diverged rows (non-finite loss
-    or norm) are dropped; at least 3 finite points are needed.
+    "spread", "variants", "norm_at_edge"}``: each variant's vertex (NaN when its parabola opens
+    downward or lies more than 0.5 beyond the points used), their median and max − min, and
+    whether the lowest loss sits at the smallest or largest norm of the slice: then the
+    optimum is censored (it may lie beyond the points), and with the parabolas refused the
+    estimate is the grid value alone with a spread of 0 that does not mean precision.
+    Diverged rows (non-finite loss or norm) are dropped; at least 3 finite points are needed.
     """
     x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
     if x.shape != loss.shape or x.ndim != 1:
@@ -133,6 +136,7 @@ def optimal_norm(
             out[kind + name] = v if inside else math.nan
     values = [v for v in out.values() if math.isfinite(v)]
     out["log2_norm"] = float(np.median(values))
+    out["norm_at_edge"] = bool(np.argmin(loss) in (0, len(x) - 1))
     out["spread"] = float(max(values) - min(values))
     out["variants"] = len(values)
     return out
@@ -190,7 +194,9 @@ def band(horizons: pd.DataFrame, column: str = "log2_norm") -> dict[str, float]:
 def first_reaching(table: pd.DataFrame, level: float) -> pd.DataFrame:
     """At each (D, B): the smallest η whose output norm reaches log₂ norm ≥ ``level``,
     interpolated linearly in (log₂ η, log₂ norm) between the grid points around the crossing.
-    Slices that never reach it are left out. Columns: horizon, batch_size, lr_reach."""
+    Slices that never reach it are left out. Columns: horizon, batch_size, lr_reach, and
+    ``censored``: the grid's smallest η already reaches the level, so ``lr_reach`` is only an
+    upper bound (leave such slices out of a fit)."""
     t = tidy(table)
     rows = []
     for (h, b), g in t.groupby(["horizon", "batch_size"]):
@@ -204,8 +210,9 @@ def first_reaching(table: pd.DataFrame, level: float) -> pd.DataFrame:
             u_reach = u[0]
         else:
             u_reach = u[i - 1] + (u[i] - u[i - 1]) * (level - x[i - 1]) / (x[i] - x[i - 1])
-        rows.append({"horizon": h, "batch_size": b, "lr_reach": float(2.0**u_reach)})
-    return pd.DataFrame(rows, columns=["horizon", "batch_size", "lr_reach"])
+        rows.append({"horizon": h, "batch_size": b, "lr_reach": float(2.0**u_reach),
+                     "censored": bool(i == 0)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["horizon", "batch_size", "lr_reach", "censored"])
 
 
 def joint_fit(slices: pd.DataFrame, lr: str = "lr", bootstrap: int = 1000,

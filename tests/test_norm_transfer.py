@@ -42,6 +42,10 @@ def test_one_slice_by_hand():
     for key in ("grid", "free", "fixed"):
         assert est[key] == pytest.approx(6.5, abs=1e-9), key
     assert est["log2_norm"] == pytest.approx(6.5) and est["variants"] == 5
+    assert not est["norm_at_edge"]
+    # a loss still falling at the largest norm: censored, and its spread of 0 says nothing
+    edge = nt.optimal_norm(x, 3 + (x - 12.0) ** 2)
+    assert edge["norm_at_edge"] and edge["grid"] == x.max()
     # the fixed-intercept fit by hand: L − L0 = a(x − x0)² + b(x − x0) through (x0, L0)
     x = np.array([4.0, 5, 6, 7, 8])
     y = np.array([2.5, 2.2, 2.1, 2.2, 2.6])
@@ -79,6 +83,9 @@ def test_planted_optimal_norm_and_scaling_laws_are_recovered():
     assert fits["batch_size"].exponents["horizon"] == pytest.approx(BSTAR[1], abs=0.1)
     # the first η to reach the optimal norm is η*·2^-0 (norm = 2^7 exactly at η*)
     reach = nt.first_reaching(table, 7.0)
+    assert not reach["censored"].any()  # the grid starts below η* everywhere
+    low = nt.first_reaching(table, 2.0)  # a level every slice passes at its smallest η
+    assert low["censored"].all()
     law = nt.joint_fit(reach.rename(columns={"lr_reach": "lr"}), bootstrap=0)
     assert law.exponents["batch_size"] == pytest.approx(ETA[1], abs=1e-6)
     assert law.exponents["horizon"] == pytest.approx(ETA[2], abs=1e-6)
