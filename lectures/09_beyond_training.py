@@ -22,8 +22,9 @@
 # 1. **Inference is paid too.** A model that will serve many tokens should be smaller and
 #    trained longer than the Chinchilla-optimal one — on a published law, on the law we
 #    fitted in lecture 08, and on our measured runs directly.
-# 2. **Loss is not what users score.** Exact-match accuracy on a multi-token answer can jump
-#    "suddenly" while the per-token loss underneath moves gradually — trained live on addition.
+# 2. **Loss is not what users score.** Exact-match accuracy on a multi-token answer jumps more
+#    sharply than the per-token accuracy it is built from — trained live on addition, where
+#    the loss itself also falls in steps.
 # 3. **Compute can be spent at test time.** Sampling k answers and keeping a right one
 #    (pass@k) rises steadily with k; a majority vote over the same samples stalls.
 #
@@ -94,7 +95,7 @@ table[["inference_tokens", "N", "D", "tokens_per_param", "train_flops", "inferen
 
 # %%
 demands = np.geomspace(1e9, 1e16, 60)
-fig = make_subplots(rows=1, cols=2, subplot_titles=("optimal N / Chinchilla N",
+fig = make_subplots(rows=1, cols=2, subplot_titles=("optimal N / the law's compute-optimal N",
                                                     "tokens per parameter"))  # fmt: skip
 for name, law in sl.LOSS_LAWS.items():
     ell = float(law(70e9, 1.4e12))
@@ -141,7 +142,10 @@ side
 # Both answers move the same way: the more the model will serve, the smaller the model that
 # should be trained and the longer it should train. How closely the fitted law's N* matches
 # the measured runs is limited by the grid and by the law's misfit on short budgets
-# (lecture 08, section 7) — read the columns side by side, not as a test of the law.
+# (lecture 08, section 7) — read the columns side by side, not as a test of the law. Once the
+# measured answer reaches the grid's longest budget (2²¹ ≈ 2.1M tokens) it cannot move
+# further, however large the demand: the grid has no longer runs, and the fitted law's D*
+# beyond that budget is an extrapolation.
 #
 # Play with it: the demand, the target quality, and w, the price of an inference FLOP
 # relative to a training FLOP (serving often runs at lower hardware utilization than
@@ -185,7 +189,7 @@ interact(explore_inference, log10_demand=FloatSlider(value=12, min=9, max=16, st
 # We test it on the task GPT-3's arithmetic results made famous: addition, written as a
 # language. `AdditionTask(4)` writes 4-digit problems least significant digit first (the
 # order in which carries travel), "a₀a₁a₂a₃+b₀b₁b₂b₃=s₀s₁s₂s₃s₄", and the loss counts only
-# the five answer tokens:
+# the five answer tokens (the runs below use 3 digits, four answer tokens, in fast mode):
 
 # %%
 task = osc.data.AdditionTask(4)
@@ -202,8 +206,8 @@ for p, a in zip(prompt, answer, strict=True):
 # prefix), **exact match** (all answer tokens right — with the right prefix given, this equals
 # greedy decoding's exact match). Beside them, Π_j p_j, the product of the accuracies at the
 # k answer positions: what exact match would be if the positions erred independently. The
-# compute axis is 6·N·(answer tokens seen): the model also reads the prompt, about 3× more
-# tokens, the same factor for every width.
+# compute axis is 6·N·(answer tokens seen): the model also reads the prompt, about 2.8× as
+# many tokens in all as the answer, the same factor for every width.
 
 # %%
 RUN = osc.config.choose(
@@ -223,6 +227,8 @@ panels = [("token_loss", "token loss (nats)"), ("token_accuracy", "token accurac
 fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels])
 colors = dict(zip(runs.models, ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                 "#8c564b"], strict=False))  # fmt: skip
+for m in range(1, k):  # m answer digits at chance (ln 10 each), the others right
+    fig.add_hline(y=m * np.log(10) / k, line_dash="dot", line_color="gray", row=1, col=1)
 for j, (col, _) in enumerate(panels, start=1):
     for width, g in history.groupby("width"):
         fig.add_scatter(x=g.flops, y=g[col], name=f"width {width}", legendgroup=str(width),
@@ -230,9 +236,10 @@ for j, (col, _) in enumerate(panels, start=1):
         if col == "exact_match":
             fig.add_scatter(x=g.flops, y=g.independent_exact_match, name="Π p_j", showlegend=False,
                             line={"color": colors[width], "dash": "dot"}, row=1, col=j)  # fmt: skip
-fig.update_xaxes(type="log", title="6·N·(answer tokens)")
-fig.update_layout(title=f"One model, three scores ({task.digits}-digit addition; dotted: Π_j p_j)",
-                  template="plotly_white", height=400)  # fmt: skip
+fig.update_xaxes(type="log", title="training FLOPs, 6·N·(answer tokens)")
+fig.update_layout(title=f"{len(runs.models)} widths, three scores ({task.digits}-digit addition;"
+                  " dotted: Π_j p_j, and levels m·ln 10/k)", template="plotly_white",
+                  height=400)  # fmt: skip
 fig.show()
 
 # %% [markdown]
@@ -240,7 +247,9 @@ fig.show()
 # at the first evaluation where it does, and how many e-folds of compute each score takes to
 # cover 10% → 90% of the way from its first value to its best one (smaller is sharper). The
 # evaluations are 50 steps apart, which at step s is ln(1 + 50/s) e-folds — 0.18 at step 250,
-# 0.1 at step 500 — so differences smaller than that are not resolved.
+# 0.1 at step 500 — so differences smaller than that are not resolved: a width counts as
+# sharper only when its gap beats the spacing where exact match crosses 0.1. A width whose
+# exact match is still rising at the end has "its best" only where training stopped.
 
 # %%
 rows = []
@@ -251,11 +260,16 @@ for width, g in history.groupby("width"):
     rows.append({"width": width, "params": g.params.iloc[0],
                  "token accuracy when exact match first ≥ 0.1": first.token_accuracy.iloc[0],
                  **{f"e-folds, {m}": em.sharpness(g, m) for m in
-                    ("token_loss", "token_accuracy", "exact_match")}})  # fmt: skip
+                    ("token_loss", "token_accuracy", "exact_match")},
+                 "spacing there (e-folds)": np.log1p(RUN["every"] / first.step.iloc[0]),
+                 "exact match still rising": g.exact_match.iloc[-1] - g.exact_match.iloc[-4]
+                 > 0.02})  # fmt: skip
 sharp = pd.DataFrame(rows).round(2)
-sharper = (sharp["e-folds, exact_match"] < sharp["e-folds, token_accuracy"]).sum()
-print(f"exact match rose over fewer e-folds than token accuracy for {sharper} of {len(sharp)} "
-      f"widths")
+gap = sharp["e-folds, token_accuracy"] - sharp["e-folds, exact_match"]
+sharper = int((gap > sharp["spacing there (e-folds)"]).sum())
+print(f"exact match rose over fewer e-folds than token accuracy, by more than the evaluation "
+      f"spacing, for {sharper} of {len(sharp)} widths; still rising at the end: "
+      f"{int(sharp['exact match still rising'].sum())}")
 sharp
 
 # %%
@@ -267,24 +281,35 @@ late = history[(history.token_accuracy > 0.5) & (history.independent_exact_match
 ratio = late.exact_match / late.independent_exact_match
 print(f"where 0.5 < token accuracy and Π p_j < 0.99: exact match / Π_j p_j ranges "
       f"{ratio.min():.2f}–{ratio.max():.2f} (median {ratio.median():.2f}, {len(late)} points)")
+seen = late.exact_match >= 0.02  # at least 20 of the 1,000 problems right: a ratio, not noise
+print(f"  of those, where exact match ≥ 0.02: {ratio[seen].min():.2f}–{ratio[seen].max():.2f} "
+      f"({int(seen.sum())} points)")
+levels = np.arange(1, k) * np.log(10) / k
+near = np.abs(history.token_loss.to_numpy()[:, None] - levels).min(axis=1) < 0.05
+print(f"{near.mean():.0%} of the evaluations have a token loss within 0.05 nats of a level "
+      f"m·ln 10/{k} (evenly spread values would: {min(1.0, 0.1 / (np.log(10) / k)):.0%})")
 
 # %% [markdown]
 # What the runs show, and what they do not:
 #
-# * **The metric is sharper than the loss.** Exact match stays near zero while the token
-#   accuracy climbs from the frequency-only plateau (the first printed line), and passes 0.1
-#   only once most answer tokens are right (the table). The same predictions, scored two ways.
-# * **Independence is only a rough guide.** A ratio of measured exact match to Π_j p_j below 1
-#   means the wrong digits are spread over more problems than independent positions would
-#   give (with the right prefix given, a missed carry costs one digit, not the rest of the
-#   answer); above 1, that they pile up on a few hard problems. Which one holds is printed
-#   above, for this run.
-# * **The loss is not smooth here either.** On this algorithmic task the token loss itself
-#   sits on a plateau (the model has learnt only the digit frequencies) and then drops, once
-#   per width — a real transition, not a metric artefact, like those reported for small
-#   algorithmic tasks; the e-fold columns show how much sharper exact match is than the
-#   smooth scores on top of it. Schaeffer et al.'s point survives as a rule: before calling a
-#   jump emergent, plot a smooth score of the same predictions beside it.
+# * **The metric is sharper than the token accuracy.** Exact match stays near zero while the
+#   token accuracy climbs well past what digit frequencies alone give (the first printed
+#   line), and passes 0.1 only once most answer tokens are right (the table). The same
+#   predictions, scored two ways; by how much, and for how many widths beyond the
+#   evaluations' resolution, is printed above the table.
+# * **Exact match is what the per-position accuracies imply.** Where exact match can be
+#   measured at all (at least 20 of the 1,000 problems right), its ratio to Π_j p_j is the
+#   second range printed: near 1 means the jump is the product of per-token accuracies,
+#   Schaeffer et al.'s explanation. Below 1 would mean the wrong digits are spread over more
+#   problems than independent positions give; above 1, that they pile up on a few hard
+#   problems. The wider first range comes from points with only a handful of right problems.
+# * **The loss is not smooth here either.** The token loss falls in steps: it lingers near
+#   the levels m·ln 10/k (dotted in the left panel), where m answer digits are still at
+#   chance and the rest are right, so the positions are learnt in stages (the last printed
+#   line: how often the loss sits near such a level, against evenly spread values). Those are
+#   real transitions, not metric artefacts, like those reported for small algorithmic tasks;
+#   exact match sharpens them further. Schaeffer et al.'s point survives as a rule: before
+#   calling a jump emergent, plot a smooth score of the same predictions beside it.
 #
 # Play with it: the answer length k and the token accuracy p of the independent model.
 
@@ -312,7 +337,8 @@ interact(explore_metric, k=IntSlider(value=5, min=1, max=50),
 # $$\text{pass@}k = 1 - \binom{n-c}{k}\Big/\binom{n}{k}$$
 #
 # (Chen et al., 2021): an unbiased estimate of the model's 1 − (1 − p)^k, p its chance per
-# sample. The plug-in 1 − (1 − c/n)^k is biased low for every k ≥ 2, most for k near n. It
+# sample. The plug-in 1 − (1 − c/n)^k is biased low for every k ≥ 2, most where k is around
+# 1/p (near k = n only when right samples are rare). It
 # needs a **verifier** to pick the right sample (unit tests for code, a checker for math). Without
 # one, a **majority vote** submits the most common answer: that converges to "is the model's
 # most likely answer right" and stops improving there.
@@ -348,6 +374,7 @@ for width, g in curves.groupby("width"):
 fig.update_xaxes(type="log")
 fig.update_xaxes(title="samples k", row=1, col=1)
 fig.update_xaxes(title="FLOPs per problem (2·N·tokens·k)", row=1, col=2)
+fig.update_yaxes(title="fraction of problems solved", row=1, col=1)
 fig.update_layout(title="Coverage (pass@k, solid) and majority vote (dashed)",
                   template="plotly_white", height=420)  # fmt: skip
 fig.show()
@@ -362,8 +389,10 @@ if mid.empty:
     print("no model has a pass@1 between 0.02 and 0.9 in this run: every curve is flat")
 
 # %% [markdown]
-# At equal inference compute: for each model, the fewest samples whose pass@k reaches the
-# pass@1 of the next larger model, and what those samples cost against one answer from it.
+# At equal inference compute: for each model, the fewest samples among k = 1, 2, 4, …, 64
+# whose pass@k reaches the pass@1 of the next larger model, and what those samples cost
+# against one answer from it (the powers of two can overstate the cost by up to 2×). A
+# pass@1 below 0.02 is a few problems out of the sample, too few to compare.
 
 # %%
 sizes = sorted(runs.models)
@@ -373,6 +402,9 @@ for small, large in zip(sizes[:-1], sizes[1:], strict=True):
     goal = curves[(curves.width == large) & (curves.k == 1)].iloc[0]
     if g.pass_at_k.iloc[0] > 0.99 and goal.pass_at_k > 0.99:
         print(f"width {small} and width {large}: both already right (pass@1 > 0.99)")
+        continue
+    if goal.pass_at_k < 0.02:
+        print(f"width {large}'s pass@1 = {goal.pass_at_k:.3f}: too few right to compare")
         continue
     reach = g[g.pass_at_k >= goal.pass_at_k]
     if reach.empty:
@@ -388,8 +420,9 @@ print(f"sampling from the smaller model was cheaper in {cheaper} of {compared} c
 
 # %% [markdown]
 # Where a model's pass@1 is neither 0 nor 1, coverage keeps climbing with k while the
-# majority vote flattens out early, below it: sampling finds right answers the model does not
-# rank first, and only a verifier can use them. The comparison at equal compute is what the
+# majority vote rises much less (the two agree at k = 1, where both are pass@1; for a weak
+# model the vote can even fall, its most common answer being wrong): sampling finds right answers the model does not rank first,
+# and only a verifier can use them. The comparison at equal compute is what the
 # right panel shows: a ratio below 1 in the printout above would mean that sampling from the
 # smaller model (with a verifier) was the cheaper way to that accuracy — ignoring what the
 # larger model cost to train. On this task, where a model a little larger is simply right
@@ -404,7 +437,7 @@ print(f"sampling from the smaller model was cheaper in {cheaper} of {compared} c
 #   small until D_inf approaches the training tokens and large beyond.
 # * A **discontinuous metric** (exact match) turns a gradual change in token accuracy into a
 #   late, sharp jump; before calling an ability emergent, plot a smooth metric of the same
-#   predictions — on addition the loss itself also has a plateau and a drop.
+#   predictions — on addition the loss itself also falls in steps.
 # * **Test-time compute**: pass@k (unbiased estimator 1 − C(n−c, k)/C(n, k)) rises steadily
 #   with samples; a majority vote stalls at the model's most likely answer. Sampling trades
 #   against model size only when a verifier picks the right sample.
