@@ -419,16 +419,15 @@ for small, large in zip(sizes[:-1], sizes[1:], strict=True):
 print(f"sampling from the smaller model was cheaper in {cheaper} of {compared} comparisons")
 
 # %% [markdown]
-# Where a model's pass@1 is neither 0 nor 1, coverage keeps climbing with k while the
-# majority vote rises much less (the two agree at k = 1, where both are pass@1; for a weak
-# model the vote can even fall, its most common answer being wrong): sampling finds right
-# answers the model does not rank first, and only a verifier can use them. The comparison at
-# equal compute is what the right panel shows: a ratio below 1 in the printout above would
-# mean that sampling from the smaller model (with a verifier) was the cheaper way to that
-# accuracy — ignoring what the larger model cost to train. On this task, where a model a little larger is simply right
-# (pass@1 ≈ 1), read the ratios before concluding either way: the published test-time
-# scaling results (repeated sampling on code and math) are on tasks where no affordable model
-# is right every time.
+# Where a model's pass@1 is neither 0 nor 1, coverage keeps climbing with k while the majority vote
+# rises much less (the two agree at k = 1, where both are pass@1; for a weak model the vote can even
+# fall, its most common answer being wrong): sampling finds right answers the model does not rank
+# first, and only a verifier can use them. The comparison at equal compute is what the right panel
+# shows: a ratio below 1 in the printout above would mean that sampling from the smaller model (with
+# a verifier) was the cheaper way to that accuracy — ignoring what the larger model cost to train.
+# On this task, where a model a little larger is simply right (pass@1 ≈ 1), read the ratios before
+# concluding either way: the published test-time scaling results (repeated sampling on code and
+# math) are on tasks where no affordable model is right every time.
 #
 # ## Summary
 #
