@@ -144,7 +144,7 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     from pathlib import Path
 
     from optimal_scaling.experiments import LRTransferConfig, describe, gpt_lr_transfer
-    from optimal_scaling.results import write_table
+    from optimal_scaling.results import read_table, write_table
 
     cfg = LRTransferConfig.fast() if args.fast else LRTransferConfig()
     overrides = {
@@ -165,9 +165,20 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     except (ValueError, OSError) as exc:
         print(f"lr-transfer: {exc}", file=sys.stderr)
         return 2
-    grid = gpt_lr_transfer(cfg)
     argv = sys.argv[1:] if argv is None else argv
-    path = write_table(grid, args.out, "optimal-scaling " + shlex.join(argv), config=describe(cfg))
+    command = "optimal-scaling " + shlex.join(argv)
+    done = None  # an interrupted run of this config left its finished runs in --out
+    if out.is_file():
+        try:
+            old, meta = read_table(out)
+        except (ValueError, OSError):
+            old, meta = None, {}
+        if meta.get("partial") == "true" and meta.get("config") == describe(cfg):
+            done = old
+            print(f"lr-transfer: resuming: {len(old)} runs already in {out}")
+    grid = gpt_lr_transfer(cfg, done=done, after_run=lambda part: write_table(
+        part, out, command, config=describe(cfg), partial="true"))
+    path = write_table(grid, out, command, config=describe(cfg))
     print(f"wrote {len(grid)} runs to {path}")
     return 0
 

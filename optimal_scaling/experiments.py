@@ -13,6 +13,7 @@ width grows. Regenerate the committed table with::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -148,23 +149,46 @@ def train_gpt(
     )
 
 
-def gpt_lr_transfer(cfg: LRTransferConfig | None = None, progress: bool = True) -> pd.DataFrame:
+def gpt_lr_transfer(
+    cfg: LRTransferConfig | None = None,
+    progress: bool = True,
+    done: pd.DataFrame | None = None,
+    after_run: Callable[[pd.DataFrame], object] | None = None,
+) -> pd.DataFrame:
     """Run the whole grid; one row per (parametrization, width, lr).
 
     Columns: parametrization, then those of :func:`~optimal_scaling.coord_check.lr_transfer`
     (width, lr, log2_lr, loss = final validation loss or inf when diverged, train_loss,
-    initial_loss, diverged, reason, seconds).
+    initial_loss, diverged, reason, seconds). ``done``: rows of an earlier, interrupted run
+    of the same config; their (parametrization, width, log2_lr) are not trained again.
+    ``after_run(table)`` gets the rows so far after every run (the command writes them, so a
+    killed grid keeps every run it finished and resumes from there).
     """
+    from tqdm.auto import tqdm
+
     cfg = (cfg or LRTransferConfig()).check()  # before any data is read or run trained
-    tokens = load_data(cfg)
-    lrs = [2.0**e for e in cfg.log2_lrs]
-    frames = []
-    for p in cfg.parametrizations:
-        grid = lr_transfer(
-            lambda w, lr, p=p: train_gpt(cfg, tokens, p, w, lr), cfg.widths, lrs, progress=progress
-        )
-        frames.append(grid.assign(parametrization=p))
-    grid = pd.concat(frames, ignore_index=True)
+    rows = [] if done is None or done.empty else [done]
+    have = set() if done is None else {(p, int(w), round(float(e), 9)) for p, w, e in
+                                       zip(done.parametrization, done.width, done.log2_lr,
+                                           strict=True)}
+    todo = [(p, w, e) for p in cfg.parametrizations for w in cfg.widths for e in cfg.log2_lrs
+            if (p, w, round(float(e), 9)) not in have]  # fmt: skip
+    tokens = load_data(cfg) if todo else None
+    for p, w, e in tqdm(todo, disable=not progress, desc="lr transfer"):
+        one = lr_transfer(lambda w_, lr_, p=p: train_gpt(cfg, tokens, p, w_, lr_), [w],
+                          [2.0**e], progress=False)  # fmt: skip
+        rows.append(one.assign(parametrization=p))
+        if after_run is not None:
+            after_run(_in_grid_order(pd.concat(rows, ignore_index=True), cfg))
+    return _in_grid_order(pd.concat(rows, ignore_index=True), cfg)
+
+
+def _in_grid_order(grid: pd.DataFrame, cfg: LRTransferConfig) -> pd.DataFrame:
+    """Rows in the grid's order (parametrization, width, lr as configured), columns with
+    ``parametrization`` first."""
+    rank = {p: i for i, p in enumerate(cfg.parametrizations)}
+    grid = grid.assign(_p=grid.parametrization.map(rank)).sort_values(
+        ["_p", "width", "log2_lr"], kind="stable").drop(columns="_p").reset_index(drop=True)
     return grid[["parametrization", *grid.columns.drop("parametrization")]]
 
 

@@ -157,3 +157,36 @@ def test_cli_lr_transfer_refuses_an_unwritable_out_before_training(tmp_path, cap
     assert main(["lr-transfer", "--fast", "--data", "markov",
                  "--out", str(blocker / "grid.csv")]) == 2  # fmt: skip
     assert capsys.readouterr().err.startswith("lr-transfer: ")
+
+
+def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkeypatch):
+    from optimal_scaling import experiments
+    from optimal_scaling.cli import main
+
+    args = ["lr-transfer", "--fast", "--data", "markov", "--widths", "32", "--log2-lrs", "-8",
+            "-6", "--parametrizations", "mup", "--steps", "5"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "whole.csv")]) == 0
+    real, calls = experiments.train_gpt, []
+
+    def dies_on_the_second(*a, **k):
+        calls.append(a[4])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiments, "train_gpt", dies_on_the_second)
+    out = tmp_path / "grid.csv"
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", str(out)])
+    part, meta = read_table(out)
+    assert meta["partial"] == "true" and part["log2_lr"].tolist() == [-8.0]
+    calls.clear()
+    monkeypatch.setattr(experiments, "train_gpt", lambda *a, **k: (calls.append(a[4]),
+                                                                    real(*a, **k))[1])
+    assert main([*args, "--out", str(out)]) == 0
+    assert calls == [2.0**-6]  # only the run that was missing
+    got, meta = read_table(out)
+    want, _ = read_table(tmp_path / "whole.csv")
+    assert "partial" not in meta and got["log2_lr"].tolist() == [-8.0, -6.0]
+    assert np.allclose(got["loss"], want["loss"]) and np.allclose(got["train_loss"],
+                                                                  want["train_loss"])
