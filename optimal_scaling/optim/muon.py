@@ -238,10 +238,9 @@ class Muon(CheckedOptimizer):
         loss = self._closure_loss(closure)
         self.check_grads()  # before anything changes: a step that raises changes nothing
         for group in self.param_groups:
-            for p, name in named_params(group):
-                state = self.state[p]
-                if p.grad is not None and any(k not in state for k in self.state_keys):
-                    self._init_state(p, state, name)
+            for p, name in named_params(group):  # (no state entry for a parameter without grad)
+                if p.grad is not None and any(k not in self.state[p] for k in self.state_keys):
+                    self._init_state(p, self.state[p], name)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             work = self._momentum_updates(group)
