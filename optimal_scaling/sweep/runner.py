@@ -216,17 +216,19 @@ def _measures(run: dict) -> list:
 
 
 def _resume_state(mid: Path, horizon: Path, device: torch.device, run: dict,
-                  horizons: list[int], tps: int) -> dict | None:  # fmt: skip
+                  horizons: list[int], tps: int, owner: bool = True) -> dict | None:  # fmt: skip
     """The checkpoint to resume from: the between-horizons one when it is still valid (every
     horizon the run asks for up to its step was read on the way, and it measures the same),
-    else the last horizon's (the invalid one is deleted); None to start afresh."""
+    else the last horizon's (the ``owner``, rank 0, deletes the invalid one; every rank reads
+    the same files and decides the same); None to start afresh."""
     if mid.is_file():
         state = torch.load(mid, map_location=device, weights_only=False)  # our own file
         read = {row["horizon"] for row in state["rows"]}
         passed = [h for h in horizons if h // tps <= state["step"] and h not in read]
         if not passed and state.get("measures") == _measures(run):
             return state
-        mid.unlink()
+        if owner:
+            mid.unlink(missing_ok=True)
     if horizon.is_file():
         return torch.load(horizon, map_location=device, weights_only=False)
     return None
@@ -323,7 +325,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     window: list[torch.Tensor] = []  # each step's training loss since the last horizon
     noise: list[torch.Tensor] = []  # the probe's [‖G‖², tr Σ] of each step since the horizon
     window_seconds = 0.0  # training time since the last horizon, before this start
-    state = _resume_state(mid_path, ckpt_path, device, run, horizons, tps)
+    state = _resume_state(mid_path, ckpt_path, device, run, horizons, tps, owner=rank == 0)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
