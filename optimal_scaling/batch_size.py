@@ -28,6 +28,7 @@ temperature is ηD/(B(1 − m)) (up to constants): keeping it fixed means η ∝
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -150,7 +151,7 @@ class GradientNoiseProbe:
     def __init__(self, params, micro: int, batch: int, world: int = 1) -> None:
         self.params = [p for p in params if p.requires_grad]
         for name, value in (("micro", micro), ("batch", batch), ("world", world)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"GradientNoiseProbe: {name} must be an int ≥ 1, got {value!r}")
         if batch % world or (batch // world) % micro:
             raise ValueError(f"GradientNoiseProbe: micro {micro} × world {world} does not "

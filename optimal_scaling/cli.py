@@ -167,18 +167,22 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
         return 2
     argv = sys.argv[1:] if argv is None else argv
     command = "optimal-scaling " + shlex.join(argv)
-    done = None  # an interrupted run of this config left its finished runs in --out
-    if out.is_file():
+    # the runs finished so far go beside --out (never over a finished table there); an
+    # interrupted run of this config resumes from them
+    partial = out.with_name(f"{out.stem}.partial{out.suffix}")
+    done = None
+    if partial.is_file():
         try:
-            old, meta = read_table(out)
+            old, meta = read_table(partial)
         except (ValueError, OSError):
             old, meta = None, {}
-        if meta.get("partial") == "true" and meta.get("config") == describe(cfg):
+        if meta.get("config") == describe(cfg):
             done = old
-            print(f"lr-transfer: resuming: {len(old)} runs already in {out}")
+            print(f"lr-transfer: resuming: {len(old)} runs already in {partial}")
     grid = gpt_lr_transfer(cfg, done=done, after_run=lambda part: write_table(
-        part, out, command, config=describe(cfg), partial="true"))
+        part, partial, command, config=describe(cfg), partial="true"))
     path = write_table(grid, out, command, config=describe(cfg))
+    partial.unlink(missing_ok=True)
     print(f"wrote {len(grid)} runs to {path}")
     return 0
 

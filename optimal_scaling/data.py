@@ -513,7 +513,8 @@ def byte_corpus(
 
     A file goes to validation when crc32(relative path) mod 1000 < 1000·``val_fraction``,
     so the split is stable as files come and go (if no file, or every file, lands in
-    validation, the single file closest to the threshold is moved). Files are concatenated,
+    validation, the single file closest to the threshold is moved); a single file is split by
+    bytes instead, its last ⌈val_fraction·n⌉ bytes for validation. Files are concatenated,
     each followed by a newline; with ``max_bytes`` the validation stream keeps its first
     ⌈val_fraction·max_bytes⌉ bytes and the training stream the rest of ``max_bytes``.
 
@@ -538,10 +539,16 @@ def byte_corpus(
     name = "bytes:" + ("stdlib" if paths is None else "+".join(r.name for r in roots))
     cached = _load_cache(folder)
     if cached is None:
-        train_files, val_files = _split_by_file(files, val_fraction, pattern, where)
-        val_cap = None if max_bytes is None else min(max_bytes, math.ceil(val_fraction * max_bytes))
-        train_cap = None if max_bytes is None else max_bytes - (val_cap or 0)
-        train, val = _concat(train_files, train_cap), _concat(val_files, val_cap)
+        if len(files) == 1 and val_fraction > 0:  # one file: its last bytes are validation
+            stream = _concat([files[0][0]], max_bytes)
+            cut = len(stream) - math.ceil(val_fraction * len(stream))
+            train, val = stream[:cut], stream[cut:]
+        else:
+            train_files, val_files = _split_by_file(files, val_fraction, pattern, where)
+            val_cap = (None if max_bytes is None
+                       else min(max_bytes, math.ceil(val_fraction * max_bytes)))  # fmt: skip
+            train_cap = None if max_bytes is None else max_bytes - (val_cap or 0)
+            train, val = _concat(train_files, train_cap), _concat(val_files, val_cap)
         if len(train) == 0:
             raise ValueError(
                 f"byte_corpus: no training bytes from {pattern!r} under {where} "
@@ -634,11 +641,6 @@ def _split_by_file(
     """Train and validation files: validation when crc32(relative path) mod 1000 < 1000·f."""
     if val_fraction == 0:
         return [path for path, _ in files], []
-    if len(files) < 2:
-        raise ValueError(
-            f"byte_corpus: the split is by file, but {pattern!r} under {where} gives a single "
-            f"file; pass more files or val_fraction=0"
-        )
     threshold = val_fraction * 1000
     # one decision per file (two files may share a relative path under different roots)
     order = [(_split_hash(rel), rel, i) for i, (_, rel) in enumerate(files)]

@@ -13,6 +13,7 @@ width grows. Regenerate the committed table with::
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -54,7 +55,7 @@ class LRTransferConfig:
         for name in ("depth", "n_heads", "context", "batch_size", "steps", "val_batches",
                      "base_width", "max_bytes"):  # fmt: skip
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not self.widths or not self.log2_lrs or not self.parametrizations:
             raise ValueError("widths, log2_lrs and parametrizations must not be empty")
@@ -97,7 +98,7 @@ def load_data(cfg: LRTransferConfig) -> data_sources.TokenData:
 def _schedule(steps: int, warmup: float):
     """Linear warmup to 1 over ``n_warm`` steps, then 0.1 + 0.9·½(1 + cos(π·progress)) with
     progress = (step − n_warm)/(steps − n_warm): the cosine starts at 1 (so the peak lasts two
-    steps) and its last step is one short of 0.1 (0.107 at 20 steps, 0.1002 at 200). The
+    steps) and its last step is one short of 0.1 (0.107 at 20 steps, 0.10007 at 200). The
     committed table was made with this schedule, so it stays as it is."""
     n_warm = max(1, int(warmup * steps))
 

@@ -22,6 +22,7 @@ history, step and stopping test, so the result equals running the rows one by on
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -102,7 +103,8 @@ def find_optimum(
         raise ValueError(f"{who}: name at least one column to optimize over")
     if method not in ("argmin", "parabola"):
         raise ValueError(f"{who}: unknown method {method!r}; choose 'argmin' or 'parabola'")
-    if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
+    if (isinstance(neighbours, bool) or not isinstance(neighbours, numbers.Integral)
+            or neighbours < 1):  # fmt: skip
         raise ValueError(f"{who}: neighbours must be an int ≥ 1, got {neighbours!r}")
     require_columns(table, [*over, metric, *by], who)
     values = pd.to_numeric(table[metric], errors="coerce")
@@ -153,8 +155,9 @@ def _parabola(group: pd.DataFrame, over: list[str], metric: str, best: pd.Series
               neighbours: int) -> dict:  # fmt: skip
     col = over[0]
     line = _line(group, over, col, best)
-    line = line[np.isfinite(line[metric].astype(float))]
-    means = line.groupby(col)[metric].mean()  # one point per distinct grid value (sorted)
+    values = pd.to_numeric(line[metric], errors="coerce").astype(float)
+    finite = np.isfinite(values)
+    means = values[finite].groupby(line.loc[finite, col]).mean()  # per distinct value, sorted
     xs = means.index.to_numpy(dtype=float)
     k = int(np.flatnonzero(xs == float(best[col]))[0])
     lo, hi = max(0, k - neighbours), min(len(xs), k + neighbours + 1)
@@ -297,7 +300,7 @@ def lbfgs(
         raise ValueError(f"lbfgs: x0 must be (starts, parameters), got shape {x.shape}")
     for name, value in (("max_iter", max_iter), ("memory", memory),
                         ("max_halvings", max_halvings)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"lbfgs: {name} must be an int ≥ 1, got {value!r}")
     S, P = x.shape
     rows = np.arange(S)

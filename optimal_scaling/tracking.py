@@ -26,6 +26,7 @@ norm (the LMO has unit norm): a direct check of an implementation.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import pandas as pd
@@ -71,7 +72,7 @@ class NormTracker:
     ) -> None:
         for name, value in (("every", every), ("power_iters", power_iters),
                             ("cold_iters", cold_iters)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"NormTracker: {name} must be an int ≥ 1, got {value!r}")
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"NormTracker: unknown preset {preset!r}; choose from "

@@ -101,6 +101,9 @@ def test_compare_accepts_close_values():
     for same in (5.0, np.int64(5), torch.tensor(5)):  # an integer however it is held
         assert checks.compare(5, same) is None
     assert checks.compare(True, np.bool_(True)) is None
+    assert checks.compare(True, torch.tensor(True)) is None  # a 0-d bool tensor is a bool
+    assert checks.compare(2**60 + 1, 2**60 + 1) is None  # exact beyond float precision
+    assert checks.compare(2**60 + 1, 2**60) is not None
 
 
 def test_check_value():

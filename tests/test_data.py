@@ -357,8 +357,11 @@ def test_byte_corpus_files_and_lists_of_paths(tmp_path):
     total = len(both.train) + len(both.val)
     pkg1 = [c for rel, c in files.items() if rel.startswith("pkg1/")]
     assert total == sum(len(c) + 1 for c in [files["top_00.py"], *pkg1])
-    with pytest.raises(ValueError, match="single file"):
-        byte_corpus(one, cache_dir=tmp_path / "c")
+    # one file with a validation split: its last ⌈f·n⌉ bytes (the split is by file otherwise)
+    split = byte_corpus(one, val_fraction=0.1, cache_dir=tmp_path / "c")
+    stream = files["top_00.py"] + b"\n"
+    n_val = -(-len(stream) // 10)
+    assert split.val.tobytes() == stream[-n_val:] and split.train.tobytes() == stream[:-n_val]
 
 
 def test_byte_corpus_errors_name_the_path(tmp_path):

@@ -176,9 +176,11 @@ def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkey
 
     monkeypatch.setattr(experiments, "train_gpt", dies_on_the_second)
     out = tmp_path / "grid.csv"
+    out.write_text("# command: a finished table of another config\na\n1\n")
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--out", str(out)])
-    part, meta = read_table(out)
+    assert out.read_text().startswith("# command: a finished table")  # left alone
+    part, meta = read_table(tmp_path / "grid.partial.csv")
     assert meta["partial"] == "true" and part["log2_lr"].tolist() == [-8.0]
     calls.clear()
     monkeypatch.setattr(experiments, "train_gpt", lambda *a, **k: (calls.append(a[4]),
@@ -187,6 +189,7 @@ def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkey
     assert calls == [2.0**-6]  # only the run that was missing
     got, meta = read_table(out)
     want, _ = read_table(tmp_path / "whole.csv")
+    assert not (tmp_path / "grid.partial.csv").exists()
     assert "partial" not in meta and got["log2_lr"].tolist() == [-8.0, -6.0]
     assert np.allclose(got["loss"], want["loss"]) and np.allclose(got["train_loss"],
                                                                   want["train_loss"])

@@ -61,6 +61,9 @@ def test_parabola_with_repeated_runs_per_grid_value():
         assert best["refined"].iloc[0] and math.log2(best["lr"].iloc[0]) == pytest.approx(-4)
     with pytest.raises(ValueError, match="neighbours must be an int ≥ 1"):
         find_optimum(grid, over="lr", method="parabola", neighbours=0)
+    as_text = grid.assign(loss=grid["loss"].astype(str))  # numbers read as strings
+    assert find_optimum(as_text, over="lr", method="parabola", neighbours=np.int64(2))[
+        "refined"].iloc[0]
 
 
 def test_edges_are_judged_along_the_optimums_own_line():

@@ -11,6 +11,7 @@ import functools
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -812,6 +813,10 @@ def test_bad_gradients_and_settings_are_named():
         Scion([w], lr=0.5, weight_decay=4.0, norm="spectral")
     with pytest.raises(ValueError, match="steps must be an int ≥ 0"):
         Muon([w], steps=2.0)
+    Muon([w], check_finite=np.bool_(True))  # a numpy bool is a bool
+    h = nn.Parameter(torch.zeros(0, 4))
+    h.grad = torch.zeros(0, 4)
+    HyperP([h]).step()  # an empty matrix has no sphere to keep, and nothing to move
 
 
 def test_numpy_numbers_empty_matrices_and_zero_polar_express_steps():

@@ -256,6 +256,9 @@ def test_collect_warns_about_runs_outside_the_folders_sweep(tmp_path, capsys):
     assert "cannot tell which runs" in capsys.readouterr().err
     assert cli(["sweep", "collect", str(out), "--current", "--out", str(tmp_path / "x.csv")]) == 2
     assert "--current needs the folder's sweep.json" in capsys.readouterr().err
+    (out / "sweep.json").unlink()  # no sweep.json at all: --current cannot choose
+    assert cli(["sweep", "collect", str(out), "--current", "--out", str(tmp_path / "y.csv")]) == 2
+    assert "there is none" in capsys.readouterr().err
 
 
 def test_resume_from_a_horizon_checkpoint_equals_an_uninterrupted_run(tmp_path):

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,6 +98,7 @@ def test_every_step_tracking_and_errors():
         NormTracker(model, cold_iters=-5)
     with pytest.raises(ValueError, match="every must be an int ≥ 1, got 2.5"):
         NormTracker(model, every=2.5)
+    NormTracker(model, every=np.int64(3))  # numpy integers are integers
 
 
 def test_group_norms_are_exact_operator_norms_per_role():

@@ -89,7 +89,8 @@ def execute(
             atomic_write(out, lambda f: f.write(nbformat.writes(nb).encode()))
             failed = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
                       and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-            where = f"cell {failed[-1]}" if failed else "a cell"
+            # no cell holds an error: the kernel died or never started, or a cell timed out
+            where = f"cell {failed[-1]}" if failed else "execution"
             if hasattr(exc, "ename"):
                 what = f"{exc.ename}: {exc.evalue}"
             else:

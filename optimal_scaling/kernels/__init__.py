@@ -164,8 +164,9 @@ def tuned_table(path: str | Path | None = None) -> dict:
 
     Read from ``path``, else the file named by ``OPTIMAL_SCALING_KERNEL_CONFIGS``, else the
     package's ``kernels/tuned.json``; ``{"entries": []}`` when there is none. Each entry:
-    ``kernel``, ``device`` (the GPU's name), ``dtype``, ``M``, ``K`` (the shape it was
-    measured at) and ``config`` (one of :data:`CONFIGS`), with the times measured.
+    ``kernel``, ``device`` (the GPU's name), ``dtype``, ``M``, ``K``, ``batch`` (the problem
+    it was measured at; 1 when absent) and ``config`` (one of :data:`CONFIGS`), with the
+    times measured.
     """
     path = Path(path or os.environ.get(_TUNED_ENV) or Path(__file__).with_name("tuned.json"))
     key = str(path)

@@ -6,6 +6,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -119,7 +120,8 @@ class CheckedOptimizer(torch.optim.Optimizer):
 
     def _check_common(self, group: dict) -> None:
         """Settings every checked optimizer has: ``check_finite`` and lr·weight_decay ≤ 1."""
-        if group["check_finite"] is not None and not isinstance(group["check_finite"], bool):
+        if group["check_finite"] is not None and not isinstance(group["check_finite"],
+                                                                bool | np.bool_):  # fmt: skip
             raise TypeError(f"{self.who}: check_finite must be True, False or None, got "
                             f"{group['check_finite']!r}")  # fmt: skip
         lr, wd = group["lr"], group.get("weight_decay", 0.0)

@@ -156,6 +156,8 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
         print(f"sweep collect: cannot tell which runs belong to {sweep_dir}'s sweep.json "
               f"({exc}); collecting every run folder", file=sys.stderr)  # fmt: skip
         ids = None
+    if ids is None and current:
+        raise ConfigError(f"--current needs {sweep_dir}/sweep.json, and there is none")
     outside = sorted(set(runs["id"]) - ids) if ids is not None and len(runs) else []
     if current:
         table = table[~table["run_id"].isin(outside)]

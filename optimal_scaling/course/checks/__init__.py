@@ -80,6 +80,9 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
             return None
         return None if torch.equal(g, exp) else "integer values differ"
     if isinstance(expected, bool | np.bool_):  # True is not 1 here: the answer is a truth value
+        if (isinstance(got, torch.Tensor | np.ndarray) and got.reshape(-1).shape[0] == 1
+                and got.dtype in (torch.bool, np.bool_)):  # fmt: skip
+            got = got.item()
         if not isinstance(got, bool | np.bool_):
             return f"expected {bool(expected)!r} (a bool), got {type(got).__name__} {got!r}"
         return None if bool(got) == bool(expected) else f"expected {bool(expected)!r}, got {got!r}"
@@ -90,9 +93,9 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
             got = got.item()
         if isinstance(got, bool | np.bool_) or not isinstance(got, int | float | np.number):
             return f"expected an integer, got {type(got).__name__}"
-        if float(got) != int(expected):
-            return f"expected {int(expected)}, got {got!r}"
-        return None
+        same = (int(got) == int(expected) if isinstance(got, int | np.integer)  # exact, any size
+                else float(got) == int(expected))  # fmt: skip
+        return None if same else f"expected {int(expected)}, got {got!r}"
     if isinstance(expected, int | float | np.number):
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
