@@ -481,8 +481,7 @@ if len(eta_fits):
     print(errors.round(3).to_string())
     for optimizer, model in (("AdamW", "surge"), ("SGD", "sgd")):
         chosen = eta_fits[(eta_fits["optimizer"] == optimizer) & (eta_fits["model"] == model)]
-        b_min, b_max = usable[optimizer]["batch_size"].agg(["min", "max"])
-        inside = chosen[(chosen["B_crit"] > b_min) & (chosen["B_crit"] < b_max)]
+        inside = chosen[chosen["B_crit inside the Bs"]]  # within the batch sizes fitted
         print(f"{optimizer}, {model} model: B_crit inside the measured B range at {len(inside)} of "
               f"{len(chosen)} horizons: " + ", ".join(
                   f"D=2^{math.log2(h):.0f}: {b:.1f}" for h, b in zip(chosen["horizon"],
