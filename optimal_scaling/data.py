@@ -544,7 +544,7 @@ def byte_corpus(
             cut = len(stream) - math.ceil(val_fraction * len(stream))
             train, val = stream[:cut], stream[cut:]
         else:
-            train_files, val_files = _split_by_file(files, val_fraction, pattern, where)
+            train_files, val_files = _split_by_file(files, val_fraction)
             val_cap = (None if max_bytes is None
                        else min(max_bytes, math.ceil(val_fraction * max_bytes)))  # fmt: skip
             train_cap = None if max_bytes is None else max_bytes - (val_cap or 0)
@@ -636,7 +636,7 @@ def _split_hash(rel: str) -> int:
 
 
 def _split_by_file(
-    files: list[tuple[Path, str]], val_fraction: float, pattern: str, where: str
+    files: list[tuple[Path, str]], val_fraction: float
 ) -> tuple[list[Path], list[Path]]:
     """Train and validation files: validation when crc32(relative path) mod 1000 < 1000·f."""
     if val_fraction == 0:
