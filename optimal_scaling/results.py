@@ -82,7 +82,10 @@ def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object
 
 
 def read_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Read a table written by :func:`write_table`: ``(DataFrame, metadata)``."""
+    """Read a table written by :func:`write_table`: ``(DataFrame, metadata)``.
+
+    Missing values round-trip as NaN; every other string (``"None"``, ``"NA"``) is kept.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no result table at {path}")
@@ -96,4 +99,8 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
             body.append(line)
     if not body:
         raise ValueError(f"{path} holds metadata but no table")
-    return pd.read_csv(io.StringIO("".join(body))), meta
+    # Only an empty cell (how ``to_csv`` writes a missing value) or "nan" reads as missing:
+    # pandas' default list would also turn strings such as "None", "NA" or "null" into NaN.
+    table = pd.read_csv(io.StringIO("".join(body)), keep_default_na=False,
+                        na_values=["", "nan", "NaN"])  # fmt: skip
+    return table, meta

@@ -54,6 +54,10 @@ def test_result_tables_round_trip(tmp_path):
         write_table(pd.DataFrame(), tmp_path / "e.csv", "c")
     with pytest.raises(FileNotFoundError, match="no result table"):
         read_table(tmp_path / "missing.csv")
+    # strings pandas would read as missing by default stay strings; missing values stay NaN
+    names = pd.DataFrame({"p": ["None", "NA", "null", "mup"], "x": [1.0, math.nan, 2.0, 3.0]})
+    back, _ = read_table(write_table(names, tmp_path / "n.csv", "c"))
+    pd.testing.assert_frame_equal(back, names)
 
 
 def test_cli_lr_transfer_writes_a_provenance_header(tmp_path):
