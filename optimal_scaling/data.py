@@ -140,6 +140,8 @@ class TokenData:
                              f"batches), got {generator!r}")  # fmt: skip
         starts = torch.randint(n - context, (batch_size,), generator=generator).numpy()
         windows = np.asarray(data[starts[:, None] + np.arange(context + 1)], dtype=np.int64)
+        if isinstance(data, np.memmap):  # shards described by meta.json are not scanned whole
+            _check_ids(windows.min(), windows.max(), self.vocab_size, f"{self.name}: {split}")
         xy = torch.from_numpy(windows)
         x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
         return x.to(device), y.to(device)
@@ -775,8 +777,9 @@ def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> To
     """Memory-map ``folder/train.bin`` and ``folder/val.bin``.
 
     With ``meta.json`` (:func:`write_token_shards`): its dtype (uint16 or uint32) and token
-    counts are checked against the files (a truncated shard is an error), and a
-    ``vocab_size`` given here must equal its vocabulary. Without it: nanoGPT's raw uint16;
+    counts are checked against the files (a truncated shard is an error), a ``vocab_size``
+    given here must equal its vocabulary, and each batch's ids are checked against it (the
+    files are not scanned whole). Without it: nanoGPT's raw uint16;
     ``vocab_size`` defaults to 1 + the largest token id (scanned in chunks).
     """
     folder = Path(folder).expanduser()

@@ -490,6 +490,13 @@ def test_described_shards_errors(tmp_path):
         token_shards(folder)
     with pytest.raises(ValueError, match="uint16 or uint32"):
         data.write_token_shard(np.arange(3), tmp_path / "x.bin", dtype="int64")
+    # meta.json edited to a smaller vocabulary: the batch names the ids (not the embedding)
+    small = data.write_token_shards(tmp_path / "m", np.full(64, 7), np.full(32, 7), vocab_size=10)
+    meta = json.loads((small / "meta.json").read_text())
+    (small / "meta.json").write_text(json.dumps({**meta, "vocab_size": 5}))
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"train: token ids must lie in \[0, 4\].*from 7 to 7"):
+        token_shards(small).batch("train", 2, 8, gen)
 
 
 def test_the_shards_command_writes_byte_shards_a_sweep_can_train_on(tmp_path):
