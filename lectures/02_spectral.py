@@ -113,7 +113,8 @@ measure.plot_norms(sweep, title=f"RMS→RMS norms after {steps} Adam steps").sho
 # question (next section). SP's readout also starts too large: init std `1/√n` gives
 # RMS→RMS norm `√(n/n_out)`, slope ½. μP and the spectral parametrization are built to make
 # every slope 0. (A Gaussian input layer with 16 columns has RMS→RMS norm `1 + O(√(16/n))`,
-# a small negative slope at these widths that vanishes as `n` grows.)
+# a small negative slope at these widths that vanishes as `n` grows.) A slope fitted over five
+# widths is a summary: the local slopes, width to width, say whether one power law fits at all.
 
 # %%
 at_init = measure.width_slopes(sweep[sweep.step == 0]).set_index(["parametrization", "layer"])
@@ -134,10 +135,17 @@ for p, g_ in slopes.groupby(level="parametrization"):
 sp_dw = slopes.loc["sp", f"‖ΔW‖ at step {steps}"]
 print(f"SP update slopes: hidden {sp_dw['hidden.0']:.2f}, readout {sp_dw['output']:.2f} "
       "(1 for a rank-one update; ½ for random signs in the square hidden layer)")
+# a fitted slope averages the local ones, width to width; a power law keeps them alike
+sp_hidden = sweep[(sweep.parametrization == "sp") & (sweep.layer == "hidden.0")
+                  & (sweep.step == steps)].sort_values("width")
+local = np.diff(np.log(sp_hidden.norm_dW)) / np.diff(np.log(sp_hidden.width))
+print("SP hidden ‖ΔW‖, local slopes between neighbouring widths:", np.round(local, 2),
+      "(one power law)" if np.ptp(local) < 0.5 else "(not one power law at these widths)")
 w_init, w_now = slopes.loc[("sp", "output")].iloc[0], slopes.loc[("sp", "output")].iloc[1]
 print(f"SP ‖W‖ slopes after {steps} steps: hidden {slopes.loc[('sp', 'hidden.0')].iloc[1]:.2f}, "
       f"readout {w_now:.2f} (at init {w_init:.2f}): "
       + ("the growing updates take over" if w_now > w_init + 0.1
+         else "training shrank the oversized wide readouts" if w_now < w_init - 0.1
          else "the updates have not yet changed the readout's scaling at this length"))
 
 # %% [markdown]

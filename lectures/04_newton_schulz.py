@@ -445,8 +445,9 @@ if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed
 # The symmetric kernels are meant for GPUs, but a FLOP saving is not yet a time saving: in
 # the measurement that opened issue 11 (one H100, torch 2.11, Triton 3.6, bf16, 5 steps,
 # before any tile tuning) the Triton path took 1.1–3.9× the time of the eager textbook step,
-# whose dense products run in cuBLAS, at every shape tried, so `"auto"` does not use it there
-# (the table above shows a GPU run once one is committed). Re-run a small version here
+# whose dense products run in cuBLAS (1.5–3.9× the package's torch path), at every shape
+# tried, so `"auto"` does not use it there (the table above shows a GPU run once one is
+# committed). Re-run a small version here
 # (numbers vary with the machine and with whatever else it is doing), and read the ratio it
 # prints rather than expecting one:
 

@@ -60,6 +60,9 @@ print(f"device: {device}, fast mode: {osc.config.fast_mode()}")
 # $$b \leftarrow \mu b + g,\quad u = g + \mu b\ \text{(Nesterov)},\quad
 # W \leftarrow W - \eta\, s\, \mathrm{NS}_5(u),\quad s = \sqrt{\max(1, d_\text{out}/d_\text{in})}.$$
 #
+# NS₅ is five steps of Muon's quintic (lecture 04) on u/(1.01·‖u‖_F); the original Muon divides
+# by ‖u‖_F + 10⁻⁷ instead, which `optim.Muon(..., margin=1.0, eps=1e-7)` reproduces exactly.
+#
 # Written out by hand, one step is a few lines; the package's `optim.Muon` must agree:
 
 # %%
@@ -87,8 +90,9 @@ sv = torch.linalg.svdvals((W0 - one.detach()) / (lr * 2**0.5))
 print(f"one step's update, singular values / (η·s): {sv.min():.3f} … {sv.max():.3f}")
 
 # %% [markdown]
-# Each step's update has every singular value near `s` (Muon's quintic band, lecture 04), so
-# no direction of the gradient dominates. Embeddings, the readout, gains and biases are not
+# Each step's update has every singular value within Muon's quintic band times `s` (printed
+# above; the band is lecture 04's [0.68, 1.13] for most singular values), so no direction of
+# the gradient dominates. Embeddings, the readout, gains and biases are not
 # "hidden matrices"; Muon hands them to AdamW. `optim.muon_param_groups` splits a model by the
 # roles it declares:
 
@@ -185,9 +189,12 @@ for constrained in (False, True):
     print(f"{'constrained' if constrained else 'unconstrained':>13}: final val loss "
           f"{result.final_val_loss:.3f}")
 gap = (tracked["constrained"][0].final_val_loss - tracked["unconstrained"][0].final_val_loss)
-print(f"constrained − unconstrained: {gap:+.3f} nats "
-      + ("(the constraint cost loss in this run)" if gap > 0.01 else
-         "(no cost at this length: the weights have not yet outgrown their radius much)"))
+t = tracked["unconstrained"][1].table  # hidden radius 1; the output's is radii["output"]
+grown = max(t[t.role == "hidden"].weight.max(), t[t.role == "output"].weight.max() / radii["output"])
+verdict = ("the constraint cost loss in this run" if gap > 0.01 else
+           "the constrained run did better" if gap < -0.01 else "no difference beyond 0.01 nats")
+print(f"constrained − unconstrained: {gap:+.3f} nats ({verdict}); the unconstrained weights "
+      f"reached {grown:.2f}× their radius")
 
 # %%
 fig = go.Figure()
@@ -445,27 +452,32 @@ if len(checksums) == 2:
 
 # %%
 results_dir = osc.course.repo_root() / "benchmarks" / "results" if osc.course.repo_root() else None
+committed = None
 for path in sorted(results_dir.glob("optimizers_*_full.json")) if results_dir else []:
-    table_, meta = bench.read_json(path)
+    committed, meta = bench.read_json(path)
     print(f"{path.name}: {meta['device']}, {meta['date']}")
-    display(table_.round(3))
+    display(committed.round(3))
 live = bench.optimizer_benchmark(widths=osc.config.choose(fast=(64,), full=(128, 256)),
-                                 steps=3, repeats=osc.config.choose(fast=1, full=3))
+                                 steps=3, repeats=3)
+# every optimizer trains the same model, so forward+backward should take the same time
+fb = live.groupby("width")["fwd_bwd_ms"]
+if (fb.max() / fb.min()).max() > 1.5:
+    print("forward+backward times differ by more than 1.5× between optimizers on the same "
+          "model: the machine was busy, read this live table with care")
 live.round(3)
 
 # %% [markdown]
 # The optimizer's work depends on the parameter shapes, not on the batch; forward and backward
 # grow with the tokens per step. These runs use 8 × 64 = 512 tokens per step, where the
 # optimizer's share of a step (`opt_share` above) is largest. A rough extrapolation from the
-# live numbers (forward+backward taken proportional to tokens, optimizer time fixed) shows how
-# the share falls at larger batches:
+# committed numbers (the live ones where none are committed; forward+backward taken
+# proportional to tokens, optimizer time fixed) shows how the share falls at larger batches:
 
 # %%
-for factor in (1, 16, 256):
-    share = live["opt_ms"] / (live["opt_ms"] + factor * live["fwd_bwd_ms"])
-    print(f"{512 * factor:>7} tokens/step: optimizer share " + ", ".join(
-        f"{name} (width {w}) {s:.2f}"
-        for name, w, s in zip(live["optimizer"], live["width"], share, strict=True)))
+base = (live if committed is None else committed).set_index(["width", "optimizer"])
+pd.DataFrame({f"{512 * factor} tokens/step": base["opt_ms"]
+              / (base["opt_ms"] + factor * base["fwd_bwd_ms"])
+              for factor in (1, 16, 256)}).round(2)
 
 # %% [markdown]
 # ## Summary

@@ -471,7 +471,8 @@ fig.show()
 # %% [markdown]
 # Which model fits each optimizer better (RMS error of log η* per horizon; lower is better),
 # and how B_crit from the better model moves with D. For comparison: the Time-Transfer paper
-# finds B_crit ∝ T^(1.0 ± 0.2) in training time, Power Lines B_crit ∝ D^0.462.
+# finds B_crit ∝ T^(1.0 ± 0.2) in training time; Power Lines finds B_crit ∝ D^0.46–0.47 (it
+# reports its fit and an earlier one agreeing: 0.47 vs. 0.462).
 
 # %%
 bcrit_laws = {}
@@ -564,7 +565,7 @@ fig.show()
 # The disagreement is not in the third digit. For η*, Step Law's exponent in D is **positive**
 # (+0.31 at fixed N) while Bjorck et al., HyperP and the norm-transfer paper find −0.28 to −0.32
 # and DeepSeek's compute law gives −0.125; for B*, the exponents range from 0.33 (DeepSeek, via
-# C) to 0.57 (Step Law), with Power Lines' B_crit at 0.46 and the norm-transfer B* at 0.45.
+# C) to 0.57 (Step Law), with Power Lines' B_crit at 0.46–0.47 and the norm-transfer B* at 0.45.
 # Part of it is setup: SP or μP, with or without weight decay (Power Lines ties η to the EMA
 # timescale B/(ηλD)), schedules, and whether η* is read at the tuned B or at a fixed one. A law
 # fitted to one recipe does not transfer to another, which is why the slides end with:

@@ -65,7 +65,11 @@ print(f"device: {osc.config.device()}, fast mode: {osc.config.fast_mode()}")
 # %% [markdown]
 # ## 1. The setting
 #
-# Every choice removes a way for a layer's scale to drift that the optimizer does not control:
+# From the paper: Scion without momentum, a constant learning rate without warmup or weight
+# decay, an RMSNorm before every linear layer, and the layer norms below. The rest (QK-norm,
+# RoPE, SwiGLU, untied embeddings, the 1/√(2L) branch scale) is the Llama-style model this
+# course builds around it. Every choice removes a way for a layer's scale to drift that the
+# optimizer does not control:
 #
 # * **a parameter-free RMSNorm before every linear layer** (before attention and the MLP, on
 #   queries and keys (QK-norm), before the attention output and the MLP down projection, before
@@ -80,10 +84,10 @@ print(f"device: {osc.config.device()}, fast mode: {osc.config.fast_mode()}")
 #   one constant-LR run is read at every horizon D it passes, and the weight norms grow only
 #   through the steps.
 #
-# One deviation: the paper orthogonalizes with Newton–Schulz and Muon's quintic (5 steps,
-# singular values left in about [0.7, 1.2]); the committed laptop grid used the package's
-# default, 8 Polar Express steps (singular values within about 1% of 1). The presets for one
-# GPU and for the paper's grid use Muon's coefficients (`optimizer.spectral_method = "muon"`),
+# One choice to note: Muon and Scion usually orthogonalize with Muon's quintic (5 steps:
+# singular values that start in [10⁻², 1]·‖G‖_F end in [0.68, 1.13], smaller ones anywhere up
+# to 1.20); the committed laptop grid used the package's default, 8 Polar Express steps
+# (singular values within about 1% of 1). The presets for one GPU and for the paper's grid use Muon's coefficients (`optimizer.spectral_method = "muon"`),
 # and section 5 compares the laptop grid run both ways.
 #
 # The laptop preset (`configs/norm_transfer_laptop.toml`) at width 64 and 2 blocks:
@@ -255,9 +259,9 @@ nt.plot_scaling(per, fits).show()
 # %% [markdown]
 # ### The same grid with Muon's coefficients
 #
-# The paper orthogonalizes with Muon's quintic (5 steps, singular values left in about
-# [0.7, 1.2]); the grid above used 8 Polar Express steps. The whole grid again with Muon's
-# coefficients (`configs/norm_transfer_muon_laptop.toml`, same seeds and batches):
+# Muon and Scion usually orthogonalize with Muon's quintic (5 steps, singular values left in
+# about [0.68, 1.2] rather than at 1); the grid above used 8 Polar Express steps. The whole grid
+# again with Muon's coefficients (`configs/norm_transfer_muon_laptop.toml`, same seeds and batches):
 
 # %%
 muon_grid, muon_meta = read_table(RESULTS / "norm_transfer_muon_laptop.csv")

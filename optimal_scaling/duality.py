@@ -245,7 +245,7 @@ class _SpectralMethod:
             check = None if self.check_finite else False  # unchecked: no host sync
             return orthogonalize(G, steps=8, schedule="polar_express", check=check)
         if self.method == "muon":
-            # Muon's quintic, 5 steps: singular values land in about [0.7, 1.2], not at 1
+            # Muon's quintic, 5 steps: singular values land in about [0.68, 1.2], not at 1
             from optimal_scaling.newton_schulz import orthogonalize
 
             check = None if self.check_finite else False
