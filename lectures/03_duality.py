@@ -277,7 +277,8 @@ for n in (64, 256, 1024):
                      "ColNorm's step, RMS→RMS": norms.rms_to_rms(
                          duality.get_map("colnorm").dualize(grad)).item()})
 rows = pd.DataFrame(rows)
-hidden, gnorm = rows[rows["layer (map)"] == "hidden (spectral)"].set_index("width"), "RMS→RMS norm of g"
+gnorm = "RMS→RMS norm of g"
+hidden = rows[rows["layer (map)"] == "hidden (spectral)"].set_index("width")
 display(hidden[[gnorm, "ColNorm's step, RMS→RMS"]].style.format("{:.3g}"))
 table = rows.pivot(index="width", columns="layer (map)", values="RMS of dualize(g)·x")
 spread = table.max() / table.min()

@@ -190,7 +190,8 @@ for constrained in (False, True):
           f"{result.final_val_loss:.3f}")
 gap = (tracked["constrained"][0].final_val_loss - tracked["unconstrained"][0].final_val_loss)
 t = tracked["unconstrained"][1].table  # hidden radius 1; the output's is radii["output"]
-grown = max(t[t.role == "hidden"].weight.max(), t[t.role == "output"].weight.max() / radii["output"])
+grown = max(t[t.role == "hidden"].weight.max(),
+            t[t.role == "output"].weight.max() / radii["output"])
 verdict = ("the constraint cost loss in this run" if gap > 0.01 else
            "the constrained run did better" if gap < -0.01 else "no difference beyond 0.01 nats")
 print(f"constrained − unconstrained: {gap:+.3f} nats ({verdict}); the unconstrained weights "

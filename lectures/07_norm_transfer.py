@@ -87,8 +87,9 @@ print(f"device: {osc.config.device()}, fast mode: {osc.config.fast_mode()}")
 # One choice to note: Muon and Scion usually orthogonalize with Muon's quintic (5 steps:
 # singular values that start in [10⁻², 1]·‖G‖_F end in [0.68, 1.13], smaller ones anywhere up
 # to 1.20); the committed laptop grid used the package's default, 8 Polar Express steps
-# (singular values within about 1% of 1). The presets for one GPU and for the paper's grid use Muon's coefficients (`optimizer.spectral_method = "muon"`),
-# and section 5 compares the laptop grid run both ways.
+# (singular values within about 1% of 1). The presets for one GPU and for the paper's grid
+# use Muon's coefficients (`optimizer.spectral_method = "muon"`), and section 5 compares the
+# laptop grid run both ways.
 #
 # The laptop preset (`configs/norm_transfer_laptop.toml`) at width 64 and 2 blocks:
 
