@@ -404,10 +404,20 @@ def test_lecture08_checks_accept_the_package_formulas():
     def n_opt(E, A, B, alpha, beta, C):
         return LossLaw("x", E, A, B, alpha, beta, "test").compute_optimal(C)[0]
 
+    from scipy.optimize import minimize_scalar
+
+    def n_opt_numerically(E, A, B, alpha, beta, C):  # a scalar minimizer at its defaults
+        def loss(log_n):
+            return E + A / np.exp(log_n) ** alpha + B / (C / 6 / np.exp(log_n)) ** beta
+
+        return float(np.exp(minimize_scalar(loss, bounds=(0, np.log(C / 6)),
+                                            method="bounded").x))  # fmt: skip
+
     with checks.strict(True):
         assert lecture08.check_huber_objective(objective)
         assert lecture08.check_isoflop_minimum(vertex)
         assert lecture08.check_compute_optimal_n(n_opt)
+        assert lecture08.check_compute_optimal_n(n_opt_numerically)
 
 
 def test_lecture09_checks_accept_the_package_formulas():
