@@ -200,9 +200,10 @@ with osc.course.checks.strict(False):  # CI runs lectures in strict mode, where 
 # * Scale has several axes (width, depth, data, compute), and `C ≈ 6·N·D` ties them together.
 # * The experiment above trained every width with the same recipe and printed whether wider
 #   was better at every step of width. Whatever it showed at this scale, it does not hold in
-#   general: at a fixed learning rate and initialization, wide enough models train worse or
-#   diverge (lecture 01 measures it under the standard parametrization). The recipe (learning
-#   rate, initialization, batch size) has to scale with the model: the subject of this course.
+#   general: at a fixed learning rate and initialization, wide enough models spike in their
+#   first steps and end worse (lecture 01 measures it under the standard parametrization).
+#   The recipe (learning rate, initialization, batch size) has to scale with the model: the
+#   subject of this course.
 # * Next: [lecture 01](01_mup.ipynb), hyperparameters and μP.
 # * Exercise: [`exercises/00_welcome.ipynb`](../exercises/00_welcome.ipynb): count an MLP's
 #   parameters and its training compute, with self-checks.

@@ -22,7 +22,9 @@
 # operator norm,
 #
 # $$\log_2 \lVert W_\text{out}\rVert_{\text{RMS}\to\infty} \approx 7 \quad(\text{the paper: }
-# 7.0 \pm 0.2\text{ across horizons}).$$
+# 7.0 \pm 0.2\text{ across horizons, } 7.4 \pm 0.2\text{ across widths and depths}).$$
+#
+# That is 2^7 ≈ 128 (text extractions of the paper that drop the superscript read "27").
 #
 # The condition is **necessary, not sufficient**: many (η, B) reach that norm, one of them is
 # best. The paper also measures how (η*, B*) move with D for Scion (η* ∝ D^−0.28±0.07,
@@ -365,7 +367,9 @@ live[["horizon", "lr", "batch_size", "val_loss", "log2_norm"]].sort_values(
 #   grid (2²⁹, `configs/norm_transfer_paper.toml`) and 2¹⁶× shorter than its longest; every
 #   run's norm is still climbing steadily there (section 2), so the optimum is set by how far
 #   a run can travel in its few steps rather than by a stationary trade-off; a 160k-parameter
-#   byte model; and B* on the grid's lower edge (8) at most horizons (line 5 below).
+#   byte model (vocabulary 256; the paper's smallest model, d = 256 and L = 4 with a 128k
+#   vocabulary, is about 95% embedding parameters); and B* on the grid's lower edge (8) at most
+#   horizons (line 5 below).
 # * **Shown.** Many (η, B) reach the band, only one is best (section 4): the norm is not
 #   sufficient. η* falls with D (line 3 below, beside the paper's −0.28 ± 0.07). Across all
 #   (D, B) slices the best η follows a joint law of the paper's shape (line 4). With each
