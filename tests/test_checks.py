@@ -94,6 +94,29 @@ def test_compare_explains_mismatches(expected, got, needle):
     assert needle in checks.compare(expected, got)
 
 
+def test_a_single_precision_answer_is_told_so(capsys):
+    x = torch.linspace(0.1, 1, 9, dtype=torch.float64)
+
+    def reference(x):
+        return torch.exp(x) / 3
+
+    def in_float32(x):
+        return torch.exp(x.float()) / 3
+
+    def wrong_in_float32(x):
+        return torch.exp(x.float()) / 2
+
+    assert not checks.check("f", in_float32, reference, [{"x": x}], hint="general", rtol=1e-9)
+    assert "right up to torch.float32 rounding" in capsys.readouterr().out
+    assert not checks.check("f", wrong_in_float32, reference, [{"x": x}], hint="general",
+                            rtol=1e-9)  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Hint: general" in out and "rounding" not in out
+    assert not checks.check("f", lambda x: reference(x).numpy().astype(np.float16), reference,
+                            [{"x": x}], rtol=1e-9)  # fmt: skip
+    assert "right up to float16 rounding" in capsys.readouterr().out
+
+
 def test_compare_accepts_close_values():
     assert checks.compare(torch.ones(4), torch.ones(4) + 1e-8) is None
     assert checks.compare(1.0, 1.0 + 1e-9) is None

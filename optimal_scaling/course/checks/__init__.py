@@ -202,7 +202,8 @@ def check(
             return report(CheckResult(name, FAILED, msg))
         why = compare(expected, got, rtol=rtol, atol=atol)
         if why:
-            specific = _recognize(mistakes or {}, case, got, rtol, atol)
+            specific = _recognize(mistakes or {}, case, got, rtol, atol) or _precision(
+                expected, got)
             text = f" Hint: {specific}" if specific else hint_text
             return report(
                 CheckResult(name, FAILED, f"case {i} ({_describe(case)}): {why}.{text}")
@@ -220,6 +221,22 @@ def _recognize(mistakes: Mapping[str, Callable[..., Any]], case: Mapping[str, An
         except Exception:  # noqa: BLE001, S112 - a mistake that cannot run on this case
             continue
     return ""
+
+
+_LOW_PRECISION = {torch.float32, torch.float16, torch.bfloat16, np.dtype("float32"),
+                  np.dtype("float16")}
+
+
+def _precision(expected: Any, got: Any) -> str:
+    """A hint when a single- or half-precision answer is right up to its rounding, or ""."""
+    dtype = getattr(got, "dtype", None)
+    if dtype not in _LOW_PRECISION or getattr(expected, "dtype", None) in _LOW_PRECISION:
+        return ""
+    single = dtype in (torch.float32, np.dtype("float32"))
+    if compare(expected, got, rtol=1e-4 if single else 1e-2, atol=1e-6):
+        return ""
+    return (f"your answer is right up to {dtype} rounding: compute in the inputs' precision "
+            f"({getattr(expected, 'dtype', 'float64')} here)")
 
 
 def check_value(
