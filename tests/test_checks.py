@@ -106,14 +106,15 @@ def test_a_single_precision_answer_is_told_so(capsys):
     def wrong_in_float32(x):
         return torch.exp(x.float()) / 2
 
-    assert not checks.check("f", in_float32, reference, [{"x": x}], hint="general", rtol=1e-9)
+    assert not checks.check("f", in_float32, reference, [{"x": x}], hint="general", rtol=1e-9,
+                            atol=0)  # fmt: skip
     assert "right up to torch.float32 rounding" in capsys.readouterr().out
-    assert not checks.check("f", wrong_in_float32, reference, [{"x": x}], hint="general",
+    assert not checks.check("f", wrong_in_float32, reference, [{"x": x}], hint="general", atol=0,
                             rtol=1e-9)  # fmt: skip
     out = capsys.readouterr().out
     assert "Hint: general" in out and "rounding" not in out
     assert not checks.check("f", lambda x: reference(x).numpy().astype(np.float16), reference,
-                            [{"x": x}], rtol=1e-9)  # fmt: skip
+                            [{"x": x}], rtol=1e-9, atol=0)  # fmt: skip
     assert "right up to float16 rounding" in capsys.readouterr().out
 
 
