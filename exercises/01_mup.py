@@ -63,7 +63,7 @@ lecture01.check_mup_multipliers(mup_multipliers)
 
 # %%
 def coord_stats(h: torch.Tensor, h0: torch.Tensor) -> tuple[float, float]:
-    raise NotImplementedError('the mean absolute value of the output tensor, returned as a Python float')
+    raise NotImplementedError('two Python floats: the mean of |h| and the mean of |h − h0| over every coordinate')
 
 
 lecture01.check_coord_stats(coord_stats)

@@ -71,7 +71,7 @@ lecture01.check_mup_multipliers(mup_multipliers)
 # %%
 def coord_stats(h: torch.Tensor, h0: torch.Tensor) -> tuple[float, float]:
     # BEGIN SOLUTION
-    # HINT: the mean absolute value of the output tensor, returned as a Python float
+    # HINT: two Python floats: the mean of |h| and the mean of |h − h0| over every coordinate
     return h.abs().mean().item(), (h - h0).abs().mean().item()
     # END SOLUTION
 
