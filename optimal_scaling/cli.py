@@ -120,15 +120,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _shards(args: argparse.Namespace) -> int:
     import tempfile
+    from pathlib import Path
 
     from optimal_scaling.data import byte_corpus, write_token_shards
 
     try:
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise FileExistsError(f"{args.out} is a file; the shards go into a folder")
         with tempfile.TemporaryDirectory() as cache:
             corpus = byte_corpus(args.source, pattern=args.pattern, max_bytes=args.max_bytes,
                                  val_fraction=args.val_fraction, cache_dir=cache)  # fmt: skip
             folder = write_token_shards(args.out, corpus.train, corpus.val, corpus.vocab_size)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"shards: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {folder}: {len(corpus.train):,} train and {len(corpus.val):,} val byte tokens "
@@ -159,6 +162,8 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         cfg.check()
         out = Path(args.out)  # an unwritable --out fails now, not after the whole grid
+        if out.is_dir():
+            raise IsADirectoryError(f"--out {out} is a folder; give the CSV file's path")
         out.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(out.parent, os.W_OK):
             raise PermissionError(f"cannot write to {out.parent}")
@@ -233,10 +238,13 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     from optimal_scaling.bench import run_newton_schulz, run_optimizers
     from optimal_scaling.course import repo_root
 
-    if args.device:
+    if args.device is not None:
         try:
-            torch.device(args.device)
+            kind = torch.device(args.device).type
         except RuntimeError:
+            kind = None
+        mps = kind == "mps" and torch.backends.mps.is_available()
+        if kind not in ("cpu", "cuda") and not mps:
             print(f"bench: unknown device {args.device!r}; use cpu, cuda or cuda:N",
                   file=sys.stderr)  # fmt: skip
             return 2
@@ -317,7 +325,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--current", action="store_true",
                    help="only the runs of the sweep last run in DIR (its sweep.json); by "
                    "default every run folder is collected and others are warned about")
-    c.add_argument("--spacing", type=float, default=0.0,
+    c.add_argument("--spacing", type=float, default=None,
                    help="with --log: keep entries at least a factor 1 + SPACING apart in step "
                    "(a geometric grid; 0 keeps every entry)")  # fmt: skip
 
@@ -338,6 +346,12 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
                 print(f"sweep {spec.name}: " + (", ".join(f"{v} {k}" for k, v in counts.items())
                       or "nothing to train") + f"; now {sweep.status(out)} in {out}")
                 if counts.get("failed"):  # finished runs are kept; the exit status tells CI
+                    table = sweep.status_table(out)
+                    failed = table[table["status"] == "failed"]
+                    for _, row in failed.head(3).iterrows():
+                        print(f"  failed {row['id']}: {row['reason']}", file=sys.stderr)
+                    print(f"  (all of them: optimal-scaling sweep status {out} --runs)",
+                          file=sys.stderr)  # fmt: skip
                     return 1
             return 0
         if args.verb == "status":
@@ -346,12 +360,14 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
                 print(sweep.status_table(args.dir).to_string(index=False))
             print(", ".join(f"{v} {k}" for k, v in counts.items()))
             return 0
+        if args.spacing is not None and not args.log:
+            raise ValueError("--spacing thins the training logs: it applies only with --log")
         path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv),
-                                     log=args.log, spacing=args.spacing,
+                                     log=args.log, spacing=args.spacing or 0.0,
                                      current=args.current)  # fmt: skip
         print(f"wrote {path}")
         return 0
-    except (sweep.ConfigError, FileNotFoundError, ValueError) as exc:
+    except (sweep.ConfigError, OSError, ValueError) as exc:
         print(f"sweep: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -61,9 +61,9 @@ class LRTransferConfig:
             raise ValueError("widths, log2_lrs and parametrizations must not be empty")
         for width in (*self.widths, self.base_width):
             GPT.check_sizes(256, self.context, width, self.depth, self.n_heads, 4)
-        bad = [e for e in self.log2_lrs if not math.isfinite(e)]
+        bad = [e for e in self.log2_lrs if not (math.isfinite(e) and abs(e) <= 64)]
         if bad:
-            raise ValueError(f"log2_lrs must be finite, got {bad}")
+            raise ValueError(f"log2_lrs must be finite and within ±64, got {bad}")
         unknown = [p for p in self.parametrizations if p not in PRESETS]
         if unknown:
             raise ValueError(f"unknown parametrizations {unknown}; choose from {PRESETS}")

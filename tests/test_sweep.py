@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from optimal_scaling import sweep
 from optimal_scaling.cli import main as cli
@@ -149,6 +150,42 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
         ("horizons = [1024]\n[run.data]\nsource = 'bytes'\nval_fraction = 0.0\n",
          ["run.data.val_fraction", "validation split"]),
         ("horizons = [1024]\n[run]\ndata = 'markov'\n", ["run.data", "must be a table"]),
+        ("horizons = [1024]\nrun = 5\n", ["run", "expected a table"]),
+        ("horizons = [1024]\n[run.optimizer]\nlr = '-2^0.5'\n", ["run.optimizer.lr", "b ≥ 0"]),
+        ("horizons = [1024]\n[run.optimizer]\nlr = '0^-1'\n", ["run.optimizer.lr", "b > 0"]),
+        ("horizons = [1024]\n[run.optimizer]\nlr = '-2^-8'\n", ["run.optimizer.lr", "b ≥ 0"]),
+        ("horizons = [1024]\n[run.optimizer]\nlr = '10^400'\n", ["run.optimizer.lr", "b^k"]),
+        ("horizons = [1024]\n[local]\nthreads = -3\n", ["local.threads", "≥ 0"]),
+        ("horizons = [1024]\n[slurm]\ntime_min = -5\n", ["slurm.time_min", "≥ 1"]),
+        ("horizons = [1024]\n[slurm]\narray_parallelism = 0\n",
+         ["slurm.array_parallelism", "≥ 1"]),
+        ("horizons = [1024]\n[slurm]\nmem_gb = -3\n", ["slurm.mem_gb", "≥ 0"]),
+        ("horizons = [1024]\n[slurm.additional]\nconstraint = [1, 2]\n",
+         ["slurm.additional.constraint", "string or a number"]),
+        ("horizons = [1024]\ndescription = 5\n", ["description", "expected a string"]),
+        ("horizons = [1024]\n[run]\nseed = -1\n", ["run.seed", "[0, 2^63)"]),
+        ("horizons = [1024]\n[run]\nseed = 1e30\n", ["run.seed", "[0, 2^63)"]),
+        ("horizons = [1024]\n[run]\nblowup = -1.0\n", ["run.blowup", "> 1"]),
+        ("horizons = [1024]\n[run.data]\nn_val_tokens = 10\n",
+         ["run.data.n_val_tokens", "one window"]),
+        ("horizons = [1024]\n[run.data]\nsource = 'bytes'\nmax_bytes = -5\n",
+         ["run.data.max_bytes", "≥ 0"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nparametrization = 'mupp'\n",
+         ["run.optimizer", "unknown parametrization 'mupp'"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nbetas = [1.5, -0.2]\n",
+         ["run.optimizer", "beta"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nbase_width = -16\n",
+         ["run.optimizer", "base_width"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\neps = -1e-8\n",
+         ["run.optimizer.eps", "≥ 0"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'muon'\nscale = 'bogus'\n",
+         ["run.optimizer", "unknown scale 'bogus'"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'scion'\npreset = 'bogus'\n",
+         ["run.optimizer", "unknown preset 'bogus'"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'scion'\nmomentum = 5.0\n",
+         ["run.optimizer", "momentum"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'scion'\nradii = {output = -16.0}\n",
+         ["run.optimizer", "radius"]),
     ],
 )
 def test_every_config_error_names_the_key_and_the_file(tmp_path, text, names):
@@ -172,6 +209,27 @@ def test_overrides_set_run_keys_axes_and_sections():
         sweep.load(CI, ["model.widht=3"])
     with pytest.raises(ConfigError, match="expected key=value"):
         sweep.load(CI, ["model.width"])
+    for both in (["grid.optimizer.lr=[0.01, 0.02]", "optimizer.lr=0.05"],
+                 ["optimizer.lr=0.05", "grid.optimizer.lr=[0.01, 0.02]"]):  # fmt: skip
+        with pytest.raises(ConfigError, match="optimizer.lr is set both as a grid axis"):
+            sweep.load(CI, both)
+
+
+def test_a_tiny_range_keeps_its_values_and_a_binary_file_is_named(tmp_path):
+    assert sweep.geometric(2**-31, 2**-29, 2) == [2**-31, 2**-30, 2**-29]  # not rounded to 0
+    assert sweep.geometric(0.5, 2, 2) == [0.5, 1, 2]
+    path = tmp_path / "latin.toml"
+    path.write_bytes(b"name = '\xff'\n")
+    with pytest.raises(ConfigError, match="latin.toml: not valid TOML"):
+        sweep.load(path)
+
+
+def test_loading_a_sweep_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    sweep.load(CI)  # builds each optimizer on a stand-in model
+    assert torch.equal(torch.rand(3), expected)
 
 
 # --------------------------------------------------------------------------- running
@@ -296,11 +354,16 @@ def test_a_failing_run_is_recorded_with_its_error(tmp_path):
         sweep.from_dict(raw)
     raw["run"]["data"] = {"source": "shards", "folder": str(tmp_path / "nowhere")}
     raw.pop("grid")
+    with pytest.raises(ConfigError, match="nowhere does not exist on this machine"):
+        sweep.run(sweep.from_dict(raw), tmp_path / "f", progress=False)  # before writing
+    assert not (tmp_path / "f").exists()
+    (tmp_path / "empty").mkdir()  # a folder without shards fails only when the run opens it
+    raw["run"]["data"]["folder"] = str(tmp_path / "empty")
     counts = sweep.run(sweep.from_dict(raw), tmp_path / "f", progress=False)
     assert counts == {"failed": 1}
     table = sweep.status_table(tmp_path / "f")
     assert table["status"].tolist() == ["failed"]
-    assert "nowhere" in table["reason"][0] and "does not exist" in table["reason"][0]
+    assert "train.bin" in table["reason"][0] and "does not exist" in table["reason"][0]
 
 
 def _statuses(out: Path) -> dict[str, dict]:
@@ -719,6 +782,98 @@ def test_a_damaged_json_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"record.json is not valid JSON"):
         read_json(bad)
     assert read_json(tmp_path / "missing.json") is None
+    bad.write_bytes(b"\xd6\xff")
+    with pytest.raises(ValueError, match=r"record.json is not valid JSON"):
+        read_json(bad)
+
+
+def test_hand_damaged_run_folders_get_named_errors(tmp_path):
+    out = tmp_path / "s"
+    sweep.run(sweep.from_dict(tiny(horizons=[1024])), out, progress=False)
+    (folder,) = (out / "runs").iterdir()
+    record, config = folder / "record.json", folder / "config.json"
+    good_record, good_config = record.read_text(), config.read_text()
+    for damage, needle in ((lambda: record.write_text("[1, 2, 3]"), "JSON list, not an object"),
+                           (lambda: record.write_text('{"rows": [{"step": 1}]}'),
+                            "each with an integer 'horizon'"),
+                           (lambda: config.write_text('{"horizons": [1024]}'),
+                            "lacks its 'run' table")):  # fmt: skip
+        damage()
+        for call in (sweep.status, sweep.collect):
+            with pytest.raises(ValueError, match=needle):
+                call(out)
+        record.write_text(good_record)
+        config.write_text(good_config)
+    for lock in ("[1]", '{"pid": "abc", "host": "h"}'):  # damaged: held for a minute, then free
+        (folder / "lock").write_text(lock)
+        assert sweep.status(out)["done"] == 1
+        old = time.time() - 120
+        os.utime(folder / "lock", (old, old))
+        assert sweep.status(out)["done"] == 1 and sweep.collect(out)["val_loss"].notna().all()
+
+
+def test_run_options_that_cannot_apply_are_refused_before_anything_is_written(tmp_path,
+                                                                             monkeypatch):
+    s = sweep.from_dict(tiny(horizons=[1024]))
+    with pytest.raises(ConfigError, match="wait applies to the slurm executor"):
+        sweep.run(s, tmp_path / "a", wait=True, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        sweep.run(s, tmp_path / "file", progress=False)
+    raw = tiny(horizons=[1024])
+    raw["resources"] = {"nodes": 2}
+    with pytest.raises(ConfigError, match="nodes = 2 needs the slurm executor"):
+        sweep.run(sweep.from_dict(raw), tmp_path / "b", progress=False)
+    raw = tiny(horizons=[1024])
+    raw["run"]["data"] = {"source": "bytes", "paths": str(tmp_path / "no-such-text")}
+    with pytest.raises(ConfigError, match="no-such-text does not exist on this machine"):
+        sweep.run(sweep.from_dict(raw), tmp_path / "c", progress=False)
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    for dry in (True, False):
+        with pytest.raises(ConfigError, match="needs submitit: pip install submitit"):
+            sweep.run(s, tmp_path / "d", executor="slurm", dry_run=dry, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_cli_names_bad_paths_and_options(tmp_path, capsys):
+    out = tmp_path / "s"
+    sweep.run(sweep.from_dict(tiny(horizons=[1024])), out, progress=False)
+    (tmp_path / "folder").mkdir()
+    assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "folder")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "t.csv"),
+                "--spacing", "0.1"]) == 2  # fmt: skip
+    assert "applies only with --log" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
+    assert cli(["lr-transfer", "--out", str(tmp_path / "folder")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert cli(["lr-transfer", "--out", str(tmp_path / "x.csv"), "--log2-lrs", "3000"]) == 2
+    assert "within ±64" in capsys.readouterr().err
+    for device in ("meta", ""):
+        assert cli(["bench", "ns", "--device", device, "--fast"]) == 2
+        assert "unknown device" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli(["shards", str(tmp_path), str(tmp_path / "file")]) == 2
+    assert "is a file; the shards go into a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # a run that fails: its reason is printed, not only recorded
+    config = tmp_path / "fails.toml"
+    config.write_text(textwrap.dedent(f"""\
+        name = "fails"
+        horizons = [1024]
+        [run]
+        batch_size = 4
+        context = 16
+        [run.model]
+        width = 16
+        depth = 1
+        n_heads = 2
+        [run.data]
+        source = "shards"
+        folder = "{tmp_path / 'empty'}"
+    """))
+    assert cli(["sweep", "run", str(config), "--out", str(tmp_path / "f"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "failed " in err and "train.bin does not exist" in err and "--runs" in err
 
 
 def test_a_run_killed_between_horizons_resumes_from_its_last_check(tmp_path, monkeypatch):

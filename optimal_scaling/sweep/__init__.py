@@ -87,17 +87,43 @@ def run(
         raise ConfigError(f"unknown executor {executor!r}; choose local or slurm")
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be ≥ 1, got {workers}")
+    if wait and executor != "slurm":
+        raise ConfigError("wait applies to the slurm executor (the local one always waits)")
+    if executor == "local" and sweep.resources["nodes"] > 1:
+        raise ConfigError(f"resources.nodes = {sweep.resources['nodes']} needs the slurm "
+                          "executor (the local one runs on this machine)")  # fmt: skip
+    if executor == "slurm":
+        executors.require_submitit()
     out = (Path(out) if out is not None else default_dir(sweep)).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; the sweep directory must be a folder")
     runs = sweep.runs()
     if dry_run:
         if workers:
             sweep.local["workers"] = workers
         print(executors.describe(sweep, out, runs, executor))
         return {}
+    if not dry_run:
+        preflight(sweep)
     todo = executors.prepare(sweep, out, runs)
     if executor == "slurm":
         return executors.run_slurm(sweep, out, todo, wait=wait, progress=progress)
     return executors.run_local(sweep, out, todo, workers=workers, progress=progress)
+
+
+def preflight(sweep: Sweep) -> None:
+    """Check what only this machine can tell before anything is written: the data folders and
+    files the runs read exist (a dry run skips this: it may describe a cluster's paths)."""
+    seen = set()
+    for r in sweep.runs():
+        data = r.config["data"]
+        paths = ([data["folder"]] if data["source"] == "shards"
+                 else [data["paths"]] if data["source"] == "bytes" and data["paths"] else [])
+        for path in paths:
+            if path not in seen and not Path(path).expanduser().exists():
+                raise ConfigError(f"{sweep.source}: run.data: {path} does not exist on this "
+                                  "machine")  # fmt: skip
+            seen.add(path)
 
 
 def thin_log(log: pd.DataFrame, spacing: float) -> pd.DataFrame:
@@ -145,6 +171,11 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
     from optimal_scaling.results import write_table
     from optimal_scaling.sweep.store import read_json
 
+    if not (spacing >= 0 and math.isfinite(spacing)):
+        raise ValueError(f"spacing must be a finite number ≥ 0 (0 keeps every entry), got "
+                         f"{spacing}")  # fmt: skip
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--out {path} is a folder; give the CSV file's path")
     table = collect_log(sweep_dir) if log else collect(sweep_dir)
     runs = status_table(sweep_dir)  # every run folder, with or without rows
     try:

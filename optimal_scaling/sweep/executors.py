@@ -31,7 +31,8 @@ from optimal_scaling.sweep.store import (
     Lock,
     drop_stale_lock,
     lock_holder,
-    read_json,
+    read_config,
+    read_record,
     remove_partial,
     run_dir,
     run_status,
@@ -58,8 +59,8 @@ def prepare(sweep: Sweep, out: Path, runs: list[Run]) -> list[Run]:
             # and its stale lock, which a run killed after its last horizon leaves behind (a
             # finished run is never claimed again, so no Lock.acquire would take it over)
             drop_stale_lock(folder)
-        old = read_json(folder / "config.json")
-        record = read_json(folder / "record.json") or {}
+        old = read_config(folder)
+        record = read_record(folder)
         reached = {r["horizon"] for r in record.get("rows", [])}
         behind = sorted(h for h in run.horizons
                         if reached and h < max(reached) and h not in reached)  # fmt: skip
@@ -222,6 +223,15 @@ def slurm_parameters(sweep: Sweep) -> dict:
     if s["additional"]:
         params["additional_parameters"] = dict(s["additional"])
     return params
+
+
+def require_submitit() -> None:
+    """A named error instead of an ImportError when submitit is missing."""
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise ConfigError("the slurm executor needs submitit: pip install submitit (or "
+                          "make install)") from None
 
 
 def slurm_executor(sweep: Sweep, out: Path):

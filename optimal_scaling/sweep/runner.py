@@ -63,7 +63,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from optimal_scaling.results import atomic_write
-from optimal_scaling.sweep.store import Lock, read_json, remove_partial, run_dir, write_json
+from optimal_scaling.sweep.store import (
+    Lock,
+    read_config,
+    read_json,
+    read_record,
+    remove_partial,
+    run_dir,
+    write_json,
+)
 
 __all__ = [
     "build_data",
@@ -255,7 +263,7 @@ def train_run(
     Under torch.distributed every rank calls this; rank 0 takes the lock and writes.
     """
     folder = run_dir(Path(sweep_dir), rid)
-    spec = read_json(folder / "config.json")
+    spec = read_config(folder)
     if spec is None:
         raise FileNotFoundError(f"{folder}: no config.json; is {rid!r} a run of this sweep?")
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -318,7 +326,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
 
     ckpt_path, rec_path = folder / "checkpoint.pt", folder / "record.json"
     mid_path = folder / "checkpoint_mid.pt"  # between horizons (checkpoint_minutes)
-    record = read_json(rec_path) or {}
+    record = read_record(folder)
     step, rows, first, seconds = 0, [], None, 0.0
     log: dict[str, list] = {"step": [], "tokens": [], "train_loss": []}
     log_window: tuple[list, list] = ([], [])

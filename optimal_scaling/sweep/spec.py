@@ -186,11 +186,17 @@ def number(value: object, where: str, key: str) -> float | int:
         try:
             if m:
                 base, exp = float(m.group(1)), float(m.group(2))
+                if m.group(1).lstrip().startswith("-") or (base == 0 and exp < 0):
+                    raise _err(where, key, f"'b^k' needs b ≥ 0 (and b > 0 for k < 0), got "
+                               f"{value!r}")  # fmt: skip
                 out = base**exp
+                if not math.isfinite(out):
+                    raise OverflowError
                 return int(out) if out.is_integer() and exp >= 0 and base.is_integer() else out
             return float(value)
-        except (ValueError, OverflowError):
-            pass
+        except (ValueError, OverflowError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
     raise _err(where, key, f"expected a number or 'b^k', got {value!r}")
 
 
@@ -203,7 +209,7 @@ def geometric(start: float, stop: float, factor: float) -> list[float]:
     a, r = math.log2(start), math.log2(factor)
     n = math.floor((math.log2(stop) - a) / r + 1e-9)
     values = [2.0 ** (a + k * r) for k in range(n + 1)]
-    return [round(v) if abs(v - round(v)) < 1e-9 * max(1.0, v) else v for v in values]
+    return [round(v) if v >= 0.5 and abs(v - round(v)) < 1e-9 * v else v for v in values]
 
 
 def _axis_values(raw: object, where: str, key: str) -> list:
@@ -476,6 +482,8 @@ def from_dict(raw: Mapping, source: str = "<python>") -> Sweep:
         raise _err(where, "name", f"a sweep needs a name of letters, digits, _.-; got {name!r}")
     if "horizons" not in raw:
         raise _err(where, "horizons", "missing: the token counts D at which runs are read")
+    if not isinstance(raw.get("run", {}), Mapping):
+        raise _err(where, "run", f"expected a table ([run]), got {raw['run']!r}")
     raw_run = copy.deepcopy(dict(raw.get("run", {})))
     base = resolve_run(raw_run, where)
     grid_raw = raw.get("grid", {})
@@ -496,7 +504,7 @@ def from_dict(raw: Mapping, source: str = "<python>") -> Sweep:
         resources=_check_value(raw.get("resources", {}), _RESOURCE_DEFAULTS, where, "resources"),
         local=_check_value(raw.get("local", {}), _LOCAL_DEFAULTS, where, "local"),
         slurm=_check_value(raw.get("slurm", {}), _SLURM_DEFAULTS, where, "slurm"),
-        description=str(raw.get("description", "")),
+        description=_description(raw.get("description", ""), where),
         source=source,
         raw_run=raw_run,
     )
@@ -506,8 +514,27 @@ def from_dict(raw: Mapping, source: str = "<python>") -> Sweep:
             raise _err(where, f"resources.{key}", f"must be ≥ 1, got {sweep.resources[key]}")
     if sweep.local["workers"] < 1:
         raise _err(where, "local.workers", f"must be ≥ 1, got {sweep.local['workers']}")
+    if sweep.local["threads"] < 0:
+        raise _err(where, "local.threads", f"must be ≥ 0 (0: cores // workers), got "
+                   f"{sweep.local['threads']}")  # fmt: skip
+    for key in ("time_min", "array_parallelism", "cpus_per_task"):
+        if sweep.slurm[key] < 1:
+            raise _err(where, f"slurm.{key}", f"must be ≥ 1, got {sweep.slurm[key]}")
+    if sweep.slurm["mem_gb"] < 0:
+        raise _err(where, "slurm.mem_gb", f"must be ≥ 0 (0: the partition's default), got "
+                   f"{sweep.slurm['mem_gb']}")  # fmt: skip
+    for key, value in sweep.slurm["additional"].items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise _err(where, f"slurm.additional.{key}", f"an #SBATCH value is a string or a "
+                       f"number, got {value!r}")  # fmt: skip
     expand(sweep)  # every grid point must resolve and be runnable
     return sweep
+
+
+def _description(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _err(where, "description", f"expected a string, got {value!r}")
+    return value
 
 
 _SELECTORS = {"model": "model.name", "data": "data.source", "optimizer": "optimizer.name"}
@@ -524,8 +551,8 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
     if not path.is_file():
         raise ConfigError(f"{path}: no such sweep file")
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     raw = apply_overrides(raw, overrides, str(path))
     return from_dict(raw, str(path))
@@ -552,15 +579,23 @@ def apply_overrides(raw: dict, overrides: Iterable[str], where: str) -> dict:
     that axis (the run key wins).
     """
     raw = copy.deepcopy(raw)
+    fixed: set[str] = set()
+    axes: set[str] = set()
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
         value = parse_value(text.strip())
+        run_key = key[len("run.") :] if key.startswith("run.") else key
+        if (key.startswith("grid.") and key[len("grid.") :] in fixed) or run_key in axes:
+            name = key[len("grid.") :] if key.startswith("grid.") else run_key
+            raise ConfigError(f"--set: {name} is set both as a grid axis (grid.{name}=...) and "
+                              "as one value; keep one")  # fmt: skip
         if key in ("name", "description", "horizons"):
             raw[key] = value
         elif key.startswith("grid."):
+            axes.add(key[len("grid.") :])
             raw.setdefault("grid", {})[key[len("grid.") :]] = value
         elif key.split(".")[0] in _SECTIONS:
             section, _, sub = key.partition(".")
@@ -568,7 +603,7 @@ def apply_overrides(raw: dict, overrides: Iterable[str], where: str) -> dict:
                 raise ConfigError(f"--set {item!r}: name a key of [{section}]")
             raw.setdefault(section, {})[sub] = value
         else:
-            run_key = key[len("run.") :] if key.startswith("run.") else key
+            fixed.add(run_key)
             raw["run"] = _apply(raw.get("run", {}), run_key, value, where, f"--set {key}")
             raw.get("grid", {}).pop(run_key, None)
     return raw
@@ -580,6 +615,7 @@ def expand(sweep: Sweep) -> list[Run]:
     axes = list(sweep.grid.items())
     runs: list[Run] = []
     seen: dict[str, dict] = {}
+    built: set[str] = set()  # optimizer settings already built on a stand-in model
     for values in itertools.product(*(v for _, v in axes)):
         point = dict(zip((a for a, _ in axes), values, strict=True))
         raw = sweep.raw_run
@@ -594,6 +630,7 @@ def expand(sweep: Sweep) -> list[Run]:
         for horizons in per_horizon:
             cfg = dict(config, horizon=horizons[0]) if decays(config) else config
             _check_run(cfg, horizons, sweep.resources, where, shown)
+            _check_optimizer(cfg, built, where, shown)
             rid = run_id(cfg)
             if rid in seen:
                 raise ConfigError(f"{where}: grid: two grid points give the same run ({shown})")
@@ -610,6 +647,11 @@ def _check_run(cfg: dict, horizons: list[int], resources: dict, where: str, show
     for key in ("batch_size", "context", "eval_batches", "eval_batch_size", "check_every"):
         if cfg[key] < 1:
             raise fail(f"run.{key}", f"must be ≥ 1, got {cfg[key]}")
+    if not 0 <= cfg["seed"] < 2**63:
+        raise fail("run.seed", f"must be in [0, 2^63), got {cfg['seed']}")
+    if not cfg["blowup"] > 1:
+        raise fail("run.blowup", f"a loss above blowup × the first loss ends a run: must be > 1, "
+                   f"got {cfg['blowup']}")  # fmt: skip
     if cfg["micro_batch_size"] < 0:
         raise fail("run.micro_batch_size", f"must be ≥ 0, got {cfg['micro_batch_size']}")
     procs = resources["processes"] * resources["nodes"]
@@ -659,9 +701,42 @@ def _check_run(cfg: dict, horizons: list[int], resources: dict, where: str, show
                                data["zipf"], data["restart"], data["segment_length"])  # fmt: skip
         except ValueError as exc:
             raise fail("run.data", str(exc)) from None
+    if data["source"] == "markov":
+        for key in ("n_train_tokens", "n_val_tokens"):
+            if data[key] <= cfg["context"]:
+                raise fail(f"run.data.{key}", f"{data[key]} tokens do not hold one window of "
+                           f"context + 1 = {cfg['context'] + 1} tokens")  # fmt: skip
+    if data["source"] == "bytes" and data["max_bytes"] < 0:
+        raise fail("run.data.max_bytes", f"must be ≥ 0 (0: no limit), got {data['max_bytes']}")
     if data["source"] == "bytes" and not 0 < data["val_fraction"] < 1:
         raise fail("run.data.val_fraction", f"must be in (0, 1) (a validation split is "
                    f"needed), got {data['val_fraction']}")  # fmt: skip
+
+
+def _check_optimizer(cfg: dict, built: set[str], where: str, shown: str) -> None:
+    """Build the run's optimizer over a small stand-in of its model, so that the optimizer's own
+    checks (betas, presets, radii, parametrization, ...) run before anything trains."""
+    import torch
+
+    from optimal_scaling.sweep.runner import build_model, build_optimizer
+
+    opt = cfg["optimizer"]
+    if opt["name"] == "adamw" and opt["eps"] < 0:
+        raise ConfigError(f"{where}: run.optimizer.eps: must be ≥ 0, got {opt['eps']} "
+                          f"(grid point {shown})")  # fmt: skip
+    key = json.dumps([cfg["model"], {k: v for k, v in opt.items() if k != "lr"}],
+                     sort_keys=True)  # fmt: skip
+    if key in built:
+        return
+    small = copy.deepcopy(cfg)
+    small["model"].update(width=8 * small["model"]["n_heads"], depth=1)
+    small["context"] = 8
+    try:
+        with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+            build_optimizer(small, build_model(small, vocab_size=16))
+    except (ValueError, TypeError, KeyError, RuntimeError, OverflowError) as exc:
+        raise ConfigError(f"{where}: run.optimizer: {exc} (grid point {shown})") from None
+    built.add(key)
 
 
 def build_check(cfg: dict) -> None:

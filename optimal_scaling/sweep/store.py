@@ -57,12 +57,37 @@ def read_json(path: Path) -> dict | None:
     """The JSON object at ``path``, or None when there is none (a damaged file is an error
     naming it: the package writes these atomically, so only a hand edit breaks one)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); repair it or delete the run's "
                          "folder to retrain that run") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; repair it "
+                         "or delete the run's folder to retrain that run")  # fmt: skip
+    return data
+
+
+def read_config(folder: Path) -> dict | None:
+    """A run's ``config.json`` (None when missing), checked to hold its run and horizons."""
+    config = read_json(folder / "config.json")
+    if config is not None and not (isinstance(config.get("run"), dict)
+                                   and isinstance(config.get("horizons"), list)):  # fmt: skip
+        raise ValueError(f"{folder / 'config.json'} lacks its 'run' table or 'horizons' list; "
+                         "delete the run's folder to retrain that run")  # fmt: skip
+    return config
+
+
+def read_record(folder: Path) -> dict:
+    """A run's ``record.json`` ({} when missing), checked to hold rows with a horizon each."""
+    record = read_json(folder / "record.json") or {}
+    rows = record.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(
+            r.get("horizon"), int) for r in rows):  # fmt: skip
+        raise ValueError(f"{folder / 'record.json'}: 'rows' must be a list of rows, each with "
+                         "an integer 'horizon'; delete the run's folder to retrain that run")
+    return record
 
 
 def remove_partial(folder: Path) -> None:
@@ -113,9 +138,12 @@ def lock_holder(folder: Path, stale_after: float = 900.0) -> dict | None:
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError):
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("pid", -1), int):
+        # being written, or damaged: held for a minute, then free
         return None if age > 60 else {"host": "?", "pid": -1, "job": "", "since": time.time()}
     if info.get("host") == socket.gethostname():
-        return info if _alive(int(info.get("pid", -1))) else None
+        return info if _alive(info.get("pid", -1)) else None
     requeued = (info.get("job") and info.get("job") == _job()
                 and info.get("restart") != _restart())  # fmt: skip
     if age > stale_after or requeued:
@@ -203,8 +231,8 @@ class Lock:
 # --------------------------------------------------------------------------- status
 def run_status(folder: Path) -> str:
     """One of :data:`STATUSES` for the run in ``folder``."""
-    record = read_json(folder / "record.json") or {}
-    config = read_json(folder / "config.json") or {}
+    record = read_record(folder)
+    config = read_config(folder) or {}
     state = record.get("status")
     if state == "diverged":
         return "diverged"
@@ -224,8 +252,8 @@ def status_table(sweep_dir: str | Path) -> pd.DataFrame:
     if not root.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        record = read_json(folder / "record.json") or {}
-        config = read_json(folder / "config.json") or {}
+        record = read_record(folder)
+        config = read_config(folder) or {}
         rows.append({
             "id": folder.name,
             "status": run_status(folder),
@@ -263,8 +291,8 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     rows = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        config = read_json(folder / "config.json")
-        record = read_json(folder / "record.json") or {}
+        config = read_config(folder)
+        record = read_record(folder)
         if config is None:
             continue
         state = run_status(folder)
@@ -301,8 +329,8 @@ def collect_log(sweep_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     frames = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        config = read_json(folder / "config.json")
-        log = (read_json(folder / "record.json") or {}).get("log")
+        config = read_config(folder)
+        log = read_record(folder).get("log")
         if config is None or not log or not log.get("step"):
             continue
         lengths = {k: len(v) for k, v in log.items()}
