@@ -33,7 +33,7 @@
 # 6. the published η*/B* laws side by side, and how much they disagree;
 # 7. the recipe: measure it yourself with a sweep preset.
 #
-# Everything below is computed from runs: the long grid (119 runs, ~40 CPU-minutes) is
+# Everything below is computed from runs: the long grid (119 runs, ~40 minutes on 2 cores) is
 # committed under `results/` with the command that regenerates it, and a seconds-long
 # version of each experiment runs live.
 
