@@ -195,7 +195,7 @@ interact(explore, parametrization=Dropdown(options=["sp", "mup", "ntk", "spectra
 # and tends to get better: every width follows the same feature-learning dynamics, only with
 # less finite-width noise. Under SP the same learning rate is too large for the widest models.
 # The same teacher-student task as lecture 00, at one learning rate for every width; every run
-# trains to the end (no early stop), and the table records its worst spike, the largest
+# trains to the end (no early stop), and the printout records its worst spike, the largest
 # training loss over the first one:
 
 # %%

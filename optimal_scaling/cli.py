@@ -360,7 +360,7 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
                 print(sweep.status_table(args.dir).to_string(index=False))
             print(", ".join(f"{v} {k}" for k, v in counts.items()))
             return 0
-        if args.spacing is not None and not args.log:
+        if args.spacing and not args.log:
             raise ValueError("--spacing thins the training logs: it applies only with --log")
         path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv),
                                      log=args.log, spacing=args.spacing or 0.0,

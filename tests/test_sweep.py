@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -161,8 +162,8 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
          ["slurm.array_parallelism", "≥ 1"]),
         ("horizons = [1024]\n[slurm]\nmem_gb = -3\n", ["slurm.mem_gb", "≥ 0"]),
         ("horizons = [1024]\n[slurm.additional]\nconstraint = [1, 2]\n",
-         ["slurm.additional.constraint", "string or a number"]),
-        ("horizons = [1024]\ndescription = 5\n", ["description", "expected a string"]),
+         ["slurm.additional.constraint", "an #SBATCH value is a string"]),
+        ("horizons = [1024]\ndescription = [5]\n", ["description", "expected a string"]),
         ("horizons = [1024]\n[run]\nseed = -1\n", ["run.seed", "[0, 2^63)"]),
         ("horizons = [1024]\n[run]\nseed = 1e30\n", ["run.seed", "[0, 2^63)"]),
         ("horizons = [1024]\n[run]\nblowup = -1.0\n", ["run.blowup", "> 1"]),
@@ -209,6 +210,11 @@ def test_overrides_set_run_keys_axes_and_sections():
         sweep.load(CI, ["model.widht=3"])
     with pytest.raises(ConfigError, match="expected key=value"):
         sweep.load(CI, ["model.width"])
+    assert sweep.load(CI, ["description=2024"]).description == "2024"  # --set parses it
+    s = sweep.load(CI, ["slurm.additional={exclusive = true, constraint = 'h100'}"])
+    assert s.slurm["additional"] == {"exclusive": True, "constraint": "h100"}  # a flag too
+    with pytest.raises(ConfigError, match="slurm.additional.exclusive"):
+        sweep.load(CI, ["slurm.additional={exclusive = false}"])
     for both in (["grid.optimizer.lr=[0.01, 0.02]", "optimizer.lr=0.05"],
                  ["optimizer.lr=0.05", "grid.optimizer.lr=[0.01, 0.02]"]):  # fmt: skip
         with pytest.raises(ConfigError, match="optimizer.lr is set both as a grid axis"):
@@ -224,12 +230,38 @@ def test_a_tiny_range_keeps_its_values_and_a_binary_file_is_named(tmp_path):
         sweep.load(path)
 
 
-def test_loading_a_sweep_leaves_the_global_random_state_alone():
+def test_loading_a_sweep_leaves_the_global_random_state_alone(monkeypatch):
+    from optimal_scaling.sweep import spec
+
+    monkeypatch.setattr(spec, "_BUILT", set())  # build the stand-ins again
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
+    reseeded = []
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: reseeded.append(seed))
     sweep.load(CI)  # builds each optimizer on a stand-in model
     assert torch.equal(torch.rand(3), expected)
+    assert reseeded == []  # torch.manual_seed would reseed CUDA too
+
+
+def test_the_optimizer_check_builds_one_small_stand_in(monkeypatch):
+    from optimal_scaling.sweep import runner, spec
+
+    monkeypatch.setattr(spec, "_BUILT", set())
+    widths = []
+    real = runner.build_optimizer
+
+    def spy(run, model, distributed=False):
+        widths.append(model.width)
+        return real(run, model, distributed)
+
+    monkeypatch.setattr(runner, "build_optimizer", spy)
+    raw = tiny(grid={"model.width": [256, 512, 1024]})
+    raw["run"]["model"] = {"width": 256, "n_heads": 64}
+    raw["run"]["optimizer"] = {"name": "scion", "lr": 0.01}
+    s = sweep.from_dict(raw)
+    assert len(s.runs()) == 3
+    assert widths == [128]  # head size 2 whatever the real width, built once per process
 
 
 # --------------------------------------------------------------------------- running
@@ -804,12 +836,17 @@ def test_hand_damaged_run_folders_get_named_errors(tmp_path):
                 call(out)
         record.write_text(good_record)
         config.write_text(good_config)
-    for lock in ("[1]", '{"pid": "abc", "host": "h"}'):  # damaged: held for a minute, then free
-        (folder / "lock").write_text(lock)
-        assert sweep.status(out)["done"] == 1
+    pending = json.loads(good_record)
+    pending["rows"] = []  # a run still to train, whose lock decides running or pending
+    record.write_text(json.dumps(pending))
+    here = socket.gethostname()
+    for lock in ([1], {"pid": "abc", "host": here}, {"pid": 0, "host": here}, {"host": here},
+                 {"pid": 2**40, "host": here}, {"pid": True, "host": here}):  # fmt: skip
+        (folder / "lock").write_text(json.dumps(lock))  # damaged: held a minute, then free
+        assert sweep.status(out)["running"] == 1, lock
         old = time.time() - 120
         os.utime(folder / "lock", (old, old))
-        assert sweep.status(out)["done"] == 1 and sweep.collect(out)["val_loss"].notna().all()
+        assert sweep.status(out)["pending"] == 1, lock
 
 
 def test_run_options_that_cannot_apply_are_refused_before_anything_is_written(tmp_path,

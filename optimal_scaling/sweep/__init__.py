@@ -103,7 +103,7 @@ def run(
             sweep.local["workers"] = workers
         print(executors.describe(sweep, out, runs, executor))
         return {}
-    if not dry_run:
+    if not dry_run and executor == "local":  # a cluster's paths may exist only there
         preflight(sweep)
     todo = executors.prepare(sweep, out, runs)
     if executor == "slurm":

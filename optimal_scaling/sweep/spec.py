@@ -523,18 +523,18 @@ def from_dict(raw: Mapping, source: str = "<python>") -> Sweep:
     if sweep.slurm["mem_gb"] < 0:
         raise _err(where, "slurm.mem_gb", f"must be ≥ 0 (0: the partition's default), got "
                    f"{sweep.slurm['mem_gb']}")  # fmt: skip
-    for key, value in sweep.slurm["additional"].items():
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise _err(where, f"slurm.additional.{key}", f"an #SBATCH value is a string or a "
-                       f"number, got {value!r}")  # fmt: skip
+    for key, value in sweep.slurm["additional"].items():  # true: a flag (exclusive = true)
+        if not (isinstance(value, str | int | float) or value is True) or value is False:
+            raise _err(where, f"slurm.additional.{key}", f"an #SBATCH value is a string, a "
+                       f"number or true (a flag), got {value!r}")  # fmt: skip
     expand(sweep)  # every grid point must resolve and be runnable
     return sweep
 
 
 def _description(value: object, where: str) -> str:
-    if not isinstance(value, str):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):  # --set parses 2024
         raise _err(where, "description", f"expected a string, got {value!r}")
-    return value
+    return str(value)
 
 
 _SELECTORS = {"model": "model.name", "data": "data.source", "optimizer": "optimizer.name"}
@@ -575,8 +575,9 @@ def apply_overrides(raw: dict, overrides: Iterable[str], where: str) -> dict:
     ``optimizer.lr=0.01`` sets a key of the base run; ``grid.optimizer.lr=[0.01, 0.02]`` sets
     an axis (``grid.batch_size=[]``... is an error; remove an axis by setting the run key);
     ``horizons=[...]``, ``name=...``, ``local.workers=4``, ``slurm.partition=gpu``,
-    ``resources.processes=2`` set those sections. Setting a run key that is a grid axis drops
-    that axis (the run key wins).
+    ``resources.processes=2`` set those sections. Setting a run key that is a grid axis of the
+    file drops that axis (the run key wins); setting one key both ways in ``overrides`` is an
+    error.
     """
     raw = copy.deepcopy(raw)
     fixed: set[str] = set()
@@ -615,7 +616,6 @@ def expand(sweep: Sweep) -> list[Run]:
     axes = list(sweep.grid.items())
     runs: list[Run] = []
     seen: dict[str, dict] = {}
-    built: set[str] = set()  # optimizer settings already built on a stand-in model
     for values in itertools.product(*(v for _, v in axes)):
         point = dict(zip((a for a, _ in axes), values, strict=True))
         raw = sweep.raw_run
@@ -630,7 +630,7 @@ def expand(sweep: Sweep) -> list[Run]:
         for horizons in per_horizon:
             cfg = dict(config, horizon=horizons[0]) if decays(config) else config
             _check_run(cfg, horizons, sweep.resources, where, shown)
-            _check_optimizer(cfg, built, where, shown)
+            _check_optimizer(cfg, where, shown)
             rid = run_id(cfg)
             if rid in seen:
                 raise ConfigError(f"{where}: grid: two grid points give the same run ({shown})")
@@ -713,30 +713,37 @@ def _check_run(cfg: dict, horizons: list[int], resources: dict, where: str, show
                    f"needed), got {data['val_fraction']}")  # fmt: skip
 
 
-def _check_optimizer(cfg: dict, built: set[str], where: str, shown: str) -> None:
+def _check_optimizer(cfg: dict, where: str, shown: str) -> None:
     """Build the run's optimizer over a small stand-in of its model, so that the optimizer's own
     checks (betas, presets, radii, parametrization, ...) run before anything trains."""
     import torch
 
-    from optimal_scaling.sweep.runner import build_model, build_optimizer
+    from optimal_scaling.models import GPT
+    from optimal_scaling.sweep.runner import build_optimizer
 
     opt = cfg["optimizer"]
     if opt["name"] == "adamw" and opt["eps"] < 0:
         raise ConfigError(f"{where}: run.optimizer.eps: must be ≥ 0, got {opt['eps']} "
                           f"(grid point {shown})")  # fmt: skip
-    key = json.dumps([cfg["model"], {k: v for k, v in opt.items() if k != "lr"}],
-                     sort_keys=True)  # fmt: skip
-    if key in built:
-        return
-    small = copy.deepcopy(cfg)
-    small["model"].update(width=8 * small["model"]["n_heads"], depth=1)
+    small = copy.deepcopy(cfg)  # head size 2: small whatever the real model's shape
+    small["model"].update(width=2 * small["model"]["n_heads"], depth=1)
     small["context"] = 8
+    key = json.dumps([small["model"], {k: v for k, v in opt.items() if k != "lr"}],
+                     sort_keys=True)  # fmt: skip
+    if key in _BUILT:
+        return
     try:
-        with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-            build_optimizer(small, build_model(small, vocab_size=16))
+        with torch.random.fork_rng(devices=[]):  # the stand-in draws from the CPU generator
+            model = GPT(vocab_size=16, context=8,
+                        **{k: v for k, v in small["model"].items() if k != "name"})
+            build_optimizer(small, model)  # seeds its own generator (run.seed)
     except (ValueError, TypeError, KeyError, RuntimeError, OverflowError) as exc:
         raise ConfigError(f"{where}: run.optimizer: {exc} (grid point {shown})") from None
-    built.add(key)
+    _BUILT.add(key)
+
+
+#: Stand-in optimizer settings already built in this process (a sweep expands several times).
+_BUILT: set[str] = set()
 
 
 def build_check(cfg: dict) -> None:

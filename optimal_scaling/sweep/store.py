@@ -139,11 +139,13 @@ def lock_holder(folder: Path, stale_after: float = 900.0) -> dict | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError):
         info = None
-    if not isinstance(info, dict) or not isinstance(info.get("pid", -1), int):
-        # being written, or damaged: held for a minute, then free
+    pid = info.get("pid") if isinstance(info, dict) else None
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**22):
+        # being written, or damaged (no pid, or not one a process can have): held for a
+        # minute, then free
         return None if age > 60 else {"host": "?", "pid": -1, "job": "", "since": time.time()}
     if info.get("host") == socket.gethostname():
-        return info if _alive(info.get("pid", -1)) else None
+        return info if _alive(pid) else None
     requeued = (info.get("job") and info.get("job") == _job()
                 and info.get("restart") != _restart())  # fmt: skip
     if age > stale_after or requeued:
