@@ -287,12 +287,16 @@ print(f"optimal log2 norm across horizons: Polar Express {b['mean']:.2f} ± {b['
 moved = (side["lr PE"] != side["lr Muon"]) | (side["batch_size PE"] != side["batch_size Muon"])
 print(f"the best cell differs at {int(moved.sum())} of {len(side)} horizons: "
       + ", ".join(f"2^{math.log2(h):.0f}" for h in side.loc[moved, "horizon"]))
+shift = (side["log2_norm Muon"] - side["log2_norm PE"]).abs()
+rises = {k: bool((np.diff(p["log2_norm"]) > 0).all()) for k, p in (("PE", per), ("Muon", per_m))}
+print(f"optimal log2 norm moves by up to {shift.max():.2f} between the two; it rises at every "
+      f"horizon: Polar Express {rises['PE']}, Muon {rises['Muon']}")
 
 # %% [markdown]
 # Muon's coefficients change the details — the best cell differs at the horizons printed
-# above, and the optimal norm no longer rises at every step — but not the picture: it still
-# grows over the same horizons and sits far below 2^7, and η* falls with D with an
-# overlapping interval.
+# above, and the optimal norm at a horizon moves by up to about a third of an octave (neither
+# grid's rises at every single horizon) — but not the picture: it still grows over the same
+# horizons and sits far below 2^7, and η* falls with D with an overlapping interval.
 #
 # ## 6. Per-layer-group learning rates
 #
@@ -326,9 +330,10 @@ print(f"best combination: hidden × {h_star:.3g}, output × {o_star:g}: {top:.4f
 
 # %% [markdown]
 # Positive percentages are improvements over equal rates. At this scale the paper's full
-# reduction (hidden ÷ 8) costs loss, a milder one helps a little, and doubling or halving the
-# output layer's rate matters less than the hidden layers' (the printout gives the numbers; a
-# single seed, so differences below about 1% are within run-to-run noise we did not measure).
+# reduction (hidden ÷ 8) costs loss, a milder one (÷ 2^1.5) comes out best but by less than 1%,
+# and doubling or halving the output layer's rate matters less than the hidden layers' (the
+# printout gives the numbers; a single seed, so differences below about 1% are within
+# run-to-run noise we did not measure).
 #
 # ## 7. The paper's grid, and a live one
 #
@@ -360,9 +365,9 @@ live[["horizon", "lr", "batch_size", "val_loss", "log2_norm"]].sort_values(
 # ## What this scale showed
 #
 # * **No norm transfer across horizons here.** The optimal output norm *grows* with D over
-#   our 32× range of horizons (log₂ from about 4.4 at 2¹⁶ tokens to about 5.8 at 2²¹; the drift
+#   our 32× range of horizons (log₂ from about 4.5 at 2¹⁶ tokens to about 5.8 at 2²¹; the drift
 #   exponent's interval excludes 0), and it sits well below the paper's 7. Within one horizon
-#   it also falls with B (larger batches, fewer steps, smaller norms, worse losses). Likely
+#   it mostly falls with B (larger batches, fewer steps, smaller norms, worse losses). Likely
 #   reasons: our longest horizon (2²¹ tokens) is 2⁸× shorter than the shortest of the paper's
 #   grid (2²⁹, `configs/norm_transfer_paper.toml`) and 2¹⁶× shorter than its longest; every
 #   run's norm is still climbing steadily there (section 2), so the optimum is set by how far
@@ -374,9 +379,10 @@ live[["horizon", "lr", "batch_size", "val_loss", "log2_norm"]].sort_values(
 #   sufficient. η* falls with D (line 3 below, beside the paper's −0.28 ± 0.07). Across all
 #   (D, B) slices the best η follows a joint law of the paper's shape (line 4). With each
 #   slice's grid minimum it comes near the paper's B^0.62·D^−0.56 (the D exponent's interval
-#   contains −0.56, the B exponent's just misses 0.62); refining each slice's η* by a
-#   parabola moves both exponents further away, so "close to the paper" depends on a choice
-#   the paper's grid resolution would not notice.
+#   contains −0.56, the B exponent's stays below 0.62); refining each slice's η* by a
+#   parabola leaves the B exponent where it was and moves the D exponent away (its interval
+#   no longer contains −0.56), so "close to the paper" depends on a choice the paper's grid
+#   resolution would not notice.
 # * **Inconclusive.** B*(D): its interval is wide and B* sits at the grid's edge at most
 #   horizons. All intervals here are conditional on a handful of runs (section 5).
 #
