@@ -183,20 +183,19 @@ def number(value: object, where: str, key: str) -> float | int:
         return value
     if isinstance(value, str):
         m = _POW.match(value)
+        bad_base = False
         try:
-            if m:
-                base, exp = float(m.group(1)), float(m.group(2))
-                if m.group(1).lstrip().startswith("-") or (base == 0 and exp < 0):
-                    raise _err(where, key, f"'b^k' needs b ≥ 0 (and b > 0 for k < 0), got "
-                               f"{value!r}")  # fmt: skip
-                out = base**exp
-                if not math.isfinite(out):
-                    raise OverflowError
+            if not m:
+                return float(value)
+            base, exp = float(m.group(1)), float(m.group(2))
+            bad_base = m.group(1).lstrip().startswith("-") or (base == 0 and exp < 0)
+            out = math.nan if bad_base else base**exp  # a negative base: (-2)^-8 or complex
+            if math.isfinite(out):
                 return int(out) if out.is_integer() and exp >= 0 and base.is_integer() else out
-            return float(value)
-        except (ValueError, OverflowError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
+        except (ValueError, OverflowError):
+            pass
+        if bad_base:
+            raise _err(where, key, f"'b^k' needs b ≥ 0 (and b > 0 for k < 0), got {value!r}")
     raise _err(where, key, f"expected a number or 'b^k', got {value!r}")
 
 
