@@ -77,13 +77,16 @@ except NotImplementedError:
 # ## 2. B_crit from (steps, batch size) pairs
 #
 # To reach one target loss, runs at batch sizes B needed S steps. Fit
-# S = S_min(1 + B_crit/B) = S_min + E_min/B by least squares (it is a straight line in 1/B)
-# and return `(S_min, E_min, B_crit)` with B_crit = E_min/S_min.
+# S = S_min(1 + B_crit/B) = S_min + E_min/B (a straight line in 1/B) by least squares on
+# **relative** residuals, Σ((S − S_min − E_min/B)/S)², as `bs.fit_critical_batch` does: the
+# step where a noisy loss crosses a target is uncertain in proportion to the step, so plain
+# least squares would let the small batches' long runs decide. Return `(S_min, E_min,
+# B_crit)` with B_crit = E_min/S_min.
 
 
 # %%
 def fit_b_crit(B: np.ndarray, S: np.ndarray) -> tuple[float, float, float]:
-    raise NotImplementedError('np.polyfit(1 / B, S, 1) returns (slope, intercept) = (E_min, S_min)')
+    raise NotImplementedError('np.polyfit(1 / B, S, 1, w=1 / S) returns (slope, intercept) = (E_min, S_min)')
 
 
 lecture06.check_fit_b_crit(fit_b_crit)

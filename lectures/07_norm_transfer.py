@@ -110,8 +110,10 @@ print(f"grid: {len(laptop.runs())} runs, η ∈ 2^[{math.log2(min(lrs)):.0f}, "
       f"D ∈ 2^{[int(math.log2(h)) for h in laptop.horizons]}")
 
 # %% [markdown]
-# The grid trained on 2 CPU cores (the header below says how long and with what command);
-# each run records every layer group's largest norm in its natural norm at every horizon.
+# The grid trained on 2 CPU cores with `optimal-scaling sweep run configs/norm_transfer_laptop.toml`
+# (the preset's comment holds both commands; the table's header names the `collect` that
+# wrote it, the machine and the date). Each run records every layer group's largest norm in
+# its natural norm at every horizon, and its own training time:
 
 # %%
 grid, meta = read_table(RESULTS / "norm_transfer_laptop.csv")
@@ -119,7 +121,8 @@ print("\n".join(f"{k}: {v}" for k, v in meta.items()))
 t = nt.tidy(grid)
 horizons = sorted(t["horizon"].unique())
 print(f"{t['run_id'].nunique()} runs × {len(horizons)} horizons; "
-      f"{int(t.groupby('run_id')['diverged'].first().sum())} runs diverged")
+      f"{int(t.groupby('run_id')['diverged'].first().sum())} runs diverged; the runs' timers "
+      f"add up to {grid.groupby('run_id')['seconds'].max().sum() / 60:.0f} minutes of training")
 
 # %% [markdown]
 # ## 2. Norm growth
@@ -187,7 +190,8 @@ print(f"optimal norm ∝ D^{drift.exponents['horizon']:.3f}, 95% interval "
 # ## 4. Necessary, not sufficient
 #
 # Every (η, B) whose run reaches the band at a horizon is counted below (and plotted for the
-# last horizon); only one of them is the best. The first (smallest) learning rate that
+# last horizon); at most one of them is the best, and where the optimal norm has drifted out
+# of the band none is (the table's last column says where). The first (smallest) learning rate that
 # reaches the band's centre at each (D, B) follows its own scaling law,
 # log₂η = α·log₂B + β·log₂D + γ:
 
@@ -199,17 +203,24 @@ summary = reach.groupby("horizon").agg(cells=("lr", "size"),
                                        best_loss_in_band=("val_loss", "min"),
                                        worst_loss_in_band=("val_loss", "max"))
 summary["best_loss_overall"] = per.set_index("horizon")["val_loss"]
+best_norm = per.set_index("horizon")["log2_norm_at_best"]
+summary["best_cell_in_band"] = (best_norm - level).abs() <= width
+print(f"band: log2 norm {level:.2f} ± {width:.2f}")
 print(summary.round(3).to_string())
 last = reach[reach["horizon"] == horizons[-1]]
+verdict = ("the best cell is one of them" if summary["best_cell_in_band"].iloc[-1] else
+           f"the best cell (log2 norm {best_norm.iloc[-1]:.2f}) is not among them")
 fig = px.scatter(last, x=np.log2(last["lr"]), y="batch_size", color="val_loss", log_y=True,
                  title=f"every (η, B) whose output norm is in the band at D = "
-                 f"2^{math.log2(horizons[-1]):.0f}; colour: loss (one of them is the best)",
+                 f"2^{math.log2(horizons[-1]):.0f}; colour: loss; {verdict}",
                  labels={"x": "log₂ η", "batch_size": "B"})
 fig.update_traces(marker=dict(size=12))
 fig.show()
 first = nt.first_reaching(t, level)
-print(f"{int(first['censored'].sum())} of {len(first)} slices reach the level already at the "
-      "grid's smallest η (only an upper bound there): left out of the fit")
+n_slices = t.groupby(["horizon", "batch_size"]).ngroups
+print(f"of {n_slices} (D, B) slices, {n_slices - len(first)} never reach the level on this "
+      f"grid and {int(first['censored'].sum())} reach it already at the grid's smallest η "
+      "(only an upper bound there): both left out of the fit")
 first = first[~first["censored"]]
 if len(first) > 3 and first["batch_size"].nunique() > 1 and first["horizon"].nunique() > 1:
     reach_law = nt.joint_fit(first.rename(columns={"lr_reach": "lr"}), bootstrap=BOOT)
@@ -246,11 +257,15 @@ for name, law in fits.items():
                  "the paper": f"{paper[name][0]:+.2f} ± {paper[name][1]:.2f}"})
 print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
 print("optimum at the grid's edge at horizons:", per.loc[per["at_edge"], "horizon"].tolist())
-joint = nt.joint_fit(slices, bootstrap=BOOT)
+# A slice whose best η is the grid's smallest or largest only bounds its optimum: left out.
+inner = slices[~slices["lr_at_edge"]]
+print(f"(D, B) slices with the best η at the grid's edge: {len(slices) - len(inner)} of "
+      f"{len(slices)}, left out of the joint fits")
+joint = nt.joint_fit(inner, bootstrap=BOOT)
 print(f"per-slice optima (grid minimum): {joint}")
 refined = fitting.find_optimum(t[np.isfinite(t["val_loss"])], over="lr", metric="val_loss",
                                by=["horizon", "batch_size"], method="parabola")
-refined = refined[np.isfinite(refined["lr"]) & (refined["lr"] > 0)]
+refined = refined[np.isfinite(refined["lr"]) & (refined["lr"] > 0) & ~refined["at_edge"]]
 joint_refined = nt.joint_fit(refined, bootstrap=BOOT)
 print(f"per-slice optima (η refined by a parabola in log η): {joint_refined}")
 print("the paper's joint fit: log2 η* = {batch_size:+.2f}·log2 B {horizon:+.2f}·log2 D + γ".format(
@@ -339,8 +354,9 @@ print(f"best combination: hidden × {h_star:.3g}, output × {o_star:g}: {top:.4f
 #
 # The same engine runs the paper's grid: d = 256, L = 4, context 4096, B = 32 … 2048,
 # D = 2^29 … 2^37 on token shards (`optimal-scaling shards` writes byte-level ones; uint32
-# shards hold a Llama-3-size vocabulary), each run a 4-GPU DDP job in a SLURM array. A dry
-# run prints the runs and the job script without submitting anything:
+# shards hold a Llama-3-size vocabulary), each run a 4-GPU DDP job in a SLURM array. The
+# command below submits it; with `--dry-run` added it prints the runs and the job script and
+# submits nothing:
 
 # %%
 paper_sweep = osc.sweep.load(CONFIGS / "norm_transfer_paper.toml")

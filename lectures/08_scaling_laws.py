@@ -363,9 +363,13 @@ pd.concat([side, sl.OPTIMAL_EXPONENTS.rename(columns={"source": "approach"})]).r
 # model family, not a constant of nature. But read the intervals (the table): approaches 1
 # and 2 rest on ten model sizes, and resampling those leaves a anywhere from near 0 to about
 # 0.4–0.5 (full mode's 1,000 resamples; fast mode's fewer move the ends by up to about 0.1)
-# — approach 1's interval reaches Chinchilla's value. Approach 3 uses every point and
-# its form, and is tighter (about ±0.1). 80 (N, D) points over two decades of N and two of D
-# do not pin a down better.
+# — approach 1's interval reaches Chinchilla's value. Those intervals answer a coarser
+# question than "how much does noise move a": a resample keeps about 6 of the 10 sizes, so
+# they say how much a changes with a different, sparser set of models. On a planted law
+# with 0.5% noise (`help(co.envelope_fit)`) approach 1's interval is several times
+# wider than the scatter of its estimate, approach 2's less so: conservative, not exact.
+# Approach 3 uses every point and its form, and is tighter (about ±0.1). 80 (N, D) points
+# over two decades of N and two of D do not pin a down better.
 #
 # Why they can disagree, even on the same runs: approach 1 reads points in the middle of
 # cosine schedules (a run's curve at half its budget is not a run trained to that budget),

@@ -36,7 +36,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from optimal_scaling.fitting import percentile_intervals, positive_values, require_columns
+from optimal_scaling.fitting import (
+    check_bootstrap,
+    percentile_intervals,
+    positive_values,
+    require_columns,
+)
 
 __all__ = [
     "NoiseScale",
@@ -63,6 +68,9 @@ def noise_scale_terms(
     """Unbiased (‖G‖², tr Σ) from squared gradient norms at batch sizes b_small < b_big."""
     if not 0 < b_small < b_big:
         raise ValueError(f"need 0 < b_small < b_big, got {b_small}, {b_big}")
+    if not all(math.isfinite(float(v)) and float(v) >= 0 for v in (g2_small, g2_big)):
+        raise ValueError(f"noise_scale_terms: squared gradient norms must be finite and ≥ 0, "
+                         f"got {g2_small}, {g2_big}")  # fmt: skip
     g2 = (b_big * g2_big - b_small * g2_small) / (b_big - b_small)
     trace = (g2_small - g2_big) / (1 / b_small - 1 / b_big)
     return float(g2), float(trace)
@@ -259,13 +267,15 @@ def fit_eta_of_b(
 
     ``table``: one row per batch size with its optimal learning rate (e.g. from
     :func:`optimal_scaling.fitting.find_optimum`). Parameters are fitted in logs (both must
-    be positive); bootstrap intervals resample the rows.
+    be positive); bootstrap intervals resample the rows (NaN with fewer than 4 rows, where a
+    resample that keeps 3 batch sizes is the data again).
     """
     from scipy.optimize import least_squares
 
     who = "fit_eta_of_b"
     if model not in _MODELS:
         raise ValueError(f"{who}: unknown model {model!r}; choose from {', '.join(_MODELS)}")
+    bootstrap = check_bootstrap(bootstrap, level, who)
     require_columns(table, [batch, lr], who)
     B = positive_values(table[batch], batch, who)
     eta = positive_values(table[lr], lr, who)
@@ -282,7 +292,9 @@ def fit_eta_of_b(
     (eta_crit, b_crit), ok = fit(B, eta)
     out = EtaOfB(model, float(eta_crit), float(b_crit), len(B),
                  b_range=(float(B.min()), float(B.max())), converged=ok)  # fmt: skip
-    if bootstrap:
+    if bootstrap and len(B) < 4:  # every usable resample would be the data again
+        out.intervals = {"eta_crit": (math.nan, math.nan), "b_crit": (math.nan, math.nan)}
+    elif bootstrap:
         rng = np.random.default_rng(seed)
         draws = []
         for _ in range(bootstrap):
@@ -353,8 +365,10 @@ def steps_to_target(
     """
     who = "steps_to_target"
     require_columns(log, [run, step, loss], who)
-    if smooth < 1:
-        raise ValueError(f"{who}: smooth must be ≥ 1, got {smooth}")
+    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 1:
+        raise ValueError(f"{who}: smooth must be an int ≥ 1 (log entries), got {smooth!r}")
+    if not pd.api.types.is_numeric_dtype(log[loss]) or pd.api.types.is_bool_dtype(log[loss]):
+        raise TypeError(f"{who}: column {loss!r} must hold numbers, got dtype {log[loss].dtype}")
     targets = [float(t) for t in targets]
     if not targets or not all(math.isfinite(t) for t in targets):
         raise ValueError(f"{who}: need finite target losses, got {targets}")
@@ -381,8 +395,9 @@ def steps_to_target(
 
 
 def _line(inv_b: np.ndarray, steps: np.ndarray) -> tuple[float, float]:
-    design = np.column_stack([np.ones_like(inv_b), inv_b])
-    s_min, e_min = np.linalg.lstsq(design, steps, rcond=None)[0]
+    """S = S_min + E_min/B by least squares on relative residuals (S − Ŝ)/S."""
+    design = np.column_stack([np.ones_like(inv_b), inv_b]) / steps[:, None]
+    s_min, e_min = np.linalg.lstsq(design, np.ones_like(steps), rcond=None)[0]
     return float(s_min), float(e_min)
 
 
@@ -400,8 +415,15 @@ def fit_critical_batch(
     it are left out by the caller). Needs ≥ 3 distinct batch sizes and positive values; S_min
     and E_min must come out positive (else the runs do not show the trade-off, and the error
     says so).
+
+    Least squares on relative residuals, Σ((S − S_min − E_min/B)/S)²: the step at which a
+    noisy loss crosses a target is uncertain in proportion to the step itself, so plain least
+    squares would let the small batches' long runs decide the fit. Bootstrap intervals
+    resample the runs; with fewer than 4 runs every resample that keeps 3 batch sizes is the
+    data again, so the intervals are NaN (not a zero-width interval that looks precise).
     """
     who = "fit_critical_batch"
+    bootstrap = check_bootstrap(bootstrap, level, who)
     require_columns(table, [batch, steps], who)
     B = positive_values(table[batch], batch, who)
     S = positive_values(table[steps], steps, who)
@@ -413,7 +435,9 @@ def fit_critical_batch(
         raise ValueError(f"{who}: the fit gives S_min = {s_min:.3g}, E_min = {e_min:.3g}; the "
                          "runs do not show S falling as 1/B towards a floor")  # fmt: skip
     out = CriticalBatch(s_min, e_min, e_min / s_min, len(B))
-    if bootstrap:
+    if bootstrap and len(B) < 4:
+        out.intervals = {name: (math.nan, math.nan) for name in ("s_min", "e_min", "b_crit")}
+    elif bootstrap:
         rng = np.random.default_rng(seed)
         draws = []
         for _ in range(bootstrap):

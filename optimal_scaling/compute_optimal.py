@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from optimal_scaling.fitting import (
+    check_bootstrap,
     fit_power_law,
     lbfgs,
     percentile_intervals,
@@ -118,8 +119,11 @@ def parametric_objective(N, D, loss, delta: float = 1e-3,
 def _points(N, D, loss, who: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     arrays = []
     for v in (N, D, loss):
-        x = np.asarray(v, dtype=float).ravel() if not isinstance(v, pd.Series) else \
+        x = np.asarray(v, dtype=float) if not isinstance(v, pd.Series) else \
             pd.to_numeric(v, errors="coerce").to_numpy(dtype=float)  # fmt: skip
+        if x.ndim != 1:  # flattening would pair N, D and loss in the wrong order
+            raise ValueError(f"{who}: N, D and loss must be 1-D (one value per run), got shape "
+                             f"{x.shape}")  # fmt: skip
         arrays.append(x)
     if len({len(x) for x in arrays}) != 1:
         raise ValueError(f"{who}: N, D and loss must have the same length, got "
@@ -195,11 +199,14 @@ def fit_parametric(
     N, D, loss = _points(N, D, loss, who)
     if objective not in ("sum", "mean"):
         raise ValueError(f"{who}: objective must be 'sum' or 'mean', got {objective!r}")
-    if delta <= 0 or bootstrap < 0 or not 0 < level < 1:
-        raise ValueError(f"{who}: need delta > 0, bootstrap ≥ 0, 0 < level < 1; got {delta}, "
-                         f"{bootstrap}, {level}")  # fmt: skip
+    bootstrap = check_bootstrap(bootstrap, level, who)
+    if isinstance(delta, bool) or not isinstance(delta, int | float | np.number) or \
+            not 0 < delta < np.inf:  # fmt: skip
+        raise ValueError(f"{who}: delta (the Huber threshold) must be a number > 0, got "
+                         f"{delta!r}")  # fmt: skip
+    bootstrap_starts = _check_int(bootstrap_starts, "bootstrap_starts", 1, who)
     x0 = start_grid() if starts is None else np.asarray(starts, dtype=float)
-    if x0.ndim != 2 or x0.shape[1] != 5 or not np.isfinite(x0).all():
+    if x0.ndim != 2 or x0.shape[1] != 5 or len(x0) == 0 or not np.isfinite(x0).all():
         raise ValueError(f"{who}: starts must be finite rows (e, a, b, alpha, beta), got shape "
                          f"{x0.shape}")  # fmt: skip
     n = len(N)
@@ -255,6 +262,7 @@ def compute_optimal_draws(fit: dict, C: float | Sequence[float],
     draws = fit.get("draws")
     if draws is not None:
         level = fit.get("level", 0.95) if level is None else level
+        check_bootstrap(0, level, "compute_optimal_draws")
         q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
         laws = [LossLaw("draw", *row, source="bootstrap")
                 for row in draws[list(PARAMETERS)].itertuples(index=False)
@@ -277,6 +285,24 @@ def residuals(fit: dict, N, D, loss) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- approaches 1, 2
+def _budget_grid(budgets: object, who: str) -> int | None:
+    """``budgets`` as a count (an int ≥ 2), or None when it lists compute values."""
+    if isinstance(budgets, bool) or isinstance(budgets, float | np.floating | str):
+        raise ValueError(f"{who}: budgets must be an int (how many budgets) or a sequence of "
+                         f"compute values, got {budgets!r}")  # fmt: skip
+    if isinstance(budgets, int | np.integer):
+        if budgets < 2:
+            raise ValueError(f"{who}: budgets must be ≥ 2 when it counts them, got {budgets}")
+        return int(budgets)
+    return None
+
+
+def _check_int(value: object, name: str, low: int, who: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{who}: {name} must be an int ≥ {low}, got {value!r}")
+    return int(value)
+
+
 def _flops(table: pd.DataFrame, N: str, D: str, flops: str | None, who: str) -> np.ndarray:
     if flops is not None:
         return positive_values(table[flops], flops, who)
@@ -305,6 +331,14 @@ def _size_bootstrap(usable_points: Callable[[np.ndarray], pd.DataFrame], sizes: 
     replacement (``usable_points(pick)`` → the points a power law is fitted to) and refits
     both exponents by least squares in logs. Resamples with fewer than 3 usable points are
     skipped and counted (``bootstrap_failed``).
+
+    What the interval measures: a resample holds about 63% of the distinct sizes, so it asks
+    how much the answer moves with a coarser, different set of model sizes — not only how
+    noise in the losses moves it. On a planted law (Chinchilla's, 10 sizes, 0.5% loss noise,
+    30 datasets, 200 resamples) approach 1's median interval for a was 0.218 wide while its
+    estimates scattered with a standard deviation of 0.012 (±1.96 sd: 0.048, so 4.5×
+    wider), approach 2's 0.065 against 0.0098 (1.7×); both covered the truth every time.
+    Read it as conservative.
     """
     rng = np.random.default_rng(seed)
     draws, failed = [], 0
@@ -350,17 +384,24 @@ def envelope_fit(
 
     Returns a dict: ``points`` (C, N_opt, D_opt, loss, models, at_edge), ``a``, ``b``,
     ``N_law``, ``D_law`` (:class:`~optimal_scaling.fitting.PowerLaw`), and with ``bootstrap``
-    ``intervals`` for a and b from resampled model sizes (``_size_bootstrap``).
+    ``intervals`` for a and b from resampled model sizes (``_size_bootstrap``: conservative,
+    on a planted law about 4.5× wider than ±1.96 standard deviations of the estimate). Every row of
+    a run must have the same ``N`` (one run, one model size).
     """
     who = "envelope_fit"
     require_columns(curves, [N, D, loss, run] + ([flops] if flops else []), who)
+    count = _budget_grid(budgets, who)
+    smooth = _check_int(smooth, "smooth", 1, who)
+    bootstrap = check_bootstrap(bootstrap, level, who)
     table = curves[np.isfinite(pd.to_numeric(curves[loss], errors="coerce"))].copy()
     table["_C"] = _flops(table, N, D, flops, who)
     table["_logC"] = np.log(table["_C"])
-    if smooth < 1:
-        raise ValueError(f"{who}: smooth must be ≥ 1, got {smooth}")
     runs = []
-    for _, g in table.groupby(run):
+    for name, g in table.groupby(run):
+        if g[N].nunique() > 1:  # one run is one model: shared ids would merge curves
+            raise ValueError(f"{who}: run {name!r} has {g[N].nunique()} different {N!r} values "
+                             f"({sorted(g[N].unique())[:4]}); each run must be one model size "
+                             f"(are run ids reused across models?)")  # fmt: skip
         g = g.sort_values("_logC")
         if smooth > 1:
             g = g.assign(**{loss: g[loss].rolling(smooth, center=True, min_periods=1).mean()})
@@ -368,14 +409,14 @@ def envelope_fit(
     if len({n for n, _ in runs}) < 2:
         raise ValueError(f"{who}: need curves of at least two model sizes")
     spans = np.array([(g["_logC"].iloc[0], g["_logC"].iloc[-1]) for _, g in runs])
-    if isinstance(budgets, int):
+    if count is not None:
         grid = np.sort(np.concatenate([spans[:, 0], spans[:, 1]]))
         covered = [c for c in grid
                    if len({n for (n, _), (lo, hi) in zip(runs, spans, strict=True)
                            if lo <= c <= hi}) >= 2]  # fmt: skip
         if not covered:
             raise ValueError(f"{who}: no compute value is reached by two model sizes")
-        logC = np.linspace(min(covered), max(covered), budgets)
+        logC = np.linspace(min(covered), max(covered), count)
     else:
         logC = np.log(positive_values(pd.Series(budgets), "budgets", who))
     sizes = np.array([n for n, _ in runs])
@@ -455,12 +496,17 @@ def isoflop_fit(
     """
     who = "isoflop_fit"
     require_columns(table, [N, D, loss], who)
-    if min_models < 3:
-        raise ValueError(f"{who}: a parabola needs min_models ≥ 3, got {min_models}")
+    count = _budget_grid(budgets, who)
+    bootstrap = check_bootstrap(bootstrap, level, who)
+    if isinstance(min_models, bool) or not isinstance(min_models, int | np.integer) or \
+            min_models < 3:  # fmt: skip
+        raise ValueError(f"{who}: a parabola needs min_models ≥ 3 (an int), got {min_models!r}")
     t = table[np.isfinite(pd.to_numeric(table[loss], errors="coerce"))]
     t = t.assign(_N=positive_values(t[N], N, who), _D=positive_values(t[D], D, who),
                  _L=positive_values(t[loss], loss, who))  # fmt: skip
     best = t.groupby(["_N", "_D"], as_index=False)["_L"].min()
+    if best.empty:
+        raise ValueError(f"{who}: no run with a finite {loss!r}")
     if not interpolate:
         return _isoflop_result(_isoflop_lines(best), min_models, bootstrap, seed, level)
     models = [(n, g.sort_values("_D")) for n, g in best.groupby("_N") if len(g) >= 2]
@@ -469,12 +515,12 @@ def isoflop_fit(
                          f"need {min_models}")  # fmt: skip
     spans = np.array([(np.log(6 * n * g._D.iloc[0]), np.log(6 * n * g._D.iloc[-1]))
                       for n, g in models])  # fmt: skip
-    if isinstance(budgets, int):
+    if count is not None:
         ends = np.sort(spans.ravel())
         ok = [c for c in ends if np.sum((spans[:, 0] <= c) & (c <= spans[:, 1])) >= min_models]
         if not ok:
             raise ValueError(f"{who}: no compute budget is reached by {min_models} models")
-        logC = np.linspace(min(ok), max(ok), budgets)
+        logC = np.linspace(min(ok), max(ok), count)
     else:
         logC = np.log(positive_values(pd.Series(budgets), "budgets", who))
     profiles = []
@@ -500,12 +546,13 @@ def _vertex(C: float, pts: list[tuple[float, float, float]]) -> dict:
 
 
 def _isoflop_lines(best: pd.DataFrame) -> list[tuple[float, list]]:
-    """Runs laid out on IsoFLOP lines: those whose C = 6ND agree within 5% form a profile."""
+    """Runs laid out on IsoFLOP lines: in order of C = 6ND, a profile starts at its smallest C
+    and takes every run within 5% above it (so no profile spans more than 5%)."""
     logC = np.log(6 * best._N * best._D).to_numpy()
     order = np.argsort(logC)
     groups, current = [], [order[0]]
-    for i, j in zip(order[:-1], order[1:], strict=True):
-        if logC[j] - logC[i] > np.log(1.05):
+    for j in order[1:]:
+        if logC[j] - logC[current[0]] > np.log(1.05):
             groups.append(current)
             current = []
         current.append(j)

@@ -182,7 +182,7 @@ def fit_slopes(df: pd.DataFrame) -> pd.DataFrame:
             continue
         slope = np.polyfit(np.log(g["width"]), np.log(g["value"]), 1)[0]
         rows.append({"layer": layer, "stat": stat, "step": step, "slope": float(slope)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["layer", "stat", "step", "slope"])
 
 
 def plot_coords(df: pd.DataFrame, stat: str = "out", title: str = ""):

@@ -750,10 +750,15 @@ def write_token_shards(folder: str | os.PathLike, train: np.ndarray, val: np.nda
     """``folder/train.bin``, ``val.bin`` and ``meta.json`` (dtype, vocab_size, tokens).
 
     The dtype is uint16 when the vocabulary fits, else uint32. Every id must be below
-    ``vocab_size``, and neither split may be empty. ``meta.json`` is written last: a folder
-    without it is incomplete (or a plain nanoGPT uint16 folder).
+    ``vocab_size``, and neither split may be empty. Each file is written atomically, and the
+    three together too, as far as a reader can tell: ``meta.json`` first becomes an
+    "incomplete" marker that :func:`token_shards` refuses, and the real description is
+    written last, so an interrupted write (or overwrite) never reads as a mix of two datasets.
     """
     folder = Path(folder)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int | np.integer):
+        raise ValueError(f"write_token_shards({folder}): vocab_size must be an int, got "
+                         f"{vocab_size!r}")  # fmt: skip
     dtype = shard_dtype(vocab_size)
     counts = {}
     arrays = [np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t)
@@ -766,11 +771,17 @@ def write_token_shards(folder: str | os.PathLike, train: np.ndarray, val: np.nda
         if arr.size and np.issubdtype(arr.dtype, np.integer) and arr.max() >= vocab_size:
             raise ValueError(f"write_token_shards({folder}): {split} has token id {arr.max()} "
                              f"≥ vocab_size {vocab_size}")  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / SHARD_META, lambda f: f.write(json.dumps(_INCOMPLETE).encode()))
+    for split, arr in zip(SPLITS, arrays, strict=True):
         write_token_shard(arr, folder / f"{split}.bin", dtype)
         counts[split] = int(arr.size)
     meta = {"dtype": dtype, "vocab_size": int(vocab_size), "tokens": counts}
     atomic_write(folder / SHARD_META, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return folder
+
+
+_INCOMPLETE = {"incomplete": "write_token_shards was interrupted; write the shards again"}
 
 
 def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> TokenData:
@@ -799,9 +810,16 @@ def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> To
         return TokenData(train, val, vocab_size=vocab_size, name=f"shards:{folder.name}")
     try:
         meta = json.loads(meta_path.read_text())
-        dtype, vocab, counts = meta["dtype"], int(meta["vocab_size"]), meta["tokens"]
-        if not isinstance(counts, dict):
-            raise TypeError(f"'tokens' must map each split to its count, got {counts!r}")
+        if meta == _INCOMPLETE:
+            raise RuntimeError(f"token_shards: {folder} is incomplete: writing it was "
+                               "interrupted; write the shards again")  # fmt: skip
+        dtype, vocab, counts = meta["dtype"], meta["vocab_size"], meta["tokens"]
+        if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+            raise TypeError(f"'vocab_size' must be an int ≥ 1, got {vocab!r}")
+        if (not isinstance(counts, dict) or set(counts) != set(SPLITS)
+                or not all(type(v) is int and v > 0 for v in counts.values())):  # fmt: skip
+            raise TypeError(f"'tokens' must map each of {list(SPLITS)} to its count (an int "
+                            f"> 0), got {counts!r}")  # fmt: skip
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"token_shards: {meta_path} is not a shard description "
                          f"(dtype, vocab_size, tokens): {exc}") from None  # fmt: skip

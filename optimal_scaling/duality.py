@@ -308,7 +308,7 @@ class ColNorm(DualityMap):
         return _l1_to_rms(W)
 
     def _dual_norm(self, G: Tensor) -> Tensor:
-        return math.sqrt(G.shape[-2]) * torch.linalg.vector_norm(G, dim=-2).sum(-1)
+        return (math.sqrt(G.shape[-2]) * _l2(G, dim=-2).sum(-1)).to(G.dtype)
 
     def _dualize(self, G: Tensor) -> Tensor:
         col_rms = _l2(G, dim=-2, keepdim=True) / math.sqrt(G.shape[-2])
@@ -334,7 +334,7 @@ class RowNorm(DualityMap):
         return _rms_to_inf(W)
 
     def _dual_norm(self, G: Tensor) -> Tensor:
-        return torch.linalg.vector_norm(G, dim=-1).sum(-1) / math.sqrt(G.shape[-1])
+        return (_l2(G, dim=-1).sum(-1) / math.sqrt(G.shape[-1])).to(G.dtype)
 
     def _dualize(self, G: Tensor) -> Tensor:
         scale = math.sqrt(G.shape[-1]) * _l2(G, dim=-1, keepdim=True)
@@ -422,7 +422,7 @@ class BiasRMS(DualityMap):
         return torch.linalg.vector_norm(W, dim=-1) / math.sqrt(W.shape[-1])
 
     def _dual_norm(self, G: Tensor) -> Tensor:
-        return math.sqrt(G.shape[-1]) * torch.linalg.vector_norm(G, dim=-1)
+        return (math.sqrt(G.shape[-1]) * _l2(G, dim=-1)).to(G.dtype)
 
     def _dualize(self, G: Tensor) -> Tensor:
         return _safe_div(G, _l2(G, dim=-1, keepdim=True) / math.sqrt(G.shape[-1]))

@@ -86,8 +86,12 @@ def _scored(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def exact_match_from_accuracy(token_accuracy, k: int):
     """p^k: the exact match of a k-token answer whose tokens are each right with probability p,
     independently."""
-    if k < 1:
-        raise ValueError(f"k must be ≥ 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"exact_match_from_accuracy: k must be an int ≥ 1, got {k!r}")
+    p = np.asarray(token_accuracy, dtype=float)
+    if not ((p >= 0) & (p <= 1)).all():  # NaN fails too
+        raise ValueError("exact_match_from_accuracy: token_accuracy must be a probability in "
+                         f"[0, 1], got {token_accuracy!r}")  # fmt: skip
     return token_accuracy**k
 
 

@@ -5,8 +5,15 @@ with the lowest metric; ``method="parabola"`` refines one column by fitting
 
     metric ≈ p₂·u² + p₁·u + p₀,   u = log₂(value),   on the grid minimum and its neighbours,
 
-and reports the vertex u* = −p₁/(2p₂) (when the parabola opens upwards and its vertex lies
-among the fitted points; otherwise the grid minimum stands, and ``refined`` says so).
+and reports the vertex u* = −p₁/(2p₂) (when the parabola opens upwards, with a curvature
+above rounding level — p₂·(range of u)² > 10⁻⁹·max|metric| — and its vertex lies among the
+fitted points; otherwise the grid minimum stands, and ``refined`` says so).
+
+Bootstrap intervals (percentile, rows resampled) are approximate with few rows: for
+y = 3·x^0.5 with 10% log-normal noise, 200 planted datasets each, the nominal 95% interval
+of the exponent covered the truth in 0.91 of them at n = 5 points, 0.87 at n = 8, 0.93 at
+n = 12 and 0.95 at n = 30 (c's: 0.88, 0.84, 0.90, 0.94): read them as somewhat too narrow
+at the sizes the lectures fit.
 
 :func:`fit_power_law`: target = c · Π_i feature_iᵃⁱ, by least squares in logs,
 
@@ -31,6 +38,7 @@ import pandas as pd
 
 __all__ = [
     "PowerLaw",
+    "check_bootstrap",
     "find_optimum",
     "fit_power_law",
     "lbfgs",
@@ -49,6 +57,18 @@ def percentile_intervals(draws: Sequence[Sequence[float]], names: Sequence[str],
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     lo, hi = np.percentile(np.asarray(draws, dtype=float), q, axis=0)
     return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(names)}
+
+
+def check_bootstrap(bootstrap: object, level: object, who: str) -> int:
+    """``bootstrap`` as an int ≥ 0 (bools refused) after checking 0 < ``level`` < 1; or a
+    ValueError naming the argument."""
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, numbers.Integral) or bootstrap < 0:
+        raise ValueError(f"{who}: bootstrap must be an int ≥ 0 (resamples; 0 skips them), got "
+                         f"{bootstrap!r}")  # fmt: skip
+    if (isinstance(level, bool) or not isinstance(level, numbers.Real)
+            or not 0 < float(level) < 1):  # fmt: skip
+        raise ValueError(f"{who}: level must be a number in (0, 1), e.g. 0.95, got {level!r}")
+    return int(bootstrap)
 
 
 def require_columns(table: pd.DataFrame, names: Sequence[str], who: str) -> None:
@@ -107,10 +127,17 @@ def find_optimum(
             or neighbours < 1):  # fmt: skip
         raise ValueError(f"{who}: neighbours must be an int ≥ 1, got {neighbours!r}")
     require_columns(table, [*over, metric, *by], who)
+    for col in over:  # text would sort as text: '1e-05' < '0.1' is False
+        if not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
+            raise TypeError(f"{who}: column {col!r} must hold numbers, got dtype "
+                            f"{table[col].dtype} (convert it, e.g. pd.to_numeric)")  # fmt: skip
     values = pd.to_numeric(table[metric], errors="coerce")
     if values.isna().any():
         raise ValueError(f"{who}: column {metric!r} has {int(values.isna().sum())} NaN or "
                          "non-numeric values (a diverged run should be +inf)")  # fmt: skip
+    if (values == -np.inf).any():
+        raise ValueError(f"{who}: column {metric!r} has -inf values (a diverged run should be "
+                         "+inf; -inf would win every comparison)")  # fmt: skip
     if method == "parabola":
         positive_values(table[over[0]], over[0], who)
     if table.empty:
@@ -166,7 +193,8 @@ def _parabola(group: pd.DataFrame, over: list[str], metric: str, best: pd.Series
     if len(u) < 3:
         return {"refined": False}
     p2, p1, p0 = np.polyfit(u, y, 2)
-    if p2 <= 0:
+    # a curvature at rounding level (a flat metric) locates nothing
+    if p2 <= 1e-9 * max(np.abs(y).max(), 1e-300) / np.ptp(u) ** 2:
         return {"refined": False}
     vertex = -p1 / (2 * p2)
     if not u.min() <= vertex <= u.max():
@@ -229,8 +257,7 @@ def fit_power_law(
     features = [features] if isinstance(features, str) else list(features)
     if not features:
         raise ValueError(f"{who}: name at least one feature column")
-    if bootstrap < 0 or not 0 < level < 1:
-        raise ValueError(f"{who}: need bootstrap ≥ 0 and 0 < level < 1, got {bootstrap}, {level}")
+    bootstrap = check_bootstrap(bootstrap, level, who)
     require_columns(table, [target, *features], who)
     n, k = len(table), len(features) + 1
     if n < k + 1:
@@ -289,7 +316,7 @@ def lbfgs(
     problems they belong to, and returns (f, grad) of shapes (k,) and (k, P). Each row runs
     plain L-BFGS: the two-loop recursion over its last ``memory`` pairs (s, y) with s·y > 0
     gives a direction d (steepest descent when d is not a descent direction); the step t
-    starts at 1 (at 1/‖g‖ on a row's first iteration) and is halved until the Armijo
+    starts at 1 (at min(1, 1/‖g‖_∞) on a row's first iteration) and is halved until the Armijo
     condition f(x + t·d) ≤ f(x) + 10⁻⁴·t·g·d holds. A row stops when ‖g‖_∞ ≤ ``gtol``, when
     an accepted step lowers f by at most ``ftol``·|f| (relative, so the test does not depend
     on the objective's scale), or when ``max_halvings`` halvings find no step that lowers f.

@@ -156,6 +156,13 @@ def cheapest_runs(runs: pd.DataFrame, loss: float, inference_tokens, *, params: 
     if missing:
         raise ValueError(f"cheapest_runs: the table has no column(s) {missing}; "
                          f"it has {list(runs.columns)}")  # fmt: skip
+    for col in (params, tokens, metric):
+        if not pd.api.types.is_numeric_dtype(runs[col]) or pd.api.types.is_bool_dtype(runs[col]):
+            raise TypeError(f"cheapest_runs: column {col!r} must hold numbers, got dtype "
+                            f"{runs[col].dtype}")  # fmt: skip
+    if np.ndim(inference_tokens) > 1:
+        raise ValueError(f"cheapest_runs: inference_tokens must be a number or a 1-D list, got "
+                         f"shape {np.shape(inference_tokens)}")  # fmt: skip
     good = runs[runs[metric] <= loss]
     if good.empty:
         raise ValueError(f"cheapest_runs: no run reaches {metric} ≤ {loss} "

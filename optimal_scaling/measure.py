@@ -127,6 +127,8 @@ def norm_sweep(
     widths = sorted(widths)
     if not widths:
         raise ValueError("norm_sweep needs at least one width")
+    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
+        raise ValueError(f"norm_sweep: record_every must be an int ≥ 1, got {record_every!r}")
     seeds = list(seeds)  # iterated once per width: a generator would run dry
     par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
     task = TeacherTask(d_in=d_in, width=64, seed=0)

@@ -32,6 +32,8 @@ compute only one triangle of each. FLOPs per step for X of shape m×n (m ≤ n):
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -253,13 +255,18 @@ def normalize(
     float64 input is first divided by its largest entry (one more pass, no sync), so entries
     near 10^±200 normalize too.
     ``check=True`` raises a ValueError for NaN or inf (one host sync); ``check=False`` syncs
-    never: NaN or inf in a matrix make that matrix's result NaN.
+    never: NaN or inf in a matrix make that matrix's result NaN. A tensor on the ``meta``
+    device (shapes only) is never checked.
     """
+    check = check and X.device.type != "meta"
     acc = torch.promote_types(X.dtype, torch.float32)
     if X.dtype == torch.float64:  # squares of float64 entries can over- or underflow:
         peak = X.abs().amax(dim=(-2, -1), keepdim=True)  # divide by the largest entry first
         peak = torch.where(peak > 0, peak, 1.0)
-        X, eps = X / peak, eps / peak  # X/(m‖X‖ + ε) = X'/(m‖X'‖ + ε/peak) with X' = X/peak
+        # X/(m‖X‖ + ε) = X'/(m‖X'‖ + ε/peak) with X' = X/peak; ε = 0 stays 0 (0/peak would
+        # be 0·(1/peak), NaN for a subnormal peak)
+        X, eps = X / peak, (torch.as_tensor(eps, dtype=X.dtype, device=X.device) / peak
+                            if eps else 0.0)
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
     if check and not bool(torch.isfinite(norm).all()):
         raise ValueError("orthogonalize: the input contains NaN or inf")
@@ -288,17 +295,23 @@ def orthogonalize(
     raise a ValueError; unchecked, nothing waits for the GPU (no host synchronization) and a
     matrix with NaN or inf gives NaN. ``backend``: ``"torch"``, ``"triton"`` (the kernels of
     :mod:`optimal_scaling.kernels`), or ``"auto"``: the torch path, except on the GPUs and
-    shapes where the kernels were measured faster (:data:`TRITON_FASTER`).
+    shapes where the kernels were measured faster (:data:`TRITON_FASTER`). No gradient flows
+    through it: G is detached (an update direction, not a differentiable map).
     """
     if not isinstance(G, torch.Tensor) or G.ndim < 2:
         shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
         raise ValueError(f"orthogonalize expects a matrix (..., m, n), got {shape}")
     if not G.is_floating_point():
         raise TypeError(f"orthogonalize expects a floating-point tensor, got {G.dtype}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
-    if not margin > 0 or not eps >= 0:
-        raise ValueError(f"orthogonalize: need margin > 0 and eps ≥ 0, got {margin}, {eps}")
+    G = G.detach()
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"orthogonalize: steps must be an int ≥ 0, got {steps!r}")
+    steps = int(steps)
+    for name, value, low in (("margin", margin, "> 0"), ("eps", eps, "≥ 0")):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not math.isfinite(value) or not (value > 0 if low == "> 0" else value >= 0)):
+            raise ValueError(f"orthogonalize: {name} must be a finite number {low}, got "
+                             f"{value!r}")  # fmt: skip
     triples = coefficients(schedule, steps)
     dtype = dtype or (torch.bfloat16 if G.is_cuda else torch.float32)
     if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):

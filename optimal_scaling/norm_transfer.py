@@ -33,7 +33,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from optimal_scaling.fitting import PowerLaw, find_optimum, fit_power_law, require_columns
+from optimal_scaling.fitting import (
+    PowerLaw,
+    find_optimum,
+    fit_power_law,
+    positive_values,
+    require_columns,
+)
 
 __all__ = [
     "NORM",
@@ -116,6 +122,14 @@ def optimal_norm(
     if x.shape != loss.shape or x.ndim != 1:
         raise ValueError(f"optimal_norm: x and loss must be 1-d of one length, got {x.shape} "
                          f"and {loss.shape}")  # fmt: skip
+    if isinstance(points, bool) or not isinstance(points, int | np.integer) or points < 3:
+        raise ValueError(f"optimal_norm: points must be an int ≥ 3 (a parabola's), got "
+                         f"{points!r}")  # fmt: skip
+    if anchor is not None:
+        a = np.asarray(anchor, dtype=float)
+        if a.shape != (2,) or not np.isfinite(a).all():
+            raise ValueError(f"optimal_norm: anchor must be a finite pair (log2 norm, loss) of "
+                             f"the untrained model, got {anchor!r}")  # fmt: skip
     ok = np.isfinite(x) & np.isfinite(loss)
     x, loss = x[ok], loss[ok]
     if len(x) < 3:
@@ -201,7 +215,8 @@ def first_reaching(table: pd.DataFrame, level: float) -> pd.DataFrame:
     rows = []
     for (h, b), g in t.groupby(["horizon", "batch_size"]):
         g = g[np.isfinite(g["log2_norm"])].sort_values("lr")
-        u, x = np.log2(g["lr"].to_numpy(float)), g["log2_norm"].to_numpy(float)
+        u = np.log2(positive_values(g["lr"], "lr", "first_reaching"))
+        x = g["log2_norm"].to_numpy(float)
         hit = np.flatnonzero(x >= level)
         if not len(hit):
             continue
@@ -238,10 +253,14 @@ def scaling_fits(horizons: pd.DataFrame, bootstrap: int = 1000,
 def leave_one_out(horizons: pd.DataFrame, target: str) -> tuple[float, float]:
     """The range of the exponent of ``target`` ∝ D^β refitted without each horizon in turn
     (least squares in logs); needs at least 4 horizons."""
+    who = "leave_one_out"
+    require_columns(horizons, ["horizon", target], who)
     if len(horizons) < 4:
-        raise ValueError(f"leave_one_out: need at least 4 horizons, got {len(horizons)}")
-    x = np.log(horizons["horizon"].to_numpy(float))
-    y = np.log(horizons[target].to_numpy(float))
+        raise ValueError(f"{who}: need at least 4 horizons, got {len(horizons)}")
+    x = np.log(positive_values(horizons["horizon"], "horizon", who))
+    y = np.log(positive_values(horizons[target], target, who))
+    if len(np.unique(x)) < len(x):
+        raise ValueError(f"{who}: horizons repeat; give one row per horizon")
     betas = [np.polyfit(np.delete(x, i), np.delete(y, i), 1)[0] for i in range(len(x))]
     return float(min(betas)), float(max(betas))
 

@@ -52,6 +52,7 @@ learning rates by (L/L₀)^(α−1) with Adam and (L/L₀)^(2α−1) with SGD. �
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -301,8 +302,15 @@ class Parametrization:
 
         Each group holds ``lr·lr_mult`` and, for Adam, ``eps·eps_mult``; weight decay goes to
         matrices only. Extra keys ``name`` and ``role`` label the group for logging (torch
-        optimizers keep and ignore them).
+        optimizers keep and ignore them). ``lr`` and ``weight_decay`` must be finite and ≥ 0,
+        ``eps`` finite and > 0 (torch checks only its own defaults, not per-group values).
         """
+        for name, value, positive in (("lr", lr, False), ("weight_decay", weight_decay, False),
+                                      ("eps", eps, True)):  # fmt: skip
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not math.isfinite(value) or value < 0 or (positive and value == 0)):
+                raise ValueError(f"param_groups: {name} must be a finite number "
+                                 f"{'> 0' if positive else '≥ 0'}, got {value!r}")  # fmt: skip
         params = dict(model.named_parameters())
         groups = []
         for rule in self.rules(model):

@@ -84,7 +84,10 @@ def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object
 def read_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     """Read a table written by :func:`write_table`: ``(DataFrame, metadata)``.
 
-    Missing values round-trip as NaN; every other string (``"None"``, ``"NA"``) is kept.
+    Missing values round-trip as NaN, and so do a cell ``"nan"`` and an empty string (CSV
+    cannot tell them from a missing value); other strings such as ``"None"`` or ``"NA"``
+    are kept. A column whose cells all read as numbers becomes numeric (``"007"`` → 7.0), as
+    pandas reads any CSV.
     """
     path = Path(path)
     if not path.is_file():

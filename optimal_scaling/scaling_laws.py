@@ -28,6 +28,7 @@ exponent in D at fixed N (a C exponent counts, since C ∝ D there) is comparabl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,8 +151,11 @@ def common_units(N: float, D: float, context: int = 4096,
     as proportionalities) and, with ``anchor_D``, ``relative`` = y(D)/y(anchor_D) at fixed N.
     Parameter counts are taken as given (laws differ in whether embeddings count).
     """
-    if N <= 0 or D <= 0 or context <= 0:
-        raise ValueError(f"common_units: need N, D, context > 0, got {N}, {D}, {context}")
+    if not (N > 0 and D > 0 and context > 0) or not math.isfinite(N * D * context):
+        raise ValueError(f"common_units: need finite N, D, context > 0, got {N}, {D}, {context}")
+    if anchor_D is not None and not 0 < anchor_D < math.inf:
+        raise ValueError(f"common_units: anchor_D must be a number of tokens > 0, got "
+                         f"{anchor_D!r}")  # fmt: skip
     rows = []
     for law in HYPERPARAMETER_LAWS.values():
         point = {"N": N, "D": D, "C": 6 * N * D}
@@ -227,8 +231,8 @@ class LossLaw:
     def compute_optimal(self, C) -> tuple[np.ndarray, np.ndarray]:
         """(N_opt, D_opt) at compute C (FLOPs, C = 6ND)."""
         C = np.asarray(C, dtype=float)
-        if np.any(C <= 0):
-            raise ValueError(f"{self.name}: C must be positive")
+        if not np.all((C > 0) & np.isfinite(C)):  # NaN fails too
+            raise ValueError(f"{self.name}: C must be positive and finite, got {C}")
         if not min(self.A, self.B, self.alpha, self.beta) > 0:
             raise ValueError(f"{self.name}: a compute-optimal split needs A, B, α, β > 0; got "
                              f"A={self.A:g}, B={self.B:g}, α={self.alpha:g}, "

@@ -109,6 +109,8 @@ def scaling_table(answers, correct, ks, draws: int = 256, seed: int = 0) -> pd.D
     c = (answers == correct[:, None]).sum(axis=1)
     rows = []
     for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer):  # 1.7 is no k
+            raise ValueError(f"scaling_table: each k must be an int, got {k!r}")
         p = pass_at_k(np.full_like(c, n), c, int(k))
         rows.append({"k": int(k), "pass_at_k": p.mean(),
                      "pass_at_k_sem": p.std(ddof=1) / np.sqrt(len(p)) if len(p) > 1 else np.nan,

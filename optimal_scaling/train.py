@@ -15,6 +15,7 @@ raises: a sweep over learning rates must survive its failed runs.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from optimal_scaling.config import fast_mode
+from optimal_scaling.optim._checks import NonFiniteGradient
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -97,8 +99,15 @@ def train(
     ``callback(step, model)`` may return extra columns for that step's row.
     ``progress=None`` shows a tqdm bar except in fast mode and under pytest.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"train: steps must be an int ≥ 1, got {steps!r}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral) or \
+            eval_every < 0:  # fmt: skip
+        raise ValueError(f"train: eval_every must be an int ≥ 0 (0: only at the end), got "
+                         f"{eval_every!r}")  # fmt: skip
+    if isinstance(blowup, bool) or not isinstance(blowup, numbers.Real) or not blowup > 1:
+        raise ValueError(f"train: blowup must be a number > 1 (inf: never stop), got "
+                         f"{blowup!r}")  # fmt: skip
     rows: list[dict] = []
     tokens, first_loss = 0, None
     bar = tqdm(total=steps, disable=not _show_progress(progress), leave=False)
@@ -121,7 +130,13 @@ def train(
             return TrainResult(pd.DataFrame(rows), diverged=True, reason=f"step {step}: {why}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        try:
+            optimizer.step()
+        except NonFiniteGradient as err:  # a finite loss, a gradient that overflowed
+            bar.close()
+            rows.append({"step": step, "tokens": tokens, "loss": value})
+            return TrainResult(pd.DataFrame(rows), diverged=True,
+                               reason=f"step {step}: non-finite gradient ({err})")  # fmt: skip
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()

@@ -71,7 +71,7 @@ except NotImplementedError:
 #
 # L − L₀ = a(x − x₀)² + b(x − x₀), vertex x* = x₀ − b/(2a).
 #
-# Return x*. (`x` and `loss` may be pandas Series, as in the cell after the check.)
+# Return x*. (`x` and `loss` are 1-D arrays of the same length, in no particular order.)
 
 
 # %%

@@ -228,3 +228,56 @@ def test_steps_to_target_interpolates_the_smoothed_monotone_curve():
         bs.steps_to_target(log.drop(columns="step"), [1.0])
     with pytest.raises(ValueError, match="finite"):
         bs.steps_to_target(log, [np.nan])
+
+
+def test_critical_batch_fit_weighs_relative_residuals():
+    # Steps to a target carry noise in proportion to the steps. Planted S_min = 1000,
+    # B_crit = 2000 with 5% noise: the relative-residual fit finds B_crit where plain least
+    # squares (written here from the formula) is led by the longest, small-batch runs.
+    rng = np.random.default_rng(0)
+    B = 2.0 ** np.arange(3, 12)
+    ours, plain = [], []
+    for _ in range(100):
+        S = 1000.0 * (1 + 2000.0 / B) * np.exp(0.05 * rng.normal(size=B.size))
+        try:
+            ours.append(bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": S}),
+                                              bootstrap=0).b_crit)  # fmt: skip
+        except ValueError:
+            ours.append(np.inf)
+        e_min, s_min = np.polyfit(1 / B, S, 1)
+        plain.append(e_min / s_min if s_min > 0 else 1e12)  # no trade-off found: far off
+    assert np.isfinite(ours).all()  # a fit every time
+    lo, mid, hi = np.percentile(ours, [10, 50, 90])
+    assert mid == pytest.approx(2000.0, rel=0.05) and 0.8 < lo / 2000 and hi / 2000 < 1.25
+    p_lo, p_hi = np.percentile(plain, [10, 90])
+    assert (hi - lo) < 0.5 * (p_hi - p_lo)
+    # the fit is the weighted normal equations' solution
+    S = 1000.0 * (1 + 2000.0 / B) * np.exp(0.05 * rng.normal(size=B.size))
+    A = np.column_stack([np.ones_like(B), 1 / B]) / S[:, None]
+    s_min, e_min = np.linalg.solve(A.T @ A, A.T @ np.ones_like(S))
+    fit = bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": S}), bootstrap=0)
+    assert (fit.s_min, fit.e_min) == pytest.approx((s_min, e_min), rel=1e-9)
+
+
+def test_three_points_give_no_interval_and_bad_bootstrap_arguments_are_named():
+    B = np.array([16.0, 64.0, 256.0])
+    eta = bs.eta_surge(B, 0.02, 64.0) * np.array([1.1, 0.9, 1.05])
+    f = bs.fit_eta_of_b(pd.DataFrame({"batch_size": B, "lr": eta}), bootstrap=200)
+    assert all(np.isnan(v) for pair in f.intervals.values() for v in pair)
+    c = bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": 100 * (1 + 50 / B)}),
+                              bootstrap=200)  # fmt: skip
+    assert set(c.intervals) == {"s_min", "e_min", "b_crit"}
+    assert all(np.isnan(v) for pair in c.intervals.values() for v in pair)
+    four = pd.DataFrame({"batch_size": [8.0, *B], "steps": 100 * (1 + 50 / np.array([8, *B]))
+                         * np.array([1.02, 0.97, 1.01, 0.99])})  # fmt: skip
+    lo, hi = bs.fit_critical_batch(four, bootstrap=200).intervals["b_crit"]
+    assert lo < hi  # four runs: the resamples differ
+    table = pd.DataFrame({"batch_size": B, "lr": eta})
+    for bad in (2.5, True, -5, "10"):
+        with pytest.raises(ValueError, match="bootstrap must be an int ≥ 0"):
+            bs.fit_eta_of_b(table, bootstrap=bad)
+        with pytest.raises(ValueError, match="bootstrap must be an int ≥ 0"):
+            bs.fit_critical_batch(four, bootstrap=bad)
+    for bad in (2, 0, float("nan")):
+        with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\)"):
+            bs.fit_eta_of_b(table, level=bad)

@@ -77,7 +77,7 @@ def test_inputs_are_copied():
         (torch.ones(2, 3), torch.ones(3, 2), "expected shape (2, 3)"),
         (torch.ones(2), torch.tensor([1.0, float("nan")]), "NaN"),
         (torch.ones(2), torch.tensor([1.0, 1.1]), "largest absolute difference 0.1"),
-        (torch.ones(2), [1.0, 1.0], "expected a tensor"),
+        (torch.ones(2), [1.0, 1.0], "expected an array (numpy or torch)"),
         (3, 4, "expected 3, got 4"),
         (1.0, 1.0 + 1e-3, "expected 1, got 1.001"),
         ({"a": 1}, {"b": 1}, "expected keys"),
@@ -88,6 +88,7 @@ def test_inputs_are_copied():
         (5, 5.00001, "expected 5, got 5.00001"),  # integers exactly, not within rtol
         (5, True, "expected an integer, got bool"),
         (5, "5", "expected an integer, got str"),
+        ((1.0, 2.0), np.array([1.0, 2.0, 3.0]), "expected 2 items"),
     ],
 )
 def test_compare_explains_mismatches(expected, got, needle):
@@ -128,6 +129,10 @@ def test_compare_accepts_close_values():
     assert checks.compare(True, torch.tensor(True)) is None  # a 0-d bool tensor is a bool
     assert checks.compare(2**60 + 1, 2**60 + 1) is None  # exact beyond float precision
     assert checks.compare(2**60 + 1, 2**60) is not None
+    # with a tight tolerance the message shows the digits where the two differ
+    assert "expected 32.81381, got 32.81379" in checks.compare(32.81381, 32.81379, rtol=1e-7)
+    for pair in (np.array([1.0, 2.0]), torch.tensor([1.0, 2.0])):  # a pair held as an array
+        assert checks.compare((1.0, 2.0), pair) is None
 
 
 def test_check_value():
@@ -313,13 +318,24 @@ def _unweighted_norm(x, loss, anchor):
     return _unweighted(x, loss, anchor)
 
 
+def _unsorted_norm(x, loss, anchor):  # ranks taken in the order the rows came
+    x, loss = np.asarray(x, float), np.asarray(loss, float)
+    k = int(np.argmin(loss))
+    near = np.argsort(np.abs(np.arange(len(x)) - k), kind="stable")[:7]
+    w = np.sqrt(1 / (1 + np.abs(near - k)))
+    x0, l0 = anchor
+    A = np.column_stack([(x[near] - x0) ** 2, x[near] - x0])
+    a, b = np.linalg.lstsq(A * w[:, None], (loss[near] - l0) * w, rcond=None)[0]
+    return float(x0 - b / (2 * a))
+
+
 def _biased_noise_terms(g2_small, g2_big, b_small, b_big):  # ‖G_big‖² taken as ‖G‖²
     trace = (g2_small - g2_big) / (1 / b_small - 1 / b_big)
     return g2_big, trace
 
 
 def _inverted_b_crit(B, S):  # S_min/E_min instead of E_min/S_min
-    e_min, s_min = np.polyfit(1 / B, S, 1)
+    e_min, s_min = np.polyfit(1 / B, S, 1, w=1 / S)
     return s_min, e_min, s_min / e_min
 
 
@@ -345,8 +361,11 @@ def _n_opt_with_b(E, A, B, alpha, beta, C):  # D's exponent used for N
     [
         ("lecture07", "check_rms_to_inf", lambda W: W.norm(dim=1).max().item(), "√d_in"),
         ("lecture07", "check_optimal_norm", _unweighted_norm, "weight the points"),
+        ("lecture07", "check_optimal_norm", _unsorted_norm, "sort the points by x"),
         ("lecture06", "check_noise_terms", _biased_noise_terms, "not an unbiased"),
         ("lecture06", "check_fit_b_crit", _inverted_b_crit, "not S_min/E_min"),
+        ("lecture06", "check_fit_b_crit", lambda B, S: (lambda e, s: (s, e, e / s))(
+            *np.polyfit(1 / B, S, 1)), "weigh each residual by 1/S"),
         ("lecture06", "check_eta_surge", _surge_with_half, "η_crit = 2·η_max"),
         ("lecture06", "check_surge_peak", lambda eta_crit, b_crit: (b_crit, eta_crit),
          "√1 + √1 = 2"),
@@ -383,12 +402,19 @@ def test_lecture06_checks_accept_the_package_formulas():
     from optimal_scaling.course.checks import lecture06
 
     def fit(B, S):
-        e_min, s_min = np.polyfit(1 / B, S, 1)
+        e_min, s_min = np.polyfit(1 / B, S, 1, w=1 / S)
         return s_min, e_min, e_min / s_min
+
+    def fit_float32(B, S):  # the same fit in single precision, through torch
+        B, S = torch.tensor(B, dtype=torch.float32), torch.tensor(S, dtype=torch.float32)
+        A = torch.stack([torch.ones_like(B), 1 / B], 1) / S[:, None]
+        s_min, e_min = torch.linalg.lstsq(A, torch.ones_like(S)[:, None]).solution[:, 0]
+        return s_min.item(), e_min.item(), (e_min / s_min).item()
 
     with checks.strict(True):
         assert lecture06.check_noise_terms(bs.noise_scale_terms)
         assert lecture06.check_fit_b_crit(fit)
+        assert lecture06.check_fit_b_crit(fit_float32)
         assert lecture06.check_eta_surge(bs.eta_surge)
         assert lecture06.check_surge_peak(lambda eta_crit, b_crit: (b_crit, eta_crit / 2))
 
@@ -473,3 +499,32 @@ def test_lecture09_checks_accept_the_package_formulas():
         assert lecture09.check_tokens_for_loss(tokens)
         assert lecture09.check_pass_at_k(pass_k)
         assert lecture09.check_answer_scores(scores)
+
+
+def test_messages_for_arrays_infinities_and_float32_inside_a_float64_answer(capsys):
+    # both hold inf at the same place: the gap there is 0, not inf − inf = NaN
+    why = checks.compare(np.array([np.inf, 1.0]), np.array([np.inf, 2.0]))
+    assert "largest absolute difference 1" in why
+    assert "an array (numpy or torch)" in checks.compare(np.ones(3), [1.0, 1.0, 1.0])
+    for number in (np.array(2.5), np.array([2.5]), torch.tensor([2.5])):
+        assert checks.compare(2.5, number) is None
+    x = torch.linspace(0.1, 1, 9, dtype=torch.float64)
+    assert not checks.check("f", lambda x: torch.exp(x.float()).double() / 3,
+                            lambda x: torch.exp(x) / 3, [{"x": x}], hint="formula",
+                            rtol=1e-9, atol=0)  # fmt: skip
+    out = capsys.readouterr().out
+    assert "about 4 significant digits" in out and "formula" not in out
+
+
+def test_the_slope_prediction_check_reports_stubs_and_errors(capsys):
+    from optimal_scaling.course.checks import lecture01
+
+    def stub():
+        raise NotImplementedError
+
+    with checks.strict(False):
+        assert lecture01.check_slope_prediction(stub, 1.0).status == checks.NOT_ATTEMPTED
+        assert "NotImplementedError stub" in capsys.readouterr().out
+        result = lecture01.check_slope_prediction(lambda: 1 / 0, 1.0)
+        assert result.status == checks.FAILED and "ZeroDivisionError" in result.message
+        assert lecture01.check_slope_prediction(lambda: 1.1, 1.0)

@@ -100,7 +100,7 @@ def test_answer_metrics_rejects_rows_without_a_scored_token_and_bad_shapes():
 def test_exact_match_from_accuracy_is_p_to_the_k():
     assert em.exact_match_from_accuracy(0.9, 5) == pytest.approx(0.9**5)
     np.testing.assert_allclose(em.exact_match_from_accuracy(np.array([0.5, 1.0]), 3), [0.125, 1])
-    with pytest.raises(ValueError, match="k must be ≥ 1"):
+    with pytest.raises(ValueError, match="k must be an int ≥ 1"):
         em.exact_match_from_accuracy(0.5, 0)
 
 
@@ -135,7 +135,17 @@ def test_a_small_gpt_learns_one_digit_addition_and_the_table_counts_compute():
     assert (t.independent_exact_match <= t.token_accuracy**2 + 1e-9).all()
     snap = runs.model_at(32, 100)
     x, y = runs.task.batch(400, torch.Generator().manual_seed(10_000))
-    assert em.answer_metrics(snap, x, y)["exact_match"] == pytest.approx(t.exact_match.iloc[0])
+    metrics = em.answer_metrics(snap, x, y)
+    assert metrics["exact_match"] == pytest.approx(t.exact_match.iloc[0])
+    # Π_j p_j written out: each scored position's accuracy, multiplied
+    with torch.no_grad():
+        pred = snap.eval()(x).argmax(-1)
+    scored = y != em.IGNORE
+    cols = scored.any(0)
+    p_j = ((pred == y) & scored).sum(0)[cols].double() / scored.sum(0)[cols]
+    assert len(p_j) == 2 and metrics["independent_exact_match"] == pytest.approx(
+        p_j.prod().item())
+    assert t.independent_exact_match.iloc[0] == pytest.approx(p_j.prod().item())
     with pytest.raises(KeyError, match=r"evaluated steps are \[100, 200, 300\]"):
         runs.model_at(32, 150)
 

@@ -188,5 +188,5 @@ def test_float64_matrices_normalize_at_any_scale_and_bad_settings_are_named():
             torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="steps must be an int"):
         orthogonalize(G, steps=2.5)
-    with pytest.raises(ValueError, match="margin > 0"):
+    with pytest.raises(ValueError, match="margin must be a finite number > 0"):
         orthogonalize(G, margin=0.0)

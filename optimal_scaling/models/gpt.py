@@ -202,7 +202,8 @@ class GPT(nn.Module):
         return sizes
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (batch, time, vocab) for token ids of shape (batch, time)."""
+        """Logits of shape (batch, time, vocab) for token ids of shape (batch, time), each id in
+        [0, vocab_size) (checked for CPU tensors)."""
         if idx.ndim != 2:
             raise ValueError(
                 f"GPT expects token ids of shape (batch, time), got {tuple(idx.shape)}"
@@ -212,6 +213,12 @@ class GPT(nn.Module):
         t = idx.shape[1]
         if t > self.context:
             raise ValueError(f"sequence length {t} exceeds the model's context {self.context}")
+        vocab = self.wte.num_embeddings
+        # (checked on the CPU only: on a GPU the check would wait for the device each call)
+        if idx.device.type == "cpu" and idx.numel() and not (
+                0 <= int(idx.min()) and int(idx.max()) < vocab):  # fmt: skip
+            raise ValueError(f"GPT: token ids must lie in [0, {vocab}), got ids from "
+                             f"{int(idx.min())} to {int(idx.max())}")  # fmt: skip
         x = self.wte(idx)
         rope = None
         if self.wpe is not None:

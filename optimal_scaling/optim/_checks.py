@@ -58,11 +58,17 @@ def check_int(who: str, name: str, value: object, low: int = 0) -> int:
     return int(value)
 
 
+class NonFiniteGradient(ValueError):
+    """A gradient with NaN or inf entries reached an optimizer step (a diverging run)."""
+
+
 def check_finite_grad(who: str, p: Tensor, grad: Tensor, name: str | None = None) -> None:
-    """Raise a ValueError naming the parameter when its gradient has NaN or inf entries."""
+    """Raise a :class:`NonFiniteGradient` (a ValueError) naming the parameter when its gradient
+    has NaN or inf entries."""
     if not bool(torch.isfinite(grad).all()):
         bad = "NaN" if bool(torch.isnan(grad).any()) else "inf"
-        raise ValueError(f"{who}: the gradient of {describe(p, name)} contains {bad} entries")
+        raise NonFiniteGradient(f"{who}: the gradient of {describe(p, name)} contains {bad} "
+                                "entries")  # fmt: skip
 
 
 def closure_loss(closure: Callable[[], float] | None) -> float | None:
@@ -110,6 +116,10 @@ class CheckedOptimizer(torch.optim.Optimizer):
         """Add a group (torch's rules), then validate its settings and parameter shapes."""
         super().add_param_group(param_group)
         try:
+            for p, name in named_params(self.param_groups[-1]):
+                if not p.is_floating_point():  # complex or integer: no real update to take
+                    raise TypeError(f"{self.who}: {describe(p, name)} has dtype {p.dtype}; "
+                                    "the optimizer updates real floating-point tensors")
             self._check_group(self.param_groups[-1])
         except (TypeError, ValueError):
             self.param_groups.pop()
@@ -145,6 +155,9 @@ class CheckedOptimizer(torch.optim.Optimizer):
 
     def _checks_finite(self, group: dict, p: Tensor) -> bool:
         """Whether to check ``p``'s gradient: the group's ``check_finite``, where ``None`` means
-        on the CPU only (a check is one host synchronization, which a GPU step must avoid)."""
+        on the CPU only (a check is one host synchronization, which a GPU step must avoid).
+        A ``meta`` tensor holds no values and is never checked."""
+        if p.device.type == "meta":
+            return False
         check = group["check_finite"]
         return (not p.is_cuda) if check is None else bool(check)

@@ -38,7 +38,8 @@ class HyperP(Muon):
     def _init_state(self, p: Tensor, state: dict, name: str | None) -> None:
         if "init_norm" not in state:  # (a Muon state loaded into HyperP: its current norm)
             radius = torch.linalg.vector_norm(p)
-            if not p.is_cuda and p.numel() and not radius > 0:  # (no sync on CUDA: 0 → NaN)
+            if p.device.type not in ("cuda", "meta") and p.numel() and not radius > 0:
+                # (no sync on CUDA: a zero matrix gives NaN there; meta holds no values)
                 raise ValueError(
                     f"HyperP: {describe(p, name)} has Frobenius norm 0, so there is no sphere "
                     "to keep it on; initialize it before the first step"

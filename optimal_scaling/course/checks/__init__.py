@@ -66,7 +66,8 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
     if isinstance(expected, torch.Tensor | np.ndarray):
         exp = torch.as_tensor(expected).detach().cpu()
         if not isinstance(got, torch.Tensor | np.ndarray):
-            return f"expected a tensor of shape {tuple(exp.shape)}, got {type(got).__name__}"
+            return (f"expected an array (numpy or torch) of shape {tuple(exp.shape)}, got "
+                    f"{type(got).__name__}")
         g = torch.as_tensor(got).detach().cpu()
         if g.shape != exp.shape:
             return f"expected shape {tuple(exp.shape)}, got shape {tuple(g.shape)}"
@@ -75,7 +76,8 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
             if torch.isnan(g64).any() and not torch.isnan(e64).any():
                 return "the result contains NaN"
             if not torch.allclose(g64, e64, rtol=rtol, atol=atol, equal_nan=True):
-                worst = (g64 - e64).abs().max().item()
+                gap = torch.where(g64 == e64, 0.0, (g64 - e64).abs())  # inf = inf: no gap
+                worst = gap.nan_to_num(nan=math.inf).max().item()
                 return f"values differ (largest absolute difference {worst:.3g})"
             return None
         return None if torch.equal(g, exp) else "integer values differ"
@@ -97,14 +99,18 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
                 else float(got) == int(expected))  # fmt: skip
         return None if same else f"expected {int(expected)}, got {got!r}"
     if isinstance(expected, int | float | np.number):
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
+        if (isinstance(got, np.ndarray) and got.size == 1) or (
+                isinstance(got, torch.Tensor) and got.numel() == 1):  # fmt: skip
             got = got.item()
         if not isinstance(got, int | float | np.number) or isinstance(got, bool):
             return f"expected a number, got {type(got).__name__}"
         if math.isnan(float(got)):
             return "the result is NaN"
         if not math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol):
-            return f"expected {float(expected):.6g}, got {float(got):.6g}"
+            digits = 6
+            while digits < 17 and f"{float(expected):.{digits}g}" == f"{float(got):.{digits}g}":
+                digits += 2  # show the digits where they differ
+            return f"expected {float(expected):.{digits}g}, got {float(got):.{digits}g}"
         return None
     if isinstance(expected, Mapping):
         if not isinstance(got, Mapping):
@@ -117,6 +123,8 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
                 return f"[{key!r}]: {why}"
         return None
     if isinstance(expected, Sequence):
+        if isinstance(got, torch.Tensor | np.ndarray) and got.ndim == 1:
+            got = got.tolist()  # a pair returned as an array counts as a pair
         if not isinstance(got, Sequence) or isinstance(got, str):
             return f"expected a sequence, got {type(got).__name__}"
         if len(got) != len(expected):
@@ -228,15 +236,24 @@ _LOW_PRECISION = {torch.float32, torch.float16, torch.bfloat16, np.dtype("float3
 
 
 def _precision(expected: Any, got: Any) -> str:
-    """A hint when a single- or half-precision answer is right up to its rounding, or ""."""
+    """A hint when a single- or half-precision answer is right up to its rounding, or "".
+
+    Also when the answer has a double dtype but agrees only to float32's ~4 digits: it was
+    computed in lower precision somewhere and converted back."""
     dtype = getattr(got, "dtype", None)
-    if dtype not in _LOW_PRECISION or getattr(expected, "dtype", None) in _LOW_PRECISION:
+    if getattr(expected, "dtype", None) in _LOW_PRECISION:
         return ""
-    single = dtype in (torch.float32, np.dtype("float32"))
-    if compare(expected, got, rtol=1e-4 if single else 1e-2, atol=1e-6):
+    want = getattr(expected, "dtype", "float64")
+    if dtype in _LOW_PRECISION:
+        single = dtype in (torch.float32, np.dtype("float32"))
+        if compare(expected, got, rtol=1e-4 if single else 1e-2, atol=1e-6):
+            return ""
+        return (f"your answer is right up to {dtype} rounding: compute in the inputs' "
+                f"precision ({want} here)")
+    if compare(expected, got, rtol=1e-4, atol=1e-6):
         return ""
-    return (f"your answer is right up to {dtype} rounding: compute in the inputs' precision "
-            f"({getattr(expected, 'dtype', 'float64')} here)")
+    return ("your answer agrees to about 4 significant digits, as float32 rounding would "
+            f"leave it: keep every step in the inputs' precision ({want} here)")
 
 
 def check_value(

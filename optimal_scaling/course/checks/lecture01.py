@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 import torch
 
-from optimal_scaling.course.checks import CheckResult, check, check_value
+from optimal_scaling.course.checks import (
+    FAILED,
+    NOT_ATTEMPTED,
+    CheckResult,
+    check,
+    check_value,
+    report,
+)
 from optimal_scaling.models import MLP
 from optimal_scaling.parametrization import Parametrization
 
@@ -99,12 +106,17 @@ def check_coord_stats(fn: Callable[..., tuple[float, float]]) -> CheckResult:
 
 def check_slope_prediction(predict: Callable[[], float], measured: float) -> CheckResult:
     """Compare the slope ``predict()`` returns with the measured one (tolerance 0.25)."""
+    name = "predicted slope vs measurement"
     try:
         predicted = predict()
     except NotImplementedError:
-        predicted = ...
+        return report(CheckResult(name, NOT_ATTEMPTED, "not attempted yet: replace the "
+                                  "NotImplementedError stub with your code"))  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - any learner error is a failed check
+        return report(CheckResult(name, FAILED, f"predict() raised {type(err).__name__}: "
+                                  f"{err}"))  # fmt: skip
     return check_value(
-        "predicted slope vs measurement",
+        name,
         predicted,
         measured,
         atol=0.25,

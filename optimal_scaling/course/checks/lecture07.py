@@ -41,7 +41,7 @@ def check_optimal_norm(fn: Callable) -> CheckResult:
     rng = np.random.default_rng(0)
     cases = []
     for center, curv, n in ((6.8, 0.05, 11), (7.3, 0.2, 9), (5.5, 0.08, 13)):
-        x = np.sort(rng.uniform(center - 3, center + 3, n))
+        x = rng.uniform(center - 3, center + 3, n)  # in no order, as a table's rows come
         loss = 2.0 + curv * (x - center) ** 2 + 0.01 * (x - center) ** 3
         loss = loss + 0.003 * rng.standard_normal(n)
         cases.append({"x": x, "loss": loss, "anchor": (3.0, 2.0 + curv * (3.0 - center) ** 2)})
@@ -55,20 +55,26 @@ def check_optimal_norm(fn: Callable) -> CheckResult:
             loss, anchor: _unweighted(x, loss, anchor),
             "the intercept is fixed: the parabola passes through (x₀, L₀)": lambda **k:
                 nt.optimal_norm(k["x"], k["loss"], points=7)["free"],
+            "sort the points by x first: 'nearest in rank' means nearest in the order of x":
+                lambda x, loss, anchor: _unweighted(x, loss, anchor, weighted=True, sort=False),
         },
         rtol=1e-6,
     )  # fmt: skip
 
 
-def _unweighted(x, loss, anchor):
+def _unweighted(x, loss, anchor, weighted: bool = False, sort: bool = True):
+    """The anchored parabola's vertex, without the weights (or, with ``weighted`` and not
+    ``sort``, with them but on the points in the order given)."""
     x, loss = np.asarray(x), np.asarray(loss)
-    order = np.argsort(x)
-    x, loss = x[order], loss[order]
+    if sort:
+        order = np.argsort(x)
+        x, loss = x[order], loss[order]
     k = int(np.argmin(loss))
     near = np.argsort(np.abs(np.arange(len(x)) - k), kind="stable")[:7]
+    w = np.sqrt(1 / (1 + np.abs(near - k))) if weighted else np.ones(len(near))
     x0, l0 = anchor
     A = np.column_stack([(x[near] - x0) ** 2, x[near] - x0])
-    a, b = np.linalg.lstsq(A, loss[near] - l0, rcond=None)[0]
+    a, b = np.linalg.lstsq(A * w[:, None], (loss[near] - l0) * w, rcond=None)[0]
     return x0 - b / (2 * a)
 
 
