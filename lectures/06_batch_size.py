@@ -625,9 +625,9 @@ fitting.find_optimum(live, over=["lr", "batch_size"], metric="val_loss", by="hor
 #   between smoothings from a loss of 2.7 down (several times at 3.0, where B_crit is below
 #   one sequence), so the step between two neighbouring targets is not a finding. From a
 #   loss of 2.5 down B_crit is of the order of B_simple at the same loss (within a factor of
-#   about 4), at 2.7 and 3.0 far below it; the ratio depends on which probe run measured
-#   B_simple. The best batch size at a fixed token budget is small,
-#   and it moves up with the budget (B = 4 up to D = 2¹⁸, 8 beyond).
+#   about 4), at 2.7 about 3–8× below it and at 3.0 10–15× below; each ratio depends on which
+#   probe run measured B_simple. The best batch size at a fixed token budget is small, and it
+#   moves up with the budget (B = 4 up to D = 2¹⁸, 8 beyond).
 # * **Not shown at this scale.** AdamW's η* does not fall with D: its fitted exponent is
 #   compatible with zero, unlike the negative exponents of the published laws (but those use
 #   decayed schedules, larger models and horizons 10³–10⁵× longer; with a constant rate and a

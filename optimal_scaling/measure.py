@@ -21,6 +21,7 @@ the layer's inputs, which is why update sizes must be set with A ≈ 1 in mind.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -127,7 +128,8 @@ def norm_sweep(
     widths = sorted(widths)
     if not widths:
         raise ValueError("norm_sweep needs at least one width")
-    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
+    if (isinstance(record_every, bool) or not isinstance(record_every, numbers.Integral)
+            or record_every < 1):  # fmt: skip
         raise ValueError(f"norm_sweep: record_every must be an int ≥ 1, got {record_every!r}")
     seeds = list(seeds)  # iterated once per width: a generator would run dry
     par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)

@@ -307,6 +307,8 @@ class Parametrization:
         """
         for name, value, positive in (("lr", lr, False), ("weight_decay", weight_decay, False),
                                       ("eps", eps, True)):  # fmt: skip
+            if isinstance(value, torch.Tensor) and value.numel() == 1:  # torch accepts these
+                value = value.item()
             if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not math.isfinite(value) or value < 0 or (positive and value == 0)):
                 raise ValueError(f"param_groups: {name} must be a finite number "

@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import os
 import platform
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     """Call ``write(f)`` on a temporary file beside ``path``, then move it into place.
 
     ``os.replace`` is atomic: a reader (or a job killed mid-write) sees the old file or the
-    new one, never a part of it. Parent folders are created.
+    new one, never a part of it. Parent folders are created. The temporary file is named
+    ``.<name>~<host>~<pid>~<random>.tmp``, so a cleaner can tell a killed writer's leftover
+    from a live process's write in flight (``sweep.store.remove_partial``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix = f".{path.name}~{socket.gethostname()}~{os.getpid()}~"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -55,7 +59,11 @@ def machine() -> str:
 
 
 def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object) -> Path:
-    """Write ``df`` as CSV with a provenance header; return the path."""
+    """Write ``df`` as CSV with a provenance header; return the path.
+
+    The header's ``machine`` and ``date`` say where and when the table was written (for a
+    sweep: where ``sweep collect`` ran), not where its runs trained; a sweep's runs carry
+    their own device, threads and timings in their columns."""
     import torch
 
     from optimal_scaling import __version__

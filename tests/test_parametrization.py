@@ -193,6 +193,7 @@ def test_a_tied_gpt_starts_with_the_loss_of_a_uniform_guess(preset):
     (As an N(0, 1) embedding it made the logits' std ≈ √width: loss 35 at width 64.)"""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 256, (2, 8, 32), generator=g)  # targets unrelated to the inputs
+    torch.manual_seed(0)  # "none" keeps the default init, drawn from the global generator
     for width in (64, 256):
         model = GPT(vocab_size=256, context=32, width=width, n_heads=4, tied=True)
         if preset != "none":

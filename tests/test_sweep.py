@@ -379,6 +379,19 @@ def test_a_diverging_run_is_recorded_and_the_others_finish(tmp_path):
     assert sweep.status(tmp_path / "d")["diverged"] == 1
 
 
+def test_a_nan_gradient_that_muon_refuses_is_a_divergence_not_a_failure(tmp_path):
+    # lr 1e30 breaks the weights at step 1; the NaN gradient of step 2 reaches Muon's CPU
+    # check before the loss check (every check_every steps) sees the loss
+    raw = tiny(grid={"optimizer.lr": [0.01, 1e30]}, horizons=[1024])
+    raw["run"]["optimizer"] = {"name": "muon", "lr": 0.01}
+    raw["run"]["check_every"] = 8
+    counts = sweep.run(sweep.from_dict(raw), tmp_path / "m", progress=False)
+    assert counts == {"done": 1, "diverged": 1}
+    table = _rows(tmp_path / "m")
+    bad = table[table["optimizer.lr"] == 1e30]
+    assert bad["reason"].str.contains("non-finite gradient").all()
+
+
 def test_a_failing_run_is_recorded_with_its_error(tmp_path):
     raw = tiny(grid={"data.source": ["markov", "shards"]})
     raw["run"]["data"] = {"source": "markov", "vocab_size": 32}
@@ -1032,3 +1045,54 @@ def test_a_process_without_a_gpu_of_its_own_is_named(monkeypatch):
     assert runner._local_gpu(0) == torch.device("cuda", 0)
     with pytest.raises(RuntimeError, match="needs GPU 1, but it has 1"):
         runner._local_gpu(1)
+
+
+def test_remove_partial_keeps_live_writes_and_drops_dead_ones(tmp_path):
+    from optimal_scaling.results import atomic_write
+    from optimal_scaling.sweep.store import remove_partial
+
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    live = tmp_path / f".sweep.json~{host}~{os.getpid()}~abc.tmp"  # this process is writing
+    killed = tmp_path / f".sweep.json~{host}~{dead}~def.tmp"  # its writer has exited
+    fresh, stale = tmp_path / ".config.json.x1y2.tmp", tmp_path / ".record.json.z3.tmp"
+    for f in (live, killed, fresh, stale):
+        f.write_text("partial")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))  # unknown writer, an hour old
+    remove_partial(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, fresh.name])
+    # atomic_write's temporary names carry host and pid, and nothing stays behind
+    seen = []
+    atomic_write(tmp_path / "t.json", lambda f: seen.extend(tmp_path.glob(".t.json~*.tmp")))
+    assert [p.name.split("~")[1:3] for p in seen] == [[host, str(os.getpid())]]
+    assert not list(tmp_path.glob(".t.json~*"))
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path):
+    out = tmp_path / "t"
+    cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI), "--out",
+           str(out), "--set", "horizons=[4096, 65536]", "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+            r.get("rows") for r in _statuses(out).values()):  # fmt: skip
+        assert proc.poll() is None, "the sweep ended before it could be stopped"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in output, output
+    assert not [p for p in out.rglob("lock")]  # released on the way out
+
+
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_free(tmp_path):
+    # a container restarted after a kill gives its new main process the old holder's pid:
+    # same host, pid alive, but a different process (another start time)
+    from optimal_scaling.sweep.store import _started, lock_holder
+
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "job": "", "since": time.time()}
+    for started, held in ((_started(os.getpid()), True), (None, True),
+                          ("another-boot:123", False)):  # fmt: skip
+        (tmp_path / "lock").write_text(json.dumps({**mine, "started": started}))
+        assert (lock_holder(tmp_path) is not None) == held, started
+    assert _started(os.getpid()) != _started(1)  # two processes, two start times

@@ -40,16 +40,16 @@ def test_orthogonalize_subnormal_float64_and_inputs_that_need_grad():
 @pytest.mark.parametrize("name", ["colnorm", "rownorm", "bias_rms"])
 def test_dual_norms_of_huge_and_tiny_float32_gradients(name):
     gen = torch.Generator().manual_seed(1)
-    shape = (6,) if name == "bias_rms" else (4, 6)
+    shape = (64,) if name == "bias_rms" else (4, 6)
     m = get_map(name)
-    for scale in (1e19, 1e-25):
+    for scale in (1e20, 1e-25):
         G = torch.randn(shape, generator=gen) * scale
         exact = m.dual_norm(G.double())
         assert m.dual_norm(G).dtype == torch.float32
-        assert float(m.dual_norm(G)) == pytest.approx(float(exact), rel=1e-5)
+        assert float(m.dual_norm(G)) == pytest.approx(float(exact), rel=1e-5, abs=0)
         # ⟨G, dualize G⟩ = ‖G‖†, at any scale
         inner = (G.double() * m.dualize(G).double()).sum()
-        assert float(inner / exact) == pytest.approx(1.0, rel=1e-5)
+        assert float(inner / exact) == pytest.approx(1.0, rel=1e-5, abs=0)
 
 
 def test_gpt_names_token_ids_outside_the_vocabulary():

@@ -214,9 +214,10 @@ class GPT(nn.Module):
         if t > self.context:
             raise ValueError(f"sequence length {t} exceeds the model's context {self.context}")
         vocab = self.wte.num_embeddings
-        # (checked on the CPU only: on a GPU the check would wait for the device each call)
-        if idx.device.type == "cpu" and idx.numel() and not (
-                0 <= int(idx.min()) and int(idx.max()) < vocab):  # fmt: skip
+        # checked on the CPU only (on a GPU the check would wait for the device each call),
+        # and not inside torch.compile (it would break the graph)
+        eager_cpu = idx.device.type == "cpu" and not torch.compiler.is_compiling()
+        if eager_cpu and idx.numel() and not 0 <= int(idx.min()) <= int(idx.max()) < vocab:
             raise ValueError(f"GPT: token ids must lie in [0, {vocab}), got ids from "
                              f"{int(idx.min())} to {int(idx.max())}")  # fmt: skip
         x = self.wte(idx)

@@ -47,6 +47,7 @@ from optimal_scaling.sweep.spec import from_dict
 #: The laptop-scale GPT (byte-sized vocabulary, Scion in the norm-transfer setting).
 LAPTOP_RUN = {
     "batch_size": 16,
+    "device": "cpu",  # the bare-script reference runs on the CPU too
     "context": 64,
     "eval_batches": 4,
     "eval_batch_size": 16,
@@ -58,6 +59,7 @@ LAPTOP_RUN = {
 _TOML = """name = "bench"
 horizons = {horizons}
 [run]
+device = "cpu"
 batch_size = {batch_size}
 context = {context}
 eval_batches = {eval_batches}

@@ -22,6 +22,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -145,6 +146,11 @@ def run_local(sweep: Sweep, out: Path, todo: list[Run], workers: int | None = No
         bar.update()
         bar.set_postfix(counts)
 
+    def terminate(signum: int, frame: object) -> None:  # SIGTERM stops as Ctrl-C does
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, terminate) if main else None
     try:
         if workers == 1 or len(jobs) <= 1:  # no pool: no process start, no second import
             _WORKER["device"] = None
@@ -171,6 +177,8 @@ def run_local(sweep: Sweep, out: Path, todo: list[Run], workers: int | None = No
                 pool.join()
     finally:
         bar.close()
+        if main:
+            signal.signal(signal.SIGTERM, old_term)
     return counts
 
 

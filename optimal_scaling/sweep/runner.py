@@ -62,6 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from optimal_scaling.optim._checks import NonFiniteGradient
 from optimal_scaling.results import atomic_write
 from optimal_scaling.sweep.store import (
     Lock,
@@ -285,10 +286,15 @@ def train_run(
     # pass through (the lock is still released).
     except Exception as exc:
         if rank == 0:
-            record = read_json(folder / "record.json") or {}
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc(limit=8))  # fmt: skip
-            write_json(folder / "record.json", record)
+            try:
+                record = read_json(folder / "record.json") or {}
+                record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                              traceback=traceback.format_exc(limit=8))  # fmt: skip
+                write_json(folder / "record.json", record)
+            except (OSError, ValueError) as also:  # e.g. a read-only or full run folder
+                print(f"run {folder.name} failed ({type(exc).__name__}: {exc}), and its "
+                      f"failure could not be recorded ({type(also).__name__}: {also})",
+                      file=sys.stderr)  # fmt: skip
         return "failed"
     finally:
         claim.release()
@@ -407,6 +413,16 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     tick = time.perf_counter() - window_seconds  # this row's rate and time exclude the restart
     saved = time.perf_counter()
     net.train()
+    def diverged(why: str) -> str:
+        if rank == 0:
+            record.update(status="diverged", rows=rows, reason=why)
+            if every:
+                record["log"] = log
+            write_json(rec_path, record)
+            ckpt_path.unlink(missing_ok=True)
+            mid_path.unlink(missing_ok=True)
+        return "diverged"
+
     while step < last:
         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
             g["lr"] = lr * lr_factor(run["schedule"], step, total)
@@ -425,7 +441,10 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 probe.after_backward()
         if probe is not None:
             noise.append(probe.finish())
-        opt.step()
+        try:
+            opt.step()
+        except NonFiniteGradient as err:  # the optimizer's CPU check: the loss check is later
+            return diverged(f"at step {step + 1}: non-finite gradient ({err})")
         opt.zero_grad(set_to_none=True)
         step += 1
         if world > 1:
@@ -462,15 +481,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
             if bad is not None:
                 why = ("non-finite loss" if not math.isfinite(bad)
                        else f"loss {bad:.3g} > {run['blowup']:g} × first loss {first:.3g}")
-                if rank == 0:
-                    record.update(status="diverged", rows=rows,
-                                  reason=f"by step {step}: {why}")  # fmt: skip
-                    if every:
-                        record["log"] = log
-                    write_json(rec_path, record)
-                    ckpt_path.unlink(missing_ok=True)
-                    mid_path.unlink(missing_ok=True)
-                return "diverged"
+                return diverged(f"by step {step}: {why}")
             if claim is not None:
                 claim.touch()
             if (rank == 0 and every_s and step not in targets

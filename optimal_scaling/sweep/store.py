@@ -90,10 +90,27 @@ def read_record(folder: Path) -> dict:
     return record
 
 
-def remove_partial(folder: Path) -> None:
-    """Delete temporary files a killed writer left in ``folder`` (its own, never finished)."""
+def remove_partial(folder: Path, min_age: float = 600.0) -> None:
+    """Delete temporary files killed writers left in ``folder``, never a live write.
+
+    :func:`~optimal_scaling.results.atomic_write` names its temporary file after its host and
+    process: one from this host goes when that process is dead; one from another host (or
+    of an unknown name) when it is older than ``min_age`` seconds. A live writer's file stays:
+    two ``sweep run`` on one folder both write ``sweep.json`` and the configs, and deleting
+    the other's file would make its ``os.replace`` fail."""
+    now, host = time.time(), socket.gethostname()
     for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        parts = tmp.name[: -len(".tmp")].rsplit("~", 3)
+        try:
+            if len(parts) == 4 and parts[1] == host and parts[2].isdigit() \
+                    and 0 < int(parts[2]) < 2**22:  # fmt: skip
+                dead = not _alive(int(parts[2]))
+            else:
+                dead = now - tmp.stat().st_mtime >= min_age
+            if dead:
+                tmp.unlink(missing_ok=True)
+        except FileNotFoundError:  # its writer finished or removed it meanwhile
+            continue
 
 
 def run_dir(sweep_dir: Path, rid: str) -> Path:
@@ -121,15 +138,27 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started: the kernel's boot id and the process's start tick (Linux
+    /proc; None elsewhere). Tells a lock's holder from a later process given the same pid."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{ticks}"
+
+
 def lock_holder(folder: Path, stale_after: float = 900.0) -> dict | None:
     """Who holds the run's lock, or None when it is free or stale.
 
-    A holder on this host holds it exactly while its process lives, however long it has been
-    since the lock was touched. A holder on another host counts as gone when the lock was not
-    touched for ``stale_after`` seconds, or when it belongs to this very SLURM job at an
-    earlier restart (a requeued task picks up its own run; processes of one allocation share
-    the job id but not the restart count). A lock file that exists but cannot
-    be read yet (its creator is writing it) is held, unless it is older than a minute.
+    A holder on this host holds it exactly while its process lives (the same process: same pid
+    and start time), however long it has been since the lock was touched. A holder on
+    another host counts as gone when the lock was not touched for ``stale_after`` seconds, or
+    when it belongs to this very SLURM job at an earlier restart (a requeued task picks up
+    its own run; processes of one allocation share the job id but not the restart count). A
+    lock file that exists but cannot be read yet (its creator is writing it) is held, unless
+    it is older than a minute.
     """
     path = folder / "lock"
     try:
@@ -145,7 +174,11 @@ def lock_holder(folder: Path, stale_after: float = 900.0) -> dict | None:
         # minute, then free
         return None if age > 60 else {"host": "?", "pid": -1, "job": "", "since": time.time()}
     if info.get("host") == socket.gethostname():
-        return info if _alive(pid) else None
+        if not _alive(pid):
+            return None
+        # the same pid in a later process (a restarted container's pid 1) is not the holder
+        started, now = info.get("started"), _started(pid)
+        return None if started and now and started != now else info
     requeued = (info.get("job") and info.get("job") == _job()
                 and info.get("restart") != _restart())  # fmt: skip
     if age > stale_after or requeued:
@@ -204,7 +237,8 @@ class Lock:
 
     def acquire(self) -> bool:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job(),
-                "restart": _restart(), "since": time.time()}  # fmt: skip
+                "restart": _restart(), "since": time.time(),
+                "started": _started(os.getpid())}  # fmt: skip
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
