@@ -385,11 +385,16 @@ def test_a_nan_gradient_that_muon_refuses_is_a_divergence_not_a_failure(tmp_path
     raw = tiny(grid={"optimizer.lr": [0.01, 1e30]}, horizons=[1024])
     raw["run"]["optimizer"] = {"name": "muon", "lr": 0.01}
     raw["run"]["check_every"] = 8
+    raw["run"]["log_every"] = 1
     counts = sweep.run(sweep.from_dict(raw), tmp_path / "m", progress=False)
     assert counts == {"done": 1, "diverged": 1}
     table = _rows(tmp_path / "m")
     bad = table[table["optimizer.lr"] == 1e30]
     assert bad["reason"].str.contains("non-finite gradient").all()
+    # the steps before the refused one are in the run's log (not lost with the unchecked ones)
+    record = read_json(tmp_path / "m" / "runs" / bad["run_id"].iloc[0] / "record.json")
+    step = int(bad["reason"].iloc[0].split("at step ")[1].split(":")[0])
+    assert record["log"]["step"] == list(range(1, step))
 
 
 def test_a_failing_run_is_recorded_with_its_error(tmp_path):
@@ -1085,6 +1090,7 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path):
     assert not [p for p in out.rglob("lock")]  # released on the way out
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_a_lock_whose_pid_now_belongs_to_another_process_is_free(tmp_path):
     # a container restarted after a kill gives its new main process the old holder's pid:
     # same host, pid alive, but a different process (another start time)
@@ -1096,3 +1102,39 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_free(tmp_path):
         (tmp_path / "lock").write_text(json.dumps({**mine, "started": started}))
         assert (lock_holder(tmp_path) is not None) == held, started
     assert _started(os.getpid()) != _started(1)  # two processes, two start times
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_every_rank_of_a_torchrun_run(tmp_path):
+    # a 2-process run trains under torchrun in its own process group: a stopped sweep stops
+    # the ranks too before it releases the run's lock (they used to train on as orphans)
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI), "--out",
+           str(out), "--set", "horizons=[4096, 262144]", "--set", "resources.processes=2",
+           "--set", "run.device=cpu", "--set", "grid.optimizer.lr=[0.01]", "--workers", "1",
+           "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+            r.get("rows") for r in _statuses(out).values()):  # fmt: skip
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 130, output
+
+    def ranks() -> list[str]:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "optimal_scaling.sweep.runner" in text and str(out) in text:
+                found.append(text)
+        return found
+
+    deadline = time.time() + 10  # they exit within the grace period of the SIGTERM
+    while time.time() < deadline and ranks():
+        time.sleep(0.1)
+    assert ranks() == [] and not list(out.rglob("lock"))

@@ -106,6 +106,21 @@ def _init_worker(threads: int, counter, gpus: int) -> None:
     _WORKER["device"] = f"cuda:{index % gpus}" if gpus else None
 
 
+def _stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM to ``proc``'s process group (torchrun and its ranks), SIGKILL after ``grace``
+    seconds; returns when ``proc`` has exited."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _run_one(args: tuple[str, str, int]) -> tuple[str, str]:
     out, rid, processes = args
     from optimal_scaling.sweep.runner import train_run
@@ -118,9 +133,14 @@ def _run_one(args: tuple[str, str, int]) -> tuple[str, str]:
         if not lock.acquire():
             return rid, "running"
         log = folder / "torchrun.log"
-        with open(log, "ab") as f:
-            subprocess.run(torchrun_command(Path(out), rid, processes), stdout=f,
-                           stderr=subprocess.STDOUT, check=False)  # fmt: skip
+        with open(log, "ab") as f:  # its own process group: a stop reaches every rank
+            proc = subprocess.Popen(torchrun_command(Path(out), rid, processes), stdout=f,
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            try:
+                proc.wait()
+            except BaseException:  # stopped (Ctrl-C, SIGTERM): stop the ranks, then unlock
+                _stop_group(proc)
+                raise
     finally:
         lock.release()
     return rid, run_status(folder)
@@ -177,7 +197,7 @@ def run_local(sweep: Sweep, out: Path, todo: list[Run], workers: int | None = No
                 pool.join()
     finally:
         bar.close()
-        if main:
+        if main and old_term is not None:  # None: a handler from outside Python
             signal.signal(signal.SIGTERM, old_term)
     return counts
 

@@ -413,7 +413,23 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     tick = time.perf_counter() - window_seconds  # this row's rate and time exclude the restart
     saved = time.perf_counter()
     net.train()
+    def flush() -> None:
+        """Move the logged means into ``log`` (read where a check syncs anyway)."""
+        for at, mean_loss, mean_noise in pending:
+            log["step"].append(at)
+            log["tokens"].append(at * tps)
+            log["train_loss"].append(float(mean_loss))
+            if mean_noise is not None or "gns_g2" in log:  # NaN where it was not measured
+                g2, trace = (mean_noise.tolist() if mean_noise is not None
+                             else (math.nan, math.nan))  # fmt: skip
+                for key, value in (("gns_g2", g2), ("gns_trace", trace)):
+                    column = log.setdefault(key, [])  # switched on at a resume: pad first
+                    column.extend([math.nan] * (len(log["step"]) - 1 - len(column)))
+                    column.append(value)
+        pending.clear()
+
     def diverged(why: str) -> str:
+        flush()  # the steps up to the divergence belong to its log
         if rank == 0:
             record.update(status="diverged", rows=rows, reason=why)
             if every:
@@ -460,18 +476,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                                 torch.stack(log_noise).mean(0) if log_noise else None))
                 log_loss, log_noise = [], []
         if step % run["check_every"] == 0 or step in targets or step == last:
-            for at, mean_loss, mean_noise in pending:  # read where the check syncs anyway
-                log["step"].append(at)
-                log["tokens"].append(at * tps)
-                log["train_loss"].append(float(mean_loss))
-                if mean_noise is not None or "gns_g2" in log:  # NaN where it was not measured
-                    g2, trace = (mean_noise.tolist() if mean_noise is not None
-                                 else (math.nan, math.nan))  # fmt: skip
-                    for key, value in (("gns_g2", g2), ("gns_trace", trace)):
-                        column = log.setdefault(key, [])  # switched on at a resume: pad first
-                        column.extend([math.nan] * (len(log["step"]) - 1 - len(column)))
-                        column.append(value)
-            pending = []
+            flush()
             values = torch.stack(window[checked:]).tolist()
             checked = len(window)
             if first is None:

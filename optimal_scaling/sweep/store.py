@@ -94,7 +94,8 @@ def remove_partial(folder: Path, min_age: float = 600.0) -> None:
     """Delete temporary files killed writers left in ``folder``, never a live write.
 
     :func:`~optimal_scaling.results.atomic_write` names its temporary file after its host and
-    process: one from this host goes when that process is dead; one from another host (or
+    process: one from this host goes when that process is dead (or after a day: its pid may
+    belong to a later process by then); one from another host (or
     of an unknown name) when it is older than ``min_age`` seconds. A live writer's file stays:
     two ``sweep run`` on one folder both write ``sweep.json`` and the configs, and deleting
     the other's file would make its ``os.replace`` fail."""
@@ -104,7 +105,8 @@ def remove_partial(folder: Path, min_age: float = 600.0) -> None:
         try:
             if len(parts) == 4 and parts[1] == host and parts[2].isdigit() \
                     and 0 < int(parts[2]) < 2**22:  # fmt: skip
-                dead = not _alive(int(parts[2]))
+                # (a live pid may be a later process given the same pid: a day is enough)
+                dead = not _alive(int(parts[2])) or now - tmp.stat().st_mtime > 86400
             else:
                 dead = now - tmp.stat().st_mtime >= min_age
             if dead:
