@@ -13,8 +13,9 @@ Bootstrap intervals (percentile, rows resampled) are approximate with few rows: 
 y = 3·x^0.5 with 10% log-normal noise at n points log-spaced over x ∈ [1, 1000], 200 planted
 datasets each (so ±0.02 of sampling noise), the nominal 95% interval of the exponent covered
 the truth in 0.91 of them at n = 5, 0.87 at n = 8, 0.93 at n = 12 and 0.95 at n = 30 (c's:
-0.88, 0.84, 0.90, 0.94); a review's rerun with 1000 datasets each found 0.89–0.92 for
-n = 5–30. Read them as somewhat too narrow (about 90% rather than 95%).
+0.88, 0.84, 0.90, 0.94); a rerun with 1000 datasets each gave 0.89–0.92 for n = 5–30
+(and the spread of x moves it by ±0.02). Read them as somewhat too narrow (about 90%
+rather than 95%).
 
 :func:`fit_power_law`: target = c · Π_i feature_iᵃⁱ, by least squares in logs,
 
