@@ -44,6 +44,7 @@ from optimal_scaling.fitting import (
     positive_values,
     require_columns,
 )
+from optimal_scaling.optim._checks import check_int  # (the package's int check)
 from optimal_scaling.scaling_laws import LossLaw
 
 __all__ = [
@@ -206,7 +207,7 @@ def fit_parametric(
             not 0 < delta < np.inf:  # fmt: skip
         raise ValueError(f"{who}: delta (the Huber threshold) must be a number > 0, got "
                          f"{delta!r}")  # fmt: skip
-    bootstrap_starts = _check_int(bootstrap_starts, "bootstrap_starts", 1, who)
+    bootstrap_starts = check_int(who, "bootstrap_starts", bootstrap_starts, low=1)
     x0 = start_grid() if starts is None else np.asarray(starts, dtype=float)
     if x0.ndim != 2 or x0.shape[1] != 5 or len(x0) == 0 or not np.isfinite(x0).all():
         raise ValueError(f"{who}: starts must be finite rows (e, a, b, alpha, beta), got shape "
@@ -299,12 +300,6 @@ def _budget_grid(budgets: object, who: str) -> int | None:
     return None
 
 
-def _check_int(value: object, name: str, low: int, who: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{who}: {name} must be an int ≥ {low}, got {value!r}")
-    return int(value)
-
-
 def _flops(table: pd.DataFrame, N: str, D: str, flops: str | None, who: str) -> np.ndarray:
     if flops is not None:
         return positive_values(table[flops], flops, who)
@@ -393,7 +388,7 @@ def envelope_fit(
     who = "envelope_fit"
     require_columns(curves, [N, D, loss, run] + ([flops] if flops else []), who)
     count = _budget_grid(budgets, who)
-    smooth = _check_int(smooth, "smooth", 1, who)
+    smooth = check_int(who, "smooth", smooth, low=1)
     bootstrap = check_bootstrap(bootstrap, level, who)
     table = curves[np.isfinite(pd.to_numeric(curves[loss], errors="coerce"))].copy()
     table["_C"] = _flops(table, N, D, flops, who)
