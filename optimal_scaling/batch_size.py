@@ -28,7 +28,6 @@ temperature is ηD/(B(1 − m)) (up to constants): keeping it fixed means η ∝
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.fitting import (
     check_bootstrap,
     percentile_intervals,
@@ -159,8 +159,7 @@ class GradientNoiseProbe:
     def __init__(self, params, micro: int, batch: int, world: int = 1) -> None:
         self.params = [p for p in params if p.requires_grad]
         for name, value in (("micro", micro), ("batch", batch), ("world", world)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"GradientNoiseProbe: {name} must be an int ≥ 1, got {value!r}")
+            check_int("GradientNoiseProbe", name, value, low=1)
         if batch % world or (batch // world) % micro:
             raise ValueError(f"GradientNoiseProbe: micro {micro} × world {world} does not "
                              f"divide batch {batch}")  # fmt: skip
@@ -365,8 +364,7 @@ def steps_to_target(
     """
     who = "steps_to_target"
     require_columns(log, [run, step, loss], who)
-    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 1:
-        raise ValueError(f"{who}: smooth must be an int ≥ 1 (log entries), got {smooth!r}")
+    smooth = check_int(who, "smooth", smooth, low=1, note="(log entries)")
     if not pd.api.types.is_numeric_dtype(log[loss]) or pd.api.types.is_bool_dtype(log[loss]):
         raise TypeError(f"{who}: column {loss!r} must hold numbers, got dtype {log[loss].dtype}")
     targets = [float(t) for t in targets]

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.fitting import (
     check_bootstrap,
     fit_power_law,
@@ -44,7 +45,6 @@ from optimal_scaling.fitting import (
     positive_values,
     require_columns,
 )
-from optimal_scaling.optim._checks import check_int  # (the package's int check)
 from optimal_scaling.scaling_laws import LossLaw
 
 __all__ = [
@@ -497,9 +497,7 @@ def isoflop_fit(
     require_columns(table, [N, D, loss], who)
     count = _budget_grid(budgets, who)
     bootstrap = check_bootstrap(bootstrap, level, who)
-    if isinstance(min_models, bool) or not isinstance(min_models, int | np.integer) or \
-            min_models < 3:  # fmt: skip
-        raise ValueError(f"{who}: a parabola needs min_models ≥ 3 (an int), got {min_models!r}")
+    min_models = check_int(who, "min_models", min_models, low=3, note="(a parabola's points)")
     t = table[np.isfinite(pd.to_numeric(table[loss], errors="coerce"))]
     t = t.assign(_N=positive_values(t[N], N, who), _D=positive_values(t[D], D, who),
                  _L=positive_values(t[loss], loss, who))  # fmt: skip

@@ -26,6 +26,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from optimal_scaling._validate import check_int
+
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -107,8 +109,7 @@ def seed_everything(seed: int) -> torch.Generator:
     The returned generator lets a function draw its own reproducible stream without
     touching the global state again.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int("seed_everything", "seed", seed, low=0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

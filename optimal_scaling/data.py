@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.results import atomic_write
 
 
@@ -305,8 +306,7 @@ class MarkovLanguage(TokenData):
         _check_markov_args(vocab_size, order, branching, zipf, restart, segment_length)
         for name, value in (("n_train_tokens", n_train_tokens), ("n_val_tokens", n_val_tokens),
                             ("seed", seed)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"MarkovLanguage: {name} must be an int ≥ 0, got {value!r}")
+            check_int("MarkovLanguage", name, value, low=0)
         if n_train_tokens < 1 or n_val_tokens < 1:
             raise ValueError(
                 "MarkovLanguage: n_train_tokens and n_val_tokens must be ≥ 1, "

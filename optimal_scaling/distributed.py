@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.newton_schulz import step_flops
 
 __all__ = [
@@ -83,8 +84,7 @@ def assign(shapes_or_costs: Sequence[Sequence[int] | float], world_size: int) ->
     >>> assign([8, 4, 4, 2, 2, 2, 1, 1], 2)
     [0, 1, 1, 0, 1, 0, 1, 1]
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"assign: world_size must be an int ≥ 1, got {world_size!r}")
+    world_size = check_int("assign", "world_size", world_size, low=1)
     costs = []
     for item in shapes_or_costs:
         if isinstance(item, numbers.Real) and not isinstance(item, bool):

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.data import IGNORE, AdditionTask
 from optimal_scaling.models import GPT
 from optimal_scaling.train import train
@@ -86,8 +87,7 @@ def _scored(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def exact_match_from_accuracy(token_accuracy, k: int):
     """p^k: the exact match of a k-token answer whose tokens are each right with probability p,
     independently."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"exact_match_from_accuracy: k must be an int ≥ 1, got {k!r}")
+    k = check_int("exact_match_from_accuracy", "k", k, low=1)
     p = np.asarray(token_accuracy, dtype=float)
     if not ((p >= 0) & (p <= 1)).all():  # NaN fails too
         raise ValueError("exact_match_from_accuracy: token_accuracy must be a probability in "

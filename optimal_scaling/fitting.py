@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from optimal_scaling._validate import check_int
+
 __all__ = [
     "PowerLaw",
     "check_bootstrap",
@@ -64,9 +66,7 @@ def percentile_intervals(draws: Sequence[Sequence[float]], names: Sequence[str],
 def check_bootstrap(bootstrap: object, level: object, who: str) -> int:
     """``bootstrap`` as an int ≥ 0 (bools refused) after checking 0 < ``level`` < 1; or a
     ValueError naming the argument."""
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, numbers.Integral) or bootstrap < 0:
-        raise ValueError(f"{who}: bootstrap must be an int ≥ 0 (resamples; 0 skips them), got "
-                         f"{bootstrap!r}")  # fmt: skip
+    bootstrap = check_int(who, "bootstrap", bootstrap, low=0, note="(resamples; 0 skips them)")
     if (isinstance(level, bool) or not isinstance(level, numbers.Real)
             or not 0 < float(level) < 1):  # fmt: skip
         raise ValueError(f"{who}: level must be a number in (0, 1), e.g. 0.95, got {level!r}")
@@ -125,9 +125,7 @@ def find_optimum(
         raise ValueError(f"{who}: name at least one column to optimize over")
     if method not in ("argmin", "parabola"):
         raise ValueError(f"{who}: unknown method {method!r}; choose 'argmin' or 'parabola'")
-    if (isinstance(neighbours, bool) or not isinstance(neighbours, numbers.Integral)
-            or neighbours < 1):  # fmt: skip
-        raise ValueError(f"{who}: neighbours must be an int ≥ 1, got {neighbours!r}")
+    neighbours = check_int(who, "neighbours", neighbours, low=1)
     require_columns(table, [*over, metric, *by], who)
     for col in over:  # text would sort as text: '1e-05' < '0.1' is False
         if not pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col]):
@@ -329,8 +327,7 @@ def lbfgs(
         raise ValueError(f"lbfgs: x0 must be (starts, parameters), got shape {x.shape}")
     for name, value in (("max_iter", max_iter), ("memory", memory),
                         ("max_halvings", max_halvings)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"lbfgs: {name} must be an int ≥ 1, got {value!r}")
+        check_int("lbfgs", name, value, low=1)
     S, P = x.shape
     rows = np.arange(S)
     f, g = fun(x, rows)

@@ -21,7 +21,6 @@ the layer's inputs, which is why update sizes must be set with A ≈ 1 in mind.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -30,6 +29,7 @@ import plotly.express as px
 import torch
 from torch import nn
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.norms import rms, rms_to_rms
 
 
@@ -128,9 +128,7 @@ def norm_sweep(
     widths = sorted(widths)
     if not widths:
         raise ValueError("norm_sweep needs at least one width")
-    if (isinstance(record_every, bool) or not isinstance(record_every, numbers.Integral)
-            or record_every < 1):  # fmt: skip
-        raise ValueError(f"norm_sweep: record_every must be an int ≥ 1, got {record_every!r}")
+    record_every = check_int("norm_sweep", "record_every", record_every, low=1)
     seeds = list(seeds)  # iterated once per width: a generator would run dry
     par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
     task = TeacherTask(d_in=d_in, width=64, seed=0)

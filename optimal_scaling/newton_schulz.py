@@ -39,6 +39,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from optimal_scaling._validate import check_int
+
 CUBIC = (1.5, -0.5, 0.0)
 MUON = (3.4445, -4.7750, 2.0315)
 SCHEDULES = ("cubic", "muon", "polar_express")
@@ -304,9 +306,7 @@ def orthogonalize(
     if not G.is_floating_point():
         raise TypeError(f"orthogonalize expects a floating-point tensor, got {G.dtype}")
     G = G.detach()
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"orthogonalize: steps must be an int ≥ 0, got {steps!r}")
-    steps = int(steps)
+    steps = check_int("orthogonalize", "steps", steps, low=0)
     for name, value, low in (("margin", margin, "> 0"), ("eps", eps, "≥ 0")):
         if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                 or not math.isfinite(value) or not (value > 0 if low == "> 0" else value >= 0)):

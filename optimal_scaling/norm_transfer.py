@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.fitting import (
     PowerLaw,
     find_optimum,
@@ -122,9 +123,7 @@ def optimal_norm(
     if x.shape != loss.shape or x.ndim != 1:
         raise ValueError(f"optimal_norm: x and loss must be 1-d of one length, got {x.shape} "
                          f"and {loss.shape}")  # fmt: skip
-    if isinstance(points, bool) or not isinstance(points, int | np.integer) or points < 3:
-        raise ValueError(f"optimal_norm: points must be an int ≥ 3 (a parabola's), got "
-                         f"{points!r}")  # fmt: skip
+    points = check_int("optimal_norm", "points", points, low=3, note="(a parabola's)")
     if anchor is not None:
         a = np.asarray(anchor, dtype=float)
         if a.shape != (2,) or not np.isfinite(a).all():

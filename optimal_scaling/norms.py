@@ -43,6 +43,8 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor
 
+from optimal_scaling._validate import check_int
+
 __all__ = [
     "NORMS",
     "NORM_PAIRS",
@@ -258,10 +260,7 @@ def induced_norm_bruteforce(
         )
     alpha = _check_name(alpha, VECTOR_NORMS, "vector norm")
     beta = _check_name(beta, VECTOR_NORMS, "vector norm")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(
-            f"induced_norm_bruteforce: samples must be a positive int, got {samples!r}"
-        )
+    samples = check_int("induced_norm_bruteforce", "samples", samples, low=1)
     dtype = W.dtype
     W = W.detach().to("cpu", torch.float64)
     d_in = W.shape[1]
@@ -315,9 +314,7 @@ def _power_iterate(W: Tensor, v: Tensor, iters: int) -> tuple[Tensor, Tensor]:
 
 
 def _check_iters(iters: object, who: str) -> int:
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise ValueError(f"{who}: iters must be a non-negative int, got {iters!r}")
-    return iters
+    return check_int(who, "iters", iters, low=0)
 
 
 @torch.no_grad()

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from optimal_scaling._validate import check_int
+
 
 def pass_at_k(n, c, k: int) -> np.ndarray:
     """Unbiased pass@k per problem from ``n`` samples of which ``c`` are right (arrays)."""
@@ -59,8 +61,7 @@ def majority_at_k(answers, correct, k: int, draws: int = 256, seed: int = 0) -> 
     problems, n = answers.shape
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
         raise ValueError(f"majority_at_k: need 1 ≤ k ≤ n = {n}, got {k!r}")
-    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
-        raise ValueError(f"majority_at_k: draws must be an int ≥ 1, got {draws!r}")
+    draws = check_int("majority_at_k", "draws", draws, low=1)
     # each row's answers as local labels 0…n−1, and the label of the right answer (−1: absent)
     labels = np.empty((problems, n), dtype=np.int64)
     right = np.full(problems, -1)

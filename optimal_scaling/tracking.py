@@ -26,7 +26,6 @@ norm (the LMO has unit norm): a direct check of an implementation.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 
 import pandas as pd
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from optimal_scaling import norms as opnorms
+from optimal_scaling._validate import check_int
 from optimal_scaling.roles import PRESETS, param_roles, transposed
 
 #: The norm tracked for each role: the norm-transfer setting (output in RMS→∞).
@@ -72,8 +72,7 @@ class NormTracker:
     ) -> None:
         for name, value in (("every", every), ("power_iters", power_iters),
                             ("cold_iters", cold_iters)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"NormTracker: {name} must be an int ≥ 1, got {value!r}")
+            check_int("NormTracker", name, value, low=1)
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"NormTracker: unknown preset {preset!r}; choose from "
                              f"{', '.join(PRESETS)}")  # fmt: skip

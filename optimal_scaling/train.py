@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.config import fast_mode
 from optimal_scaling.optim._checks import NonFiniteGradient
 
@@ -99,12 +100,8 @@ def train(
     ``callback(step, model)`` may return extra columns for that step's row.
     ``progress=None`` shows a tqdm bar except in fast mode and under pytest.
     """
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"train: steps must be an int ≥ 1, got {steps!r}")
-    if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral) or \
-            eval_every < 0:  # fmt: skip
-        raise ValueError(f"train: eval_every must be an int ≥ 0 (0: only at the end), got "
-                         f"{eval_every!r}")  # fmt: skip
+    steps = check_int("train", "steps", steps, low=1)
+    eval_every = check_int("train", "eval_every", eval_every, low=0, note="(0: only at the end)")
     if isinstance(blowup, bool) or not isinstance(blowup, numbers.Real) or not blowup > 1:
         raise ValueError(f"train: blowup must be a number > 1 (inf: never stop), got "
                          f"{blowup!r}")  # fmt: skip

@@ -59,7 +59,7 @@ def test_seed_everything_is_reproducible():
     g2 = config.seed_everything(7)
     b = (torch.rand(3), np.random.rand(), torch.rand(2, generator=g2))
     assert torch.equal(a[0], b[0]) and a[1] == b[1] and torch.equal(a[2], b[2])
-    with pytest.raises(ValueError, match="non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an int ≥ 0"):
         config.seed_everything(-1)
 
 

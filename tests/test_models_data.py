@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,9 +21,9 @@ def test_mlp_parameter_count_matches_formula(depth, bias):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"depth": 1}, "depth counts linear layers"),
-        ({"width": 0}, "width must be a positive int"),
-        ({"d_in": True}, "d_in must be a positive int"),
+        ({"depth": 1}, "depth must be an int ≥ 2"),
+        ({"width": 0}, "width must be an int ≥ 1"),
+        ({"d_in": True}, "d_in must be an int ≥ 1"),
         ({"activation": "swish"}, "unknown activation 'swish'"),
     ],
 )
@@ -184,3 +185,18 @@ def test_an_optimizer_init_keeps_the_branch_scaling():
     assert rms_rms(model.blocks[0].attn.qkv.weight) == pytest.approx(1.0, rel=1e-4)
     assert rms_rms(model.blocks[0].attn.proj.weight) == pytest.approx(0.5, rel=1e-4)
     assert rms_rms(model.blocks[1].mlp.proj.weight) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_models_take_numpy_ints_and_store_python_ints():
+    """Sizes read from a numpy grid are ints; the stored config stays JSON-serializable."""
+    import json
+
+    mlp = MLP(np.int64(3), np.int64(8), np.int32(2), depth=np.int64(3))
+    gpt = GPT(np.int64(16), np.int64(8), np.int64(16), depth=np.int64(1), n_heads=np.int64(2))
+    for model in (mlp, gpt):
+        json.dumps(model.config)
+        assert all(type(v) is int for v in model.config.values() if not isinstance(v, bool)
+                   and isinstance(v, int | np.integer))  # fmt: skip
+    assert type(gpt.width) is int and mlp(torch.randn(2, 3)).shape == (2, 2)
+    with pytest.raises(ValueError, match="GPT: width must be an int ≥ 1, got 16.0"):
+        GPT(16, 8, 16.0, depth=1, n_heads=2)

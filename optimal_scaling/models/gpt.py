@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.models.layers import Embedding, Linear, RMSNorm
 
 
@@ -137,6 +138,7 @@ class GPT(nn.Module):
         super().__init__()
         sizes = self.check_sizes(vocab_size, context, width, depth, n_heads, mlp_ratio,
                                  positions, mlp)  # fmt: skip
+        vocab_size, context, width, depth, n_heads, mlp_ratio = sizes.values()  # as ints
         self.config = dict(sizes, tied=tied, norm_before_linear=norm_before_linear, bias=bias,
                            positions=positions, mlp=mlp, qk_norm=qk_norm, norm_gain=norm_gain,
                            scaled_branch_init=scaled_branch_init)  # fmt: skip
@@ -187,9 +189,8 @@ class GPT(nn.Module):
             "n_heads": n_heads,
             "mlp_ratio": mlp_ratio,
         }
-        for name, value in sizes.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"GPT: {name} must be a positive int, got {value!r}")
+        sizes = {name: check_int("GPT", name, value, low=1) for name, value in sizes.items()}
+        width, n_heads = sizes["width"], sizes["n_heads"]
         if width % n_heads:
             raise ValueError(f"GPT: width {width} is not divisible by n_heads {n_heads}")
         if positions not in ("learned", "rope"):

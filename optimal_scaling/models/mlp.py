@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from optimal_scaling._validate import check_int
 from optimal_scaling.models.layers import Linear
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -41,11 +42,9 @@ class MLP(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in {"d_in": d_in, "width": width, "d_out": d_out}.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"MLP: {name} must be a positive int, got {value!r}")
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
-            raise ValueError(f"MLP: depth counts linear layers and must be ≥ 2, got {depth!r}")
+        d_in, width, d_out = (check_int("MLP", name, value, low=1) for name, value in
+                              (("d_in", d_in), ("width", width), ("d_out", d_out)))  # fmt: skip
+        depth = check_int("MLP", "depth", depth, low=2, note="(it counts linear layers)")
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"MLP: unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"

@@ -1,42 +1,18 @@
-"""Validation shared by the optimizers: numbers in range, finite gradients, names in messages."""
+"""Validation shared by the optimizers: finite gradients, names in messages (and, re-exported
+from `optimal_scaling._validate`, the package's int and number checks)."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from optimal_scaling._validate import check_int, check_number
 
-def check_number(
-    who: str,
-    name: str,
-    value: object,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """``value`` as a float, or a ValueError/TypeError that says which setting is wrong.
-
-    The bounds are inclusive unless ``low_open``/``high_open``; ``None`` means unbounded.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy numbers count
-        if isinstance(value, Tensor) and value.numel() == 1:
-            value = float(value)
-        else:
-            raise TypeError(f"{who}: {name} must be a number, got {value!r}")
-    value = float(value)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if not math.isfinite(value) or too_low or too_high:
-        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
-        hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
-        raise ValueError(f"{who}: {name} must be in {lo}, {hi}, got {value}")
-    return value
+__all__ = ["check_int", "check_number", "check_finite_grad", "closure_loss", "describe",
+           "named_params", "NonFiniteGradient"]
 
 
 def describe(p: Tensor, name: str | None = None) -> str:
@@ -49,13 +25,6 @@ def named_params(group: dict) -> Iterator[tuple[Tensor, str | None]]:
     """(parameter, name or None) for every parameter of a torch param group."""
     names = group.get("param_names") or [None] * len(group["params"])
     return zip(group["params"], names, strict=True)
-
-
-def check_int(who: str, name: str, value: object, low: int = 0) -> int:
-    """``value`` as an int ≥ ``low`` (numpy integers count; bools and floats do not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{who}: {name} must be an int ≥ {low}, got {value!r}")
-    return int(value)
 
 
 class NonFiniteGradient(ValueError):
