@@ -157,7 +157,7 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
         ("horizons = [1024]\n[run.optimizer]\nlr = '-2^-8'\n", ["run.optimizer.lr", "b ≥ 0"]),
         ("horizons = [1024]\n[run.optimizer]\nlr = '10^400'\n", ["run.optimizer.lr", "b^k"]),
         ("horizons = [1024]\n[local]\nthreads = -3\n", ["local.threads", "≥ 0"]),
-        ("horizons = [1024]\n[slurm]\ntime_min = -5\n", ["slurm.time_min", "≥ 1"]),
+        ("horizons = [1024]\n[slurm]\ntime_min = 2\n", ["slurm.time_min", "≥ 3", "90 s"]),
         ("horizons = [1024]\n[slurm]\narray_parallelism = 0\n",
          ["slurm.array_parallelism", "≥ 1"]),
         ("horizons = [1024]\n[slurm]\nmem_gb = -3\n", ["slurm.mem_gb", "≥ 0"]),
@@ -621,11 +621,120 @@ def test_a_preempted_slurm_task_requeues_itself_with_the_same_run():
 
     from optimal_scaling.sweep.executors import SweepJob
 
-    job = SweepJob("/shared/runs/ci", gpus=True)
+    job = SweepJob("/shared/runs/ci")
     again = job.checkpoint("abc123def456")
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert again.args == ("abc123def456",)
-    assert again.function.out == "/shared/runs/ci" and again.function.gpus
+    assert again.function.out == "/shared/runs/ci"
+
+
+def test_submitit_executors_get_gpus_requeues_and_extra_sbatch_options(tmp_path, monkeypatch):
+    """The local executor is given the GPUs (submitit's default hides them all) and the
+    requeue limit; SLURM gets the limit too; one #SBATCH option can be set with --set."""
+    from optimal_scaling.sweep import executors
+
+    s = sweep.load(CI, ["slurm.cluster=local", "resources.processes=2", "slurm.max_requeues=5"])
+    ex = executors.slurm_executor(s, tmp_path)
+    assert ex.parameters["gpus_per_node"] == 2 and ex.parameters["tasks_per_node"] == 2
+    assert ex._executor.max_num_timeout == 5
+    s = sweep.load(CI, ["slurm.cluster=local", "slurm.gpus=false"])
+    assert "gpus_per_node" not in executors.slurm_executor(s, tmp_path).parameters
+    monkeypatch.setattr(executors.shutil, "which", lambda name: f"/usr/bin/{name}")
+    s = sweep.load(CI, ["slurm.max_requeues=7", "slurm.additional.gres='gpu:a100:4'",
+                        "slurm.additional.exclusive=true"])  # fmt: skip
+    assert executors.slurm_executor(s, tmp_path).max_num_timeout == 7
+    script = executors.sbatch_script(s, tmp_path, 3)
+    assert "#SBATCH --gres=gpu:a100:4" in script and "#SBATCH --exclusive" in script
+
+
+def test_slurm_without_srun_or_with_a_refusing_sbatch_is_one_line(tmp_path, capsys):
+    """No srun here: a named error before anything is written; sbatch refusing the array
+    (a bad partition): its own message, no traceback."""
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))  # no srun, no sbatch
+    cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI), "--out",
+           str(tmp_path / "s"), "--executor", "slurm"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "sbatch and srun" in done.stderr and "slurm.cluster=local" in done.stderr
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition "
+                                    "specified: gpux' >&2\nexit 1\n")  # fmt: skip
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    done = subprocess.run([*cmd, "--set", "slurm.partition=gpux"], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "sbatch refused the job array" in done.stderr and "invalid partition" in done.stderr
+
+
+def test_a_two_process_run_through_submitits_local_executor_counts_as_done(tmp_path):
+    """submitit's result() refuses a job with several tasks: rank 0's status is read."""
+    s = sweep.load(CI, ["slurm.cluster=local", "resources.processes=2", "device=cpu",
+                        "grid.batch_size=[8]", "grid.optimizer.lr=[0.01]"])  # fmt: skip
+    counts = sweep.run(s, tmp_path / "sub", executor="slurm", progress=False)
+    assert counts == {"done": 1}
+    assert sweep.status(tmp_path / "sub")["done"] == 1
+
+
+def test_a_lock_taken_over_elsewhere_is_neither_touched_nor_released(tmp_path, monkeypatch):
+    """A holder whose lock was judged stale and replaced learns it at its next touch
+    (LockLost: the run returns "running", nothing recorded) and never deletes the new lock."""
+    from optimal_scaling.sweep import runner
+    from optimal_scaling.sweep.executors import prepare
+    from optimal_scaling.sweep.store import Lock, LockLost
+
+    mine = Lock(tmp_path)
+    assert mine.acquire()
+    mine.touch()  # still ours
+    (tmp_path / "lock").unlink()
+    other = {"host": "nodeB", "pid": 4242, "job": "7", "restart": "0", "since": time.time()}
+    (tmp_path / "lock").write_text(json.dumps(other))
+    with pytest.raises(LockLost, match="taken over"):
+        mine.touch()
+    mine.release()
+    assert json.loads((tmp_path / "lock").read_text()) == other
+    again = Lock(tmp_path / "x")
+    (tmp_path / "x").mkdir()
+    assert again.acquire()
+    (tmp_path / "x" / "lock").write_text("")  # our own write cut short: still ours
+    again.touch()
+    again.release()
+    assert not (tmp_path / "x" / "lock").exists()
+
+    s = sweep.from_dict(tiny())
+    out = tmp_path / "s"
+    prepare(s, out, s.runs())  # the run folders, as `sweep run` writes them
+    rid = s.runs()[0].id
+
+    def lost(*args, **kwargs):
+        raise LockLost("taken over")
+
+    monkeypatch.setattr(runner, "_train", lost)
+    assert runner.train_run(out, rid) == "running"
+    assert read_json(out / "runs" / rid / "record.json") in (None, {})
+
+
+def test_the_last_slurm_timeout_is_recorded_in_words(tmp_path, monkeypatch):
+    from submitit.core.utils import UncompletedJobError
+
+    from optimal_scaling.sweep import runner
+    from optimal_scaling.sweep.executors import prepare
+
+    s = sweep.from_dict(tiny())
+    out = tmp_path / "s"
+    prepare(s, out, s.runs())  # the run folders, as `sweep run` writes them
+    rid = s.runs()[0].id
+
+    def timed_out(*args, **kwargs):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(runner, "_train", timed_out)
+    assert runner.train_run(out, rid) == "failed"
+    error = read_json(out / "runs" / rid / "record.json")["error"]
+    assert "slurm.max_requeues" in error and "sweep run" in error
 
 
 def test_noise_scale_and_log_do_not_change_the_run(tmp_path):

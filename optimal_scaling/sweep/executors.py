@@ -9,9 +9,11 @@ stays on disk and the next invocation resumes from it.
 ``slurm``: through submitit, one job array over the runs not yet done, at most
 ``slurm.array_parallelism`` at a time; each array task runs one run with ``resources.nodes``
 nodes × ``resources.processes`` tasks (one GPU each), started by srun, which become the ranks
-of a DDP run. A preempted or timed-out task is requeued by submitit and resumes from the run's
-last checkpoint (at a horizon, or ``run.checkpoint_minutes`` of training after the previous
-one). ``slurm.cluster = "local"`` runs the same jobs with submitit's local executor.
+of a DDP run. A preempted or timed-out task is requeued by submitit (up to
+``slurm.max_requeues`` times; ``sweep run`` again resubmits what is left) and resumes from the
+run's last checkpoint (at a horizon, or ``run.checkpoint_minutes`` of training after the
+previous one). ``slurm.cluster = "local"`` runs the same jobs with submitit's local executor,
+on this machine's GPUs when ``slurm.gpus``. Each task's output is in ``DIR/slurm/<job id>/``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,26 +209,27 @@ def run_local(sweep: Sweep, out: Path, todo: list[Run], workers: int | None = No
 class SweepJob:
     """The callable submitit runs in every array task (and requeues on preemption)."""
 
-    def __init__(self, out: str, gpus: bool) -> None:
-        self.out, self.gpus = out, gpus
+    def __init__(self, out: str) -> None:
+        self.out = out
 
     def __call__(self, rid: str) -> str:
         import submitit
 
         from optimal_scaling.sweep.runner import train_run
 
-        env = submitit.JobEnvironment()
-        if env.num_tasks > 1:
+        if submitit.JobEnvironment().num_tasks > 1:
+            # RANK, WORLD_SIZE, MASTER_ADDR... for torch.distributed (overwriting any the
+            # submitting shell passed on); CUDA_VISIBLE_DEVICES stays as SLURM set it, and
+            # each rank takes GPU LOCAL_RANK of that list
             submitit.helpers.TorchDistributedEnvironment().export(
-                set_cuda_visible_devices=self.gpus
+                set_cuda_visible_devices=False, overwrite=True
             )
-        return train_run(self.out, rid, device="cuda:0" if self.gpus and env.num_tasks > 1
-                         else None)  # fmt: skip
+        return train_run(self.out, rid)
 
     def checkpoint(self, rid: str):  # submitit: preempted or timed out → requeue, resume
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SweepJob(self.out, self.gpus), rid)
+        return submitit.helpers.DelayedSubmission(SweepJob(self.out), rid)
 
 
 def slurm_parameters(sweep: Sweep) -> dict:
@@ -267,13 +271,21 @@ def slurm_executor(sweep: Sweep, out: Path):
     import submitit
 
     folder = out / "slurm" / "%j"
-    if sweep.slurm["cluster"] == "slurm":
-        ex = submitit.SlurmExecutor(folder=folder)
+    s, processes = sweep.slurm, sweep.resources["processes"]
+    if s["cluster"] == "slurm":
+        if shutil.which("srun") is None or shutil.which("sbatch") is None:
+            raise ConfigError("the slurm executor submits with sbatch and srun, which this "
+                              "machine does not have: run it on the cluster's login node, or "
+                              "try it here with --set slurm.cluster=local")  # fmt: skip
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=s["max_requeues"])
         ex.update_parameters(**slurm_parameters(sweep))
         return ex
-    ex = submitit.AutoExecutor(folder=folder, cluster=sweep.slurm["cluster"])
-    ex.update_parameters(timeout_min=sweep.slurm["time_min"],
-                         tasks_per_node=sweep.resources["processes"])  # fmt: skip
+    ex = submitit.AutoExecutor(folder=folder, cluster=s["cluster"],
+                               local_max_num_timeout=s["max_requeues"])  # fmt: skip
+    params = {"timeout_min": s["time_min"], "tasks_per_node": processes}
+    if s["cluster"] == "local" and s["gpus"]:  # else submitit hides every GPU from the job
+        params["gpus_per_node"] = processes
+    ex.update_parameters(**params)
     return ex
 
 
@@ -293,19 +305,24 @@ def run_slurm(sweep: Sweep, out: Path, todo: list[Run], wait: bool = False,
     """Submit ``todo`` as one job array; wait for it when ``wait`` or the cluster is local."""
     if not todo:
         return {}
+    from submitit.core.utils import FailedJobError
+
     ex = slurm_executor(sweep, out)
-    job = SweepJob(str(out), bool(sweep.slurm["gpus"]) and sweep.slurm["cluster"] == "slurm")
-    jobs = ex.map_array(job, [run.id for run in todo])
+    try:
+        jobs = ex.map_array(SweepJob(str(out)), [run.id for run in todo])
+    except FailedJobError as exc:  # sbatch refused: bad partition, account, time, array size
+        raise ConfigError(f"sbatch refused the job array: {exc}") from None
     first = jobs[0].job_id.split("_")[0]
     where = sweep.slurm["cluster"]
-    print(f"submitted {len(jobs)} runs as job array {first} ({where}); follow with: "
+    print(f"submitted {len(jobs)} runs as job array {first} ({where}); each task's output is "
+          f"in {out / 'slurm'}/{first}_<task>/; follow with: "
           f"optimal-scaling sweep status {shlex.quote(str(out))}", flush=True)  # fmt: skip
     if not (wait or sweep.slurm["cluster"] != "slurm"):
         return {"submitted": len(jobs)}
     counts: dict[str, int] = {}
     for j in jobs:
         try:
-            status = j.result()
+            status = j.results()[0]  # rank 0's; result() refuses a job with several tasks
         except Exception as exc:  # noqa: BLE001 - a job that failed outside train_run
             print(f"job {j.job_id} failed: {exc}", file=sys.stderr)
             status = "failed"

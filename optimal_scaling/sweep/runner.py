@@ -66,6 +66,7 @@ from optimal_scaling.optim._checks import NonFiniteGradient
 from optimal_scaling.results import atomic_write
 from optimal_scaling.sweep.store import (
     Lock,
+    LockLost,
     read_config,
     read_json,
     read_record,
@@ -282,13 +283,21 @@ def train_run(
         if rank == 0:
             remove_partial(folder)  # a killed predecessor's unfinished writes
         return _train(folder, spec, rank, world, device, claim if rank == 0 else None)
+    except LockLost as exc:  # another process trains this run now: it records, not we
+        print(f"run {rid}: stopped, {exc}", file=sys.stderr)
+        return "running"
     # A broken run is recorded and never stops the sweep; KeyboardInterrupt and SystemExit
     # pass through (the lock is still released).
     except Exception as exc:
         if rank == 0:
+            error = f"{type(exc).__name__}: {exc}"
+            if type(exc).__name__ == "UncompletedJobError":  # submitit's, at the last timeout
+                error = ("the SLURM task timed out or was preempted more than "
+                         "slurm.max_requeues times; `optimal-scaling sweep run` again resumes "
+                         f"the run from its last checkpoint ({exc})")  # fmt: skip
             try:
                 record = read_json(folder / "record.json") or {}
-                record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                record.update(status="failed", error=error,
                               traceback=traceback.format_exc(limit=8))  # fmt: skip
                 write_json(folder / "record.json", record)
             except (OSError, ValueError) as also:  # e.g. a read-only or full run folder
@@ -411,7 +420,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     checked = len(window)  # restored losses were checked before they were saved
     _sync(device)
     tick = time.perf_counter() - window_seconds  # this row's rate and time exclude the restart
-    saved = time.perf_counter()
+    saved = touched = time.perf_counter()
     net.train()
     def flush() -> None:
         """Move the logged means into ``log`` (read where a check syncs anyway)."""
@@ -463,6 +472,9 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
             return diverged(f"at step {step + 1}: non-finite gradient ({err})")
         opt.zero_grad(set_to_none=True)
         step += 1
+        if claim is not None and time.perf_counter() - touched >= 60:  # alive, seen elsewhere
+            claim.touch()  # (by the clock: a step can take minutes on a big model)
+            touched = time.perf_counter()
         if world > 1:
             dist.all_reduce(loss_sum)
             loss_sum /= world
@@ -487,8 +499,6 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 why = ("non-finite loss" if not math.isfinite(bad)
                        else f"loss {bad:.3g} > {run['blowup']:g} × first loss {first:.3g}")
                 return diverged(f"by step {step}: {why}")
-            if claim is not None:
-                claim.touch()
             if (rank == 0 and every_s and step not in targets
                     and time.perf_counter() - saved >= every_s):
                 save(mid_horizon=True)

@@ -151,7 +151,8 @@ _SLURM_DEFAULTS: dict[str, Any] = {
     "partition": "",
     "account": "",
     "qos": "",
-    "time_min": 60,  # per array task; a timed-out task is requeued and resumes
+    "time_min": 60,  # per array task (≥ 3); a timed-out task is requeued and resumes
+    "max_requeues": 20,  # timeouts/preemptions per task; then `sweep run` again resubmits
     "array_parallelism": 64,
     "cpus_per_task": 4,
     "mem_gb": 0,  # 0: the partition's default
@@ -516,9 +517,15 @@ def from_dict(raw: Mapping, source: str = "<python>") -> Sweep:
     if sweep.local["threads"] < 0:
         raise _err(where, "local.threads", f"must be ≥ 0 (0: cores // workers), got "
                    f"{sweep.local['threads']}")  # fmt: skip
-    for key in ("time_min", "array_parallelism", "cpus_per_task"):
+    for key in ("array_parallelism", "cpus_per_task"):
         if sweep.slurm[key] < 1:
             raise _err(where, f"slurm.{key}", f"must be ≥ 1, got {sweep.slurm[key]}")
+    if sweep.slurm["time_min"] < 3:  # submitit's requeue signal comes 90 s before the limit
+        raise _err(where, "slurm.time_min", f"must be ≥ 3 (minutes; the timeout signal comes "
+                   f"90 s before the limit), got {sweep.slurm['time_min']}")  # fmt: skip
+    if sweep.slurm["max_requeues"] < 0:
+        raise _err(where, "slurm.max_requeues", f"must be ≥ 0, got "
+                   f"{sweep.slurm['max_requeues']}")  # fmt: skip
     if sweep.slurm["mem_gb"] < 0:
         raise _err(where, "slurm.mem_gb", f"must be ≥ 0 (0: the partition's default), got "
                    f"{sweep.slurm['mem_gb']}")  # fmt: skip
@@ -574,9 +581,9 @@ def apply_overrides(raw: dict, overrides: Iterable[str], where: str) -> dict:
     ``optimizer.lr=0.01`` sets a key of the base run; ``grid.optimizer.lr=[0.01, 0.02]`` sets
     an axis (``grid.batch_size=[]``... is an error; remove an axis by setting the run key);
     ``horizons=[...]``, ``name=...``, ``local.workers=4``, ``slurm.partition=gpu``,
-    ``resources.processes=2`` set those sections. Setting a run key that is a grid axis of the
-    file drops that axis (the run key wins); setting one key both ways in ``overrides`` is an
-    error.
+    ``slurm.additional.constraint=h100``, ``resources.processes=2`` set those sections.
+    Setting a run key that is a grid axis of the file drops that axis (the run key wins);
+    setting one key both ways in ``overrides`` is an error.
     """
     raw = copy.deepcopy(raw)
     fixed: set[str] = set()
@@ -601,7 +608,13 @@ def apply_overrides(raw: dict, overrides: Iterable[str], where: str) -> dict:
             section, _, sub = key.partition(".")
             if not sub:
                 raise ConfigError(f"--set {item!r}: name a key of [{section}]")
-            raw.setdefault(section, {})[sub] = value
+            table = raw.setdefault(section, {})
+            if section == "slurm" and sub.startswith("additional."):  # one extra #SBATCH option
+                extra = table.get("additional")
+                table["additional"] = dict(extra) if isinstance(extra, Mapping) else {}
+                table["additional"][sub[len("additional."):]] = value
+            else:
+                table[sub] = value
         else:
             fixed.add(run_key)
             raw["run"] = _apply(raw.get("run", {}), run_key, value, where, f"--set {key}")

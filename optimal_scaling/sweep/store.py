@@ -35,6 +35,7 @@ from optimal_scaling.sweep.spec import flatten
 __all__ = [
     "STATUSES",
     "Lock",
+    "LockLost",
     "collect",
     "drop_stale_lock",
     "read_json",
@@ -229,13 +230,22 @@ def drop_stale_lock(folder: Path) -> bool:
             pass
 
 
+class LockLost(RuntimeError):
+    """The run's lock file is no longer this process's: another process judged it stale (no
+    touch for ``stale_after`` seconds, e.g. a suspended job) and took the run over."""
+
+
 class Lock:
     """Exclusive claim on a run folder (``O_EXCL`` create; stale locks are taken over through
-    :func:`drop_stale_lock`)."""
+    :func:`drop_stale_lock`). The holder touches it at least every few minutes (the runner:
+    once a minute) so that other hosts see it alive; :meth:`touch` and :meth:`release` act only
+    on a lock that is still this process's own file."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "lock"
         self.held = False
+        self.info: dict = {}
+        self.inode = -1
 
     def acquire(self) -> bool:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job(),
@@ -251,18 +261,38 @@ class Lock:
                     return False
                 continue
             self.held = True  # before writing: an interruption now still releases the file
+            self.info, self.inode = info, os.fstat(fd).st_ino
             with os.fdopen(fd, "w") as f:
                 json.dump(info, f)
             return True
         return False
 
+    def _mine(self) -> bool:
+        """Whether the lock file is still the one this process wrote (same inode, and its
+        content, when readable, names this process)."""
+        try:
+            if self.path.stat().st_ino != self.inode:
+                return False
+            found = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):  # our own write was cut short: the inode decides
+            return True
+        return isinstance(found, dict) and all(found.get(k) == self.info[k]
+                                               for k in ("host", "pid", "since"))  # fmt: skip
+
     def touch(self) -> None:
+        """Mark the lock alive; :class:`LockLost` when another process has taken it over."""
         if self.held:
+            if not self._mine():
+                self.held = False
+                raise LockLost(f"{self.path}: this run's lock was taken over by another process")
             os.utime(self.path)
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            if self._mine():  # never another process's lock that replaced a stale one of ours
+                self.path.unlink(missing_ok=True)
             self.held = False
 
 
