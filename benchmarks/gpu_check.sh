@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# The GPU session's one prepared script (issue 11): the unit suite on CUDA, the kernels' tile
-# configurations tuned, then both benchmarks in bf16 with the tuned table, results under $OUT
-# (default: gpu_out/). Run from the repository root on a machine with torch, Triton, numpy,
-# pandas, scipy and pytest:
+# The GPU session's one prepared script (issue 11): the GPU-facing tests, the kernels' tile
+# configurations tuned, both benchmarks in bf16 with the tuned table, then the rest of the
+# unit suite; results under $OUT (default: gpu_out/). Run from the repository root on a
+# machine with torch, Triton, numpy, pandas, scipy and pytest:
 #     make gpu-wheels                              # here, once: plotly and submitit in .whl/
 #     OUT=/tmp/out bash benchmarks/gpu_check.sh    # there, with .whl carried along
-# The notebook tests (jupytext, nbformat, Jupyter) are left out. Every phase has a time limit
-# (about 530 s in all; run it with the device tool's timeout_s near 590); the benchmarks and the tuning write their JSON shape by shape (width
-# by width), so a phase cut short still returns what it finished. Exactly six files come back
-# (the device tool returns at most eight): log.txt, pytest.txt, bench.txt and three JSONs.
+# The notebook tests (jupytext, nbformat, Jupyter) are left out. Every phase has a time limit,
+# about 560 s in all (run it with the device tool's timeout_s = 600); the benchmarks and the
+# tuning write their JSON shape by shape (width by width), so a phase cut short still returns
+# what it finished, and one method or configuration that fails loses only its own rows.
+# Exactly six files come back (the device tool returns at most eight): log.txt, pytest.txt,
+# bench.txt and three JSONs.
 set -uo pipefail
 OUT="${OUT:-gpu_out}"
 PY="${PYTHON:-python3}"  # the device image's python3 holds torch
+export PYTHONUNBUFFERED=1  # a phase stopped at its limit keeps what it printed
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 BENCH="$OUT/bench.txt"
+TESTS="$OUT/pytest.txt"
 phase() { echo "== $1: exit $2 after $(( $(date +%s) - $3 )) s" | tee -a "$LOG"; }
 
 start=$(date +%s)
@@ -27,24 +31,27 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # works even if the editabl
 nvidia-smi >> "$LOG" 2>&1
 "$PY" -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name(0))" \
     >> "$LOG" 2>&1
+"$PY" -m pip list 2>/dev/null | grep -iE '^(numpy|pandas|scipy|einops|pytest|pytest-xdist|execnet|plotly|narwhals|submitit|triton|torch) ' >> "$LOG"
 phase setup $? "$start"
 
-# 8 xdist workers on the image's 16 cores (one process where xdist is missing), two BLAS
-# threads each; SIGINT at the limit, so pytest still prints its summary and the failures
+# pytest: 8 xdist workers on the image's 16 cores (one process where xdist is missing), two
+# BLAS threads each, -v so every result is on disk as it happens; SIGINT at the limit, so
+# pytest still prints its summary and the failures (xdist needs up to ~15 s for that)
 WORKERS=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+GPU_TESTS="tests/test_gpu.py tests/test_kernels.py tests/test_newton_schulz.py tests/test_optim.py tests/test_bench.py"
+suite() {  # suite LIMIT ARGS...: one pytest call, appended to pytest.txt
+    local limit=$1; shift
+    OMP_NUM_THREADS=2 timeout -s INT -k 45 "$limit" "$PY" -m pytest -v -rfE -p no:cacheprovider \
+        $WORKERS "$@" >> "$TESTS" 2>&1
+}
 start=$(date +%s)
-OMP_NUM_THREADS=2 timeout -s INT -k 15 150 "$PY" -m pytest tests -m "not slow" -q -rfE \
-    -p no:cacheprovider $WORKERS \
-    --ignore=tests/test_lab.py --ignore=tests/test_notebooks.py --ignore=tests/test_exercises.py \
-    > "$OUT/pytest.txt" 2>&1
-phase pytest $? "$start"
-# sweeps the tests started in their own sessions must not overlap the timings below
-pkill -f "optimal_scaling.cli sweep" 2>/dev/null; pkill -f "optimal_scaling.sweep.runner" 2>/dev/null
-sleep 2
+echo "== the GPU-facing tests" >> "$TESTS"
+suite 75 $GPU_TESTS
+phase "pytest (GPU-facing tests)" $? "$start"
 
 start=$(date +%s)
 echo "== bench tune" >> "$BENCH"
-timeout -k 10 150 "$PY" -m optimal_scaling.cli bench tune --dtype bfloat16 \
+timeout -k 10 120 "$PY" -m optimal_scaling.cli bench tune --dtype bfloat16 \
     --out "$OUT/kernel_configs_bfloat16.json" >> "$BENCH" 2>&1
 phase "bench tune" $? "$start"
 if [ -f "$OUT/kernel_configs_bfloat16.json" ]; then
@@ -52,7 +59,7 @@ if [ -f "$OUT/kernel_configs_bfloat16.json" ]; then
 fi
 start=$(date +%s)
 echo "== bench ns" >> "$BENCH"
-timeout -k 10 150 "$PY" -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
+timeout -k 10 120 "$PY" -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
     --out "$OUT/newton_schulz_cuda_bfloat16_full.json" >> "$BENCH" 2>&1
 phase "bench ns" $? "$start"
 start=$(date +%s)
@@ -61,4 +68,13 @@ timeout -k 10 60 "$PY" -m optimal_scaling.cli bench optim --device cuda \
     --out "$OUT/optimizers_cuda_full.json" >> "$BENCH" 2>&1
 phase "bench optim" $? "$start"
 rm -f "$OUT"/.*.tmp  # a write cut short by a time limit
-tail -5 "$OUT/pytest.txt"; tail -40 "$BENCH"; cat "$LOG" | grep "^=="
+
+# the rest of the unit suite, after the timings (its sweeps would share the GPU with them);
+# test_sweep.py first: its tests are the longest, and xdist hands out files in this order
+start=$(date +%s)
+echo "== the rest of the unit suite" >> "$TESTS"
+REST=$(ls tests/test_*.py | grep -vE "test_(lab|notebooks|exercises|sweep|gpu|kernels|newton_schulz|optim|bench)\.py")
+suite 150 tests/test_sweep.py $REST
+phase "pytest (the rest)" $? "$start"
+pkill -f "optimal_scaling.cli sweep" 2>/dev/null; pkill -f "optimal_scaling.sweep.runner" 2>/dev/null
+grep -E "^(==|=+ .*(passed|failed|error).* =+$)" "$TESTS"; tail -40 "$BENCH"; grep "^==" "$LOG"

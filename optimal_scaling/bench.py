@@ -197,15 +197,23 @@ def newton_schulz_benchmark(
         G = torch.randn(shape, device=device, generator=None)
         runs = ns_methods(G, steps, dtype, methods)
         times: dict[str, list[float]] = {k: [] for k in runs}
-        for fn in runs.values():
-            fn()  # warm-up (allocator, kernel compilation, torch.compile)
-        for _ in range(repeats):
+        errors: dict[str, str] = {}
+        for round_ in range(repeats + 1):  # round 0 warms up: allocator, compilation
             for name, fn in runs.items():
-                times[name].append(clock(fn))
+                if name in errors:
+                    continue
+                try:  # a method that fails (a kernel that does not compile, out of memory)
+                    t = clock(fn)  # loses its own row, never the other methods' timings
+                except Exception as e:  # noqa: BLE001
+                    errors[name] = f"{type(e).__name__}: {e}"[:300]
+                    continue
+                if round_ > 0:
+                    times[name].append(t)
         flops = ns_flops(shape, steps)
-        medians = {k: statistics.median(v) for k, v in times.items()}
+        medians = {k: statistics.median(v) for k, v in times.items() if k not in errors}
         ref = medians.get("reference")
-        for name, t in medians.items():
+        for name in runs:
+            t = medians.get(name, float("nan"))
             rows.append(
                 {
                     "shape": "x".join(map(str, shape)),
@@ -213,11 +221,13 @@ def newton_schulz_benchmark(
                     "median_s": t,
                     "gflops": flops / t / 1e9,
                     "time_vs_reference": t / ref if ref else float("nan"),
+                    "error": errors.get(name, ""),
                 }
             )
         if progress:
             summary = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in medians.items())
-            print(f"{'x'.join(map(str, shape)):>14}: {summary}", flush=True)
+            failed = "".join(f"; {k} failed: {v}" for k, v in errors.items())
+            print(f"{'x'.join(map(str, shape)):>14}: {summary}{failed}", flush=True)
         if after_shape is not None:
             after_shape(pd.DataFrame(rows))
     return pd.DataFrame(rows)
@@ -349,7 +359,8 @@ def run_newton_schulz(
         methods=[m for m in METHODS if not (slow_compile and m == "reference_compiled")],
         progress=True,
         after_shape=None if out is None else (
-            lambda part: write_json(out, part, **meta, partial=True)),
+            lambda part: write_json(out, part, **meta, partial=True,
+                                    triton_faster_from=triton_faster_rule(part))),
     )
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary(table).round(3).to_string())

@@ -219,7 +219,8 @@ def _tune(args: argparse.Namespace, command: str, results) -> int:
                         after_shape=None if out is None else lambda r: write(r, True))
     entries = kernels.best_entries(rows)
     for e in entries:
-        print(f"{e['kernel']:>16} M={e['M']:>5} K={e['K']:>5}: best {e['ms']:.4f} ms "
+        print(f"{e['kernel']:>16} batch={e['batch']:>3} M={e['M']:>5} K={e['K']:>5}: best "
+              f"{e['ms']:.4f} ms "
               f"(default {e['default_ms']:.4f} ms) {e['config']}")
     failed = [r for r in rows if r["error"]]
     if failed:

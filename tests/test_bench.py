@@ -147,3 +147,29 @@ def test_the_optimizer_command_writes_width_by_width(tmp_path, monkeypatch):
     assert table["width"].is_monotonic_increasing
     payload = json.loads((tmp_path / "o.json").read_text())
     assert "partial" not in payload and payload["device_type"] == "cpu"
+
+
+def test_a_failing_method_loses_only_its_own_row(monkeypatch):
+    """A kernel that does not compile (or runs out of memory) on the GPU run: its error is
+    recorded, the other methods are timed and the ratios still computed."""
+    real = bench.ns_methods
+
+    def with_a_broken_one(G, steps, dtype, methods=bench.METHODS):
+        runs = real(G, steps, dtype, ["reference", "torch_path"])
+
+        def broken():
+            raise RuntimeError("triton.compiler.errors.CompilationError: out of resources")
+
+        return {**runs, "triton_path": broken}
+
+    monkeypatch.setattr(bench, "ns_methods", with_a_broken_one)
+    parts: list = []
+    table = bench.newton_schulz_benchmark([(8, 16), (12, 20)], repeats=2, steps=2,
+                                          device="cpu", after_shape=parts.append)  # fmt: skip
+    assert len(parts) == 2 and len(table) == 2 * 3
+    broken = table[table["method"] == "triton_path"]
+    assert broken["median_s"].isna().all() and broken["error"].str.contains("out of res").all()
+    fine = table[table["method"] != "triton_path"]
+    assert (fine["error"] == "").all() and (fine["median_s"] > 0).all()
+    assert (fine.loc[fine["method"] == "reference", "time_vs_reference"] == 1).all()
+    assert bench.triton_faster_rule(table) is None

@@ -9,6 +9,8 @@ tests run compiled, on the GPU.
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import subprocess
 import sys
 
@@ -383,6 +385,31 @@ def test_tune_writes_a_table_that_config_for_reads(tmp_path, monkeypatch: pytest
     monkeypatch.setenv("OPTIMAL_SCALING_KERNEL_CONFIGS", str(path))
     assert kernels.config_for("sym_kernel", 32, 32, torch.bfloat16, "Fake GPU") == a
     assert kernels.config_for("sym_kernel", 32, 32, torch.bfloat16, "Fake GPU", batch=12) == b
+
+
+@needs_triton
+def test_tuning_survives_a_default_configuration_that_fails(tmp_path):
+    """The candidates' first (default) configuration failing to compile loses only its own
+    rows; the table is strict JSON (a failed try's time is null, not Infinity)."""
+    if CUDA:
+        pytest.skip("the CPU timer below stands in for do_bench off the GPU")
+    good = {"BLOCK": 16, "BLOCK_K": 16}
+    configs = {"sym_kernel": [{"BLOCK": 16}, good],  # no BLOCK_K: fails as a bad config would
+               "ns_update_kernel": [kernels.INTERPRETED["ns_update_kernel"]]}
+    rows = kernels.tune([(8, 16)], dtype=torch.float32, device="cpu",
+                        timer=lambda fn: (fn(), 1.0)[1], configs=configs)  # fmt: skip
+    failed = [r for r in rows if r["error"]]
+    assert len(failed) == 2 and all(r["index"] == 0 and r["ms"] == math.inf for r in failed)
+    entries = kernels.best_entries(rows)
+    assert {e["kernel"] for e in entries} == {"sym_kernel", "ns_update_kernel"}
+    assert all(e["config"] == good for e in entries if e["kernel"] == "sym_kernel")
+    path = kernels.write_tuned(tmp_path / "t.json", entries, tries=rows)
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    tries = json.loads(path.read_text(), parse_constant=refuse)["tries"]
+    assert [t["ms"] for t in tries if t["error"]] == [None, None]
 
 
 def test_a_bad_configuration_table_is_named(tmp_path, monkeypatch: pytest.MonkeyPatch):

@@ -419,8 +419,8 @@ def tune(
         if m > n:
             raise ValueError(f"tune: shapes are (…, m, n) with m ≤ n; got {tuple(shape)}")
         X = torch.randn(*lead, m, n, device=device).to(dtype) / n**0.5
-        A = syrk(X, configs["sym_kernel"][0])
-        B = sym_poly(A, -4.775, 2.0315, configs["sym_kernel"][0])
+        A = X @ X.mT  # the kernels' inputs from torch: a kernel that fails to compile
+        B = -4.775 * A + 2.0315 * (A @ A)  # only loses its own rows
         calls = {  # a square X tunes the symmetric kernel once, at (m, m)
             ("sym_kernel", m, n): lambda c, X=X: syrk(X, c),
             ("sym_kernel", m, m): lambda c, A=A: sym_poly(A, -4.775, 2.0315, c),
@@ -461,11 +461,22 @@ def best_entries(rows: list[dict]) -> list[dict]:
     return entries
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every inf/NaN float as None (strict JSON: a failed try's time is null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_tuned(path: str | Path, entries: list[dict], **meta: Any) -> Path:
     """Write a configuration table :func:`tuned_table` reads (JSON), atomically."""
     from optimal_scaling.results import atomic_write
 
-    text = json.dumps({**meta, "entries": entries}, indent=1, default=str)
+    text = json.dumps(_finite({**meta, "entries": entries}), indent=1, default=str)
     out = atomic_write(Path(path), lambda f: f.write(text.encode()))
     _tuned_cache.pop(str(Path(path)), None)
     _lookup.cache_clear()
