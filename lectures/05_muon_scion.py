@@ -219,10 +219,12 @@ for label, (_, tracker) in tracked.items():
 # The constrained weights stay within their radius (≤ 1 in units of ρ, measured above); the
 # unconstrained ones are free to grow past it (the printout says whether they did here).
 # Whether holding them inside costs loss depends on how far they would have grown: the line
-# printed under the losses says what this run showed (in a short run the two are about
-# equal; the longer the run, the further the unconstrained norms move past the radius). A
-# constrained run needs radii as large as the norms the layers want to reach; lecture 07 is
-# about that norm.
+# printed under the losses says what this run showed. Measured on a laptop CPU: the 60 steps
+# of fast mode ended with the constrained run 0.025 nats *better*, the unconstrained norms at
+# 1.4× their radius; full mode's 400 steps ended 0.40 nats *worse*, the norms at 3.7×. The
+# longer the run, the further the free norms move past the radius, and the more a fixed
+# radius costs. A constrained run needs radii as large as the norms the layers want to reach;
+# lecture 07 is about that norm.
 #
 # The tracker also recorded each update's norm: for unconstrained Scion it must be exactly
 # `γ·ρ` per layer (the LMO has norm 1), a free check:

@@ -27,6 +27,17 @@ NOTEBOOK_DIRS = ["lectures", "solutions", "exercises"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; Ctrl-C ends it with one line and exit status 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        command = next((a for a in (sys.argv[1:] if argv is None else argv)
+                        if not a.startswith("-")), "optimal-scaling")  # fmt: skip
+        print(f"{command}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="optimal-scaling",
         description=__doc__,
@@ -82,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         from optimal_scaling.config import environment
 
-        report = environment()
+        try:
+            report = environment()
+        except (ValueError, RuntimeError) as exc:  # e.g. OPTIMAL_SCALING_DEVICE=tpu
+            print(f"env: {exc}", file=sys.stderr)
+            return 2
         width = max(map(len, report))
         for key, value in report.items():
             print(f"{key:<{width}}  {value}")
@@ -97,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         fast = True if args.fast else False if args.full else None
         try:
             path = execute(args.notebook, args.out, timeout=args.timeout, fast=fast)
-        except (FileNotFoundError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             print(f"execute: {exc}", file=sys.stderr)
             return 2
         except NotebookFailed as exc:
@@ -142,12 +157,11 @@ def _shards(args: argparse.Namespace) -> int:
 
 def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     import dataclasses
-    import os
     import shlex
     from pathlib import Path
 
     from optimal_scaling.experiments import LRTransferConfig, describe, gpt_lr_transfer
-    from optimal_scaling.results import read_table, write_table
+    from optimal_scaling.results import read_table, writable, write_table
 
     cfg = LRTransferConfig.fast() if args.fast else LRTransferConfig()
     overrides = {
@@ -161,12 +175,7 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     try:
         cfg.check()
-        out = Path(args.out)  # an unwritable --out fails now, not after the whole grid
-        if out.is_dir():
-            raise IsADirectoryError(f"--out {out} is a folder; give the CSV file's path")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(out.parent, os.W_OK):
-            raise PermissionError(f"cannot write to {out.parent}")
+        out = writable(Path(args.out))  # an unwritable --out fails now, not after the grid
     except (ValueError, OSError) as exc:
         print(f"lr-transfer: {exc}", file=sys.stderr)
         return 2
@@ -184,15 +193,19 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
         if meta.get("config") == describe(cfg):
             done = old
             print(f"lr-transfer: resuming: {len(old)} runs already in {partial}")
-    grid = gpt_lr_transfer(cfg, done=done, after_run=lambda part: write_table(
-        part, partial, command, config=describe(cfg), partial="true"))
+    try:
+        grid = gpt_lr_transfer(cfg, done=done, after_run=lambda part: write_table(
+            part, partial, command, config=describe(cfg), partial="true"))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the finished runs are in {partial}; the same command "
+                                "resumes from them") from None  # fmt: skip
     path = write_table(grid, out, command, config=describe(cfg))
     partial.unlink(missing_ok=True)
     print(f"wrote {len(grid)} runs to {path}")
     return 0
 
 
-def _tune(args: argparse.Namespace, command: str, results) -> int:
+def _tune(args: argparse.Namespace, command: str, out) -> int:
     """``bench tune``: every kernel configuration at the benchmark's shapes → a JSON table."""
     import torch
 
@@ -207,8 +220,6 @@ def _tune(args: argparse.Namespace, command: str, results) -> int:
     chosen = FAST_SHAPES if args.fast else cuda_shapes()  # issue 11's shapes first
     shapes = [(*s[:-2], min(s[-2:]), max(s[-2:])) for s in chosen]
     name = torch.cuda.get_device_name(0)
-    out = None if args.no_write else (
-        args.out or results / f"kernel_configs_{args.dtype or 'bfloat16'}.json")
 
     def write(rows: list[dict], partial: bool) -> object:
         return kernels.write_tuned(out, kernels.best_entries(rows), device=name,
@@ -238,6 +249,7 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     from optimal_scaling.bench import run_newton_schulz, run_optimizers
     from optimal_scaling.course import repo_root
+    from optimal_scaling.results import writable
 
     if args.device is not None:
         try:
@@ -262,40 +274,35 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"bench {args.benchmark}: {', '.join(given)} does not apply to this benchmark",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.no_write and args.out:
+        print("bench: --no-write and --out contradict each other; give one", file=sys.stderr)
+        return 2
     argv = sys.argv[1:] if argv is None else argv
     command = "optimal-scaling " + shlex.join(argv)
     results = (repo_root() or Path.cwd()) / "benchmarks" / "results"
-    if args.benchmark == "sweep":
-        from optimal_scaling.sweep.benchmark import run_sweep_benchmark
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = "fast" if args.fast else "full"
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    default = {"sweep": f"sweep_cpu_{kind}.json", "optim": f"optimizers_{device}_{kind}.json",
+               "ns": f"newton_schulz_{device}_{dtype}_{kind}.json",
+               "tune": f"kernel_configs_{args.dtype or 'bfloat16'}.json"}[args.benchmark]
+    try:  # an unwritable --out fails now, not after minutes of timing
+        out = None if args.no_write else writable(args.out or results / default)
+        if args.benchmark == "sweep":
+            from optimal_scaling.sweep.benchmark import run_sweep_benchmark
 
-        kind = "fast" if args.fast else "full"
-        out = None if args.no_write else (args.out or results / f"sweep_cpu_{kind}.json")
-        run_sweep_benchmark(out, fast=args.fast, command=command)
-        return 0
-    if args.benchmark == "tune":
-        return _tune(args, command, results)
-    if args.benchmark == "optim":
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        kind = "fast" if args.fast else "full"
-        out = None if args.no_write else (args.out or results / f"optimizers_{device}_{kind}.json")
-        run_optimizers(out, fast=args.fast, device=args.device, command=command,
-                       repeats=args.repeats)  # fmt: skip
-        return 0
-    out = args.out
-    if out is None and not args.no_write:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-        kind = "fast" if args.fast else "full"
-        out = results / f"newton_schulz_{device}_{dtype}_{kind}.json"
-    run_newton_schulz(
-        out,
-        fast=args.fast,
-        dtype=args.dtype,
-        device=args.device,
-        repeats=args.repeats,
-        steps=args.steps or 5,
-        command=command,
-    )
+            run_sweep_benchmark(out, fast=args.fast, command=command)
+        elif args.benchmark == "tune":
+            return _tune(args, command, out)
+        elif args.benchmark == "optim":
+            run_optimizers(out, fast=args.fast, device=args.device, command=command,
+                           repeats=args.repeats)  # fmt: skip
+        else:
+            run_newton_schulz(out, fast=args.fast, dtype=args.dtype, device=args.device,
+                              repeats=args.repeats, steps=args.steps or 5, command=command)
+    except OSError as exc:
+        print(f"bench {args.benchmark}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -767,10 +767,14 @@ def write_token_shards(folder: str | os.PathLike, train: np.ndarray, val: np.nda
     if empty:  # (token_shards could not read it back, and a run needs both)
         raise ValueError(f"write_token_shards({folder}): the {' and '.join(empty)} split is "
                          "empty; both need tokens (for a byte corpus: val_fraction > 0)")
-    for split, arr in zip(SPLITS, arrays, strict=True):
-        if arr.size and np.issubdtype(arr.dtype, np.integer) and arr.max() >= vocab_size:
-            raise ValueError(f"write_token_shards({folder}): {split} has token id {arr.max()} "
-                             f"≥ vocab_size {vocab_size}")  # fmt: skip
+    for split, arr in zip(SPLITS, arrays, strict=True):  # all of it before touching folder
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"write_token_shards({folder}): {split} must be a 1-D integer "
+                             f"array, got shape {arr.shape} and {arr.dtype}")  # fmt: skip
+        if arr.min() < 0 or arr.max() >= vocab_size:
+            raise ValueError(f"write_token_shards({folder}): {split}'s token ids must be in "
+                             f"[0, vocab_size = {vocab_size}), got min {arr.min()} and max "
+                             f"{arr.max()}")  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / SHARD_META, lambda f: f.write(json.dumps(_INCOMPLETE).encode()))
     for split, arr in zip(SPLITS, arrays, strict=True):
@@ -814,6 +818,8 @@ def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> To
             raise RuntimeError(f"token_shards: {folder} is incomplete: writing it was "
                                "interrupted; write the shards again")  # fmt: skip
         dtype, vocab, counts = meta["dtype"], meta["vocab_size"], meta["tokens"]
+        if not isinstance(dtype, str):
+            raise TypeError(f"'dtype' must be a name (uint16 or uint32), got {dtype!r}")
         if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
             raise TypeError(f"'vocab_size' must be an int ≥ 1, got {vocab!r}")
         if (not isinstance(counts, dict) or set(counts) != set(SPLITS)

@@ -48,6 +48,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     return path
 
 
+def writable(out: str | Path) -> Path:
+    """``out`` after checking a file can be written there (before any work is done): not a
+    folder, its parent created and writable; else an OSError that names the problem."""
+    out = Path(out)
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give the file's path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"cannot write to {out.parent}")
+    return out
+
+
 def machine() -> str:
     """A one-line description of this machine's compute."""
     import torch

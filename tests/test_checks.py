@@ -77,7 +77,9 @@ def test_inputs_are_copied():
         (torch.ones(2, 3), torch.ones(3, 2), "expected shape (2, 3)"),
         (torch.ones(2), torch.tensor([1.0, float("nan")]), "NaN"),
         (torch.ones(2), torch.tensor([1.0, 1.1]), "largest absolute difference 0.1"),
-        (torch.ones(2), [1.0, 1.0], "expected an array (numpy or torch)"),
+        (torch.ones(2), ["a", "b"], "expected an array (numpy or torch)"),
+        (torch.ones(2), [1.0, 1.5], "largest absolute difference 0.5"),  # a list is compared
+        (torch.ones(2), [1.0, 1.0, 1.0], "expected shape (2,), got shape (3,)"),
         (3, 4, "expected 3, got 4"),
         (1.0, 1.0 + 1e-3, "expected 1, got 1.001"),
         ({"a": 1}, {"b": 1}, "expected keys"),
@@ -93,6 +95,15 @@ def test_inputs_are_copied():
 )
 def test_compare_explains_mismatches(expected, got, needle):
     assert needle in checks.compare(expected, got)
+
+
+def test_the_right_numbers_as_a_list_are_accepted():
+    """A learner's list of floats (or of 0-d tensors) where an array is expected: right is
+    right, as an array where a pair is expected already is."""
+    expected = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    assert checks.compare(expected, [[1.0, 2.0], [3.0, 4.0]]) is None
+    assert checks.compare(expected[0], [torch.tensor(1.0), torch.tensor(2.0)]) is None
+    assert checks.compare(np.array([1, 2]), (1, 2)) is None
 
 
 def test_a_single_precision_answer_is_told_so(capsys):
@@ -505,7 +516,7 @@ def test_messages_for_arrays_infinities_and_float32_inside_a_float64_answer(caps
     # both hold inf at the same place: the gap there is 0, not inf − inf = NaN
     why = checks.compare(np.array([np.inf, 1.0]), np.array([np.inf, 2.0]))
     assert "largest absolute difference 1" in why
-    assert "an array (numpy or torch)" in checks.compare(np.ones(3), [1.0, 1.0, 1.0])
+    assert "an array (numpy or torch)" in checks.compare(np.ones(3), "1 1 1")
     for number in (np.array(2.5), np.array([2.5]), torch.tensor([2.5])):
         assert checks.compare(2.5, number) is None
     x = torch.linspace(0.1, 1, 9, dtype=torch.float64)

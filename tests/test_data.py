@@ -477,13 +477,23 @@ def test_described_shards_errors(tmp_path):
         f.truncate(4 * 99)
     with pytest.raises(ValueError, match="truncated"):
         token_shards(folder)
-    with pytest.raises(ValueError, match="≥ vocab_size 10"):
+    with pytest.raises(ValueError, match=r"in \[0, vocab_size = 10\), got min 1 and max 10"):
         data.write_token_shards(tmp_path / "t", np.array([1, 10]), np.array([1]), vocab_size=10)
+    # input refused for any reason leaves a good shard folder as it was (readable, unchanged)
+    good = data.write_token_shards(tmp_path / "g", np.array([1, 2, 3]), np.array([4]), 10)
+    for bad, needle in ((np.array([1, -2, 3]), "got min -2"), (np.array([1.0, 2.0]), "float64"),
+                        (np.ones((2, 2), int), r"shape \(2, 2\)")):  # fmt: skip
+        with pytest.raises(ValueError, match=needle):
+            data.write_token_shards(good, bad, np.array([1]), vocab_size=10)
+        assert np.array_equal(token_shards(good).train, [1, 2, 3])
     with pytest.raises(ValueError, match="the val split is empty"):  # unreadable if written
         data.write_token_shards(tmp_path / "e", np.array([1, 2]), np.array([], int), vocab_size=10)
     assert not (tmp_path / "e").exists()
     (folder / "meta.json").write_text('{"dtype": "int8"}')
     with pytest.raises(ValueError, match="not a shard description"):
+        token_shards(folder)
+    (folder / "meta.json").write_text('{"dtype": ["uint32"], "vocab_size": 9, "tokens": {}}')
+    with pytest.raises(ValueError, match="not a shard description.*'dtype' must be a name"):
         token_shards(folder)
     (folder / "meta.json").write_text('{"dtype": "uint32", "vocab_size": 9, "tokens": [1, 2]}')
     with pytest.raises(ValueError, match="not a shard description.*'tokens' must map"):

@@ -841,6 +841,13 @@ def test_numpy_numbers_empty_matrices_and_zero_polar_express_steps():
     ref.step()
     assert torch.allclose(w, ref.param_groups[0]["params"][0], atol=1e-7)
     assert empty.shape == (0, 5) and thin.shape == (5, 0)
+    for cls in (Scion, ScionLight):  # Scion too: an empty weight is skipped, not an error
+        w2 = nn.Parameter(w.detach().clone())
+        opt = cls([w2, empty, thin], lr=0.1)
+        opt.init()
+        _with_grads([w2, empty, thin])
+        opt.step()
+        assert empty.shape == (0, 5) and torch.isfinite(w2).all(), cls.__name__
     # zero Polar Express steps: only the normalization, X/(1.01·‖X‖_F)
     v = nn.Parameter(torch.zeros(3, 5))
     v.grad = torch.randn(3, 5)

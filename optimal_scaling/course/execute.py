@@ -67,15 +67,22 @@ def execute(
     import nbformat
     from nbclient import NotebookClient
 
-    from optimal_scaling.results import atomic_write
+    from optimal_scaling.results import atomic_write, writable
 
     path = Path(notebook)
     if not path.is_file():
         raise FileNotFoundError(f"no notebook at {path}")
     if timeout < 1:
         raise ValueError(f"timeout must be ≥ 1 second, got {timeout}")
-    nb = jupytext.read(path) if path.suffix == ".py" else nbformat.read(path, as_version=4)
-    out = Path(out) if out is not None else path.with_suffix(".run.ipynb")
+    try:
+        nb = jupytext.read(path) if path.suffix == ".py" else nbformat.read(path, as_version=4)
+    except OSError:
+        raise
+    except Exception as exc:  # not JSON, no cells, another schema: nbformat's many errors
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path} is not a notebook nbformat can read ({type(exc).__name__}: "
+                         f"{first})") from None  # fmt: skip
+    out = writable(Path(out) if out is not None else path.with_suffix(".run.ipynb"))
     patch_client_stall()
     saved = os.environ.get("OPTIMAL_SCALING_FAST")
     if fast is not None:
@@ -85,8 +92,13 @@ def execute(
                                 resources={"metadata": {"path": str(path.parent.resolve())}})
         try:
             client.execute()
+        except KeyboardInterrupt:
+            atomic_write(out, lambda f: f.write(nbformat.writes(nb).encode()))
+            raise KeyboardInterrupt(f"the notebook so far is in {out}") from None
         except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError
             atomic_write(out, lambda f: f.write(nbformat.writes(nb).encode()))
+            if getattr(exc, "ename", "") == "KeyboardInterrupt":  # Ctrl-C reached the kernel
+                raise KeyboardInterrupt(f"the notebook so far is in {out}") from None
             failed = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
                       and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
             # no cell holds an error: the kernel died or never started, or a cell timed out

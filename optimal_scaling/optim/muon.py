@@ -99,7 +99,8 @@ def orthogonalized_updates(
 
     Matrices of the same shape after the tall/wide transpose (d_out × d_in and d_in × d_out
     share a batch) are stacked and orthogonalized together, which on a GPU replaces many small
-    launches by a few large ones. The result equals the one-at-a-time loop. ``check`` goes to
+    launches by a few large ones. The result equals the one-at-a-time loop up to float rounding
+    (a batched product may sum in another order: ~1e-6 in float32). ``check`` goes to
     :func:`~optimal_scaling.newton_schulz.orthogonalize` (None: on the CPU only).
     """
     flat = [u.reshape(u.shape[0], math.prod(u.shape[1:])) for u in us]
@@ -142,7 +143,8 @@ class Muon(CheckedOptimizer):
     steps the same parameters with the same (averaged) gradients. It is opt-in, not automatic
     once ``torch.distributed`` is initialized: a rank that steps other parameters (pipeline
     stages, a Muon over a local model) would hang the collective. Without an initialized
-    process group, or with one process, the results equal ``distributed=False`` exactly.
+    process group, or with one process, the results equal ``distributed=False`` up to float
+    rounding (the sharded path orthogonalizes one matrix at a time, the plain one in batches).
     """
 
     who = "Muon"

@@ -226,9 +226,10 @@ class Scion(CheckedOptimizer):
 
     # ------------------------------------------------------------------ the step
     def _directions(self, group: dict) -> list[tuple[Tensor, Tensor, DualityMap]]:
-        """(p, d, norm) for every parameter with a gradient, updating its direction d."""
+        """(p, d, norm) for every non-empty parameter with a gradient, updating its direction
+        d (an empty tensor has nothing to update)."""
         return [(p, self._direction(p, group), self.norm_of(group, p))
-                for p in group["params"] if p.grad is not None]  # fmt: skip
+                for p in group["params"] if p.grad is not None and p.numel() > 0]  # fmt: skip
 
     @staticmethod
     def _lmos(group: dict, work: list) -> list[Tensor]:
@@ -296,6 +297,8 @@ class Scion(CheckedOptimizer):
                 continue
             for p, name in named_params(group):
                 if p.ndim == 1 and group["role"] is None and not (name or "").endswith("bias"):
+                    continue
+                if p.numel() == 0:  # nothing to draw
                     continue
                 m = self.norm_of(group, p)
                 shape = p.shape[::-1] if group["transpose"] else p.shape

@@ -113,8 +113,17 @@ def run(
 
 def preflight(sweep: Sweep) -> None:
     """Check what only this machine can tell before anything is written: the data folders and
-    files the runs read exist (a dry run skips this: it may describe a cluster's paths)."""
+    files the runs read exist, and ``OPTIMAL_SCALING_DEVICE`` (which ``device = "auto"``
+    follows) names a device this machine has (a dry run skips this: it may describe a
+    cluster)."""
+    from optimal_scaling.config import device
+
     seen = set()
+    if any(r.config["device"] == "auto" for r in sweep.runs()):
+        try:
+            device()
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"{sweep.source}: run.device = 'auto': {exc}") from None
     for r in sweep.runs():
         data = r.config["data"]
         paths = ([data["folder"]] if data["source"] == "shards"
@@ -180,7 +189,7 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
     runs = status_table(sweep_dir)  # every run folder, with or without rows
     try:
         ids = sweep_run_ids(sweep_dir)
-    except ConfigError as exc:  # written by another version of the package
+    except (ConfigError, ValueError) as exc:  # another version's keys, or a damaged file
         if current:
             raise ConfigError(f"--current needs the folder's sweep.json, which this version "
                               f"cannot read: {exc}") from None
@@ -201,7 +210,10 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
         what = "no run keeps a training log (set run.log_every)" if log else (
             "no run has reached a horizon yet")
         raise ValueError(f"{sweep_dir}: {what}; nothing to collect")
-    meta = read_json(Path(sweep_dir) / "sweep.json") or {}
+    try:
+        meta = read_json(Path(sweep_dir) / "sweep.json") or {}
+    except ValueError:  # damaged: warned about above
+        meta = {}
     counts = {k: int((runs["status"] == k).sum()) for k in STATUSES} if len(runs) else {}
     extra = {} if current or not outside else {"outside_sweep": f"{len(outside)} runs"}
     if log:

@@ -57,16 +57,17 @@ def write_json(path: Path, obj: object) -> Path:
 def read_json(path: Path) -> dict | None:
     """The JSON object at ``path``, or None when there is none (a damaged file is an error
     naming it: the package writes these atomically, so only a hand edit breaks one)."""
+    fix = ("repair it or delete it: the next `sweep run` writes it again"
+           if path.name == "sweep.json" else
+           "repair it or delete the run's folder to retrain that run")  # fmt: skip
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); repair it or delete the run's "
-                         "folder to retrain that run") from None
+        raise ValueError(f"{path} is not valid JSON ({exc}); {fix}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; repair it "
-                         "or delete the run's folder to retrain that run")  # fmt: skip
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; {fix}")
     return data
 
 

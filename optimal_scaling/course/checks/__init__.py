@@ -65,6 +65,12 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
     """
     if isinstance(expected, torch.Tensor | np.ndarray):
         exp = torch.as_tensor(expected).detach().cpu()
+        if isinstance(got, list | tuple):  # the right numbers as a (nested) list count too
+            try:
+                got = torch.as_tensor(np.asarray(got, dtype=float if exp.is_floating_point()
+                                                 else None))  # fmt: skip
+            except (TypeError, ValueError, RuntimeError):
+                pass
         if not isinstance(got, torch.Tensor | np.ndarray):
             return (f"expected an array (numpy or torch) of shape {tuple(exp.shape)}, got "
                     f"{type(got).__name__}")
