@@ -14,6 +14,7 @@ from optimal_scaling.coord_check import (
     mlp_coord_check,
     optima,
     plot_coords,
+    record_coords,
 )
 from optimal_scaling.data import TeacherTask
 from optimal_scaling.models import MLP
@@ -141,6 +142,42 @@ def test_bad_arguments():
         mlp_coord_check("mup", widths=[])
     with pytest.raises(ValueError, match="at least 2 steps"):
         mlp_coord_check("mup", widths=[8], steps=1)
+
+
+def test_record_coords_reports_mean_absolute_coordinates_and_their_change():
+    """The statistics are mean|h_t| and mean|h_t − h_1| of each layer's output (not an RMS),
+    checked against a hand-run copy of the same training."""
+    import copy
+
+    torch.manual_seed(0)
+    model = MLP(3, 8, 2, depth=2)
+    twin = copy.deepcopy(model)
+    x, y = torch.randn(16, 3), torch.randn(16, 2)
+    table = record_coords(model, torch.optim.SGD(model.parameters(), lr=0.5), (x, y), mse,
+                          steps=3)  # fmt: skip
+    opt = torch.optim.SGD(twin.parameters(), lr=0.5)
+    first = None
+    for step in (1, 2, 3):
+        h = twin.input(x).detach()
+        first = h if first is None else first
+        got = table[(table.step == step) & (table.layer == "input")].set_index("stat").value
+        assert got["out"] == pytest.approx(h.abs().mean().item(), rel=1e-6)
+        assert got["delta"] == pytest.approx((h - first).abs().mean().item(), abs=1e-7)
+        opt.zero_grad()
+        mse(twin(x), y).backward()
+        opt.step()
+    assert table[table.step == 3].set_index(["layer", "stat"]).value["input", "delta"] > 0
+
+
+def test_optima_counts_a_run_that_ended_no_better_than_it_started_as_failed():
+    """A run that never diverged but ended at or above its initial loss is a failure: it
+    marks the divergence edge above the optimum."""
+    grid = pd.DataFrame({"width": [8] * 4, "lr": [0.1, 0.2, 0.4, 0.8],
+                         "loss": [2.0, 1.5, 3.0, 2.9], "initial_loss": [3.0] * 4,
+                         "diverged": [False] * 4})  # fmt: skip
+    row = optima(grid, margin=0.5).iloc[0]
+    assert (row.best_lr, row.divergence_lr) == (0.2, 0.4)  # 3.0 ≥ 3.0: ended no better
+    assert optima(grid.drop(columns="initial_loss"), margin=0.5).iloc[0].divergence_lr != 0.4
 
 
 def test_optima_edges():

@@ -85,3 +85,25 @@ def test_sweeps_use_the_parametrizations_optimizer_and_accept_one_shot_iterables
         measure.layer_measurements(lin, {}, torch.randn(5, 4))
     with pytest.raises(ValueError, match="positive, finite learning rates"):
         lr_transfer(lambda w, lr: None, [8], [0.0], progress=False)
+
+
+def test_layer_measurements_fold_in_the_forward_multipliers():
+    """μP in Table 8 form computes the readout as (1/m)·W x: its measured norms are those of
+    the map W/m, not of the stored W (at 4× the base width, a factor 4)."""
+    from optimal_scaling.measure import layer_measurements
+    from optimal_scaling.models import MLP
+    from optimal_scaling.norms import rms_to_rms
+    from optimal_scaling.parametrization import Parametrization
+
+    par = Parametrization("mup", base_width=32, form="table8")
+    model = par.apply(MLP(8, 128, 4, depth=3), torch.Generator().manual_seed(0))
+    assert model.output.multiplier == pytest.approx(1 / 4)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        model.output.weight.add_(0.01 * torch.randn_like(model.output.weight))
+    rows = {r["layer"]: r for r in layer_measurements(model, initial, torch.randn(32, 8))}
+    W, W0 = model.output.weight.detach(), initial["output.weight"]
+    assert rows["output"]["norm_W"] == pytest.approx(rms_to_rms(W).item() / 4, rel=1e-5)
+    assert rows["output"]["norm_dW"] == pytest.approx(rms_to_rms(W - W0).item() / 4, rel=1e-4)
+    assert rows["hidden.0"]["norm_W"] == pytest.approx(
+        rms_to_rms(model.hidden[0].weight.detach()).item(), rel=1e-5)  # multiplier 1

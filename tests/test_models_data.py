@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -45,8 +47,11 @@ def test_teacher_task_is_deterministic_and_fresh():
     assert torch.equal(x1, x2) and torch.equal(y1, y2) and y1.shape == (5, 1)
     x3, _ = task.batch(5, torch.Generator().manual_seed(1))
     assert not torch.equal(x1, x3)
-    # the target is the formula in the docstring
-    manual = torch.tanh(x1 @ task.W.T) @ task.v
+    # the target is the formula of the module docstring, from the teacher's own N(0, 1) draws:
+    # y = v₀ᵀ tanh(s·W₀x/√d_in)/√k with s = 2 (the default), d_in = 8, k = 16
+    g = torch.Generator().manual_seed(3)
+    W0, v0 = torch.randn(16, 8, generator=g), torch.randn(16, generator=g)
+    manual = torch.tanh(2.0 * x1 @ W0.T / 8**0.5) @ v0 / 16**0.5
     assert torch.allclose(y1.squeeze(-1), manual)
     with pytest.raises(ValueError, match=r"shape \(batch, 8\)"):
         task(torch.randn(5, 9))
@@ -133,6 +138,11 @@ def test_rotary_embedding_keeps_norms_and_sees_only_relative_positions():
     # ⟨R_t1 q, R_t2 k⟩ depends on t1 − t2 only
     assert torch.allclose(Q[5] @ K[3], Q[9] @ K[7], rtol=1e-4)
     assert torch.allclose(Q[0] @ K[0], q @ k, rtol=1e-5)
+    # the angles t·θ_i with θ_i = 10000^(−2i/d) (the base is what the properties above miss)
+    for t, i in ((1, 0), (1, 1), (3, 2), (15, 3)):
+        angle = t * 10000.0 ** (-2 * i / 8)
+        assert cos[t, i].item() == pytest.approx(math.cos(angle), abs=1e-6)
+        assert sin[t, i].item() == pytest.approx(math.sin(angle), abs=1e-6)
     with pytest.raises(ValueError, match="even"):
         rotary_tables(4, 3)
 

@@ -74,14 +74,17 @@ def test_presets_match_the_table(name, optimizer, form, width):
         assert r.lr_mult == pytest.approx(lr[role]), (param, "lr")
         if optimizer == "adam":
             assert r.eps_mult == pytest.approx(eps[role]), (param, "eps")
-    # biases: init 0; μP SGD LR ∝ fan_out ("input weights & all biases"), Adam LR 1
+    # biases: init 0; with SGD, μP and the spectral rule give them an LR ∝ fan_out ("input
+    # weights & all biases": r_out = m for a hidden bias, 1 for the output's fixed fan_out),
+    # Adam LR 1; Adam's ε follows the update scale 1/r_out (sp and ntk: 1)
     m = width / BASE
     hidden_bias, out_bias = got["hidden.0.bias"], got["output.bias"]
     assert hidden_bias.init_std is None and hidden_bias.role == "bias"
-    if name == "mup" and optimizer == "sgd":
-        assert (hidden_bias.lr_mult, out_bias.lr_mult) == pytest.approx((m, 1.0))
-    elif name in ("sp", "ntk") or optimizer == "adam":
-        assert (hidden_bias.lr_mult, out_bias.lr_mult) == (1.0, 1.0)
+    scaled = name in ("mup", "spectral")
+    want_lr = m if scaled and optimizer == "sgd" else 1.0
+    assert (hidden_bias.lr_mult, out_bias.lr_mult) == pytest.approx((want_lr, 1.0))
+    want_eps = 1 / m if scaled else 1.0
+    assert (hidden_bias.eps_mult, out_bias.eps_mult) == pytest.approx((want_eps, 1.0))
 
 
 def test_at_base_width_mup_is_sp():
@@ -116,6 +119,8 @@ def test_param_groups_drive_plain_torch_optimizers():
     assert by_name["hidden.0.weight"]["lr"] == pytest.approx(1e-2 / 4)
     assert by_name["hidden.0.weight"]["eps"] == pytest.approx(1e-8 / 4)
     assert by_name["hidden.0.bias"]["weight_decay"] == 0.0
+    assert by_name["hidden.0.weight"]["weight_decay"] == by_name["output.weight"][
+        "weight_decay"] == 0.1  # matrices decay, with the value given  # fmt: skip
     opt = torch.optim.AdamW(groups)
     before = model.hidden[0].weight.detach().clone()
     model(torch.randn(8, D_IN)).pow(2).mean().backward()
@@ -147,6 +152,29 @@ def test_gpt_attention_and_depth_rules():
     assert rule["blocks.0.mlp.fc.weight"].lr_mult == pytest.approx(8 / 2)  # (L/L0)^(2·1−1) = 4
     sp = Parametrization("sp", base_width=64).apply(GPT(width=256, n_heads=4))
     assert sp.blocks[0].attn.logit_scale == pytest.approx(64**-0.5)
+    # the spectral rule scales attention like μP: √d_head₀/d_head (= 1/d_head at d_head₀ = 1)
+    spectral = Parametrization("spectral", base_width=64).apply(GPT(width=256, n_heads=4))
+    assert spectral.blocks[0].attn.logit_scale == pytest.approx(math.sqrt(16) / 64)
+    # depth-μP (α = ½): every residual branch × (L/L0)^−½
+    half = Parametrization("mup", base_width=64, depth_alpha=0.5, base_depth=2)
+    deep = half.apply(GPT(width=256, depth=8, n_heads=4))
+    assert all(b.branch_multiplier == pytest.approx(0.5) for b in deep.blocks)  # (8/2)^−½
+
+
+def test_the_branch_multiplier_scales_what_each_block_adds():
+    """x ← x + β·Attn(norm x); x ← x + β·MLP(norm x), from the docstring's formula; β = 0
+    makes a block the identity."""
+    torch.manual_seed(0)
+    block = GPT(width=32, depth=1, n_heads=2).blocks[0].double()
+    x = torch.randn(2, 5, 32, dtype=torch.float64)
+    with torch.no_grad():
+        block.branch_multiplier = 0.0
+        assert torch.equal(block(x), x)
+        block.branch_multiplier = 0.3
+        h = x + 0.3 * block.attn(block.attn_norm(x))
+        want = h + 0.3 * block.mlp(block.mlp_norm(h))
+        assert torch.allclose(block(x), want, rtol=0, atol=1e-12)
+        assert (want - x).abs().max() > 1e-2  # the branches add something
 
 
 def test_gpt_roles():

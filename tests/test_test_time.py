@@ -95,6 +95,11 @@ def test_scaling_table_reports_both_scores_for_every_k():
     exact4 = np.mean([brute_majority(list(a), c, 4) for a, c in zip(answers, correct,
                                                                      strict=True)])  # fmt: skip
     assert t.majority_at_k[2] == pytest.approx(exact4)  # = (0 + 1/2 + 0)/3
+    # the standard error over the 3 problems: pass@1 per problem is 1/4, 2/4, 0
+    per_problem = np.array([1 / 4, 2 / 4, 0.0])
+    sem = np.sqrt(((per_problem - per_problem.mean()) ** 2).sum() / 2) / np.sqrt(3)
+    assert t.pass_at_k_sem[0] == pytest.approx(sem)
+    assert np.isnan(tt.scaling_table(answers[:1], correct[:1], [1]).pass_at_k_sem[0])  # one
 
 
 def _tiny_gpt():
@@ -113,7 +118,10 @@ def test_greedy_generation_appends_the_argmax_token_by_token():
     assert torch.equal(out, seq)
     assert model.training  # the mode is restored
     long = model.generate(x, 8, temperature=0)  # beyond the context: reads the last 6 tokens
-    assert long.shape == (5, 10)
+    seq = x
+    for _ in range(8):
+        seq = torch.cat([seq, model(seq[:, -6:])[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert long.shape == (5, 10) and torch.equal(long, seq)
     with pytest.raises(ValueError, match="at least|time ≥ 1"):  # an empty prompt
         model.generate(x[:, :0], 3)
 
