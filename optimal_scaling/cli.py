@@ -198,7 +198,8 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
             part, partial, command, config=describe(cfg), partial="true"))
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"the finished runs are in {partial}; the same command "
-                                "resumes from them") from None  # fmt: skip
+                                "resumes from them" if partial.is_file() else
+                                "no run had finished; nothing was kept") from None  # fmt: skip
     path = write_table(grid, out, command, config=describe(cfg))
     partial.unlink(missing_ok=True)
     print(f"wrote {len(grid)} runs to {path}")

@@ -27,9 +27,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     ``os.replace`` is atomic: a reader (or a job killed mid-write) sees the old file or the
     new one, never a part of it. Parent folders are created. The temporary file is named
     ``.<name>~<host>~<pid>~<random>.tmp``, so a cleaner can tell a killed writer's leftover
-    from a live process's write in flight (``sweep.store.remove_partial``).
+    from a live process's write in flight (``sweep.store.remove_partial``). A ``path`` that
+    exists but is no regular file (``/dev/null``, a pipe, a folder) is refused: replacing it
+    would destroy it.
     """
     path = Path(path)
+    _regular_or_absent(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}~{socket.gethostname()}~{os.getpid()}~"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
@@ -48,12 +51,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     return path
 
 
+def _regular_or_absent(path: Path, what: str = "") -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{what}{path} is a folder; give the file's path")
+    if path.exists() and not path.is_file():
+        raise OSError(f"{what}{path} is not a regular file (a device or a pipe); results are "
+                      "written by replacing the file, which would destroy it")  # fmt: skip
+
+
 def writable(out: str | Path) -> Path:
-    """``out`` after checking a file can be written there (before any work is done): not a
-    folder, its parent created and writable; else an OSError that names the problem."""
+    """``out`` after checking a file can be written there (before any work is done): absent or
+    a regular file (not a folder, not ``/dev/null``), its parent created and writable; else an
+    OSError that names the problem."""
     out = Path(out)
-    if out.is_dir():
-        raise IsADirectoryError(f"--out {out} is a folder; give the file's path")
+    _regular_or_absent(out, "--out ")
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):
         raise PermissionError(f"cannot write to {out.parent}")

@@ -104,6 +104,8 @@ def test_the_right_numbers_as_a_list_are_accepted():
     assert checks.compare(expected, [[1.0, 2.0], [3.0, 4.0]]) is None
     assert checks.compare(expected[0], [torch.tensor(1.0), torch.tensor(2.0)]) is None
     assert checks.compare(np.array([1, 2]), (1, 2)) is None
+    assert checks.compare(expected[0], [torch.tensor(1.0, requires_grad=True), 2.0]) is None
+    assert "holds something other than numbers" in checks.compare(expected[0], [1.0, None])
 
 
 def test_a_single_precision_answer_is_told_so(capsys):

@@ -163,7 +163,8 @@ def test_cli_lr_transfer_refuses_an_unwritable_out_before_training(tmp_path, cap
     assert capsys.readouterr().err.startswith("lr-transfer: ")
 
 
-def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkeypatch):
+def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkeypatch,
+                                                                capsys):
     from optimal_scaling import experiments
     from optimal_scaling.cli import main
 
@@ -181,7 +182,10 @@ def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkey
     monkeypatch.setattr(experiments, "train_gpt", dies_on_the_second)
     out = tmp_path / "grid.csv"
     out.write_text("# command: a finished table of another config\na\n1\n")
+    capsys.readouterr()
     assert main([*args, "--out", str(out)]) == 130  # Ctrl-C: one line, exit status 130
+    err = capsys.readouterr().err
+    assert "interrupted; the finished runs are in" in err and "grid.partial.csv" in err
     assert out.read_text().startswith("# command: a finished table")  # left alone
     part, meta = read_table(tmp_path / "grid.partial.csv")
     assert meta["partial"] == "true" and part["log2_lr"].tolist() == [-8.0]

@@ -637,10 +637,42 @@ def test_submitit_executors_get_gpus_requeues_and_extra_sbatch_options(tmp_path,
     from optimal_scaling.sweep import executors
 
     s = sweep.load(CI, ["slurm.cluster=local", "resources.processes=2", "slurm.max_requeues=5"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,6,7")  # a machine with GPUs to share
+    assert executors.local_gpu_blocks(2) == [(2, 3), (5, 6)]  # the odd one left over
     ex = executors.slurm_executor(s, tmp_path)
     assert ex.parameters["gpus_per_node"] == 2 and ex.parameters["tasks_per_node"] == 2
-    assert ex._executor.max_num_timeout == 5
+    assert ex.max_num_timeout == 5
     s = sweep.load(CI, ["slurm.cluster=local", "slurm.gpus=false"])
+    assert "gpus_per_node" not in executors.slurm_executor(s, tmp_path).parameters
+    # submitit's local executor starts every run at once: they take the GPU blocks in turn
+    seen = []
+
+    class Job:
+        job_id = "7"
+
+        def results(self):
+            return ["done"]
+
+    class Local:
+        parameters: dict = {}
+
+        def update_parameters(self, **kwargs):
+            self.parameters = {**self.parameters, **kwargs}
+
+        def submit(self, fn, rid):
+            seen.append((self.parameters["visible_gpus"], rid))
+            return Job()
+
+    real = executors.slurm_executor
+    monkeypatch.setattr(executors, "slurm_executor", lambda sweep, out: Local())
+    s = sweep.load(CI, ["slurm.cluster=local", "resources.processes=2"])
+    runs = s.runs()[:3]
+    assert executors.run_slurm(s, tmp_path, runs) == {"done": 3}
+    assert seen == [((2, 3), runs[0].id), ((5, 6), runs[1].id), ((2, 3), runs[2].id)]
+    monkeypatch.setattr(executors, "slurm_executor", real)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: the jobs see none
+    assert executors.local_gpu_blocks(1) == []
+    s = sweep.load(CI, ["slurm.cluster=local"])
     assert "gpus_per_node" not in executors.slurm_executor(s, tmp_path).parameters
     monkeypatch.setattr(executors.shutil, "which", lambda name: f"/usr/bin/{name}")
     s = sweep.load(CI, ["slurm.max_requeues=7", "slurm.additional.gres='gpu:a100:4'",
@@ -718,6 +750,49 @@ def test_a_lock_taken_over_elsewhere_is_neither_touched_nor_released(tmp_path, m
     monkeypatch.setattr(runner, "_train", lost)
     assert runner.train_run(out, rid) == "running"
     assert read_json(out / "runs" / rid / "record.json") in (None, {})
+
+
+def test_a_run_whose_lock_is_taken_over_mid_training_stops_without_writing(tmp_path,
+                                                                           monkeypatch):
+    """The heartbeat (once a minute, by the clock: here a fast fake one) finds another
+    process's lock: the run stops at its next check as "running", before any row or
+    checkpoint is written, and leaves the new holder's lock alone."""
+    import time as real_time
+
+    from optimal_scaling.sweep import runner, store
+    from optimal_scaling.sweep.executors import prepare
+
+    class Clock:  # 20 s per reading
+        now = 0.0
+
+        def perf_counter(self):
+            self.now += 20.0
+            return self.now
+
+        def __getattr__(self, name):
+            return getattr(real_time, name)
+
+    monkeypatch.setattr(runner, "time", Clock())
+    other = {"host": "nodeB", "pid": 4242, "job": "9", "restart": "0", "since": 1.0}
+    real_touch, touches = store.Lock.touch, []
+
+    def taken_over_first(self):
+        if not touches:  # another host judged the lock stale and took the run
+            self.path.unlink()
+            self.path.write_text(json.dumps(other))
+        touches.append(1)
+        return real_touch(self)
+
+    monkeypatch.setattr(store.Lock, "touch", taken_over_first)
+    s = sweep.from_dict(tiny(horizons=[2048]))
+    out = tmp_path / "s"
+    prepare(s, out, s.runs())
+    rid = s.runs()[0].id
+    assert runner.train_run(out, rid) == "running"
+    folder = out / "runs" / rid
+    assert touches and json.loads((folder / "lock").read_text()) == other
+    assert not (read_json(folder / "record.json") or {}).get("rows")
+    assert not list(folder.glob("*.pt"))
 
 
 def test_the_last_slurm_timeout_is_recorded_in_words(tmp_path, monkeypatch):

@@ -92,12 +92,14 @@ def execute(
                                 resources={"metadata": {"path": str(path.parent.resolve())}})
         try:
             client.execute()
-        except KeyboardInterrupt:
+        # CellExecutionError, CellTimeoutError, DeadKernelError, or Ctrl-C in any disguise
+        except (KeyboardInterrupt, Exception) as exc:
             atomic_write(out, lambda f: f.write(nbformat.writes(nb).encode()))
-            raise KeyboardInterrupt(f"the notebook so far is in {out}") from None
-        except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError
-            atomic_write(out, lambda f: f.write(nbformat.writes(nb).encode()))
-            if getattr(exc, "ename", "") == "KeyboardInterrupt":  # Ctrl-C reached the kernel
+            # Ctrl-C: nbclient's own SIGINT handler shuts the kernel down (and leaves this
+            # future behind), so the cell in flight fails with whatever the shutdown caused
+            stopped = getattr(client, "_async_cleanup_kernel_future", None) is not None
+            if stopped or isinstance(exc, KeyboardInterrupt) or \
+                    getattr(exc, "ename", "") == "KeyboardInterrupt":  # fmt: skip
                 raise KeyboardInterrupt(f"the notebook so far is in {out}") from None
             failed = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
                       and any(o.get("output_type") == "error" for o in c.get("outputs", []))]

@@ -9,7 +9,7 @@ stays on disk and the next invocation resumes from it.
 ``slurm``: through submitit, one job array over the runs not yet done, at most
 ``slurm.array_parallelism`` at a time; each array task runs one run with ``resources.nodes``
 nodes × ``resources.processes`` tasks (one GPU each), started by srun, which become the ranks
-of a DDP run. A preempted or timed-out task is requeued by submitit (up to
+of a DDP run. A preempted or timed-out task is requeued by submitit (a timed-out one up to
 ``slurm.max_requeues`` times; ``sweep run`` again resubmits what is left) and resumes from the
 run's last checkpoint (at a horizon, or ``run.checkpoint_minutes`` of training after the
 previous one). ``slurm.cluster = "local"`` runs the same jobs with submitit's local executor,
@@ -280,13 +280,31 @@ def slurm_executor(sweep: Sweep, out: Path):
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=s["max_requeues"])
         ex.update_parameters(**slurm_parameters(sweep))
         return ex
-    ex = submitit.AutoExecutor(folder=folder, cluster=s["cluster"],
-                               local_max_num_timeout=s["max_requeues"])  # fmt: skip
-    params = {"timeout_min": s["time_min"], "tasks_per_node": processes}
-    if s["cluster"] == "local" and s["gpus"]:  # else submitit hides every GPU from the job
-        params["gpus_per_node"] = processes
-    ex.update_parameters(**params)
+    if s["cluster"] == "debug":  # in this process, one run after the other
+        ex = submitit.AutoExecutor(folder=folder, cluster="debug")
+        ex.update_parameters(timeout_min=s["time_min"], tasks_per_node=processes)
+        return ex
+    ex = submitit.LocalExecutor(folder=folder, max_num_timeout=s["max_requeues"])
+    ex.update_parameters(timeout_min=s["time_min"], tasks_per_node=processes)
+    if s["gpus"] and local_gpu_blocks(processes):  # else submitit hides every GPU
+        ex.update_parameters(gpus_per_node=processes)
     return ex
+
+
+def local_gpu_blocks(processes: int) -> list[tuple[int, ...]]:
+    """This machine's GPUs (``CUDA_VISIBLE_DEVICES`` when it lists indices) in blocks of
+    ``processes``: submitit's local executor starts every task at once, so the runs take the
+    blocks in turn, as the local executor's workers do. Empty without GPUs."""
+    import torch
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        ids = ([int(v) for v in listed.split(",") if v.strip()] if listed is not None
+               else list(range(torch.cuda.device_count())))  # fmt: skip
+    except ValueError:  # GPU UUIDs: submitit takes indices only
+        ids = list(range(torch.cuda.device_count()))
+    return [tuple(ids[i : i + processes])
+            for i in range(0, len(ids) - processes + 1, processes)]  # fmt: skip
 
 
 def sbatch_script(sweep: Sweep, out: Path, n: int) -> str:
@@ -308,15 +326,25 @@ def run_slurm(sweep: Sweep, out: Path, todo: list[Run], wait: bool = False,
     from submitit.core.utils import FailedJobError
 
     ex = slurm_executor(sweep, out)
+    job, where = SweepJob(str(out)), sweep.slurm["cluster"]
+    blocks = (local_gpu_blocks(sweep.resources["processes"])
+              if where == "local" and sweep.slurm["gpus"] else [])  # fmt: skip
     try:
-        jobs = ex.map_array(SweepJob(str(out)), [run.id for run in todo])
+        if blocks:  # one job per run, each on its block of GPUs, in turn
+            jobs = []
+            for k, run in enumerate(todo):
+                ex.update_parameters(visible_gpus=blocks[k % len(blocks)])
+                jobs.append(ex.submit(job, run.id))
+        else:
+            jobs = ex.map_array(job, [run.id for run in todo])
     except FailedJobError as exc:  # sbatch refused: bad partition, account, time, array size
         raise ConfigError(f"sbatch refused the job array: {exc}") from None
     first = jobs[0].job_id.split("_")[0]
-    where = sweep.slurm["cluster"]
+    logs = (f"{out / 'slurm'}/{first}_<task>/" if where == "slurm"
+            else f"{out / 'slurm'}/<job id>/")  # fmt: skip
     print(f"submitted {len(jobs)} runs as job array {first} ({where}); each task's output is "
-          f"in {out / 'slurm'}/{first}_<task>/; follow with: "
-          f"optimal-scaling sweep status {shlex.quote(str(out))}", flush=True)  # fmt: skip
+          f"in {logs}; follow with: optimal-scaling sweep status {shlex.quote(str(out))}",
+          flush=True)  # fmt: skip
     if not (wait or sweep.slurm["cluster"] != "slurm"):
         return {"submitted": len(jobs)}
     counts: dict[str, int] = {}

@@ -292,9 +292,9 @@ def train_run(
         if rank == 0:
             error = f"{type(exc).__name__}: {exc}"
             if type(exc).__name__ == "UncompletedJobError":  # submitit's, at the last timeout
-                error = ("the SLURM task timed out or was preempted more than "
-                         "slurm.max_requeues times; `optimal-scaling sweep run` again resumes "
-                         f"the run from its last checkpoint ({exc})")  # fmt: skip
+                error = ("the SLURM task reached its time limit more than slurm.max_requeues "
+                         "times; `optimal-scaling sweep run` again resumes the run from its "
+                         f"last checkpoint ({exc})")  # fmt: skip
             try:
                 record = read_json(folder / "record.json") or {}
                 record.update(status="failed", error=error,
@@ -421,6 +421,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     _sync(device)
     tick = time.perf_counter() - window_seconds  # this row's rate and time exclude the restart
     saved = touched = time.perf_counter()
+    lost = False  # rank 0 found its lock taken over: every rank stops at the next check
     net.train()
     def flush() -> None:
         """Move the logged means into ``log`` (read where a check syncs anyway)."""
@@ -472,8 +473,11 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
             return diverged(f"at step {step + 1}: non-finite gradient ({err})")
         opt.zero_grad(set_to_none=True)
         step += 1
-        if claim is not None and time.perf_counter() - touched >= 60:  # alive, seen elsewhere
-            claim.touch()  # (by the clock: a step can take minutes on a big model)
+        if claim is not None and not lost and time.perf_counter() - touched >= 60:
+            try:  # alive, as other hosts see it (by the clock: a step can take minutes)
+                claim.touch()
+            except LockLost:
+                lost = True
             touched = time.perf_counter()
         if world > 1:
             dist.all_reduce(loss_sum)
@@ -488,6 +492,12 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                                 torch.stack(log_noise).mean(0) if log_noise else None))
                 log_loss, log_noise = [], []
         if step % run["check_every"] == 0 or step in targets or step == last:
+            if world > 1:  # the ranks stop together (one leaving alone hangs the others)
+                agreed = [lost]
+                dist.broadcast_object_list(agreed, src=0)
+                lost = agreed[0]
+            if lost:  # before anything is written: the run belongs to another process now
+                raise LockLost(f"{folder}: the run's lock was taken over by another process")
             flush()
             values = torch.stack(window[checked:]).tolist()
             checked = len(window)

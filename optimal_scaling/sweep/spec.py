@@ -152,7 +152,7 @@ _SLURM_DEFAULTS: dict[str, Any] = {
     "account": "",
     "qos": "",
     "time_min": 60,  # per array task (≥ 3); a timed-out task is requeued and resumes
-    "max_requeues": 20,  # timeouts/preemptions per task; then `sweep run` again resubmits
+    "max_requeues": 20,  # timeouts per task (preemptions: always); then `sweep run` again
     "array_parallelism": 64,
     "cpus_per_task": 4,
     "mem_gb": 0,  # 0: the partition's default

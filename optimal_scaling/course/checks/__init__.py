@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,21 @@ class CheckResult:
         """Show nothing as a cell's value: :func:`check` has already printed the result line."""
 
 
+def _numbers(items: Any) -> Any:
+    """A (nested) list of numbers, one-element tensors and arrays as plain Python numbers; None
+    when anything else is in it (None, text, a longer tensor)."""
+    if isinstance(items, list | tuple):
+        out = [_numbers(v) for v in items]
+        return None if any(v is None for v in out) else out
+    one = ((isinstance(items, torch.Tensor) and items.numel() == 1)
+           or (isinstance(items, np.ndarray) and items.size == 1))  # fmt: skip
+    if one:
+        return items.item()  # (a tensor that requires grad counts too)
+    if isinstance(items, numbers.Number) and not isinstance(items, bool):
+        return items
+    return None
+
+
 def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
     """Return ``None`` if ``got`` matches ``expected``, else a short reason why not.
 
@@ -66,10 +82,14 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
     if isinstance(expected, torch.Tensor | np.ndarray):
         exp = torch.as_tensor(expected).detach().cpu()
         if isinstance(got, list | tuple):  # the right numbers as a (nested) list count too
+            flat = _numbers(got)
+            if flat is None:
+                return (f"expected an array (numpy or torch) of shape {tuple(exp.shape)}, got "
+                        f"a {type(got).__name__} that holds something other than numbers")
             try:
-                got = torch.as_tensor(np.asarray(got, dtype=float if exp.is_floating_point()
+                got = torch.as_tensor(np.asarray(flat, dtype=float if exp.is_floating_point()
                                                  else None))  # fmt: skip
-            except (TypeError, ValueError, RuntimeError):
+            except (TypeError, ValueError, RuntimeError):  # ragged: not an array
                 pass
         if not isinstance(got, torch.Tensor | np.ndarray):
             return (f"expected an array (numpy or torch) of shape {tuple(exp.shape)}, got "
