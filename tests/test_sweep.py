@@ -714,11 +714,19 @@ def test_a_two_process_run_through_submitits_local_executor_counts_as_done(tmp_p
     assert sweep.status(tmp_path / "sub")["done"] == 1
 
 
+def _prepared(out: Path, raw: dict) -> tuple[Path, str]:
+    """The sweep's run folders in ``out``, as `sweep run` writes them; the first run's id."""
+    from optimal_scaling.sweep.executors import prepare
+
+    s = sweep.from_dict(raw)
+    prepare(s, out, s.runs())
+    return out, s.runs()[0].id
+
+
 def test_a_lock_taken_over_elsewhere_is_neither_touched_nor_released(tmp_path, monkeypatch):
     """A holder whose lock was judged stale and replaced learns it at its next touch
     (LockLost: the run returns "running", nothing recorded) and never deletes the new lock."""
     from optimal_scaling.sweep import runner
-    from optimal_scaling.sweep.executors import prepare
     from optimal_scaling.sweep.store import Lock, LockLost
 
     mine = Lock(tmp_path)
@@ -739,10 +747,7 @@ def test_a_lock_taken_over_elsewhere_is_neither_touched_nor_released(tmp_path, m
     again.release()
     assert not (tmp_path / "x" / "lock").exists()
 
-    s = sweep.from_dict(tiny())
-    out = tmp_path / "s"
-    prepare(s, out, s.runs())  # the run folders, as `sweep run` writes them
-    rid = s.runs()[0].id
+    out, rid = _prepared(tmp_path / "s", tiny())
 
     def lost(*args, **kwargs):
         raise LockLost("taken over")
@@ -760,7 +765,6 @@ def test_a_run_whose_lock_is_taken_over_mid_training_stops_without_writing(tmp_p
     import time as real_time
 
     from optimal_scaling.sweep import runner, store
-    from optimal_scaling.sweep.executors import prepare
 
     class Clock:  # 20 s per reading
         now = 0.0
@@ -784,10 +788,7 @@ def test_a_run_whose_lock_is_taken_over_mid_training_stops_without_writing(tmp_p
         return real_touch(self)
 
     monkeypatch.setattr(store.Lock, "touch", taken_over_first)
-    s = sweep.from_dict(tiny(horizons=[2048]))
-    out = tmp_path / "s"
-    prepare(s, out, s.runs())
-    rid = s.runs()[0].id
+    out, rid = _prepared(tmp_path / "s", tiny(horizons=[2048]))
     assert runner.train_run(out, rid) == "running"
     folder = out / "runs" / rid
     assert touches and json.loads((folder / "lock").read_text()) == other
@@ -799,12 +800,8 @@ def test_the_last_slurm_timeout_is_recorded_in_words(tmp_path, monkeypatch):
     from submitit.core.utils import UncompletedJobError
 
     from optimal_scaling.sweep import runner
-    from optimal_scaling.sweep.executors import prepare
 
-    s = sweep.from_dict(tiny())
-    out = tmp_path / "s"
-    prepare(s, out, s.runs())  # the run folders, as `sweep run` writes them
-    rid = s.runs()[0].id
+    out, rid = _prepared(tmp_path / "s", tiny())
 
     def timed_out(*args, **kwargs):
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
