@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from optimal_scaling import batch_size as bs
 
@@ -281,3 +286,70 @@ def test_three_points_give_no_interval_and_bad_bootstrap_arguments_are_named():
     for bad in (2, 0, float("nan")):
         with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\)"):
             bs.fit_eta_of_b(table, level=bad)
+
+
+def test_steps_to_target_trailing_mean_lag_of_the_docstring():
+    step = np.arange(1, 101, dtype=float)
+    log = pd.DataFrame({"run_id": "a", "step": step, "train_loss": 1 + 10 / step})
+    for smooth in (3, 9):
+        c = np.minimum.accumulate(pd.Series(1 + 10 / step).rolling(smooth, min_periods=1).mean())
+        i = int(np.flatnonzero(c <= 1.5)[0])
+        want = step[i - 1] + (c[i - 1] - 1.5) / (c[i - 1] - c[i])
+        got = bs.steps_to_target(log, [1.5], smooth=smooth)["steps"].iloc[0]
+        assert got == pytest.approx(want, rel=1e-12)
+    at_3 = bs.steps_to_target(log, [1.5], smooth=3)["steps"].iloc[0]
+    assert at_3 == pytest.approx(21.03, abs=0.01)  # the docstring's example
+
+
+def test_eta_of_b_fit_is_the_least_squares_solution_in_logs():
+    from scipy.optimize import least_squares
+
+    B = 2.0 ** np.arange(2, 11)
+    eta = bs.eta_surge(B, 0.03, 60.0) * np.exp(0.05 * np.random.default_rng(3).normal(size=B.size))
+    fit = bs.fit_eta_of_b(pd.DataFrame({"batch_size": B, "lr": eta}), "surge", bootstrap=0)
+    ref = least_squares(lambda p: np.log(bs.eta_surge(B, *np.exp(p))) - np.log(eta),
+                        [np.log(0.05), np.log(50.0)], xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    assert (fit.eta_crit, fit.b_crit) == pytest.approx(tuple(np.exp(ref.x)), rel=1e-5)
+
+
+def _model():
+    torch.manual_seed(0)
+    layers = (torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    return torch.nn.Sequential(*layers).double()
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    return x, torch.randn(12, 3, generator=g, dtype=torch.float64)
+
+
+def _worker(rank, world, path, out):
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
+    model, (x, y) = _model(), _data()
+    micro, B = 3, 12
+    share = B // world
+    probe = bs.GradientNoiseProbe(model.parameters(), micro, B, world=world)
+    lo = rank * share
+    for i in range(lo, lo + share, micro):
+        (((model(x[i:i + micro]) - y[i:i + micro]) ** 2).mean() * micro / share).backward()
+        probe.after_backward()
+    res = probe.finish()
+    if rank == 0:
+        torch.save(res, out)
+    dist.destroy_process_group()
+
+
+def test_probe_under_two_processes_matches_the_single_process_estimator():
+    model, (x, y) = _model(), _data()
+    grads = []
+    for i in range(0, 12, 3):
+        model.zero_grad()
+        ((model(x[i:i + 3]) - y[i:i + 3]) ** 2).mean().backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    want = bs.terms_from_microbatches(grads, 3)
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "res.pt")
+        mp.spawn(_worker, args=(2, os.path.join(d, "init"), out), nprocs=2, join=True)
+        got = torch.load(out).tolist()
+    assert got == pytest.approx(want, rel=1e-10)

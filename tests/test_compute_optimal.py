@@ -1,5 +1,7 @@
 """Chinchilla's three approaches on data with a planted truth, and the batched L-BFGS."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -340,3 +342,80 @@ def test_holding_out_the_largest_budgets_holds_out_a_tenth():
     text = checklist(fit_parametric(N, D, L, delta=1e-2, objective="mean",
                                     starts=start_grid()[::15]), N, D, L)  # fmt: skip
     assert "mean Huber_δ" in text and "δ = 0.01" in text and "not the paper's" in text
+
+
+def _tiny_fit():
+    true = LossLaw("p", 1.69, 406.4, 410.7, 0.34, 0.28, "t")
+    N = np.repeat(np.geomspace(1e7, 1e10, 8), 6)
+    D = np.tile(np.geomspace(1e9, 1e12, 6), 8)
+    L = true(N, D) * np.exp(np.random.default_rng(0).normal(0, 0.01, N.size))
+    return fit_parametric(N, D, L, starts=start_grid()[::30], bootstrap=40)
+
+
+def test_compute_optimal_draws_intervals_from_the_formula():
+    fit = _tiny_fit()
+    C = np.array([1e20, 1e22])
+    table = compute_optimal_draws(fit, C)
+    d = fit["draws"]
+    d = d[(d.alpha > 0) & (d.beta > 0)]
+    G = ((d.alpha * d.A / (d.beta * d.B)) ** (1 / (d.alpha + d.beta))).to_numpy()[:, None]
+    n = G * (C / 6) ** (d.beta / (d.alpha + d.beta)).to_numpy()[:, None]
+    dd = (C / 6) ** (d.alpha / (d.alpha + d.beta)).to_numpy()[:, None] / G
+    for name, v in (("N_opt", n), ("D_opt", dd), ("tokens_per_param", dd / n)):
+        lo, hi = np.percentile(v, [2.5, 97.5], axis=0)
+        assert table[f"{name}_low"].to_numpy() == pytest.approx(lo, rel=1e-9), name
+        assert table[f"{name}_high"].to_numpy() == pytest.approx(hi, rel=1e-9), name
+
+
+def test_isoflop_points_satisfy_c_equals_6nd():
+    rows = []
+    for C in (1e18, 1e19, 1e20):
+        n_star = 1e8 * (C / 1e18) ** 0.5
+        for n in np.geomspace(n_star / 30, n_star * 30, 7):
+            rows.append({"params": n, "tokens": C / (6 * n),
+                         "val_loss": 2 + 0.1 * np.log(n / n_star) ** 2})
+    p = isoflop_fit(pd.DataFrame(rows), min_models=5, interpolate=False, bootstrap=0)["points"]
+    assert (6 * p.N_opt * p.D_opt).to_numpy() == pytest.approx(p.C.to_numpy(), rel=1e-9)
+
+
+def _two_curves(noise=0.0):
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    rng = np.random.default_rng(0)
+    D = np.geomspace(1e8, 1e11, 40)
+    return pd.concat([pd.DataFrame({"run_id": i, "params": n, "tokens": D,
+                                    "train_loss": law(n, D) * np.exp(noise * rng.normal(size=40))})
+                      for i, n in enumerate(np.geomspace(1e7, 1e9, 5))])
+
+
+def test_envelope_smooths_each_curve_by_a_centred_mean():
+    curves = _two_curves(noise=0.01)
+    C = [1e18, 3e18, 1e19]
+    got = envelope_fit(curves, budgets=C, smooth=5, bootstrap=0)["points"]
+    want = []
+    for c in C:
+        best = math.inf
+        for _, g in curves.groupby("run_id"):
+            g = g.assign(logC=np.log(6 * g.params * g.tokens)).sort_values("logC")
+            y = g.train_loss.rolling(5, center=True, min_periods=1).mean()
+            if g.logC.iloc[0] <= np.log(c) <= g.logC.iloc[-1]:
+                best = min(best, np.interp(np.log(c), g.logC, y))
+        want.append(best)
+    assert got.loss.to_numpy() == pytest.approx(want, rel=1e-12)
+
+
+def test_envelope_fits_only_the_budgets_inside_the_sizes():
+    from optimal_scaling.fitting import fit_power_law
+    out = envelope_fit(_two_curves(), bootstrap=0)
+    inside = out["points"][~out["points"].at_edge]
+    assert out["points"].at_edge.any() and out["N_law"].n == len(inside)
+    interior = fit_power_law(inside, "N_opt", "C", bootstrap=0)
+    assert out["a"] == pytest.approx(interior.exponents["C"])
+
+
+def test_largest_c_holdout_is_the_90th_percentile():
+    N = np.repeat(np.geomspace(1e7, 1e10, 8), 6)
+    D = np.tile(np.geomspace(1e9, 1e12, 6), 8)
+    L = 1.69 + 406.4 / N**0.34 + 410.7 / D**0.28
+    check = extrapolation_check(N, D, L, holdout="largest C", starts=start_grid()[::45])
+    assert (check["held_out"] == (N * D >= np.percentile(N * D, 90))).all()
+    assert check["held_out"].sum() == 5

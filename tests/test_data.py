@@ -544,3 +544,23 @@ def test_token_ids_outside_the_vocabulary_are_named_before_any_training(tmp_path
     with pytest.raises(ValueError, match=r"train.bin: token ids must lie in \[0, 255\]"):
         token_shards(raw, vocab_size=256)
     assert token_shards(raw).vocab_size == 300  # inferred from the data instead
+
+
+def test_validation_bytes_round_up(tmp_path):
+    for i in range(8):
+        (tmp_path / "src" / f"d{i}").mkdir(parents=True)
+        (tmp_path / "src" / f"d{i}" / f"f{i}.py").write_bytes(bytes(range(32, 127)) * 3)
+    capped = data.byte_corpus(tmp_path / "src", max_bytes=1001, val_fraction=0.25,
+                              cache_dir=tmp_path / "c")
+    assert len(capped.val) == 251 and len(capped.train) == 750
+    one = tmp_path / "one.py"
+    one.write_bytes(b"x" * 60)  # 61 bytes with the newline: ⌈6.1⌉ = 7
+    split = data.byte_corpus(one, val_fraction=0.1, cache_dir=tmp_path / "c")
+    assert len(split.val) == 7 and len(split.train) == 54
+
+
+def test_segments_start_from_the_stationary_distribution():
+    lang = data.MarkovLanguage(seed=5, segment_length=2, n_train_tokens=2**20)
+    starts = np.asarray(lang.train)[::2]
+    freq = np.bincount(starts, minlength=lang.vocab_size) / len(starts)
+    assert np.abs(freq - lang.stationary).sum() < 0.05

@@ -135,3 +135,69 @@ def test_power_law_errors_name_the_problem():
         fit_power_law(table, "y", "w")
     with pytest.raises(ValueError, match="do not vary independently"):
         fit_power_law(table.assign(x=[2.0, 2.0, 2.0]), "y", "x")
+
+
+def test_percentile_intervals_are_the_two_sided_numpy_percentiles():
+    from optimal_scaling.fitting import percentile_intervals
+    draws = np.column_stack([np.arange(1001.0), -np.arange(1001.0)])
+    ci = percentile_intervals(draws, ["x", "y"], 0.95)
+    assert ci["x"] == pytest.approx((25.0, 975.0)) and ci["y"] == pytest.approx((-975.0, -25.0))
+
+
+def test_power_law_r2_from_the_formula():
+    x = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    y = np.array([1.0, 2.2, 3.7, 9.0, 15.0])
+    law = fit_power_law(pd.DataFrame({"x": x, "y": y}), "y", "x", bootstrap=0)
+    slope, icpt = np.polyfit(np.log(x), np.log(y), 1)
+    res = np.log(y) - icpt - slope * np.log(x)
+    r2 = 1 - np.sum(res**2) / np.sum((np.log(y) - np.log(y).mean()) ** 2)
+    assert law.r2 == pytest.approx(r2, rel=1e-12)
+
+
+def _cubic_valley(u):  # not a parabola: the window decides the vertex
+    return 2 + 0.1 * (u + 4.3) ** 2 + 0.01 * (u + 4.3) ** 3
+
+
+@pytest.mark.parametrize("neighbours", [1, 2, 3])
+def test_parabola_window_is_neighbours_distinct_values_each_side(neighbours):
+    u = np.arange(-8.0, 0.0)
+    grid = pd.DataFrame({"lr": 2.0**u, "loss": _cubic_valley(u)})
+    got = find_optimum(grid, over="lr", method="parabola", neighbours=neighbours)
+    k = int(np.argmin(grid["loss"]))
+    w = slice(max(0, k - neighbours), k + neighbours + 1)
+    p2, p1, _ = np.polyfit(u[w], grid["loss"].to_numpy()[w], 2)
+    assert math.log2(got["lr"].iloc[0]) == pytest.approx(-p1 / (2 * p2), abs=1e-9)
+
+
+def test_parabola_averages_seeds_that_differ():
+    rng = np.random.default_rng(0)
+    u = np.arange(-8.0, -1.0)
+    rows = [{"lr": 2.0**e, "loss": 2 + 0.1 * (e + 4.3) ** 2 + 0.05 * rng.normal()}
+            for e in u for _ in range(3)]
+    t = pd.DataFrame(rows)
+    got = find_optimum(t, over="lr", method="parabola")
+    means = t.groupby("lr")["loss"].mean()
+    uu, y = np.log2(means.index.to_numpy()), means.to_numpy()
+    k = int(np.argmin(y))
+    p2, p1, _ = np.polyfit(uu[k - 2 : k + 3], y[k - 2 : k + 3], 2)
+    assert math.log2(got["lr"].iloc[0]) == pytest.approx(-p1 / (2 * p2), abs=1e-9)
+
+
+def test_lr_edge_is_judged_on_the_lr_line_alone():
+    """B = 16 is between B = 8 and B = 64 on its lr line, so only the lr column puts the
+    optimum at the edge: every lr ≥ 2^-4 diverged at B = 16."""
+    rows = []
+    for B in (8, 16, 32, 64):
+        for e in range(-10, -2):
+            diverged = (B == 16 and e >= -4) or (B == 32 and e >= -6)
+            loss = math.inf if diverged else 2 + 0.1 * (e + 4) ** 2 + 0.2 * (B != 16)
+            rows.append({"lr": 2.0**e, "B": B, "loss": loss})
+    best = find_optimum(pd.DataFrame(rows), over=["lr", "B"])
+    assert best["B"].iloc[0] == 16 and best["lr"].iloc[0] == 2**-5 and best["at_edge"].iloc[0]
+
+
+def test_lbfgs_scales_its_first_direction_on_a_flat_quadratic():
+    from optimal_scaling.fitting import lbfgs
+    c = np.array([1e-8, 1e-6, 1e-5])
+    r = lbfgs(lambda x, rows: (0.5 * (c * x**2).sum(1), c * x), np.ones((1, 3)))
+    assert r.converged[0] and r.iterations[0] <= 20 and np.abs(r.x).max() < 5e-5

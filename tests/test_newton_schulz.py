@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from optimal_scaling import newton_schulz as ns
 from optimal_scaling.newton_schulz import (
     coefficients,
     orthogonalize,
@@ -141,7 +142,6 @@ def test_backend_dispatch(monkeypatch):
     # "auto" sends CPU tensors to torch, even in interpreter mode (the outputs of the two paths
     # agree to ~1e-6, so ask the dispatcher, and make the kernels unusable to be sure)
     from optimal_scaling import kernels
-    from optimal_scaling import newton_schulz as ns
 
     assert ns._backend("auto", G, torch.float32) == "torch"
     monkeypatch.setattr(kernels, "ns_step", lambda *a, **k: pytest.fail("Triton path taken"))
@@ -191,3 +191,21 @@ def test_float64_matrices_normalize_at_any_scale_and_bad_settings_are_named():
         orthogonalize(G, steps=2.5)
     with pytest.raises(ValueError, match="margin must be a finite number > 0"):
         orthogonalize(G, margin=0.0)
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1.0), (torch.float64, 1e3)])
+def test_eps_enters_the_normalization(dtype, scale):
+    G = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), dtype=dtype) * scale
+    for eps in (0.5, 2.0):
+        want = G / (1.0 * torch.linalg.matrix_norm(G) + eps)
+        got = orthogonalize(G, steps=0, margin=1.0, eps=eps, dtype=dtype)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+
+
+def test_the_steps_run_on_the_short_side(monkeypatch):
+    seen = []
+    real = ns.torch_steps
+    monkeypatch.setattr(ns, "torch_steps", lambda X, t: seen.append(tuple(X.shape)) or real(X, t))
+    orthogonalize(torch.randn(64, 16))
+    orthogonalize(torch.randn(16, 64))
+    assert seen == [(16, 64), (16, 64)]

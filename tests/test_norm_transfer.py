@@ -110,7 +110,6 @@ def test_band_and_scaling_figures():
 
 
 def test_leave_one_out_range_of_a_power_law_in_the_horizon():
-    from optimal_scaling import norm_transfer as nt
 
     D = 2.0 ** np.arange(16, 22)
     exact = pd.DataFrame({"horizon": D, "lr": 3.0 * D**-0.3})
@@ -121,3 +120,38 @@ def test_leave_one_out_range_of_a_power_law_in_the_horizon():
     assert lo == pytest.approx(-0.3) and hi > -0.2  # dropping the odd one recovers the law
     with pytest.raises(ValueError, match="at least 4 horizons"):
         nt.leave_one_out(exact.head(3), "lr")
+
+
+def test_smoothed_variants_use_a_three_point_running_mean():
+    x = np.arange(3.0, 10.0)
+    loss = np.array([3.0, 2.4, 2.3, 2.05, 2.2, 2.25, 2.9])
+    est = nt.optimal_norm(x, loss, points=5)
+    sm = np.convolve(np.r_[loss[0], loss, loss[-1]], np.ones(3) / 3, mode="valid")
+    k = int(np.argmin(sm))
+    near = np.argsort(np.abs(np.arange(7) - k), kind="stable")[:5]
+    w = np.sqrt(1 / (1 + np.abs(near - k)))
+    A = np.column_stack([x[near] ** 2, x[near], np.ones(5)]) * w[:, None]
+    a, b, _ = np.linalg.lstsq(A, sm[near] * w, rcond=None)[0]
+    assert est["free_smooth"] == pytest.approx(-b / (2 * a), rel=1e-12)
+    assert est["free_smooth"] != pytest.approx(est["free"], abs=1e-3)
+
+
+def test_a_vertex_beyond_the_points_is_refused():
+    x = np.arange(3.0, 10.5, 0.5)
+    edge = nt.optimal_norm(x, 3 + (x - 12.0) ** 2)
+    assert math.isnan(edge["free"]) and math.isnan(edge["free_smooth"])
+    assert edge["log2_norm"] == x.max() and edge["spread"] == 0 and edge["variants"] == 1
+
+
+def test_optimal_norms_flags_a_best_lr_at_the_largest_rate():
+    lr = 2.0 ** np.arange(-8, -3)
+    t = pd.DataFrame({"lr": lr, "batch_size": 8, "horizon": 2**20,
+                      "val_loss": 3 - 0.1 * np.log2(lr), "norm[output]": lr * 2**12})
+    assert nt.optimal_norms(t)["lr_at_edge"].iloc[0]
+
+
+def test_band_by_hand():
+    h = pd.DataFrame({"log2_norm": [6.8, 7.0, 7.3], "spread": [0.1, 0.4, 0.2]})
+    b = nt.band(h)
+    assert b == pytest.approx({"mean": 7.0333333333, "std": np.std([6.8, 7.0, 7.3]), "min": 6.8,
+                               "max": 7.3, "n": 3, "procedure_spread": 0.4})

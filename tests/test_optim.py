@@ -646,7 +646,6 @@ def test_optimizer_steps_never_wait_for_the_device(monkeypatch):
     On CUDA every such call is a host synchronization; with check_finite=False (the CUDA
     default) a step must make none. (A GPU test checks the same with sync debug mode.)
     """
-    from optimal_scaling.models import GPT
 
     torch.manual_seed(0)
     model = GPT(vocab_size=32, context=8, width=16, depth=1, n_heads=2, norm_before_linear=True)
@@ -686,7 +685,6 @@ def test_optimizer_steps_never_wait_for_the_device(monkeypatch):
 
 def test_scion_decoupled_weight_decay_follows_its_formula():
     from optimal_scaling.duality import get_map
-    from optimal_scaling.optim import Scion
 
     torch.manual_seed(0)
     W = torch.nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
@@ -853,3 +851,15 @@ def test_numpy_numbers_empty_matrices_and_zero_polar_express_steps():
     v.grad = torch.randn(3, 5)
     Muon([v], lr=1.0, momentum=0.0, steps=0, schedule="polar_express", scale="none").step()
     assert torch.allclose(-v, orthogonalize(v.grad, steps=0), atol=1e-7)
+
+
+def test_distributed_flag_keeps_non_default_settings():
+    outs = []
+    for distributed in (False, True):
+        torch.manual_seed(0)
+        p = nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
+        p.grad = torch.randn(6, 4, dtype=torch.float64)
+        Muon([p], lr=0.1, scale="adamw", schedule="polar_express", margin=1.2, eps=0.1,
+             dtype=torch.float64, distributed=distributed).step()
+        outs.append(p.detach())
+    assert torch.equal(*outs)

@@ -175,3 +175,27 @@ def test_repetition_figure_draws_effective_data():
     assert effective.y[-1] < 11.0 < fresh.y[-1]
     with pytest.raises(ValueError, match="max_epochs"):
         repetition_figure(max_epochs=1)
+
+
+def test_every_catalogued_constant_at_one_point():
+    from optimal_scaling.scaling_laws import LOSS_LAWS
+    assert LAWS["Porian et al. η*"](N=1e9) == pytest.approx(3.7 * 1e9**-0.36)
+    assert LAWS["Power Lines B_crit"].relative({"D": 1e9}, D=1e10) == pytest.approx(10**0.462)
+    assert LAWS["HyperP η*"].relative({"D": 1e9}, D=1e10) == pytest.approx(10**-0.32)
+    refit = LOSS_LAWS["Approach 3 refit"]
+    assert refit(1e9, 2e10) == pytest.approx(1.82 + 482.0 / 1e9**0.348 + 2085.0 / 2e10**0.366)
+
+
+def test_common_units_converts_samples_to_tokens(monkeypatch):
+    from optimal_scaling import scaling_laws as sl
+    law = sl.Law("toy B*", "batch", 2.0, {"D": 0.5}, {"D": "tokens", "batch": "samples"}, "t")
+    monkeypatch.setattr(sl, "HYPERPARAMETER_LAWS", {law.name: law})
+    t = sl.common_units(1e8, 1e10, context=1024).set_index("name")
+    assert t.loc["toy B*", "value"] == pytest.approx(2.0 * 1e5 * 1024)
+
+
+def test_data_constrained_loss_by_hand():
+    from optimal_scaling.scaling_laws import LOSS_LAWS, data_constrained_loss
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    d_eff = 1e9 * (1 + 15.4 * (1 - np.exp(-3 / 15.4)))
+    assert data_constrained_loss(law, 1e9, 4e9, 1e9) == pytest.approx(law(1e9, d_eff))

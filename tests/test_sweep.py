@@ -493,6 +493,36 @@ def test_a_stale_lock_of_a_finished_run_is_dropped(tmp_path):
     assert (folders[1] / "lock").exists()  # held by a live process (this one)
 
 
+def only_record(folder: Path) -> dict:
+    (rec,) = [json.loads(p.read_text()) for p in folder.glob("runs/*/record.json")]
+    return rec
+
+
+def test_the_runner_applies_the_schedule_at_every_step(tmp_path):
+    from optimal_scaling.sweep.runner import lr_factor
+
+    sched = {"name": "linear", "warmup_steps": 4, "final_fraction": 0.1}
+    const, lin = tiny(), tiny()
+    const["horizons"] = lin["horizons"] = [1024]  # 16 steps
+    lin["run"]["schedule"] = sched
+    sweep.run(sweep.from_dict(const), tmp_path / "c", progress=False)
+    sweep.run(sweep.from_dict(lin), tmp_path / "l", progress=False)
+    base = only_record(tmp_path / "c")["rows"][0]["lr"]
+    got = only_record(tmp_path / "l")["rows"][0]["lr"]
+    assert got == pytest.approx(base * lr_factor(sched, 15, 16), rel=1e-12)  # the last step's
+
+
+def test_log_entries_are_means_of_their_own_steps(tmp_path):
+    one, three = tiny(), tiny()
+    one["run"]["log_every"], three["run"]["log_every"] = 1, 3  # 16 steps per horizon: 3 ∤ 16
+    sweep.run(sweep.from_dict(one), tmp_path / "1", progress=False)
+    sweep.run(sweep.from_dict(three), tmp_path / "3", progress=False)
+    per_step = only_record(tmp_path / "1")["log"]["train_loss"]
+    log = only_record(tmp_path / "3")["log"]
+    for at, value in zip(log["step"], log["train_loss"], strict=True):
+        assert value == pytest.approx(np.mean(per_step[at - 3 : at]), rel=1e-9), at
+
+
 # --------------------------------------------------------------------------- executors
 def test_dry_run_prints_runs_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "dry"
@@ -1009,7 +1039,6 @@ def test_switching_the_noise_probe_on_at_a_resume_pads_the_log(tmp_path):
 
 
 def test_a_damaged_json_file_is_named(tmp_path):
-    from optimal_scaling.sweep.store import read_json
 
     bad = tmp_path / "record.json"
     bad.write_text('{"status": "done", "rows": [')

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from optimal_scaling.data import TeacherTask
 from optimal_scaling.models import MLP
@@ -85,3 +86,29 @@ def test_bad_arguments():
         train(model, opt, batches, 0)
     with pytest.raises(ValueError, match="at least one batch"):
         evaluate(model, [])
+
+
+def test_evaluate_is_the_mean_over_every_batch():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    batches = [(torch.ones(2, 1), torch.full((2, 1), 1.0)),
+               (torch.ones(2, 1), torch.full((2, 1), 3.0))]  # MSE 1 and 9 (the model says 0)
+
+    def mse(p, t):
+        return ((p - t) ** 2).mean()
+
+    assert evaluate(model, batches, mse) == pytest.approx((1.0 + 9.0) / 2)
+
+
+def test_blowup_is_relative_to_the_first_loss():
+    losses = iter([1.0, 1.5, 2.25, 3.375, 5.0625, 7.6])
+    model = nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def loss_fn(out, y):
+        return out.sum() * 0 + next(losses)
+
+    result = train(model, opt, lambda: (torch.ones(1, 1), torch.ones(1, 1)), 6, loss_fn=loss_fn,
+                   blowup=4.0)
+    assert result.diverged and result.reason == "step 5: loss 5.06 > 4 × first loss 1"
