@@ -109,10 +109,13 @@ def coord_check(
     seeds: Iterable[int] = (0,),
     layers: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Coordinate statistics across widths (and seeds, averaged): a tidy DataFrame.
+    """Coordinate statistics across widths and seeds: a tidy DataFrame, one row per
+    width × seed × step × layer × stat (:func:`fit_slopes` and :func:`plot_coords` average the
+    seeds).
 
     ``make_model(width)`` returns a model on the batch's device, already parametrized;
-    ``make_optimizer(model)`` its optimizer. Columns: width, seed, step, layer, stat, value.
+    ``make_optimizer(model)`` its optimizer. Columns: width, seed, step, layer, stat, value,
+    loss (the training loss at that step).
     """
     widths, seeds = list(widths), list(seeds)
     if not widths or not seeds:

@@ -263,8 +263,9 @@ class Spectral(_SpectralMethod, DualityMap):
     of a Gaussian, sign-corrected) times √(d_out/d_in). ``method="svd"`` computes UVᵀ exactly;
     ``method="newton_schulz"`` approximates it with :mod:`optimal_scaling.newton_schulz` (8
     Polar Express steps), ``method="muon"`` with Muon's quintic (5 steps, as Muon and the
-    norm-transfer paper) — which leaves singular values in about [0.68, 1.13], so there
-    ‖dualize(G)‖ is only about 1, not exactly.
+    norm-transfer paper) — which leaves singular values in [0.68, 1.13] when every σ ≥
+    10⁻²·‖G‖_F and up to about 1.20 below that (smaller ones still, under ~1.5·10⁻³·‖G‖_F, end
+    under 0.68), so there ‖dualize(G)‖ is only about 1, not exactly.
     """
 
     name = "spectral"

@@ -92,7 +92,7 @@ def exact_match_from_accuracy(token_accuracy, k: int):
     if not ((p >= 0) & (p <= 1)).all():  # NaN fails too
         raise ValueError("exact_match_from_accuracy: token_accuracy must be a probability in "
                          f"[0, 1], got {token_accuracy!r}")  # fmt: skip
-    return token_accuracy**k
+    return p**k
 
 
 @dataclass

@@ -78,7 +78,8 @@ def _minimax_quintic(lo: float, hi: float, iters: int = 100) -> tuple[float, flo
 PUBLISHED_CUSHION = 0.02407
 
 #: The published 8-step Polar Express schedule for ℓ = 10⁻³, before the ÷1.01 safety factor
-#: (which its users apply to every step but the last). The design below reproduces it to ~10⁻⁵.
+#: (which its users apply to every step but the last). The design below reproduces it to ~10⁻⁵
+#: relative to each step's largest coefficient (absolute ≤ 2.1·10⁻⁴, on the first triple).
 PUBLISHED_POLAR_EXPRESS = (
     (8.28721201814563, -23.595886519098837, 17.300387312530933),
     (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
@@ -103,7 +104,8 @@ def polar_express_coefficients(
     1 − p(ℓ) = p(u) − 1; then ℓ ← p(ℓ), u ← 2 − ℓ. Finally every triple but the last is
     divided by ``safety`` (a/s, b/s³, c/s⁵, i.e. p(x/s)) — after the design, so the intervals
     follow the undivided polynomials, as in the published schedule
-    (:data:`PUBLISHED_POLAR_EXPRESS`, reproduced to ~10⁻⁵ for ℓ = 10⁻³). The first triple
+    (:data:`PUBLISHED_POLAR_EXPRESS`, reproduced for ℓ = 10⁻³ to ~10⁻⁵ relative to each step's
+    largest coefficient). The first triple
     before the safety factor is the published (8.2872, −23.5959, 17.3004) to within 2·10⁻⁴;
     cushion 0.024 gives (8.2878, −23.6006, 17.3045), 0.02 gives (8.320, −23.859, 17.531).
     Once the interval has collapsed onto 1 (late steps without a safety factor), the minimax

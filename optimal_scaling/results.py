@@ -117,7 +117,7 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
 
     Missing values round-trip as NaN, and so do a cell ``"nan"`` and an empty string (CSV
     cannot tell them from a missing value); other strings such as ``"None"`` or ``"NA"``
-    are kept. A column whose cells all read as numbers becomes numeric (``"007"`` → 7.0), as
+    are kept. A column whose cells all read as numbers becomes numeric (``"007"`` → 7), as
     pandas reads any CSV.
     """
     path = Path(path)

@@ -4,14 +4,15 @@ Scion and Muon control every layer in the norm of its LMO, so that is the norm t
 
     role     norm (default)      ‖W‖                                 cost
     input    ℓ1→RMS  (colnorm)   max_j ‖col_j‖_RMS                   one pass
-    hidden   RMS→RMS (spectral)  √(d_in/d_out)·σ_max(W)              2 warm-started mat-vecs
+    hidden   RMS→RMS (spectral)  √(d_in/d_out)·σ_max(W)              5 warm-started mat-vecs
     output   RMS→∞   (rownorm)   max_i √d_in·‖row_i‖₂                one pass
     gain     RMS     (bias_rms)  ‖g‖₂/√d                             one pass
     bias     RMS     (bias_rms)  ‖b‖₂/√d                             one pass
 
 σ_max comes from :class:`optimal_scaling.norms.PowerIteration`, warm-started from the vector
-it found at the previous tracked step, so the spectral norm costs two matrix-vector products
-instead of an SVD. Roles, the role → norm table and the embedding transposition come from
+it found at the previous tracked step, so the spectral norm costs 2·iters + 1 matrix-vector
+products (5 at the default ``power_iters=2``) instead of an SVD. Roles, the role → norm table
+and the embedding transposition come from
 :mod:`optimal_scaling.roles`, as for the optimizers' groups.
 
 Every ``every`` steps the tracker records ‖W‖ and the norm of the last step's update

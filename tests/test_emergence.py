@@ -100,6 +100,7 @@ def test_answer_metrics_rejects_rows_without_a_scored_token_and_bad_shapes():
 def test_exact_match_from_accuracy_is_p_to_the_k():
     assert em.exact_match_from_accuracy(0.9, 5) == pytest.approx(0.9**5)
     np.testing.assert_allclose(em.exact_match_from_accuracy(np.array([0.5, 1.0]), 3), [0.125, 1])
+    np.testing.assert_allclose(em.exact_match_from_accuracy([0.5, 0.9], 2), [0.25, 0.81])
     with pytest.raises(ValueError, match="k must be an int ≥ 1"):
         em.exact_match_from_accuracy(0.5, 0)
 

@@ -107,6 +107,8 @@ def test_half_precision_is_upcast():
     out = norms.spectral(W.to(torch.bfloat16))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, norms.spectral(W), rtol=1e-2, atol=0)
+    brute = induced_norm_bruteforce(W.to(torch.float16), "l1", "rms", samples=8)
+    assert brute.dtype == torch.float32  # the compute dtype, as the docstring says
 
 
 def test_unicode_arrow_accepted():

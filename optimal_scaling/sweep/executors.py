@@ -1,10 +1,10 @@
 """Where a sweep's runs execute: here (a process pool, or torchrun per run) or on SLURM.
 
 ``local``: the runs not yet done are handed to a pool of ``workers`` processes (spawned once,
-one BLAS thread each by default, each run's data built once per worker); a run that asks for
-several processes is launched with ``torchrun --standalone`` by the worker that holds its lock.
-A progress bar counts runs with an ETA. Ctrl-C stops the workers; every horizon already read
-stays on disk and the next invocation resumes from it.
+cores ÷ workers BLAS threads each by default (``local.threads``), each run's data built once
+per worker); a run that asks for several processes is launched with ``torchrun --standalone``
+by the worker that holds its lock. A progress bar counts runs with an ETA. Ctrl-C stops the
+workers; every horizon already read stays on disk and the next invocation resumes from it.
 
 ``slurm``: through submitit, one job array over the runs not yet done, at most
 ``slurm.array_parallelism`` at a time; each array task runs one run with ``resources.nodes``
