@@ -489,11 +489,11 @@ print(f"entropy rate H = {ENTROPY:.4f}")
 by_points.round(4)
 
 # %% [markdown]
-# With only the runs of 2^16 tokens or more, E lands within about 0.01–0.02 of H, and the
-# residuals shrink — but the intervals widen (fewer points, a shorter lever arm in D), and
-# from 2^17 on the lower end of E's interval falls far below H: the data no longer
-# separate E from B/D^β. Which points enter the fit is a modelling choice as consequential
-# as the form; report it.
+# With only the runs of 2^16 tokens or more, E lands within about 0.01–0.02 of H, the
+# residuals shrink, and E's interval even narrows (the dropped points were the ones the form
+# fits worst). From 2^17 on it widens sharply (fewer points, a shorter lever arm in D) and
+# its lower end falls far below H: the data no longer separate E from B/D^β. Which points
+# enter the fit is a modelling choice as consequential as the form; report it.
 
 # %% [markdown]
 # **The optimizer's stopping rule.** scipy's L-BFGS-B (what most papers call) stops when an

@@ -79,6 +79,7 @@ def test_inputs_are_copied():
         (torch.ones(2), torch.tensor([1.0, 1.1]), "largest absolute difference 0.1"),
         (torch.ones(2), ["a", "b"], "expected an array (numpy or torch)"),
         (torch.ones(2), [1.0, 1.5], "largest absolute difference 0.5"),  # a list is compared
+        (torch.tensor([math.inf]), torch.tensor([0.0]), "largest absolute difference inf"),
         (torch.ones(2), [1.0, 1.0, 1.0], "expected shape (2,), got shape (3,)"),
         (3, 4, "expected 3, got 4"),
         (1.0, 1.0 + 1e-3, "expected 1, got 1.001"),
@@ -125,6 +126,11 @@ def test_a_single_precision_answer_is_told_so(capsys):
     assert "right up to torch.float32 rounding" in capsys.readouterr().out
     assert not checks.check("f", wrong_in_float32, reference, [{"x": x}], hint="general", atol=0,
                             rtol=1e-9)  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Hint: general" in out and "rounding" not in out
+    tiny = [{"x": x * 1e-7}]  # values of 1e-7: "rounding" is judged relative to them
+    assert not checks.check("f", lambda x: 2 * reference(x), reference, tiny, hint="general",
+                            rtol=1e-9, atol=1e-15)  # fmt: skip
     out = capsys.readouterr().out
     assert "Hint: general" in out and "rounding" not in out
     assert not checks.check("f", lambda x: reference(x).numpy().astype(np.float16), reference,
@@ -364,6 +370,18 @@ def _mean_huber(params, N, D, loss):  # the Huber terms averaged instead of summ
     return float(huber(np.log(E + A / N**alpha + B / D**beta) - np.log(loss)).mean())
 
 
+def _clipped_noise_terms(**k):  # per-step estimates clipped at 0: biased
+    from optimal_scaling.batch_size import noise_scale_terms
+
+    return tuple(max(0.0, v) for v in noise_scale_terms(**k))
+
+
+def _huber_without_half(params, N, D, loss):  # r² near 0 instead of r²/2
+    E, A, B, alpha, beta = params
+    r = np.abs(np.log(E + A / N**alpha + B / D**beta) - np.log(loss))
+    return float(np.where(r <= 1e-3, r**2, 1e-3 * (r - 5e-4)).sum())
+
+
 def _n_opt_with_b(E, A, B, alpha, beta, C):  # D's exponent used for N
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     return G * (C / 6) ** (alpha / (alpha + beta))
@@ -383,6 +401,8 @@ def _n_opt_with_b(E, A, B, alpha, beta, C):  # D's exponent used for N
         ("lecture06", "check_surge_peak", lambda eta_crit, b_crit: (b_crit, eta_crit),
          "√1 + √1 = 2"),
         ("lecture08", "check_huber_objective", _mean_huber, "do not average"),
+        ("lecture08", "check_huber_objective", _huber_without_half, "with the ½"),
+        ("lecture06", "check_noise_terms", _clipped_noise_terms, "keep negative estimates"),
         ("lecture08", "check_isoflop_minimum", lambda N, loss: float(N[np.argmin(loss)]),
          "not the lowest measured point"),
         ("lecture08", "check_compute_optimal_n", _n_opt_with_b, "not α/(α+β)"),

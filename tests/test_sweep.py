@@ -302,7 +302,8 @@ def test_ci_sweep_with_two_workers(tmp_path):
                for r in runs)  # fmt: skip
 
 
-def test_collect_cli_writes_a_provenance_header(tmp_path):
+def test_collect_cli_writes_a_provenance_header(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # where configs/ci.toml is
     out = tmp_path / "ci"
     assert cli(["sweep", "run", str(CI), "--out", str(out), "--quiet",
                 "--set", "grid.batch_size=[8]", "--set", "horizons=[4096, 8192]"]) == 0  # fmt: skip
@@ -313,6 +314,10 @@ def test_collect_cli_writes_a_provenance_header(tmp_path):
     assert meta["command"].startswith("optimal-scaling sweep collect")
     assert {"optimal_scaling", "torch", "machine", "date", "sweep"} <= set(meta)
     assert len(table) == 4 * 2 and "outside_sweep" not in meta
+    assert meta["runs_from"] == f"optimal-scaling sweep run configs/ci.toml --out {out.as_posix()}"
+    monkeypatch.chdir(tmp_path)  # no preset of that name here: no line
+    assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "u.csv")]) == 0
+    assert "runs_from" not in read_table(tmp_path / "u.csv")[1]
 
 
 def test_collect_warns_about_runs_outside_the_folders_sweep(tmp_path, capsys):

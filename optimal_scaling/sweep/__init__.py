@@ -23,6 +23,7 @@ From Python::
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -173,7 +174,10 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
     has thousands of rows; ``spacing`` > 0 thins it to a geometric grid in steps
     (:func:`thin_log`). ``current`` keeps only the runs of the folder's ``sweep.json``
     (:func:`sweep_run_ids`); otherwise every run is kept, and how many lie outside that sweep
-    is warned about on stderr and written into the header (``outside_sweep``).
+    is warned about on stderr and written into the header (``outside_sweep``). When the
+    sweep's name is a preset under ``./configs``, the header also says how to train the runs
+    (``runs_from``: ``optimal-scaling sweep run configs/NAME.toml --out DIR``), since the
+    run folders are not committed with the table.
     """
     import json
 
@@ -216,6 +220,10 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
         meta = {}
     counts = {k: int((runs["status"] == k).sum()) for k in STATUSES} if len(runs) else {}
     extra = {} if current or not outside else {"outside_sweep": f"{len(outside)} runs"}
+    preset = Path("configs") / f"{meta.get('name', '')}.toml"
+    if meta.get("name") and preset.is_file():  # runs/ is not committed: say how to train them
+        extra["runs_from"] = shlex.join(["optimal-scaling", "sweep", "run", preset.as_posix(),
+                                         "--out", Path(sweep_dir).as_posix()])  # fmt: skip
     if log:
         measured = {"run_id", "status", "step", "tokens", "train_loss", "gns_g2", "gns_trace"}
         config = [c for c in table.columns if c not in measured]

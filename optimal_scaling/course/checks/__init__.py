@@ -103,7 +103,7 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
                 return "the result contains NaN"
             if not torch.allclose(g64, e64, rtol=rtol, atol=atol, equal_nan=True):
                 gap = torch.where(g64 == e64, 0.0, (g64 - e64).abs())  # inf = inf: no gap
-                worst = gap.nan_to_num(nan=math.inf).max().item()
+                worst = gap.nan_to_num(nan=math.inf, posinf=math.inf).max().item()
                 return f"values differ (largest absolute difference {worst:.3g})"
             return None
         return None if torch.equal(g, exp) else "integer values differ"
@@ -237,7 +237,7 @@ def check(
         why = compare(expected, got, rtol=rtol, atol=atol)
         if why:
             specific = _recognize(mistakes or {}, case, got, rtol, atol) or _precision(
-                expected, got)
+                expected, got, atol)
             text = f" Hint: {specific}" if specific else hint_text
             return report(
                 CheckResult(name, FAILED, f"case {i} ({_describe(case)}): {why}.{text}")
@@ -261,22 +261,24 @@ _LOW_PRECISION = {torch.float32, torch.float16, torch.bfloat16, np.dtype("float3
                   np.dtype("float16")}
 
 
-def _precision(expected: Any, got: Any) -> str:
+def _precision(expected: Any, got: Any, atol: float = 1e-6) -> str:
     """A hint when a single- or half-precision answer is right up to its rounding, or "".
 
     Also when the answer has a double dtype but agrees only to float32's ~4 digits: it was
-    computed in lower precision somewhere and converted back."""
+    computed in lower precision somewhere and converted back. ``atol`` is the check's own
+    (capped at 10⁻⁶): a check of tiny values judges "rounding" relative to them."""
+    atol = min(atol, 1e-6)
     dtype = getattr(got, "dtype", None)
     if getattr(expected, "dtype", None) in _LOW_PRECISION:
         return ""
     want = getattr(expected, "dtype", "float64")
     if dtype in _LOW_PRECISION:
         single = dtype in (torch.float32, np.dtype("float32"))
-        if compare(expected, got, rtol=1e-4 if single else 1e-2, atol=1e-6):
+        if compare(expected, got, rtol=1e-4 if single else 1e-2, atol=atol):
             return ""
         return (f"your answer is right up to {dtype} rounding: compute in the inputs' "
                 f"precision ({want} here)")
-    if compare(expected, got, rtol=1e-4, atol=1e-6):
+    if compare(expected, got, rtol=1e-4, atol=atol):
         return ""
     return ("your answer agrees to about 4 significant digits, as float32 rounding would "
             f"leave it: keep every step in the inputs' precision ({want} here)")

@@ -17,6 +17,7 @@ def check_noise_terms(fn: Callable[[float, float, int, int], tuple[float, float]
         {"g2_small": 3.0, "g2_big": 1.5, "b_small": 8, "b_big": 64},
         {"g2_small": 10.0, "g2_big": 2.0, "b_small": 1, "b_big": 4},
         {"g2_small": 0.52, "g2_big": 0.5, "b_small": 32, "b_big": 512},
+        {"g2_small": 0.49, "g2_big": 0.5, "b_small": 8, "b_big": 64},  # noise: tr Σ < 0
     ]
     return check(
         "two-batch noise-scale estimator", fn, bs.noise_scale_terms, cases,
@@ -26,6 +27,9 @@ def check_noise_terms(fn: Callable[[float, float, int, int], tuple[float, float]
                 k["g2_big"], bs.noise_scale_terms(**k)[1]),
             "tr Σ = (‖G_s‖² − ‖G_b‖²)/(1/B_s − 1/B_b): divide by the difference of inverse "
             "batch sizes": lambda **k: (bs.noise_scale_terms(**k)[0], k["g2_small"] - k["g2_big"]),
+            "keep negative estimates: one step's tr Σ (or ‖G‖²) can come out below 0, and "
+            "clipping it at 0 biases the average upwards": lambda **k: tuple(
+                max(0.0, v) for v in bs.noise_scale_terms(**k)),
         },
     )  # fmt: skip
 

@@ -45,12 +45,20 @@ def check_huber_objective(fn: Callable) -> CheckResult:
                                    + params[2] / D**params[4]) - loss).sum()),
             "sum the Huber terms over the points (the paper's objective), do not average":
                 lambda **k: _objective(**k) / len(k["N"]),
+            "near 0 the Huber loss is r²/2, with the ½ (so that the two pieces join smoothly at "
+            "δ)": lambda params, N, D, loss: float(_forgot_half(np.log(
+                params[0] + params[1] / N**params[3] + params[2] / D**params[4]) - np.log(loss))),
             "beyond δ the Huber loss is linear: δ·(|r| − δ/2)": lambda params, N, D, loss:
                 float((0.5 * (np.log(params[0] + params[1] / N**params[3] + params[2]
                                       / D**params[4]) - np.log(loss)) ** 2).sum()),
         },
         rtol=1e-9, atol=1e-15,
     )  # fmt: skip
+
+
+def _forgot_half(r: np.ndarray, delta: float = 1e-3) -> np.ndarray:
+    r = np.abs(r)
+    return np.where(r <= delta, r**2, delta * (r - delta / 2)).sum()
 
 
 def _vertex(N, loss):
