@@ -98,6 +98,14 @@ def test_compare_explains_mismatches(expected, got, needle):
     assert needle in checks.compare(expected, got)
 
 
+def test_nan_where_nan_is_the_answer_is_right():
+    nan = math.nan
+    assert checks.compare(torch.tensor([nan, 1.0]), torch.tensor([nan, 1.0])) is None
+    assert checks.compare(np.array([nan, 1.0]), [nan, 1.0]) is None
+    assert checks.compare([nan, 1.0], [nan, 1.0]) is None and checks.compare(nan, nan) is None
+    assert "NaN" in checks.compare(1.0, nan) and "NaN" in checks.compare(torch.ones(2), [nan, 1])
+
+
 def test_the_right_numbers_as_a_list_are_accepted():
     """A learner's list of floats (or of 0-d tensors) where an array is expected: right is
     right, as an array where a pair is expected already is."""
@@ -561,3 +569,87 @@ def test_the_slope_prediction_check_reports_stubs_and_errors(capsys):
         result = lecture01.check_slope_prediction(lambda: 1 / 0, 1.0)
         assert result.status == checks.FAILED and "ZeroDivisionError" in result.message
         assert lecture01.check_slope_prediction(lambda: 1.1, 1.0)
+
+
+def _one_percent_off(value):
+    """Every number in ``value`` times 1.01, integers plus one (truth values and text as they
+    are)."""
+    if isinstance(value, bool | np.bool_):
+        return value
+    if isinstance(value, int | np.integer):
+        return value + 1
+    if isinstance(value, float | np.floating):
+        return value * 1.01
+    if isinstance(value, torch.Tensor):
+        return value * 1.01 if value.is_floating_point() else value
+    if isinstance(value, np.ndarray):
+        return value * 1.01 if value.dtype.kind == "f" else value
+    if isinstance(value, dict):
+        return {k: _one_percent_off(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(_one_percent_off(v) for v in value)
+    return value
+
+
+def _reference_checks():
+    """(module, check name, reference, cases, rtol, atol) of every lecture check built on
+    ``check``, read by calling it with a stand-in ``check`` that records its arguments."""
+    import importlib
+    import inspect
+
+    found = []
+    for n in range(10):
+        module = importlib.import_module(f"optimal_scaling.course.checks.lecture{n:02d}")
+        for name, fn in vars(module).items():
+            if not name.startswith("check_") or fn.__module__ != module.__name__:
+                continue
+            if len(inspect.signature(fn).parameters) != 1:
+                continue
+            seen = {}
+
+            def record(label, learner, reference, cases, *, seen=seen, **kw):
+                seen.update(reference=reference, cases=list(cases), **kw)
+                return True
+
+            original = module.check
+            module.check = record
+            try:
+                fn(lambda *a, **k: None)
+            except Exception:  # noqa: BLE001 - not built on check()
+                seen.clear()
+            finally:
+                module.check = original
+            if seen:
+                found.append((module.__name__.rsplit(".", 1)[1], name, seen))
+    return found
+
+
+_REFERENCE_CHECKS = _reference_checks()
+
+
+def test_every_lecture_check_is_found():
+    assert len(_REFERENCE_CHECKS) >= 20
+
+
+@pytest.mark.parametrize("found", _REFERENCE_CHECKS, ids=[f"{m}.{n}" for m, n, _ in
+                                                          _REFERENCE_CHECKS])  # fmt: skip
+def test_every_check_accepts_its_reference_and_refuses_one_percent_off(found):
+    """A check's tolerance is for rounding: its own reference passes, and the reference's
+    numbers 1% off do not (a loosened rtol/atol would let a wrong formula through)."""
+    _, _, seen = found
+    ref, cases = seen["reference"], seen["cases"]
+    tol = {k: seen[k] for k in ("rtol", "atol") if k in seen}
+    with checks.strict(False):
+        assert checks.check("ref", ref, ref, cases, **tol)
+        if all(checks.compare(ref(**c), _one_percent_off(ref(**c))) is None for c in cases):
+            return  # answers without numbers (a norm's name)
+        assert not checks.check("off", lambda **k: _one_percent_off(ref(**k)), ref, cases, **tol)
+
+
+def test_the_slope_prediction_takes_a_quarter_either_side():
+    from optimal_scaling.course.checks import lecture01
+
+    with checks.strict(False):
+        assert lecture01.check_slope_prediction(lambda: 1.0, 0.93)  # SP + Adam: slope 1
+        assert not lecture01.check_slope_prediction(lambda: 0.5, 0.93)  # the CLT guess
+        assert not lecture01.check_slope_prediction(lambda: 0.0, 0.93)

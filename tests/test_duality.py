@@ -375,3 +375,16 @@ def test_tiny_gradients_dualize_like_ordinary_ones(name):
         got = m.dualize(G * scale)
         assert got.dtype == G.dtype
         torch.testing.assert_close(got, m.dualize(G), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (3, 8)])
+def test_spectral_init_is_the_q_factor_with_a_positive_diagonal(shape):
+    """Q from A = QR with diag(R) > 0 (the sign choice that makes Q Haar-distributed): the
+    same Gaussian A, redrawn from the same seed, gives Qᵀ A upper triangular, diagonal > 0."""
+    m, n = shape
+    A = torch.randn(shape, generator=gen(5), dtype=torch.float64)
+    Q = Spectral().init(shape, generator=gen(5), dtype=torch.float64) / math.sqrt(m / n)
+    tall_A, tall_Q = (A, Q) if m >= n else (A.mT, Q.mT)
+    R = tall_Q.mT @ tall_A
+    torch.testing.assert_close(R, R.triu(), atol=1e-12, rtol=0)
+    assert (torch.diagonal(R) > 0).all()

@@ -185,3 +185,25 @@ def test_frequency_baseline_is_the_plateau_a_prompt_blind_model_reaches():
     # k-digit addition: each of the k low digits is uniform (0.1), the final carry ≈ ½ either way
     _, y = AdditionTask(3).batch(40_000, torch.Generator().manual_seed(0))
     assert em.frequency_baseline(y) == pytest.approx((0.1 * 3 + 0.5) / 4, abs=0.005)
+
+
+def test_per_position_accuracy_divides_by_the_rows_that_score_it():
+    y = torch.tensor([[IGNORE, 1, 2], [IGNORE, IGNORE, 3]])
+    logits = torch.nn.functional.one_hot(y.clamp(min=0), 5).float()  # every token right
+    got = em.answer_metrics(Lookup(logits), torch.zeros_like(y), y)
+    assert got["independent_exact_match"] == 1.0 and got["exact_match"] == 1.0
+    # a position scored by one row only still counts: one hit per position of 3 scored tokens
+    assert em.frequency_baseline(torch.tensor([[5, 1], [6, IGNORE]])) == pytest.approx(2 / 3)
+
+
+def test_sharpness_sorts_the_rows_by_compute_first():
+    x = np.geomspace(1e6, 1e12, 61)
+    rise = pd.DataFrame({"flops": x, "acc": 1 / (1 + np.exp(-2 * (np.log(x) - np.log(1e9))))})
+    shuffled = rise.sample(frac=1.0, random_state=0)
+    assert em.sharpness(shuffled, "acc") == pytest.approx(em.sharpness(rise, "acc"))
+
+
+def test_addition_runs_score_the_last_step_off_the_evaluation_grid():
+    runs = em.addition_runs(widths=(8,), digits=1, steps=3, every=2, batch_size=8, depth=1,
+                            eval_problems=20)  # fmt: skip
+    assert runs.table.step.tolist() == [2, 3] and set(runs.snapshots) == {(8, 2), (8, 3)}

@@ -111,3 +111,24 @@ def test_cheapest_runs_picks_the_least_total_cost_among_runs_that_reach_the_loss
         inf.cheapest_runs(runs, 2.0, 0.0, tokens="flops")
     with pytest.raises(ValueError, match="column 'params' contains NaN"):
         inf.cheapest_runs(runs.assign(params=np.nan), 2.2, 0.0)
+
+
+def test_total_flops_prices_inference_by_its_cost_factor():
+    assert inf.total_flops(1.0, 1.0, 1.0, inference_cost=2.0) == pytest.approx(6 + 2 * 2)
+    assert inf.total_flops(3.0, 5.0, 7.0) == pytest.approx(6 * 3 * 5 + 2 * 3 * 7)
+    a = inf.inference_optimal(CHIN, 2.05, 1e13, inference_cost=2.0).iloc[0]
+    b = inf.inference_optimal(CHIN, 2.05, 2e13).iloc[0]
+    for col in ("chinchilla_total", "saving", "inference_flops", "train_flops"):
+        assert a[col] == pytest.approx(b[col], rel=1e-6), col
+
+
+def test_cheapest_runs_prices_inference_and_takes_a_run_exactly_at_the_target():
+    runs = pd.DataFrame({"params": [1e3, 4e3, 1.6e4], "tokens": [1e6, 1e5, 1e4],
+                         "val_loss": [2.0, 2.5, 2.5]})
+    got = inf.cheapest_runs(runs, 2.5, [0.0, 1e6], inference_cost=2.0)
+    for (_, row), d_inf in zip(got.iterrows(), [0.0, 1e6], strict=True):
+        cost = 6 * runs.params * runs.tokens + 2.0 * 2 * runs.params * d_inf
+        assert row.params == runs.params[cost.idxmin()]
+        assert row.inference_flops == pytest.approx(2.0 * 2 * row.params * d_inf)
+        assert row.train_flops + row.inference_flops == pytest.approx(row.total_flops)
+    assert got.params.tolist() == [1.6e4, 1e3]  # 1.6e4 reaches 2.5 exactly (≤, not <)

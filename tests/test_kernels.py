@@ -137,6 +137,9 @@ def test_a_batch_beyond_the_grid_limit_is_a_clear_error(monkeypatch: pytest.Monk
     monkeypatch.setattr(kernels, "_MAX_GRID_Y", 2)  # pretend CUDA's limit is 2
     with pytest.raises(ValueError, match="batch of 5 matrices exceeds CUDA's grid limit 2"):
         kernels.syrk(randn(5, 6, 7))
+    monkeypatch.setattr(kernels, "_MAX_GRID_Y", 5)  # exactly at the limit is allowed
+    X = randn(5, 6, 7)
+    torch.testing.assert_close(kernels.syrk(X), X @ X.mT, rtol=TOL[X.dtype], atol=TOL[X.dtype])
 
 
 @needs_triton
@@ -333,6 +336,8 @@ def test_bad_configurations_are_named():
         kernels.syrk(X, {"BLOCK": 16})
     with pytest.raises(ValueError, match="power of two"):
         kernels.syrk(X, {"BLOCK": 24, "BLOCK_K": 16})
+    with pytest.raises(ValueError, match="power of two ≥ 16, got 8"):
+        kernels.syrk(X, {"BLOCK": 8, "BLOCK_K": 16})  # tl.dot needs tiles of 16 or more
     with pytest.raises(ValueError, match="GROUP_M must be"):
         kernels.ns_update(X, sym(8), 1.0, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16,
                                            "GROUP_M": 0})  # fmt: skip

@@ -266,3 +266,20 @@ def test_unknown_names():
         PowerIteration(iters=-1)
     with pytest.raises(ValueError, match="NaN"):
         PowerIteration()(torch.full((2, 2), float("nan")))
+
+
+def test_rms_is_taken_along_the_dimension_asked_for():
+    assert torch.allclose(norms.vector_norm(torch.ones(4, 9), "rms", dim=0), torch.ones(9))
+    assert norms.vector_norm(torch.ones(4, 9), "l2", dim=0)[0] == pytest.approx(2.0)
+
+
+def test_power_iteration_recovers_after_a_zero_matrix_and_starts_from_unit_vectors():
+    W = torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    est = norms.PowerIteration(iters=2, seed=0)
+    est(W, key="w")
+    assert est(torch.zeros_like(W), key="w") == 0  # the stored vector survives the zero matrix
+    assert est(W, key="w", iters=30) == pytest.approx(torch.linalg.matrix_norm(W, 2).item())
+    batched = torch.randn(3, 6, 5, generator=torch.Generator().manual_seed(1))
+    fresh = norms.PowerIteration(iters=0, seed=0)
+    fresh(batched, key="b")
+    assert torch.allclose(torch.linalg.vector_norm(fresh.vector("b"), dim=-1), torch.ones(3))

@@ -133,3 +133,13 @@ def test_a_diverged_weight_reads_as_nan_instead_of_raising():
     # the update of that layer is NaN too, and the group's largest update shows it
     assert math.isnan(row["dW[hidden]"]) and not math.isnan(row["dW[output]"])
     assert math.isnan(tracker.group_norms()["W[hidden]"])
+
+
+def test_the_sign_norm_scales_the_largest_entry_by_d_in():
+    """‖W‖_{ℓ1→ℓ∞}·d_in = d_in·max|W_ij| (Sign's norm); a non-square head tells d_in from
+    d_out."""
+    torch.manual_seed(0)
+    model = GPT(vocab_size=40, context=8, width=24, depth=1, n_heads=2)
+    got = NormTracker(model, norms={"output": "sign"}).group_norms()
+    head = model.head.weight.detach()  # (40, 24): d_in = 24
+    assert got["W[output]"] == pytest.approx(24 * head.abs().max().item(), rel=1e-6)

@@ -130,8 +130,8 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
             got = got.item()
         if not isinstance(got, int | float | np.number) or isinstance(got, bool):
             return f"expected a number, got {type(got).__name__}"
-        if math.isnan(float(got)):
-            return "the result is NaN"
+        if math.isnan(float(got)):  # right only where NaN is the answer (as in arrays)
+            return None if math.isnan(float(expected)) else "the result is NaN"
         if not math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol):
             digits = 6
             while digits < 17 and f"{float(expected):.{digits}g}" == f"{float(got):.{digits}g}":
