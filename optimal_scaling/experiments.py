@@ -185,8 +185,8 @@ def gpt_lr_transfer(
 
 
 def _in_grid_order(grid: pd.DataFrame, cfg: LRTransferConfig) -> pd.DataFrame:
-    """Rows in the grid's order (parametrization, width, lr as configured), columns with
-    ``parametrization`` first."""
+    """Rows by parametrization in the configured order, then by width and by lr, each
+    ascending; columns with ``parametrization`` first."""
     rank = {p: i for i, p in enumerate(cfg.parametrizations)}
     grid = grid.assign(_p=grid.parametrization.map(rank)).sort_values(
         ["_p", "width", "log2_lr"], kind="stable").drop(columns="_p").reset_index(drop=True)

@@ -1,3 +1,4 @@
+import random
 import subprocess
 import sys
 
@@ -53,12 +54,34 @@ def test_device_override_errors(monkeypatch):
             config.device()
 
 
+def test_a_cuda_index_past_the_last_gpu_is_not_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name in ("cuda", "cuda:0", "cuda:1"):
+        monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", name)
+        assert config.device() == torch.device(name)
+    monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "cuda:2")  # indices count from 0
+    with pytest.raises(RuntimeError, match="'cuda:2' is not available here"):
+        config.device()
+
+
 def test_seed_everything_is_reproducible():
     g1 = config.seed_everything(7)
     a = (torch.rand(3), np.random.rand(), torch.rand(2, generator=g1))
     g2 = config.seed_everything(7)
     b = (torch.rand(3), np.random.rand(), torch.rand(2, generator=g2))
     assert torch.equal(a[0], b[0]) and a[1] == b[1] and torch.equal(a[2], b[2])
+    # every stream (and the returned generator) is the one that seed names: not only
+    # reproducible, but different for another seed
+    for seed in (7, 8):
+        g = config.seed_everything(seed)
+        assert random.random() == random.Random(seed).random()
+        assert np.random.rand() == np.random.RandomState(seed).rand()
+        fresh = torch.Generator().manual_seed(seed)
+        assert torch.equal(torch.rand(3), torch.rand(3, generator=fresh))
+        fresh = torch.Generator().manual_seed(seed)
+        assert torch.equal(torch.rand(2, generator=g), torch.rand(2, generator=fresh))
+    assert not torch.equal(a[2], torch.rand(2, generator=config.seed_everything(8)))
     with pytest.raises(ValueError, match="seed must be an int ≥ 0"):
         config.seed_everything(-1)
 

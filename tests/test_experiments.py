@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from optimal_scaling.coord_check import optima
-from optimal_scaling.experiments import LRTransferConfig, gpt_lr_transfer
-from optimal_scaling.results import read_table, write_table
+from optimal_scaling.experiments import LRTransferConfig, _schedule, gpt_lr_transfer, load_data
+from optimal_scaling.results import atomic_write, read_table, writable, write_table
 
 
 def test_fast_lr_transfer_grid_on_the_markov_language():
@@ -29,6 +30,89 @@ def test_fast_lr_transfer_grid_on_the_markov_language():
     assert (ok.loss < ok.initial_loss).all()
     best = optima(grid, by=["parametrization", "width"])
     assert (best.divergence_lr == 64).all()
+
+
+def test_the_lr_schedule_warms_up_then_decays_toward_a_tenth():
+    """_schedule's formula: (step + 1)/n_warm for the n_warm = max(1, ⌊warmup·steps⌋) first
+    steps, then 0.1 + 0.9·½(1 + cos(π·(step − n_warm)/(steps − n_warm)))."""
+    f = _schedule(20, 0.1)  # n_warm = 2
+    want = [1 / 2, 2 / 2] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 18))
+                             for s in range(2, 20)]  # fmt: skip
+    assert [f(s) for s in range(20)] == pytest.approx(want, rel=1e-12)
+    assert f(2) == 1.0 and f(19) == pytest.approx(0.107, abs=5e-4)  # the docstring's numbers
+    assert _schedule(200, 0.1)(199) == pytest.approx(0.10007, abs=5e-6)
+    assert [_schedule(10, 0.0)(s) for s in (0, 1)] == [1.0, 1.0]  # no warmup: n_warm = 1
+
+
+def test_lr_transfer_warmup_is_a_fraction_in_0_1():
+    for ok in (0, 0.0, 0.5):
+        assert LRTransferConfig(warmup=ok).check().warmup == ok
+    for bad in (1, 1.0, -0.1):
+        with pytest.raises(ValueError, match="warmup is a fraction of the steps in \\[0, 1\\)"):
+            LRTransferConfig(warmup=bad).check()
+
+
+def test_train_gpt_draws_its_init_and_batches_from_cfg_seed(monkeypatch):
+    """One seed: the same init and the same batches at every lr and width; another seed: a
+    different init, different training and different validation batches."""
+    from optimal_scaling import experiments
+    from optimal_scaling.data import TokenData
+    from optimal_scaling.train import TrainResult
+
+    rng = np.random.default_rng(0)
+    tokens = TokenData(rng.integers(0, 256, 4096), rng.integers(0, 256, 1024), 256, "random")
+    seen = []
+
+    def record(model, opt, batches, steps, **kw):  # what train() would start from
+        init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        seen.append((init, batches(), kw["val_batches"]))
+        return TrainResult(pd.DataFrame())
+
+    monkeypatch.setattr(experiments, "train", record)
+    cfg = dataclasses.replace(LRTransferConfig.fast(), steps=1, val_batches=1)
+    for seed, width, lr in ((0, 32, 1e-3), (0, 32, 1e-1), (0, 64, 1e-3), (1, 32, 1e-3)):
+        experiments.train_gpt(dataclasses.replace(cfg, seed=seed), tokens, "mup", width, lr,
+                              device=torch.device("cpu"))  # fmt: skip
+    (init, batch, val), (init_lr, batch_lr, val_lr), (_, batch_w, val_w), other = seen
+    init1, batch1, val1 = other
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    assert init.keys() == init_lr.keys() and all(torch.equal(init[k], init_lr[k]) for k in init)
+    assert same(batch, batch_lr) and same(batch, batch_w)
+    assert all(same(a, b) and same(a, c) for a, b, c in zip(val, val_lr, val_w, strict=True))
+    weights = [k for k, v in init.items() if v.ndim == 2]
+    assert weights and all(not torch.equal(init[k], init1[k]) for k in weights)
+    assert not torch.equal(batch[0], batch1[0]) and not torch.equal(val[0][0], val1[0][0])
+
+
+def test_the_markov_language_is_drawn_from_cfg_seed():
+    cfg = dataclasses.replace(LRTransferConfig.fast(), data="markov")
+    zero, one = (load_data(dataclasses.replace(cfg, seed=s)) for s in (0, 1))
+    assert (zero.seed, one.seed) == (0, 1)
+    assert not np.array_equal(zero.successors, one.successors)
+    assert not np.array_equal(zero.train[:4096], one.train[:4096])
+
+
+def test_grid_rows_come_in_the_configured_order():
+    """Parametrizations as configured (not alphabetical), then width, then lr; whole rows."""
+    cfg = dataclasses.replace(LRTransferConfig.fast(), parametrizations=("sp", "mup"),
+                              widths=(32, 64), log2_lrs=(-10, -7, -4))  # fmt: skip
+    order = [(p, w, float(e)) for p in cfg.parametrizations for w in cfg.widths
+             for e in cfg.log2_lrs]  # fmt: skip
+    rows = [{"width": w, "log2_lr": e, "loss": i, "parametrization": p}
+            for i, (p, w, e) in enumerate(order)]  # fmt: skip
+    shuffled = pd.DataFrame(rows).sample(frac=1, random_state=0)
+
+    def keys(grid):
+        return list(grid[["parametrization", "width", "log2_lr"]].itertuples(False, None))
+
+    assert keys(shuffled) != order
+    got = gpt_lr_transfer(cfg, progress=False, done=shuffled)  # all done: nothing trains
+    assert list(got.columns) == ["parametrization", "width", "log2_lr", "loss"]
+    assert keys(got) == order
+    assert got.loss.tolist() == list(range(len(order))) == got.index.tolist()
 
 
 def test_result_tables_round_trip(tmp_path):
@@ -54,10 +138,66 @@ def test_result_tables_round_trip(tmp_path):
         write_table(pd.DataFrame(), tmp_path / "e.csv", "c")
     with pytest.raises(FileNotFoundError, match="no result table"):
         read_table(tmp_path / "missing.csv")
-    # strings pandas would read as missing by default stay strings; missing values stay NaN
-    names = pd.DataFrame({"p": ["None", "NA", "null", "mup"], "x": [1.0, math.nan, 2.0, 3.0]})
-    back, _ = read_table(write_table(names, tmp_path / "n.csv", "c"))
+    # strings pandas would read as missing by default stay strings; missing values stay NaN;
+    # a row that starts like a metadata line is data once the table has begun
+    names = pd.DataFrame({"p": ["None", "NA", "null", "mup", "# note: y"],
+                          "x": [1.0, math.nan, 2.0, 3.0, 4.0]})  # fmt: skip
+    back, meta = read_table(write_table(names, tmp_path / "n.csv", "c"))
     pd.testing.assert_frame_equal(back, names)
+    assert "note" not in meta
+
+
+def test_atomic_write_replaces_the_file_whole_or_not_at_all(tmp_path):
+    """The new file takes the old one's place (os.replace), so a reader that has the old one
+    open keeps reading it; a writer that raises, Ctrl-C included, leaves the old file as it
+    was and no temporary file beside it."""
+    path = tmp_path / "t.json"
+    path.write_text("old")
+    with open(path) as reader:
+        atomic_write(path, lambda f: f.write(b"new"))
+        assert reader.read() == "old"  # not rewritten in place
+    assert path.read_text() == "new"
+
+    for error in (RuntimeError, KeyboardInterrupt):
+
+        def dies(f, error=error):
+            f.write(b"half")
+            raise error("killed mid-write")
+
+        with pytest.raises(error, match="mid-write"):
+            atomic_write(path, dies)
+        assert path.read_text() == "new"
+        assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+
+
+def test_atomic_write_and_writable_refuse_a_pipe_and_a_folder(tmp_path):
+    """Replacing a pipe (or a device) by a regular file would destroy it: both refuse it.
+    The pipe is never opened (that would block)."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(OSError, match="pipe is not a regular file"):
+        atomic_write(pipe, lambda f: f.write(b"x"))
+    with pytest.raises(OSError, match="--out .*pipe is not a regular file"):
+        writable(pipe)
+    assert pipe.is_fifo() and [p.name for p in tmp_path.iterdir()] == ["pipe"]
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        atomic_write(tmp_path, lambda f: f.write(b"x"))
+    with pytest.raises(IsADirectoryError, match="--out .* is a folder"):
+        writable(tmp_path)
+    assert writable(tmp_path / "new" / "t.csv") == tmp_path / "new" / "t.csv"
+    assert (tmp_path / "new").is_dir()  # its parent is created
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_writable_refuses_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match=f"cannot write to {folder}"):
+            writable(folder / "t.csv")
+    finally:
+        folder.chmod(0o700)
 
 
 def test_cli_lr_transfer_writes_a_provenance_header(tmp_path):

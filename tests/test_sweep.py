@@ -83,6 +83,14 @@ def test_grid_is_the_product_of_lists_and_ranges():
     assert all(r.horizons == [1024, 2048] for r in runs)
     assert runs[0].point == {"optimizer.lr": 2**-8, "batch_size": 4, "model.width": 16}
     assert len({r.id for r in runs}) == len(runs)
+    # a key only some choices have (data.order: markov's) is an axis when the choice is one
+    raw = tiny(grid={"data.source": ["markov"], "data.order": [1, 2]})
+    raw["run"]["data"] = {"source": "bytes"}
+    runs = sweep.from_dict(raw).runs()
+    assert [r.point for r in runs] == [{"data.source": "markov", "data.order": 1},
+                                       {"data.source": "markov", "data.order": 2}]  # fmt: skip
+    assert [(r.config["data"]["source"], r.config["data"]["order"]) for r in runs] == [
+        ("markov", 1), ("markov", 2)]  # fmt: skip
 
 
 def test_ids_are_stable_and_change_with_any_key():
@@ -94,21 +102,28 @@ def test_ids_are_stable_and_change_with_any_key():
         raw = tiny()
         raw["run"][change[0]] = change[1]
         assert sweep.from_dict(raw).runs()[0].id != a.id, change
-    for key, value in (("device", "auto"), ("compile", True)):  # how, not what: same run
+    for key, value in (("device", "auto"), ("compile", True), ("checkpoint_minutes", 0.0),
+                       ("log_every", 5)):  # how, not what: same run
         raw = tiny()
         raw["run"][key] = value
-        assert sweep.from_dict(raw).runs()[0].id == a.id
+        assert sweep.from_dict(raw).runs()[0].id == a.id, key
     # a constant-lr run does not depend on the horizons (it can be extended) ...
     assert sweep.from_dict(tiny(horizons=[1024])).runs()[0].id == a.id
 
 
-def test_a_decaying_schedule_is_one_run_per_horizon():
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_a_decaying_schedule_is_one_run_per_horizon(name):
     raw = tiny()
-    raw["run"]["schedule"] = {"name": "cosine", "final_fraction": 0.1}
+    raw["run"]["schedule"] = {"name": name, "final_fraction": 0.1}
     runs = sweep.from_dict(raw).runs()
     assert [r.horizons for r in runs] == [[1024], [2048]]
     assert [r.config["horizon"] for r in runs] == [1024, 2048]
+    assert [r.point for r in runs] == [{"horizon": 1024}, {"horizon": 2048}]  # shown per run
     assert runs[0].id != runs[1].id
+    # the limits are inclusive: warmup up to one step short of the first horizon (1024 tokens
+    # of 4 × 16 per step: 16 steps), and a final fraction of 1 (no decay)
+    raw["run"]["schedule"] = {"name": name, "warmup_steps": 1024 // 64 - 1, "final_fraction": 1}
+    assert len(sweep.from_dict(raw).runs()) == 2
 
 
 @pytest.mark.parametrize(
@@ -131,11 +146,22 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
         ("horizons = [2048, 1024]\n", ["horizons", "increasing"]),
         ("horizons = [inf]\n", ["horizons", "positive integers"]),
         ("horizons = [nan]\n", ["horizons", "positive integers"]),
+        ("horizons = [0, 1024]\n", ["horizons", "positive integers"]),
+        ("horizons = [1024, 1024]\n", ["horizons", "without repeats"]),
         ("[run]\nseed = 1\n", ["horizons", "missing"]),
         ("horizons = [1024]\n[run.model]\nwidth = 30\nn_heads = 4\n",
          ["run.model", "not divisible"]),
         ("horizons = [1024]\n[run]\nbatch_size = 6\n[resources]\nprocesses = 4\n",
          ["run.batch_size", "do not split over 4 processes"]),
+        ("horizons = [1024]\n[resources]\nprocesses = 0\n", ["resources.processes", "≥ 1"]),
+        ("horizons = [1024]\n[resources]\nnodes = 0\n", ["resources.nodes", "≥ 1"]),
+        ("horizons = [1024]\n[grid]\nbatch_size = [4, 4]\n",
+         ["grid: two grid points give the same run", "batch_size=4"]),
+        ("horizons = [1024, 2048]\n[run]\nbatch_size = 4\ncontext = 16\n[run.schedule]\n"
+         "warmup_steps = 16\n",
+         ["run.schedule.warmup_steps", "16 warmup steps do not fit the 16 steps"]),
+        ("horizons = [1024]\n[run.schedule]\nname = 'linear'\nfinal_fraction = 1.5\n",
+         ["run.schedule.final_fraction", "[0, 1]"]),
         ("horizons = [1024]\n[run]\nmicro_batch_size = 3\n",
          ["run.micro_batch_size", "does not divide"]),
         ("horizons = [1024]\n[run]\nbatch_size = 4\nnoise_scale = true\n",
@@ -178,6 +204,8 @@ def test_a_decaying_schedule_is_one_run_per_horizon():
          ["run.optimizer", "unknown parametrization 'mupp'"]),
         ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nbetas = [1.5, -0.2]\n",
          ["run.optimizer", "beta"]),
+        ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nbetas = [0.9]\n",
+         ["run.optimizer.betas", "expected 2 values"]),
         ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\nbase_width = -16\n",
          ["run.optimizer", "base_width"]),
         ("horizons = [1024]\n[run.optimizer]\nname = 'adamw'\neps = -1e-8\n",
@@ -385,6 +413,18 @@ def test_a_diverging_run_is_recorded_and_the_others_finish(tmp_path):
     assert math.isinf(bad["val_loss"].iloc[-1])
     assert table[table["optimizer.lr"] == 0.01]["val_loss"].notna().all()
     assert sweep.status(tmp_path / "d")["diverged"] == 1
+    # one that diverged after its first horizon keeps what it measured there; only the
+    # horizon it did not reach reads inf
+    from optimal_scaling.sweep.store import write_json
+
+    rid = bad["run_id"].iloc[0]
+    write_json(tmp_path / "d" / "runs" / rid / "record.json",
+               {"status": "diverged", "reason": "loss 1e9",
+                "rows": [{"horizon": 1024, "val_loss": 2.5, "train_loss": 2.75}]})  # fmt: skip
+    late = _rows(tmp_path / "d").query("run_id == @rid")
+    assert late["horizon"].tolist() == [1024, 2048]
+    assert late["val_loss"].tolist() == [2.5, math.inf]
+    assert late["train_loss"].tolist() == [2.75, math.inf]
 
 
 def test_a_nan_gradient_that_muon_refuses_is_a_divergence_not_a_failure(tmp_path):
@@ -546,6 +586,20 @@ def test_dry_run_prints_runs_and_writes_nothing(tmp_path, capsys):
                 "--set", "resources.processes=2"]) == 0  # fmt: skip
     assert "torch.distributed.run --standalone --nproc_per_node=2" in capsys.readouterr().out
     assert not out.exists()
+    # a failed run is trained again, a done one is not
+    from optimal_scaling.sweep.executors import describe
+    from optimal_scaling.sweep.store import run_dir, write_json
+
+    raw = tiny(grid={"optimizer.lr": [0.01, 0.02]})
+    s = sweep.from_dict(raw)
+    failed, done = s.runs()
+    _prepared(tmp_path / "old", raw)
+    write_json(run_dir(tmp_path / "old", failed.id) / "record.json",
+               {"status": "failed", "rows": [], "error": "boom"})  # fmt: skip
+    write_json(run_dir(tmp_path / "old", done.id) / "record.json",
+               {"status": "done", "rows": [{"horizon": 1024}, {"horizon": 2048}]})  # fmt: skip
+    text = describe(s, tmp_path / "old", s.runs(), "local")
+    assert "2 runs, 1 to train" in text
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -774,6 +828,13 @@ def test_a_lock_taken_over_elsewhere_is_neither_touched_nor_released(tmp_path, m
         mine.touch()
     mine.release()
     assert json.loads((tmp_path / "lock").read_text()) == other
+    # taken over after the holder's last touch: release, which finds it, leaves it too
+    (tmp_path / "lock").unlink()
+    assert mine.acquire()
+    (tmp_path / "lock").unlink()  # judged stale elsewhere and replaced
+    (tmp_path / "lock").write_text(json.dumps(other))
+    mine.release()
+    assert json.loads((tmp_path / "lock").read_text()) == other
     again = Lock(tmp_path / "x")
     (tmp_path / "x").mkdir()
     assert again.acquire()
@@ -907,6 +968,25 @@ def test_collect_log_cli_keeps_the_varying_columns_and_the_rest_in_the_header(tm
     constant = json.loads(meta["constant"])
     assert constant["batch_size"] == 4 and constant["model.width"] == 16
     assert sorted(table["optimizer.lr"].unique()) == [0.01, 0.02]  # config values exact
+    full = sweep.collect_log(tmp_path / "s")["train_loss"]  # measurements to 6 digits
+    assert table["train_loss"].tolist() == [float(f"{v:.6g}") for v in full]
+    # a key only some runs have (sgd's momentum, adamw's eps) varies too: kept as a column
+    from optimal_scaling.sweep.store import write_json
+
+    raw = tiny(horizons=[1024], grid={"optimizer.name": ["adamw", "sgd"]})
+    mixed, _ = _prepared(tmp_path / "mixed", raw)
+    for run in sweep.from_dict(raw).runs():
+        write_json(mixed / "runs" / run.id / "record.json",
+                   {"status": "done", "rows": [{"horizon": 1024}],
+                    "log": {"step": [8, 16], "tokens": [512, 1024],
+                            "train_loss": [3.0, 2.5]}})  # fmt: skip
+    sweep.write_collected(mixed, tmp_path / "mixed.csv", "test", log=True)
+    table, meta = read_table(tmp_path / "mixed.csv")
+    momentum = dict(zip(table["optimizer.name"], table["optimizer.momentum"], strict=True))
+    assert momentum["sgd"] == 0.0 and math.isnan(momentum["adamw"])
+    eps = dict(zip(table["optimizer.name"], table["optimizer.eps"], strict=True))
+    assert eps["adamw"] == 1e-8 and math.isnan(eps["sgd"])
+    assert not {"optimizer.momentum", "optimizer.eps"} & set(json.loads(meta["constant"]))
     # a sweep without logs says so, naming the key
     sweep.run(sweep.from_dict(tiny(horizons=[1024])), tmp_path / "n", progress=False)
     assert cli(["sweep", "collect", str(tmp_path / "n"), "--log",
@@ -960,6 +1040,8 @@ def test_thin_log_keeps_a_geometric_grid_per_run():
     assert a[0] == 1 and a[-1] == 100
     assert all(later >= 1.1 * earlier for earlier, later in zip(a[:-2], a[1:-1], strict=True))
     assert len(a) < 40 and kept[kept["run_id"] == "b"]["step"].iloc[-1] == 10
+    exact = pd.DataFrame({"run_id": ["c"] * 5, "step": [1, 2, 3, 4, 8]})
+    assert sweep.thin_log(exact, 1.0)["step"].tolist() == [1, 2, 4, 8]  # a factor 2 apart: kept
     for bad in (0, math.nan, math.inf):
         with pytest.raises(ValueError, match="spacing"):
             sweep.thin_log(log, bad)
@@ -1027,6 +1109,10 @@ def test_a_horizon_below_what_a_run_already_trained_is_refused(tmp_path):
         executors.prepare(more, tmp_path, more.runs())
     longer = sweep.from_dict(tiny(horizons=[1024, 4096, 8192]))  # extending stays allowed
     assert executors.prepare(longer, tmp_path, longer.runs()) == longer.runs()
+    shorter = sweep.from_dict(tiny(horizons=[1024]))  # ... and a shorter sweep never shortens
+    executors.prepare(shorter, tmp_path, shorter.runs())
+    config = read_json(run_dir(tmp_path, run.id) / "config.json")
+    assert config["horizons"] == [1024, 4096, 8192]
 
 
 def test_switching_the_noise_probe_on_at_a_resume_pads_the_log(tmp_path):
@@ -1083,6 +1169,17 @@ def test_hand_damaged_run_folders_get_named_errors(tmp_path):
         old = time.time() - 120
         os.utime(folder / "lock", (old, old))
         assert sweep.status(out)["pending"] == 1, lock
+    # a failed run being retried: its new holder's lock says running until it records anew
+    record.write_text(json.dumps(dict(pending, status="failed", error="boom")))
+    (folder / "lock").write_text(json.dumps({"host": here, "pid": os.getpid(), "job": ""}))
+    assert sweep.status(out)["running"] == 1
+    (folder / "lock").unlink()
+    assert sweep.status(out)["failed"] == 1
+    # a log whose columns differ in length (written before resumes padded them) is named
+    record.write_text(json.dumps(dict(pending, log={"step": [1, 2], "train_loss": [1.0]})))
+    with pytest.raises(ValueError, match=f"log of run {folder.name} has columns of different "
+                                         "lengths.*rerun it"):  # fmt: skip
+        sweep.collect_log(out)
 
 
 def test_run_options_that_cannot_apply_are_refused_before_anything_is_written(tmp_path,
@@ -1320,6 +1417,12 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_free(tmp_path):
         (tmp_path / "lock").write_text(json.dumps({**mine, "started": started}))
         assert (lock_holder(tmp_path) is not None) == held, started
     assert _started(os.getpid()) != _started(1)  # two processes, two start times
+    # the start time stays put while the holder runs (here: grows its memory by 64 MiB)
+    (tmp_path / "lock").write_text(json.dumps({**mine, "started": _started(os.getpid())}))
+    grown = bytearray(64 * 2**20)
+    assert _started(os.getpid()) == json.loads((tmp_path / "lock").read_text())["started"]
+    assert lock_holder(tmp_path) is not None
+    del grown
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
