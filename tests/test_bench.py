@@ -173,3 +173,125 @@ def test_a_failing_method_loses_only_its_own_row(monkeypatch):
     assert (fine["error"] == "").all() and (fine["median_s"] > 0).all()
     assert (fine.loc[fine["method"] == "reference", "time_vs_reference"] == 1).all()
     assert bench.triton_faster_rule(table) is None
+
+
+def _planted_clock(monkeypatch, seconds):
+    """bench's timer replaced by one that runs ``fn`` and returns ``seconds(call index)``."""
+    calls = []
+
+    def timer(device):
+        def clock(fn):
+            fn()
+            calls.append(fn)
+            return seconds(len(calls) - 1)
+
+        return clock
+
+    monkeypatch.setattr(bench, "_timer", timer)
+    return calls
+
+
+def test_the_warm_up_round_is_not_timed_and_the_ratios_follow_the_planted_times(monkeypatch):
+    # Newton–Schulz: round 0 (one call per method) takes 100 s; then torch 1 s, reference 2 s
+    _planted_clock(monkeypatch, lambda i: 100.0 if i < 2 else [1.0, 2.0][i % 2])
+    table = bench.newton_schulz_benchmark([(8, 16)], repeats=1, steps=1, device="cpu",
+                                          methods=["reference", "torch_path"])  # fmt: skip
+    assert table["method"].tolist() == ["torch_path", "reference"]  # timed in METHODS' order
+    assert table["median_s"].tolist() == [1.0, 2.0]
+    assert table["time_vs_reference"].tolist() == [0.5, 1.0]
+    flops = bench.ns_flops((8, 16), steps=1)
+    assert table["gflops"].tolist() == pytest.approx([flops / 1e9, flops / 2e9])
+
+    # optimizers, one step per round: call 2k is optimizer k's forward + backward (1 s),
+    # call 2k + 1 its step (k + 2 s); round 0 (8 calls) takes 100 s a call
+    seen = []
+    real = bench._make_optimizer
+
+    def spy(name, model):
+        seen.append([p.detach().clone() for p in model.parameters()])
+        return real(name, model)
+
+    monkeypatch.setattr(bench, "_make_optimizer", spy)
+    _planted_clock(monkeypatch, lambda i: 100.0 if i < 8 else
+                   (1.0 if i % 2 == 0 else (i % 8) // 2 + 2.0))  # fmt: skip
+    table = bench.optimizer_benchmark(widths=(32,), depth=1, batch_size=2, context=8,
+                                      vocab_size=16, steps=1, repeats=1)  # fmt: skip
+    assert list(table["optimizer"]) == ["adamw", "muon_reference", "muon", "scion"]
+    opt_s = [2.0, 3.0, 4.0, 5.0]
+    assert table["fwd_bwd_ms"].tolist() == pytest.approx([1000.0] * 4)
+    assert table["opt_ms"].tolist() == pytest.approx([1e3 * o for o in opt_s])
+    assert table["step_ms"].tolist() == pytest.approx([1e3 * (1 + o) for o in opt_s])
+    assert table["opt_share"].tolist() == pytest.approx([o / (1 + o) for o in opt_s])
+    assert table["step_vs_adamw"].tolist() == pytest.approx([(1 + o) / 3.0 for o in opt_s])
+    assert table["opt_vs_muon_reference"].tolist() == pytest.approx([o / 3.0 for o in opt_s])
+    # the same model (same init) for every optimizer
+    assert len(seen) == 4
+    for params in seen[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(seen[0], params, strict=True))
+
+
+@pytest.mark.parametrize("shape", [(8, 4), (4, 8)])
+def test_the_reference_muon_is_muon_written_from_the_algorithm(shape):
+    """Nesterov momentum, Frobenius normalization (no margin), √max(1, d_out/d_in) scale:
+    in float64 it takes the package Muon's steps (margin 1, eps 10⁻⁷), tall and wide."""
+    from optimal_scaling.optim import Muon
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(*shape, generator=g, dtype=torch.float64)
+    grads = [torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(2)]
+    a, b = torch.nn.Parameter(W.clone()), torch.nn.Parameter(W.clone())
+    ref = bench.ReferenceMuon([a], lr=0.02, dtype=torch.float64)
+    muon = Muon([b], lr=0.02, margin=1.0, eps=1e-7, dtype=torch.float64)
+    for G in grads:
+        a.grad, b.grad = G.clone(), G.clone()
+        ref.step()
+        muon.step()
+    assert not torch.equal(a, W)
+    torch.testing.assert_close(a.detach(), b.detach(), atol=1e-12, rtol=0)
+
+
+def test_sweep_benchmark_overheads_and_tokens_per_second_follow_the_planted_times(monkeypatch):
+    """The module doc's formulas on planted timings: N = W − T of each way, engine_own =
+    (N1 − N0)/T1, shell_non_training = N1/T1, per_run_in_worker = (N2 − E0)/T2, each the
+    smallest over the rounds; tokens/s from each version's fastest block."""
+    import types
+
+    import optimal_scaling.sweep.benchmark as sb
+
+    tps = sb.LAPTOP_RUN["batch_size"] * sb.LAPTOP_RUN["context"]
+    # the probe: 32 steps in 3.2 s, so about 3.2 s of training is 32 steps
+    monkeypatch.setattr(sb, "reference_run", lambda run, horizons, threads: {
+        "train_s": 3.2, "eval_s": 0.0})  # fmt: skip
+    inside = iter([{"train_s": 8.0, "eval_s": 1.0}, {"train_s": 8.0, "eval_s": 1.0}])
+    monkeypatch.setattr(sb, "subprocess", types.SimpleNamespace(
+        run=lambda *a, **k: types.SimpleNamespace(stdout=json.dumps(next(inside)))))
+    bare_clock = iter([0.0, 12.0, 100.0, 111.0])  # the bare script's wall: 12 s, then 11 s
+    monkeypatch.setattr(sb, "time", types.SimpleNamespace(perf_counter=lambda: next(bare_clock)))
+    engines = iter([{"wall_s": 20.0, "train_s": 10.0}, {"wall_s": 13.0, "train_s": 10.0},
+                    {"wall_s": 22.0, "train_s": 10.0}, {"wall_s": 12.5, "train_s": 10.0}])
+    colds = []
+    monkeypatch.setattr(sb, "engine_run", lambda toml, threads, cold: (
+        colds.append(cold), next(engines))[1])  # fmt: skip
+    over = sb.overhead(seconds=3.2, repeats=2, threads=1)
+    assert colds == [True, False, True, False]
+    assert over["steps"] == 32 and over["horizons"] == [4 * tps, 8 * tps, 16 * tps, 32 * tps]
+    # round 1: N0 = 12 − 8 = 4, N1 = 10, N2 = 3, E0 = 1; round 2: N0 = 3, N1 = 12, N2 = 2.5
+    rounds = [r[k] for r in over["rounds"]
+              for k in ("engine_own", "shell_non_training", "per_run_in_worker")]  # fmt: skip
+    assert rounds == pytest.approx([(10 - 4) / 10, 10 / 10, (3 - 1) / 10,
+                                    (12 - 3) / 10, 12 / 10, (2.5 - 1) / 10])  # fmt: skip
+    assert over["engine_own"] == pytest.approx(0.6)
+    assert over["shell_non_training"] == pytest.approx(1.0)
+    assert over["per_run_in_worker"] == pytest.approx(0.15)
+    assert over["startup_s"] == pytest.approx(11 - 8 - 1) and over["train_s"] == 10.0
+
+    # tokens/s: warm-ups 5 s (eager) and 7 s (compiled); then blocks of one step, eager 2 s
+    # and 4 s, compiled 1 s and 3 s: each keeps its fastest
+    ticks = iter([0, 5, 0, 7, 0, 2, 0, 1, 0, 4, 0, 3])
+    monkeypatch.setattr(sb, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # no compile wait here
+    table = sb.tokens_per_second(steps=1, warmup=1, repeats=2)
+    assert table["compile"].tolist() == [False, True]
+    assert table["tokens_per_s"].tolist() == pytest.approx([tps / 2, tps / 1])
+    assert table["vs_eager"].tolist() == pytest.approx([1.0, 2.0])
+    assert table["warmup_s"].tolist() == [5, 7]

@@ -57,6 +57,10 @@ def test_assign_balances_costs() -> None:
     assert sorted(set(owners)) == [0, 1] and len(owners) == len(costs)
     assert _loads(owners, costs, 2) == [12.0, 12.0]
     assert D.assign(costs, 2) == owners  # deterministic
+    # Largest first: the 2 goes to rank 0, then the 1s to rank 1 (loads [2, 2]). Taking the
+    # items in index order instead (list scheduling) would give [0, 1, 0], loads [3, 1].
+    assert D.assign([1, 1, 2], 2) == [1, 1, 0]
+    assert D.assign([1, 2, 3, 4], 2) == [0, 1, 1, 0]  # 4→0, 3→1, 2→1, 1→0: loads [5, 5]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
@@ -103,6 +107,44 @@ def test_assign_more_ranks_than_matrices_and_errors() -> None:
 def test_not_distributed_helpers() -> None:
     assert not D.is_distributed()
     assert D.rank() == 0 and D.world_size() == 1
+
+
+def test_rank_and_world_size_ask_the_given_group(monkeypatch) -> None:
+    """A subgroup (2 of 3 processes) has its own size and ranks: not the default group's."""
+    sub = object()
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(D.dist, "get_world_size", lambda group=None: 2 if group is sub else 3)
+    monkeypatch.setattr(D.dist, "get_rank", lambda group=None: 1 if group is sub else 2)
+    assert D.is_distributed()
+    assert D.world_size(sub) == 2 and D.rank(sub) == 1
+    assert D.world_size() == 3 and D.rank() == 2
+
+
+@pytest.mark.parametrize(
+    "costs, owned",
+    [
+        # costs 10, 10 go to ranks 0 and 1, then the free ones to the lower rank (ties)
+        ([0, 0, 10, 10], [[0, 1, 2], [3]]),
+        (None, [[0, 2], [1, 3]]),  # equal shapes: equal costs, alternating owners
+    ],
+)
+def test_sharded_work_follows_the_costs(monkeypatch, costs, owned) -> None:
+    """In-process: pose as each rank of 2 (no exchange) and record what ``fn`` computes."""
+    mats = [torch.full((2, 2), float(k)) for k in range(4)]
+    monkeypatch.setattr(D, "world_size", lambda group=None: 2)
+    monkeypatch.setattr(D, "_exchange", lambda *args: None)
+    for me in range(2):
+        monkeypatch.setattr(D, "rank", lambda group=None, me=me: me)
+        done: list[int] = []
+
+        def fn(t: torch.Tensor, done: list[int] = done) -> torch.Tensor:
+            done.append(int(t[0, 0]))
+            return -t
+
+        outs = D.orthogonalize_sharded(mats, fn, costs=costs)
+        assert done == owned[me]
+        for k, o in enumerate(outs):  # without the exchange, only this rank's results are set
+            assert (o is not None and torch.equal(o, -mats[k])) == (k in owned[me])
 
 
 def test_fallback_is_the_plain_loop() -> None:

@@ -9,6 +9,7 @@ from optimal_scaling.course.exercises import (
     ExerciseError,
     build,
     exercise_notebook,
+    main,
     strip_solutions,
 )
 
@@ -110,6 +111,14 @@ def test_several_hint_lines_join():
             "def f():\n    # Begin Solution\n    return 1\n    # END SOLUTION\n",
             "sol.py:2: write the marker exactly",
         ),
+        (  # accepted as a plain comment, this would leave the solution in the exercise
+            "def f():\n    # BEGIN_SOLUTION\n    return 1\n    # END_SOLUTION\n",
+            "sol.py:2: write the marker exactly",
+        ),
+        (
+            "def f():\n    # BEGIN-SOLUTION\n    return 1\n    # END SOLUTION\n",
+            "sol.py:2: write the marker exactly",
+        ),
         (
             "def f():\n    # BEGIN SOLUTION\n    return 1\n# %%\nx = 2\n    # END SOLUTION\n",
             "sol.py:4: a new cell inside the solution region opened at line 2",
@@ -142,11 +151,14 @@ print("done")
 
 def test_solution_tagged_cells_are_dropped(tmp_path):
     sol = tmp_path / "01_x.py"
-    sol.write_text(SOLUTION)
+    sol.write_text(SOLUTION + '\n# %% tags=["check"]\nprint("self-check")\n')
     nb = exercise_notebook(sol)
     sources = [c.source for c in nb.cells]
     assert not any("the answer is" in s for s in sources)
     assert any('print("done")' in s for s in sources)
+    # only the "solution" tag drops a cell: a cell with another tag stays, tag and all
+    kept = [c for c in nb.cells if 'print("self-check")' in c.source]
+    assert len(kept) == 1 and kept[0].metadata["tags"] == ["check"]
     assert "generated from `solutions/01_x.py`" in sources[0]
 
 
@@ -171,11 +183,43 @@ def test_build_then_check_detects_stale(tmp_path):
     nb_path = exs / "01_x.ipynb"
     nb_path.write_text(nb_path.read_text().replace("finished", "edited by hand"))
     assert build(sols, exs, check=True) == [f"{nb_path}: stale, regenerate with `make exercises`"]
-    # an exercise whose solution is gone is reported, then removed on rebuild
-    (exs / "02_y.py").write_text((exs / "01_x.py").read_text())
-    assert any("has no solution" in s for s in build(sols, exs, check=True))
+    # an exercise whose solution is gone is reported, then removed on rebuild, notebook too
+    (sols / "02_y.py").write_text(SOLUTION)
+    build(sols, exs)
+    assert (exs / "02_y.py").exists() and (exs / "02_y.ipynb").exists()
+    (sols / "02_y.py").unlink()
+    assert build(sols, exs, check=True) == [
+        f"{exs / '02_y.py'}: has no solution {sols / '02_y.py'}"
+    ]
     build(sols, exs)
     assert not (exs / "02_y.py").exists()
+    assert not (exs / "02_y.ipynb").exists()
+    assert build(sols, exs, check=True) == []
+
+
+def test_check_reports_a_missing_notebook(tmp_path):
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    build(sols, exs)
+    (exs / "01_x.ipynb").unlink()
+    assert build(sols, exs, check=True) == [
+        f"{exs / '01_x.ipynb'}: stale, regenerate with `make exercises`"
+    ]
+
+
+def test_main_check_exit_status(tmp_path, capsys):
+    """``--check`` exits 1 while an exercise is stale (CI relies on it), 0 once rebuilt."""
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    assert main([str(sols), str(exs)]) == 0
+    assert main([str(sols), str(exs), "--check"]) == 0
+    (sols / "01_x.py").write_text(SOLUTION.replace('print("done")', 'print("finished")'))
+    assert main([str(sols), str(exs), "--check"]) == 1
+    assert "1 stale exercise(s)" in capsys.readouterr().out
+    assert main([str(sols), str(exs)]) == 0
+    assert main([str(sols), str(exs), "--check"]) == 0
 
 
 def test_build_refuses_folders_given_the_other_way_round(tmp_path):

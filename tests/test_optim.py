@@ -186,6 +186,14 @@ def test_hyperp_weight_decay_is_second_order():
     gaps = [weight_decay_gap(W, G, lr, weight_decay=0.5, dtype=F64) for lr in lrs]
     ratios = [gaps[i] / gaps[i + 1] for i in range(len(gaps) - 1)]
     assert all(3.8 < r < 4.2 for r in ratios), ratios  # O(lr²)
+    # The gap is max|W_λ − W_0| over the entries, from two explicit HyperP steps.
+    steps = []
+    for wd in (0.5, 0.0):
+        p = nn.Parameter(W.clone())
+        p.grad = G.clone()
+        HyperP([p], lr=lrs[0], weight_decay=wd, dtype=F64).step()
+        steps.append(p.detach())
+    assert gaps[0] == pytest.approx(float((steps[0] - steps[1]).abs().max()), rel=1e-12)
     # Without the sphere (plain Muon), weight decay moves W at first order: ratio 2.
     muon_gaps = []
     for lr in lrs:
@@ -309,6 +317,8 @@ def test_scion_auto_norms():
         assert opt.norm_of(opt.param_groups[0], w).name == name
     conv = param(4, 3, 2, 2)
     assert Scion([conv]).norm_of(Scion([conv]).param_groups[0], conv).name == "conv2d_spectral"
+    opt = Scion([{"params": [conv], "role": "hidden"}])  # a hidden conv weight: per-tap spectral
+    assert opt.norm_of(opt.param_groups[0], conv).name == "conv2d_spectral"
     with pytest.raises(ValueError, match=r"no automatic norm.*\(2, 3, 4\)"):
         Scion([param(2, 3, 4)])
 
@@ -375,6 +385,28 @@ def test_presets_assign_norms_by_role(preset):
     # An MLP's input layer is a Linear: no transpose.
     mlp_groups = scion_groups(MLP(4, 8, 3), preset)
     assert [g["transpose"] for g in mlp_groups if g["role"] == "input"] == [False]
+
+
+@pytest.mark.parametrize("method", ["newton_schulz", "svd"])
+def test_a_hidden_conv_weight_gets_conv2d_spectral_with_the_spectral_method(method):
+    class ConvNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Linear(3, 8)
+            self.conv = nn.Conv2d(8, 8, 3)
+            self.head = nn.Linear(8, 2)
+
+        def param_roles(self):
+            return {"emb.weight": "input", "emb.bias": "bias", "conv.weight": "hidden",
+                    "conv.bias": "bias", "head.weight": "output", "head.bias": "bias"}  # fmt: skip
+
+    model = ConvNet()
+    groups = scion_groups(model, spectral_method=method)
+    conv = next(g for g in groups if g["role"] == "hidden")
+    assert conv["norm"] == "conv2d_spectral" and [n for n, _ in conv["params"]] == ["conv.weight"]
+    assert conv["norm_kwargs"] == {"method": method}
+    m = Scion(groups).norm_of(conv, model.conv.weight)
+    assert m.name == "conv2d_spectral" and m.method == method
 
 
 def test_preset_errors():
@@ -518,6 +550,32 @@ def test_muon_param_groups_by_role():
     assert all(g["lr"] == 1e-3 for g in adamw)
 
 
+def test_muon_with_adamw_passes_weight_decay_betas_and_eps_on():
+    model = tiny_gpt()
+    opt = muon_with_adamw(model, weight_decay=0.1, betas=(0.8, 0.9), eps=1e-6)
+    muon, adamw = opt.optimizers
+    assert [g["weight_decay"] for g in muon.param_groups] == [0.1]
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.1, 0.0]  # matrices, vectors
+    assert all(g["betas"] == (0.8, 0.9) and g["eps"] == 1e-6 for g in adamw.param_groups)
+
+
+def test_muon_uses_each_groups_lr():
+    """A group's own lr wins over the default (schedules write ``group["lr"]``)."""
+    a, b, c = param(6, 4, seed=1), param(6, 4, seed=2), param(6, 4, seed=2)
+    a.grad, b.grad, c.grad = randn(6, 4, seed=3), randn(6, 4, seed=4), randn(6, 4, seed=4)
+    a0 = a.detach().clone()
+    opt = Muon([{"params": [a], "lr": 0.0}, {"params": [b], "lr": 0.01}], lr=0.02, dtype=F64)
+    opt.step()
+    Muon([c], lr=0.01, dtype=F64).step()
+    assert torch.equal(a.detach(), a0)
+    torch.testing.assert_close(b.detach(), c.detach(), atol=1e-15, rtol=0)
+    for g in opt.param_groups:
+        g["lr"] = 0.0
+    b1 = b.detach().clone()
+    opt.step()
+    assert torch.equal(a.detach(), a0) and torch.equal(b.detach(), b1)
+
+
 def test_muon_param_groups_fall_back_on_shapes():
     model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 3))
     muon, adamw = muon_param_groups(model)
@@ -531,17 +589,25 @@ def test_combined_optimizer():
     opt = muon_with_adamw(model, lr=0.02, adamw_lr=1e-3)
     assert [type(o).__name__ for o in opt.optimizers] == ["Muon", "AdamW"]
     assert len(opt.param_groups) == 3
+    assert opt.optimizers[1].defaults["betas"] == (0.9, 0.95)  # the documented default
     before = copy.deepcopy(model)
     x = batches(1)[0]
     loss = opt.step(lambda: lm_loss(model, x).backward() or torch.tensor(1.0))
     assert float(loss) == 1.0
     for (name, p), q in zip(model.named_parameters(), before.parameters(), strict=True):
         assert not torch.equal(p, q), name  # every parameter moved
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
     for g in opt.param_groups:
         g["lr"] = 0.0  # the groups are the members' own dicts
     assert all(g["lr"] == 0.0 for o in opt.optimizers for g in o.param_groups)
+    # ... and every member steps with them (how a schedule sets the lr): lr 0 changes nothing
+    before = copy.deepcopy(model)
+    lm_loss(model, x).backward()
+    opt.step()
+    assert_same_params(model, before, atol=0)
     with pytest.raises(ValueError, match="holds 1 optimizers, this one 2"):
         opt.load_state_dict({"optimizers": [opt.optimizers[0].state_dict()]})
     with pytest.raises(ValueError, match="belongs to two optimizers"):

@@ -401,6 +401,14 @@ def test_resume_from_a_horizon_checkpoint_equals_an_uninterrupted_run(tmp_path):
     record = read_json(tmp_path / "b" / "runs" / a["run_id"][0] / "record.json")
     assert record["trainings"] == 2
     assert [s["from_step"] for s in record["starts"]] == [0, 1024 // 64]
+    # the blow-up reference is the run's first loss, not the loss where it resumed
+    first = [torch.load(tmp_path / x / "runs" / a["run_id"][0] / "checkpoint.pt",
+                        weights_only=False)["first"] for x in "ab"]  # fmt: skip
+    assert first[0] == first[1]
+    # each row's rate: the tokens since the previous horizon over the seconds since it
+    for table in (a, b):
+        tokens, seconds = np.diff(table["tokens"], prepend=0), np.diff(table["seconds"], prepend=0)
+        assert table["tokens_per_s"].to_numpy() == pytest.approx(tokens / seconds, rel=1e-9)
 
 
 def test_a_diverging_run_is_recorded_and_the_others_finish(tmp_path):
@@ -566,6 +574,30 @@ def test_log_entries_are_means_of_their_own_steps(tmp_path):
     log = only_record(tmp_path / "3")["log"]
     for at, value in zip(log["step"], log["train_loss"], strict=True):
         assert value == pytest.approx(np.mean(per_step[at - 3 : at]), rel=1e-9), at
+
+
+def test_val_loss_is_the_mean_over_the_same_validation_batches_for_every_run(tmp_path):
+    from optimal_scaling.sweep import runner
+    from optimal_scaling.sweep.store import read_config
+
+    out, rid = tmp_path / "v", sweep.from_dict(tiny(horizons=[1024])).runs()[0].id
+    sweep.run(sweep.from_dict(tiny(horizons=[1024])), out, progress=False)
+    run = read_config(out / "runs" / rid)["run"]
+    data = runner.build_data(run["data"])
+    val = runner.val_batches(run, data)
+    assert len(val) == 2
+    for seed in (1, 2):  # seeded by VAL_SEED, not by the run
+        for (x, y), (x2, y2) in zip(val, runner.val_batches(dict(run, seed=seed), data),
+                                    strict=True):  # fmt: skip
+            assert torch.equal(x, x2) and torch.equal(y, y2)
+    # the recorded val_loss is the mean of the final model's loss over those batches
+    model = runner.build_model(run, data.vocab_size)
+    model.load_state_dict(torch.load(out / "runs" / rid / "checkpoint.pt",
+                                     weights_only=False)["model"])  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        want = np.mean([runner._loss(model(x), y).item() for x, y in val])
+    assert only_record(out)["rows"][-1]["val_loss"] == pytest.approx(want, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- executors
@@ -1281,10 +1313,11 @@ def test_a_run_killed_between_horizons_resumes_from_its_last_check(tmp_path, mon
         assert np.allclose(values, record["log"][key], rtol=1e-6), key
     assert not (tmp_path / "b" / "runs" / rid / "checkpoint_mid.pt").exists()  # superseded
 
-    # killed again between horizons, then asked for a horizon it has passed (2560 tokens =
-    # step 40 < 42): the between-horizons checkpoint is dropped and the horizon one (step 32)
-    # resumes, so the new horizon is read and the rows equal an uninterrupted run's
-    more = dict(raw, horizons=[2048, 2560, 4096])
+    # killed again between horizons, then asked for a horizon it has passed (2688 tokens =
+    # step 42, the checkpoint's own step, whose row it did not read): the between-horizons
+    # checkpoint is dropped and the horizon one (step 32) resumes, so the new horizon is read
+    # and the rows equal an uninterrupted run's
+    more = dict(raw, horizons=[2048, 2688, 4096])
     sweep.run(sweep.from_dict(more), tmp_path / "ref", progress=False)
     monkeypatch.setattr(runner, "lr_factor", dies)
     assert sweep.run(s, tmp_path / "c", progress=False) == {"failed": 1}
@@ -1294,7 +1327,7 @@ def test_a_run_killed_between_horizons_resumes_from_its_last_check(tmp_path, mon
     record = read_json(tmp_path / "c" / "runs" / rid / "record.json")
     assert [st["from_step"] for st in record["starts"]] == [0, 2048 // 64]
     want, got = _rows(tmp_path / "ref"), _rows(tmp_path / "c")
-    assert list(got["horizon"]) == [2048, 2560, 4096]
+    assert list(got["horizon"]) == [2048, 2688, 4096]
     for col in ("val_loss", "train_loss", "gns_g2", "norm[hidden]"):
         assert np.allclose(want[col], got[col], rtol=1e-6, atol=0), col
 
@@ -1347,6 +1380,11 @@ def test_a_between_horizons_checkpoint_resumes_only_a_run_that_measures_the_same
     torch.save({"step": 40, "rows": [{"horizon": 2048}], "measures": [True, 3]}, mid)
     torch.save({"step": 32, "rows": [{"horizon": 2048}]}, horizon)
     assert _resume_state(mid, horizon, "cpu", run, [2048, 4096], 64)["step"] == 40
+    # another log_every: the partial log window would mix two settings
+    assert _resume_state(mid, horizon, "cpu", dict(run, log_every=4), [2048, 4096],
+                         64)["step"] == 32  # fmt: skip
+    assert not mid.exists()
+    torch.save({"step": 40, "rows": [{"horizon": 2048}], "measures": [True, 3]}, mid)
     # the noise probe switched off: the partial windows would mix two settings
     assert _resume_state(mid, horizon, "cpu", dict(run, noise_scale=False), [2048, 4096],
                          64)["step"] == 32  # fmt: skip
