@@ -6,11 +6,11 @@
 #     make gpu-wheels                              # here, once: plotly and submitit in .whl/
 #     OUT=/tmp/out bash benchmarks/gpu_check.sh    # there, with .whl carried along
 # The notebook tests (jupytext, nbformat, Jupyter) are left out. Every phase has a time limit,
-# about 560 s in all (run it with the device tool's timeout_s = 600); the benchmarks and the
+# about 530 s in all (run it with the device tool's timeout_s = 600); the benchmarks and the
 # tuning write their JSON shape by shape (width by width), so a phase cut short still returns
 # what it finished, and one method or configuration that fails loses only its own rows.
-# Exactly six files come back (the device tool returns at most eight): log.txt, pytest.txt,
-# bench.txt and three JSONs.
+# Exactly seven files come back (the device tool returns at most eight): log.txt, pytest.txt,
+# bench.txt and four JSONs.
 set -uo pipefail
 OUT="${OUT:-gpu_out}"
 PY="${PYTHON:-python3}"  # the device image's python3 holds torch
@@ -38,7 +38,7 @@ phase setup $? "$start"
 # BLAS threads each, -v so every result is on disk as it happens; SIGINT at the limit, so
 # pytest still prints its summary and the failures (xdist needs up to ~15 s for that)
 WORKERS=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
-GPU_TESTS="tests/test_gpu.py tests/test_kernels.py tests/test_newton_schulz.py tests/test_optim.py tests/test_bench.py"
+GPU_TESTS="tests/test_gpu.py tests/test_graphs.py tests/test_kernels.py tests/test_newton_schulz.py tests/test_optim.py tests/test_bench.py"
 suite() {  # suite LIMIT ARGS...: one pytest call, appended to pytest.txt
     local limit=$1; shift
     OMP_NUM_THREADS=2 timeout -s INT -k 45 "$limit" "$PY" -m pytest -v -rfE -p no:cacheprovider \
@@ -46,12 +46,16 @@ suite() {  # suite LIMIT ARGS...: one pytest call, appended to pytest.txt
 }
 start=$(date +%s)
 echo "== the GPU-facing tests" >> "$TESTS"
-suite 75 $GPU_TESTS
+suite 110 $GPU_TESTS
 phase "pytest (GPU-facing tests)" $? "$start"
 
+# The benchmarks run with the package's CUDA graphs on (off by default until this run has
+# checked them: tests/test_gpu.py compares replays with eager results); the JSONs record it,
+# and `package_no_graphs` and gpu_variants.py time the same without them.
+export OPTIMAL_SCALING_CUDA_GRAPHS=1
 start=$(date +%s)
 echo "== bench tune" >> "$BENCH"
-timeout -k 10 120 "$PY" -m optimal_scaling.cli bench tune --dtype bfloat16 \
+timeout -k 10 60 "$PY" -m optimal_scaling.cli bench tune --dtype bfloat16 \
     --out "$OUT/kernel_configs_bfloat16.json" >> "$BENCH" 2>&1
 phase "bench tune" $? "$start"
 if [ -f "$OUT/kernel_configs_bfloat16.json" ]; then
@@ -59,21 +63,26 @@ if [ -f "$OUT/kernel_configs_bfloat16.json" ]; then
 fi
 start=$(date +%s)
 echo "== bench ns" >> "$BENCH"
-timeout -k 10 120 "$PY" -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
+timeout -k 10 90 "$PY" -m optimal_scaling.cli bench ns --device cuda --dtype bfloat16 \
     --out "$OUT/newton_schulz_cuda_bfloat16_full.json" >> "$BENCH" 2>&1
 phase "bench ns" $? "$start"
 start=$(date +%s)
 echo "== bench optim" >> "$BENCH"
-timeout -k 10 60 "$PY" -m optimal_scaling.cli bench optim --device cuda \
+timeout -k 10 45 "$PY" -m optimal_scaling.cli bench optim --device cuda \
     --out "$OUT/optimizers_cuda_full.json" >> "$BENCH" 2>&1
 phase "bench optim" $? "$start"
+start=$(date +%s)
+echo "== row panels and CUDA graphs, one at a time" >> "$BENCH"
+timeout -k 10 60 "$PY" benchmarks/gpu_variants.py --out "$OUT/gpu_variants.json" >> "$BENCH" 2>&1
+phase "variants" $? "$start"
 rm -f "$OUT"/.*.tmp  # a write cut short by a time limit
 
+unset OPTIMAL_SCALING_CUDA_GRAPHS
 # the rest of the unit suite, after the timings (its sweeps would share the GPU with them);
 # test_sweep.py first: its tests are the longest, and xdist hands out files in this order
 start=$(date +%s)
 echo "== the rest of the unit suite" >> "$TESTS"
-REST=$(ls tests/test_*.py | grep -vE "test_(lab|notebooks|exercises|sweep|gpu|kernels|newton_schulz|optim|bench)\.py")
+REST=$(ls tests/test_*.py | grep -vE "test_(lab|notebooks|exercises|sweep|gpu|graphs|kernels|newton_schulz|optim|bench)\.py")
 suite 150 tests/test_sweep.py $REST
 phase "pytest (the rest)" $? "$start"
 pkill -f "optimal_scaling.cli sweep" 2>/dev/null; pkill -f "optimal_scaling.sweep.runner" 2>/dev/null

@@ -418,6 +418,26 @@ else:
     print("Triton is not installed here: orthogonalize uses the torch path.")
 
 # %% [markdown]
+# The same saving needs no custom kernel. Cut the rows of `A` into `k` panels of `r` rows and
+# compute, for panel `i`, only its part on and below the diagonal, `A[i, :(i+1)r] =
+# X[i] X[:(i+1)r]ᵀ`: one ordinary BLAS product per panel, `(k+1)/2k` of the dense work in
+# all. The blocks above the diagonal are copies of the transposes of those below. `A·A =
+# A·Aᵀ` goes the same way, with `b·A` added in the same BLAS call. This is the torch path's
+# `panel_rows` (on CUDA for short sides ≥ 4096, in 2048-row panels, so that every panel
+# product still fills the GPU). In float64 the panelled steps equal the dense ones to
+# rounding:
+
+# %%
+X = torch.randn(512, 768, dtype=torch.float64)
+X = X / X.norm()
+dense = ns.torch_steps(X.clone(), [ns.MUON] * 5)
+for rows in (256, 128, 64):
+    k = -(-X.shape[0] // rows)  # ⌈m / r⌉ panels
+    gap = (ns.torch_steps(X.clone(), [ns.MUON] * 5, panel_rows=rows) - dense).abs().max()
+    print(f"{k} panels of {rows} rows: {(k + 1) / (2 * k):.3f} of A's entries computed, "
+          f"max |panels − dense| = {gap:.1e}")
+
+# %% [markdown]
 # ## The benchmark
 #
 # `optimal-scaling bench ns` (or `python benchmarks/newton_schulz.py`) times, in one run and
@@ -434,7 +454,22 @@ for path in committed:
     table, meta = bench.read_json(path)
     print(f"{path.name}: {meta['device']}, {meta['dtype']}, {meta['date']}"
           + (" (a partial run: the shapes it finished)" if meta.get("partial") else ""))
+    if meta.get("code"):
+        print(f"  measured at {meta['code']}")
     display(bench.summary(table).round(3))
+    if meta["device_type"] == "cuda":  # the two regimes, read off the GPU table
+        ratios = bench.summary(table)
+        short = pd.Series({s: min(int(v) for v in s.split("x")[-2:]) for s in ratios.index})
+        batched = pd.Series({s: s.count("x") == 2 for s in ratios.index})
+        for name, rows in (("short side ≥ 4096", short >= 4096),
+                           ("short side ≤ 2048, one matrix", (short <= 2048) & ~batched),
+                           ("batches of small matrices", batched)):
+            picked = ratios[rows]
+            print(f"  {name}: three matmuls alone "
+                  f"{picked['three_matmuls / reference'].min():.2f}–"
+                  f"{picked['three_matmuls / reference'].max():.2f}× the reference, "
+                  f"Triton path {picked['triton_path / reference'].min():.2f}–"
+                  f"{picked['triton_path / reference'].max():.2f}×")
 if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed):
     print("No GPU result is committed yet: the Triton kernels' speed is unmeasured.")
 
@@ -444,14 +479,22 @@ if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed
 # ratio column above). The committed CPU file was measured when the kernels landed, before
 # the torch-path and `torch.compile` columns existed, and is kept unchanged: it is the
 # baseline that issue 11's GPU work must not make the CPU path slower than.
-# The symmetric kernels are meant for GPUs, but a FLOP saving is not yet a time saving: in
-# the measurement that opened issue 11 (one H100, torch 2.11, Triton 3.6, bf16, 5 steps,
-# before any tile tuning) the Triton path took 1.1–3.9× the time of the eager textbook step,
-# whose dense products run in cuBLAS (1.5–3.9× the package's torch path), at every shape
-# tried, so `"auto"` does not use it there (the table above shows a GPU run once one is
-# committed). Re-run a small version here
-# (numbers vary with the machine and with whatever else it is doing), and read the ratio it
-# prints rather than expecting one:
+#
+# The GPU table (one H100, bf16, tuned tiles) was measured before the row panels above and
+# before CUDA graphs existed in the package (its `code` field names the commit), and the
+# ranges printed under it show two regimes. At 4096² and beyond the work is arithmetic: the
+# three dense products alone take 74–89% of the reference's time, and the tuned Triton path
+# comes within 5% of the reference but no further. Up to 2048² the work is launches: the
+# same products take only 35–43% of the reference's time, because each of the 15 kernel
+# launches costs the CPU more than the GPU needs to run it, and the Triton path, with more
+# launches, took 1.9–2.4× the reference on single matrices there. So `"auto"` keeps the torch
+# path on that GPU, and the next levers are two that GPU has not timed yet: row panels for the
+# first regime, and CUDA graphs (`newton_schulz.CUDA_GRAPHS`, opt-in until a GPU run has
+# checked them), which replay all the launches of one orthogonalization in one call, for the
+# second. Note also that `package` and `torch_path` ran the same code on the GPU and still
+# differ by up to 15% at small shapes: that is the noise of host-bound timings. Re-run a small
+# version here (numbers vary with the machine and with whatever else it is doing), and read
+# the ratio it prints rather than expecting one:
 
 # %%
 live = bench.newton_schulz_benchmark(

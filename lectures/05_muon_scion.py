@@ -38,6 +38,7 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 from ipywidgets import Dropdown, interact
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import optimal_scaling as osc
 from optimal_scaling import bench, distributed, duality, optim
@@ -455,11 +456,13 @@ if len(checksums) == 2:
 
 # %%
 results_dir = osc.course.repo_root() / "benchmarks" / "results" if osc.course.repo_root() else None
-committed = None
+committed = {}  # device type → table
 for path in sorted(results_dir.glob("optimizers_*_full.json")) if results_dir else []:
-    committed, meta = bench.read_json(path)
-    print(f"{path.name}: {meta['device']}, {meta['date']}")
-    display(committed.round(3))
+    table, meta = bench.read_json(path)
+    committed[meta["device_type"]] = table
+    print(f"{path.name}: {meta['device']}, {meta['date']}"
+          + (f"\n  measured at {meta['code']}" if meta.get("code") else ""))
+    display(table.round(3))
 live = bench.optimizer_benchmark(widths=osc.config.choose(fast=(64,), full=(128, 256)),
                                  steps=3, repeats=3)
 # every optimizer trains the same model, so forward+backward should take the same time
@@ -470,14 +473,62 @@ if (fb.max() / fb.min()).max() > 1.5:
 live.round(3)
 
 # %% [markdown]
+# On the GPU (the CUDA table, one H100) these models are far too small to keep it busy: from
+# width 128 to 512 the parameters grow 14× while forward+backward and AdamW's step barely
+# move (3.5 → 4.0 ms and 0.66 → 0.74 ms there): the time goes to the CPU issuing kernel
+# launches, tens of µs each there, not to arithmetic. So what a step costs on a GPU at this
+# size is roughly how many operations it dispatches. Count them (on the CPU; the checks for
+# NaN are off, as on CUDA; AdamW's scalar reads are of its CPU step counters):
+
+# %%
+class CountOps(TorchDispatchMode):
+    """Counts the operations torch dispatches inside it (on a GPU: launches and host work)."""
+
+    ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def torch_ops(opt: torch.optim.Optimizer) -> int:
+    """Operations one ``opt.step()`` dispatches."""
+    with CountOps() as counter:
+        opt.step()
+    return counter.ops
+
+
+counted = GPT(vocab_size=256, context=64, width=64, depth=2, n_heads=1, norm_before_linear=True)
+tokens = torch.randint(256, (8, 64), generator=torch.Generator().manual_seed(0))
+for name, opt in {
+    "AdamW": torch.optim.AdamW(counted.parameters(), foreach=True),
+    "Muon (hidden matrices)": optim.Muon(optim.muon_param_groups(counted)[0],
+                                         check_finite=False),
+    "Scion (all)": optim.Scion(optim.scion_groups(counted, "colnorm-spectral-sign",
+                                                  spectral_method="newton_schulz"),
+                               check_finite=False),
+}.items():
+    counted.zero_grad()
+    logits = counted(tokens)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
+    opt.step()  # the first step creates the state
+    print(f"{name}: {torch_ops(opt)} torch operations per step")
+
+# %% [markdown]
+# Muon's and Scion's operations are mostly the 15 (Muon: 5 steps × 3 products) or 24 (Scion's
+# Spectral: 8 Polar Express steps) matrix products of each *shape*: both optimizers stack the
+# matrices of one shape into one batched call. Lecture 04's CUDA graphs replay all the
+# operations of one orthogonalization at once; a GPU run will time them (issue 11).
+#
 # The optimizer's work depends on the parameter shapes, not on the batch; forward and backward
 # grow with the tokens per step. These runs use 8 × 64 = 512 tokens per step, where the
 # optimizer's share of a step (`opt_share` above) is largest. A rough extrapolation from the
-# committed numbers (the live ones where none are committed; forward+backward taken
-# proportional to tokens, optimizer time fixed) shows how the share falls at larger batches:
+# committed CPU numbers (the live ones where none are committed; forward+backward taken
+# proportional to tokens, optimizer time fixed, which holds where arithmetic sets the time,
+# as on a CPU) shows how the share falls at larger batches:
 
 # %%
-base = (live if committed is None else committed).set_index(["width", "optimizer"])
+base = committed.get("cpu", live).set_index(["width", "optimizer"])
 pd.DataFrame({f"{512 * factor} tokens/step": base["opt_ms"]
               / (base["opt_ms"] + factor * base["fwd_bwd_ms"])
               for factor in (1, 16, 256)}).round(2)

@@ -29,6 +29,7 @@ _SUBMODULES = {
     "emergence",
     "experiments",
     "fitting",
+    "graphs",
     "inference_scaling",
     "kernels",
     "measure",

@@ -9,6 +9,10 @@ and every method below is credited with those dense FLOPs, so GFLOP/s are compar
 * ``package``: :func:`optimal_scaling.newton_schulz.orthogonalize` with ``backend="auto"``;
 * ``torch_path`` and ``triton_path``: the same with the back end forced (Triton only where its
   kernels run compiled, i.e. on CUDA);
+* on CUDA also ``package_graphs`` and ``package_no_graphs``, the package with its CUDA
+  graphs (:data:`optimal_scaling.newton_schulz.CUDA_GRAPHS`) switched on and off, and
+  ``torch_dense``, the torch path without graphs or row panels (what the torch path was
+  before them): what each of the two measures buys;
 * ``reference``: the textbook step written from the formula, three matmuls and separate
   elementwise sums (:func:`optimal_scaling.newton_schulz.reference_step`), in eager torch;
 * ``reference_compiled``: the same function under ``torch.compile`` (compiled during the
@@ -19,8 +23,9 @@ and every method below is credited with those dense FLOPs, so GFLOP/s are compar
 * ``pytorch_optimizer``: ``zero_power_via_newton_schulz_5`` from the optional
   ``pytorch-optimizer`` package, when it is installed.
 
-Methods are timed round-robin (each repeat runs every method once), after one warm-up call
-each, and the median is reported; CUDA timings synchronize before reading the clock.
+Methods are timed round-robin (each repeat runs every method once), after two warm-up calls
+each (the second captures the package's CUDA graphs), and the median is reported; CUDA
+timings synchronize before reading the clock.
 Results go to JSON with the device, dtype and versions (written atomically).
 """
 
@@ -67,6 +72,9 @@ FAST_SHAPES: tuple[tuple[int, ...], ...] = ((128, 128), (256, 256), (128, 512), 
 METHODS = (
     "package",
     "torch_path",
+    "package_graphs",
+    "package_no_graphs",
+    "torch_dense",
     "triton_path",
     "reference",
     "reference_compiled",
@@ -74,7 +82,8 @@ METHODS = (
     "pytorch_optimizer",
 )
 #: Methods that compute U Vᵀ (the others only time part of the work).
-ORTHOGONALIZING = ("package", "torch_path", "triton_path", "reference", "reference_compiled",
+ORTHOGONALIZING = ("package", "torch_path", "package_graphs", "package_no_graphs", "torch_dense",
+                   "triton_path", "reference", "reference_compiled",
                    "pytorch_optimizer")  # fmt: skip
 #: Old method names in committed results.
 RENAMED = {"matmul_bound": "three_matmuls"}
@@ -95,6 +104,27 @@ def _reference(G: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
     for a, b, c in [ns.MUON] * steps:
         X = ns.reference_step(X, a, b, c)
     return X
+
+
+def _torch_dense(G: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """The torch path without CUDA graphs or row panels (unchecked, like CUDA's default)."""
+    tall = G.shape[-2] > G.shape[-1]
+    X = ns.normalize(G.mT if tall else G, check=False).to(dtype).contiguous()
+    X = ns.torch_steps(X, [ns.MUON] * steps)
+    return (X.mT if tall else X).to(G.dtype)
+
+
+def _with_graphs(fn: Callable[[], object], on: bool) -> Callable[[], object]:
+    """``fn`` with the package's CUDA graphs switched ``on`` (or off), restored after."""
+
+    def run() -> object:
+        before, ns.CUDA_GRAPHS = ns.CUDA_GRAPHS, on
+        try:
+            return fn()
+        finally:
+            ns.CUDA_GRAPHS = before
+
+    return run
 
 
 def _three_matmuls(G: torch.Tensor, steps: int, dtype: torch.dtype) -> Callable[[], None]:
@@ -149,6 +179,10 @@ def ns_methods(
         "reference": lambda: _reference(G, steps, dtype),
         "three_matmuls": _three_matmuls(G, steps, dtype),
     }
+    if G.is_cuda:  # (on the CPU they are the package's and the torch path's own calls)
+        runs["package_graphs"] = _with_graphs(runs["package"], True)
+        runs["package_no_graphs"] = _with_graphs(runs["package"], False)
+        runs["torch_dense"] = lambda: _torch_dense(G, steps, dtype)
     if G.is_cuda and kernels.available(G) and not kernels.interpreting():
         runs["triton_path"] = lambda: ns.orthogonalize(G, steps=steps, dtype=dtype,
                                                        backend="triton")  # fmt: skip
@@ -198,12 +232,14 @@ def newton_schulz_benchmark(
         runs = ns_methods(G, steps, dtype, methods)
         times: dict[str, list[float]] = {k: [] for k in runs}
         errors: dict[str, str] = {}
-        for round_ in range(repeats + 1):  # round 0 warms up: allocator, compilation
+        for round_ in range(repeats + 1):  # round 0 warms up: allocator, compilation, graphs
             for name, fn in runs.items():
                 if name in errors:
                     continue
                 try:  # a method that fails (a kernel that does not compile, out of memory)
                     t = clock(fn)  # loses its own row, never the other methods' timings
+                    if round_ == 0:
+                        t = clock(fn)
                 except Exception as e:  # noqa: BLE001
                     errors[name] = f"{type(e).__name__}: {e}"[:300]
                     continue
@@ -251,6 +287,14 @@ def triton_faster_rule(table: pd.DataFrame, margin: float = 0.95) -> int | None:
         if all(ratio[s] <= margin for s in ratio.index if short[s] >= m):
             return m
     return None
+
+
+def torch_path_settings(device: torch.device) -> dict[str, object]:
+    """What shapes the torch path's speed on ``device`` (recorded with every result)."""
+    if device.type != "cuda":
+        return {"row_panels": False, "cuda_graphs": False}
+    return {"row_panels": {"from": ns.PANEL_FROM, "rows": ns.PANEL_ROWS},
+            "cuda_graphs": ns.CUDA_GRAPHS, "graph_max_flops": ns.GRAPH_MAX_FLOPS}
 
 
 def _default_device() -> torch.device:
@@ -346,7 +390,7 @@ def run_newton_schulz(
     used = torch_dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     meta = dict(benchmark="newton_schulz", command=command, device=device_name(dev),
                 device_type=dev.type, dtype=str(used).removeprefix("torch."), steps=steps,
-                schedule="muon", versions=versions(),
+                schedule="muon", versions=versions(), torch_path=torch_path_settings(dev),
                 # other work on the machine distorts CPU timings badly (BLAS threads wait on
                 # each other): the 1-minute load average before the run, for the reader
                 load_average_before=round(load_before, 2))  # fmt: skip
@@ -524,7 +568,7 @@ def run_optimizers(
                 device_type=dev.type, dtype="float32",
                 # Newton–Schulz computes in bf16 on CUDA (Muon, Scion, the reference)
                 orthogonalization_dtype="bfloat16" if dev.type == "cuda" else "float32",
-                settings=settings, versions=versions(),
+                settings=settings, versions=versions(), torch_path=torch_path_settings(dev),
                 load_average_before=round(load_before, 2))  # fmt: skip
     table = optimizer_benchmark(device=dev, **settings, after_width=None if out is None else (
         lambda part: write_json(out, part.sort_values("width", kind="stable"), **meta,

@@ -27,19 +27,35 @@ compute only one triangle of each. FLOPs per step for X of shape m×n (m ≤ n):
 
     dense:      2m²n (X Xᵀ) + 2m³ (A A) + 2m²n (B X) = 4m²n + 2m³
     symmetric:   m²n        +  m³       + 2m²n       = 3m²n +  m³   (at most 1.5× fewer)
+
+The torch path can use the symmetry too, with BLAS calls alone (``panel_rows`` of
+:func:`torch_steps`): split the rows of A into k panels of r rows and compute only the panels'
+parts on and below the diagonal, A[i, :(i+1)r] = X[i] X[:(i+1)r]ᵀ (a fraction (k+1)/2k of
+the products' FLOPs), then mirror the blocks above the diagonal (a copy of the transpose);
+A·A = A·Aᵀ likewise. On CUDA, matrices whose short side is ≥ :data:`PANEL_FROM` use
+:data:`PANEL_ROWS`-row panels: large enough that each panel product still fills the GPU.
+
+Small problems are bounded by launches, not arithmetic: with :data:`CUDA_GRAPHS` on, the torch
+path of a CUDA problem up to :data:`GRAPH_MAX_FLOPS` per step is replayed from a CUDA graph
+from its second call with the same shape and settings on (:mod:`optimal_scaling.graphs`).
+It is off by default (``OPTIMAL_SCALING_CUDA_GRAPHS=1`` turns it on) until a GPU run has
+checked the replays against eager results and timed them (issue 11).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from optimal_scaling._validate import check_int
+from optimal_scaling.graphs import GraphCache
 
 CUBIC = (1.5, -0.5, 0.0)
 MUON = (3.4445, -4.7750, 2.0315)
@@ -179,26 +195,54 @@ def step_flops(m: int, n: int, symmetric: bool = False) -> int:
     return 3 * m * m * n + m**3 if symmetric else 4 * m * m * n + 2 * m**3
 
 
-def torch_steps(X: torch.Tensor, triples: Sequence[tuple[float, float, float]]) -> torch.Tensor:
+def torch_steps(
+    X: torch.Tensor,
+    triples: Sequence[tuple[float, float, float]],
+    panel_rows: int | None = None,
+) -> torch.Tensor:
     """Steps X ← a X + (b A + c A²) X, A = X Xᵀ, three BLAS calls each, no temporaries.
 
     ``addmm(C, A, B, beta=β, alpha=α)`` computes β·C + α·A·B in one pass, so b·A and a·X cost
     nothing beyond the matrix products, and every product writes into a buffer allocated
     once (A, B and a second X; the two X buffers alternate). X is (m, n) or (batch, m, n);
-    it is overwritten.
+    it is overwritten. ``panel_rows = r`` (< m) computes A and B = bA + cA·A by row panels of
+    r rows, only on and below the diagonal, and mirrors the rest (see the module docstring):
+    the same result up to rounding, with fewer FLOPs and more, smaller BLAS calls.
     """
     if not triples:
         return X
+    if panel_rows is not None and (isinstance(panel_rows, bool) or not isinstance(
+            panel_rows, int) or panel_rows < 1):  # fmt: skip
+        raise ValueError(f"torch_steps: panel_rows must be a positive int, got {panel_rows!r}")
     mm, addmm = (torch.mm, torch.addmm) if X.ndim == 2 else (torch.bmm, torch.baddbmm)
-    A = X.new_empty(*X.shape[:-1], X.shape[-2])
+    m = X.shape[-2]
+    A = X.new_empty(*X.shape[:-1], m)
     B = torch.empty_like(A)
     Y = torch.empty_like(X)
+    edges = None if panel_rows is None or panel_rows >= m else [*range(0, m, panel_rows), m]
+    XT, YT = X.mT, Y.mT  # (views made once: each op costs a launch's worth of host time)
     for a, b, c in triples:
-        mm(X, X.mT, out=A)
-        addmm(A, A, A, beta=b, alpha=c, out=B)
+        if edges is None:
+            mm(X, XT, out=A)
+            addmm(A, A, A, beta=b, alpha=c, out=B)
+        else:
+            for lo, hi in itertools.pairwise(edges):  # A[i, :hi] = X[i] X[:hi]ᵀ
+                mm(X[..., lo:hi, :], X[..., :hi, :].mT, out=A[..., lo:hi, :hi])
+            _mirror_lower(A, edges)
+            for lo, hi in itertools.pairwise(edges):  # B[i, :hi] = bA[i, :hi] + cA[i] A[:hi]ᵀ
+                addmm(A[..., lo:hi, :hi], A[..., lo:hi, :], A[..., :hi, :].mT, beta=b,
+                      alpha=c, out=B[..., lo:hi, :hi])  # fmt: skip
+            _mirror_lower(B, edges)
         addmm(X, B, X, beta=a, out=Y)
-        X, Y = Y, X
+        X, Y, XT, YT = Y, X, YT, XT
     return X
+
+
+def _mirror_lower(S: torch.Tensor, edges: Sequence[int]) -> None:
+    """Fill the blocks of S above the block diagonal from those below: S[i, j] = S[j, i]ᵀ."""
+    for lo, hi in itertools.pairwise(edges):
+        if hi < S.shape[-1]:
+            S[..., lo:hi, hi:].copy_(S[..., hi:, lo:hi].mT)
 
 
 def torch_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tensor:
@@ -219,6 +263,32 @@ def reference_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tenso
 #: bf16, 5 Muon steps, issue 11) the kernels took 1.5–3.9× the torch path's time at every shape
 #: (``benchmarks/README.md``), so "auto" uses the torch path on CUDA.
 TRITON_FASTER: list[tuple[str, torch.dtype, int]] = []
+
+#: On CUDA, the torch path computes A and A·A by row panels (:func:`torch_steps`) of
+#: ``PANEL_ROWS`` rows when the short side is at least ``PANEL_FROM``.
+PANEL_FROM = 4096
+PANEL_ROWS = 2048
+
+#: Replay the torch path from CUDA graphs (:mod:`optimal_scaling.graphs`) for problems of at
+#: most ``GRAPH_MAX_FLOPS`` dense FLOPs per step (batch·(4m²n + 2m³); 2³⁶ ≈ 6.9·10¹⁰ takes in
+#: 2048² and a batch of 64 matrices 512²): below that the launches, not the arithmetic, set
+#: the time. Off unless ``OPTIMAL_SCALING_CUDA_GRAPHS=1`` (not yet run on a GPU: issue 11).
+CUDA_GRAPHS = os.environ.get("OPTIMAL_SCALING_CUDA_GRAPHS", "0") == "1"
+GRAPH_MAX_FLOPS = 2**36
+GRAPHS = GraphCache(maxsize=32)
+
+
+def panel_rows(X: torch.Tensor) -> int | None:
+    """The row panels the torch path uses for X (…, m, n), m ≤ n: None (dense) or a size."""
+    return PANEL_ROWS if X.is_cuda and X.shape[-2] >= PANEL_FROM else None
+
+
+def _graphed(X: torch.Tensor) -> bool:
+    """Whether the torch path of X (…, m, n) is replayed from a CUDA graph."""
+    if not (CUDA_GRAPHS and X.is_cuda):
+        return False
+    batch = math.prod(X.shape[:-2])
+    return batch * step_flops(*X.shape[-2:]) <= GRAPH_MAX_FLOPS
 
 
 def _triton_measured_faster(X: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -269,15 +339,16 @@ def normalize(
         peak = torch.where(peak > 0, peak, 1.0)
         # X/(m‖X‖ + ε) = X'/(m‖X'‖ + ε/peak) with X' = X/peak; ε = 0 stays 0 (0/peak would
         # be 0·(1/peak), NaN for a subnormal peak)
-        X, eps = X / peak, (torch.as_tensor(eps, dtype=X.dtype, device=X.device) / peak
-                            if eps else 0.0)
+        X, eps = X / peak, (eps / peak if eps else 0.0)
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=torch.float64)
     if check and not bool(torch.isfinite(norm).all()):
         raise ValueError("orthogonalize: the input contains NaN or inf")
-    denom = norm * margin + eps
-    scale = torch.where(denom == 0, 0.0, 1.0 / denom)  # NaN stays NaN; inf norm gives 0·inf
-    half = scale.sqrt().to(acc)
-    return X.to(acc) * half * half
+    denom = norm.mul_(margin)
+    if isinstance(eps, torch.Tensor) or eps:
+        denom.add_(eps)
+    # 1/0 = inf → 0 (zeros stay zeros); NaN stays NaN; an inf norm gives 0, and 0·inf = NaN
+    half = denom.reciprocal_().nan_to_num_(nan=math.nan, posinf=0.0).sqrt_().to(acc)
+    return X * half * half  # (X's dtype promotes to acc)
 
 
 def orthogonalize(
@@ -299,8 +370,10 @@ def orthogonalize(
     raise a ValueError; unchecked, nothing waits for the GPU (no host synchronization) and a
     matrix with NaN or inf gives NaN. ``backend``: ``"torch"``, ``"triton"`` (the kernels of
     :mod:`optimal_scaling.kernels`), or ``"auto"``: the torch path, except on the GPUs and
-    shapes where the kernels were measured faster (:data:`TRITON_FASTER`). No gradient flows
-    through it: G is detached (an update direction, not a differentiable map).
+    shapes where the kernels were measured faster (:data:`TRITON_FASTER`). On CUDA the torch
+    path uses row panels for large matrices and, unchecked and when :data:`CUDA_GRAPHS` is
+    on, CUDA graphs for small problems (module docstring). No gradient flows through it: G is
+    detached (an update direction, not a differentiable map).
     """
     if not isinstance(G, torch.Tensor) or G.ndim < 2:
         shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
@@ -321,20 +394,39 @@ def orthogonalize(
     use = _backend(backend, G, dtype)
     if G.numel() == 0:
         return G.clone()
+    check = not G.is_cuda if check is None else check
+    run = functools.partial(_orthogonalize, triples=triples, dtype=dtype, margin=margin,
+                            eps=eps, check=check, use=use)  # fmt: skip
+    if use == "torch" and not check and _graphed(G):
+        key = (tuple(G.shape), G.dtype, G.device, dtype, tuple(triples), margin, eps,
+               torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cuda"))
+        return GRAPHS(key, run, G)
+    return run(G)
+
+
+def _orthogonalize(
+    G: torch.Tensor,
+    triples: Sequence[tuple[float, float, float]],
+    dtype: torch.dtype,
+    margin: float,
+    eps: float,
+    check: bool,
+    use: str,
+) -> torch.Tensor:
+    """The work of :func:`orthogonalize` on validated arguments (what a CUDA graph holds)."""
     shape = G.shape
     X = G.reshape(-1, *shape[-2:]) if G.ndim > 3 else G
     tall = X.shape[-2] > X.shape[-1]
     if tall:
         X = X.mT
-    check = not G.is_cuda if check is None else check
-    X = normalize(X, margin, eps, check).to(dtype).contiguous()
+    X = normalize(X, margin, eps, check).to(dtype, memory_format=torch.contiguous_format)
     if use == "triton":
         from optimal_scaling.kernels import ns_step
 
         for a, b, c in triples:
             X = ns_step(X, a, b, c)
     else:
-        X = torch_steps(X, triples)
+        X = torch_steps(X, triples, panel_rows(X))
     if tall:
         X = X.mT
-    return X.reshape(shape).to(G.dtype)
+    return (X if X.shape == shape else X.reshape(shape)).to(G.dtype)

@@ -64,6 +64,25 @@ def test_every_benchmarked_method_computes_the_same_orthogonalization():
             torch.testing.assert_close(out, expected, atol=1e-4, rtol=0, msg=name)
 
 
+def test_the_cuda_only_methods_compute_the_same_and_leave_the_switch_as_it_was(monkeypatch):
+    G = torch.randn(3, 40, 24, generator=torch.Generator().manual_seed(1))  # tall
+    want = ns.orthogonalize(G, backend="torch")
+    torch.testing.assert_close(bench._torch_dense(G, 5, torch.float32), want, atol=1e-6, rtol=0)
+    seen = []
+    for before in (True, False):
+        for on in (True, False):
+            monkeypatch.setattr(ns, "CUDA_GRAPHS", before)
+            bench._with_graphs(lambda: seen.append(ns.CUDA_GRAPHS), on)()
+            assert seen[-1] == on and ns.CUDA_GRAPHS == before
+
+    def fails():
+        raise MemoryError
+
+    with pytest.raises(MemoryError):
+        bench._with_graphs(fails, not before)()
+    assert ns.CUDA_GRAPHS == before
+
+
 def test_benchmark_rejects_bad_input():
     with pytest.raises(ValueError, match="unknown benchmark methods"):
         bench.newton_schulz_benchmark([(4, 4)], methods=["fastest"])
@@ -71,6 +90,13 @@ def test_benchmark_rejects_bad_input():
         bench.newton_schulz_benchmark([(4,)])
     with pytest.raises(ValueError, match="repeats"):
         bench.newton_schulz_benchmark([(4, 4)], repeats=0)
+
+
+def test_the_torch_path_settings_on_cuda_are_recorded(monkeypatch):
+    monkeypatch.setattr(ns, "CUDA_GRAPHS", True)
+    got = bench.torch_path_settings(torch.device("cuda"))
+    assert got == {"row_panels": {"from": ns.PANEL_FROM, "rows": ns.PANEL_ROWS},
+                   "cuda_graphs": True, "graph_max_flops": ns.GRAPH_MAX_FLOPS}  # fmt: skip
 
 
 def test_cli_writes_json_with_provenance(tmp_path, capsys):
@@ -82,6 +108,7 @@ def test_cli_writes_json_with_provenance(tmp_path, capsys):
     assert "partial" not in payload  # the shape-by-shape writes were replaced by the whole
     assert payload["versions"]["torch"] == torch.__version__
     assert payload["device_type"] == "cpu" and payload["device"]
+    assert payload["torch_path"] == {"row_panels": False, "cuda_graphs": False}
     table, meta = bench.read_json(out)
     assert len(table) >= 3 * len(bench.FAST_SHAPES) and meta["steps"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ns.json"]  # no temporary file left

@@ -10,15 +10,15 @@ import pytest
 from optimal_scaling.cli import main
 
 
-@pytest.mark.parametrize("benchmark", ["ns", "optim", "sweep"])
-def test_bench_refuses_an_unwritable_out_before_timing(tmp_path, capsys, benchmark):
+@pytest.mark.parametrize("which", ["ns", "optim", "sweep"])
+def test_bench_refuses_an_unwritable_out_before_timing(tmp_path, capsys, which):
     folder = tmp_path / "adir"
     folder.mkdir()
     start = time.perf_counter()
-    assert main(["bench", benchmark, "--fast", "--out", str(folder)]) == 2
+    assert main(["bench", which, "--fast", "--out", str(folder)]) == 2
     assert f"--out {folder} is a folder" in capsys.readouterr().err
     assert time.perf_counter() - start < 20  # refused, not timed first (ns --fast: minutes)
-    assert main(["bench", benchmark, "--fast", "--out", str(tmp_path / "x.json"),
+    assert main(["bench", which, "--fast", "--out", str(tmp_path / "x.json"),
                  "--no-write"]) == 2  # fmt: skip
     assert "contradict" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 

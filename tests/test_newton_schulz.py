@@ -205,7 +205,87 @@ def test_eps_enters_the_normalization(dtype, scale):
 def test_the_steps_run_on_the_short_side(monkeypatch):
     seen = []
     real = ns.torch_steps
-    monkeypatch.setattr(ns, "torch_steps", lambda X, t: seen.append(tuple(X.shape)) or real(X, t))
+    monkeypatch.setattr(ns, "torch_steps",
+                        lambda X, t, r: seen.append(tuple(X.shape)) or real(X, t, r))
     orthogonalize(torch.randn(64, 16))
     orthogonalize(torch.randn(16, 64))
     assert seen == [(16, 64), (16, 64)]
+
+
+@pytest.mark.parametrize("shape, rows", [((12, 12), 4), ((10, 17), 4), ((3, 9, 14), 2),
+                                         ((9, 20), 8), ((6, 6), 5)])
+def test_row_panels_give_the_dense_steps(shape, rows):
+    """Panels only on and below the diagonal, mirrored above: the dense result, in fewer
+    FLOPs (uneven last panels and batches included)."""
+    from optimal_scaling.newton_schulz import MUON, polar_express_coefficients, torch_steps
+
+    X = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    X = X / torch.linalg.matrix_norm(X, keepdim=True)
+    for triples in ([MUON] * 5, polar_express_coefficients(4)):
+        dense = torch_steps(X.clone(), triples)
+        torch.testing.assert_close(torch_steps(X.clone(), triples, rows), dense,
+                                   atol=1e-12, rtol=0)  # fmt: skip
+    # a panel as tall as the matrix is the dense path
+    torch.testing.assert_close(torch_steps(X.clone(), [MUON], shape[-2]),
+                               torch_steps(X.clone(), [MUON]), atol=0, rtol=0)  # fmt: skip
+
+
+def test_row_panels_compute_only_the_lower_blocks(monkeypatch):
+    """The panel products cover (k+1)/2k of A's entries: count the rows × columns written."""
+    from optimal_scaling.newton_schulz import MUON, torch_steps
+
+    written = []
+    real_mm = torch.mm
+
+    def mm(a, b, out=None):
+        written.append(a.shape[0] * b.shape[1])
+        return real_mm(a, b, out=out)
+
+    monkeypatch.setattr(torch, "mm", mm)
+    torch_steps(torch.randn(16, 20) / 20, [MUON], panel_rows=4)  # k = 4 panels of 4 rows
+    assert sum(written) == 16 * 16 * (4 + 1) // (2 * 4)  # 160 of 256 entries
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="panel_rows must be a positive int"):
+            torch_steps(torch.randn(4, 4), [MUON], panel_rows=bad)
+
+
+def test_panels_and_graphs_are_for_cuda_tensors_only(monkeypatch):
+    class OnCuda:  # what the rules read of a CUDA tensor
+        is_cuda = True
+
+        def __init__(self, *shape: int) -> None:
+            self.shape = shape
+
+    monkeypatch.setattr(ns, "CUDA_GRAPHS", True)
+    assert ns.panel_rows(torch.empty(4096, 4096, device="meta")) is None  # not CUDA
+    assert ns.panel_rows(OnCuda(ns.PANEL_FROM, 8192)) == ns.PANEL_ROWS
+    assert ns.panel_rows(OnCuda(8, ns.PANEL_FROM - 1, 8192)) is None
+    assert not ns._graphed(torch.empty(16, 16, device="meta"))
+    assert ns._graphed(OnCuda(2048, 2048))  # 6·2048³ = 5.2e10 ≤ 2³⁶
+    assert ns._graphed(OnCuda(64, 512, 512))  # 64·6·512³, the same
+    assert not ns._graphed(OnCuda(4096, 4096))  # 4.1e11: the arithmetic sets the time
+    assert not ns._graphed(OnCuda(128, 512, 512))  # a batch counts
+    monkeypatch.setattr(ns, "CUDA_GRAPHS", False)
+    assert not ns._graphed(OnCuda(16, 16))
+
+
+def test_cpu_tensors_never_reach_the_graph_cache():
+    before = (ns.GRAPHS.eager, ns.GRAPHS.captures, ns.GRAPHS.replays)
+    for _ in range(3):
+        orthogonalize(torch.randn(8, 8), check=False)
+    assert (ns.GRAPHS.eager, ns.GRAPHS.captures, ns.GRAPHS.replays) == before
+
+
+@pytest.mark.parametrize("value, on", [(None, False), ("0", False), ("1", True)])
+def test_cuda_graphs_are_opt_in_until_measured(value, on):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPTIMAL_SCALING_CUDA_GRAPHS"}
+    if value is not None:
+        env["OPTIMAL_SCALING_CUDA_GRAPHS"] = value
+    out = subprocess.run([sys.executable, "-c", "import optimal_scaling.newton_schulz as ns; "
+                          "print(ns.CUDA_GRAPHS)"], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.strip() == str(on)

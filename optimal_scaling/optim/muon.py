@@ -103,7 +103,7 @@ def orthogonalized_updates(
     (a batched product may sum in another order: ~1e-6 in float32). ``check`` goes to
     :func:`~optimal_scaling.newton_schulz.orthogonalize` (None: on the CPU only).
     """
-    flat = [u.reshape(u.shape[0], math.prod(u.shape[1:])) for u in us]
+    flat = [u if u.ndim == 2 else u.reshape(u.shape[0], math.prod(u.shape[1:])) for u in us]
     buckets: dict[tuple[int, int, torch.dtype, torch.device], list[int]] = {}
     out: list[Tensor | None] = [None] * len(us)
     for k, m in enumerate(flat):
@@ -111,6 +111,7 @@ def orthogonalized_updates(
             out[k] = torch.zeros_like(us[k])
             continue
         buckets.setdefault((min(m.shape), max(m.shape), m.dtype, m.device), []).append(k)
+    done, scales = [], []
     for index in buckets.values():
         wide = [flat[k] if flat[k].shape[0] <= flat[k].shape[1] else flat[k].mT for k in index]
         O = orthogonalize(torch.stack(wide), steps=steps, schedule=schedule, dtype=dtype,
@@ -118,7 +119,12 @@ def orthogonalized_updates(
         for k, o in zip(index, O.unbind(0), strict=True):
             m = flat[k]
             o = o if m.shape[0] <= m.shape[1] else o.mT
-            out[k] = o.reshape(us[k].shape) * shape_scale(scale, m.shape[0], m.shape[1])
+            out[k] = o if us[k].ndim == 2 else o.reshape(us[k].shape)
+            done.append(k)
+            scales.append(shape_scale(scale, m.shape[0], m.shape[1]))
+    if done:  # s·O for every matrix in one launch (new tensors: O's views stay untouched)
+        for k, o in zip(done, torch._foreach_mul([out[k] for k in done], scales), strict=True):
+            out[k] = o
     return out  # type: ignore[return-value]
 
 
