@@ -465,11 +465,11 @@ for path in committed:
                            ("short side ≤ 2048, one matrix", (short <= 2048) & ~batched),
                            ("batches of small matrices", batched)):
             picked = ratios[rows]
-            print(f"  {name}: three matmuls alone "
-                  f"{picked['three_matmuls / reference'].min():.2f}–"
-                  f"{picked['three_matmuls / reference'].max():.2f}× the reference, "
-                  f"Triton path {picked['triton_path / reference'].min():.2f}–"
-                  f"{picked['triton_path / reference'].max():.2f}×")
+            spans = {method: f"{picked[f'{method} / reference'].min():.2f}–"
+                             f"{picked[f'{method} / reference'].max():.2f}×"
+                     for method in ("three_matmuls", "package", "package_no_graphs",
+                                    "triton_path") if f"{method} / reference" in picked}
+            print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in spans.items()))
 if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed):
     print("No GPU result is committed yet: the Triton kernels' speed is unmeasured.")
 
@@ -480,21 +480,38 @@ if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed
 # the torch-path and `torch.compile` columns existed, and is kept unchanged: it is the
 # baseline that issue 11's GPU work must not make the CPU path slower than.
 #
-# The GPU table (one H100, bf16, tuned tiles) was measured before the row panels above and
-# before CUDA graphs existed in the package (its `code` field names the commit), and the
-# ranges printed under it show two regimes. At 4096² and beyond the work is arithmetic: the
-# three dense products alone take 74–89% of the reference's time, and the tuned Triton path
-# comes within 5% of the reference but no further. Up to 2048² the work is launches: the
-# same products take only 35–43% of the reference's time, because each of the 15 kernel
-# launches costs the CPU more than the GPU needs to run it, and the Triton path, with more
-# launches, took 1.9–2.4× the reference on single matrices there. So `"auto"` keeps the torch
-# path on that GPU, and the next levers are two that GPU has not timed yet: row panels for the
-# first regime, and CUDA graphs (`newton_schulz.CUDA_GRAPHS`, opt-in until a GPU run has
-# checked them), which replay all the launches of one orthogonalization in one call, for the
-# second. Note also that `package` and `torch_path` ran the same code on the GPU and still
-# differ by up to 15% at small shapes: that is the noise of host-bound timings. Re-run a small
-# version here (numbers vary with the machine and with whatever else it is doing), and read
-# the ratio it prints rather than expecting one:
+# The GPU table (one H100, bf16, tuned tiles; the ranges are printed under it) shows two
+# regimes. Up to 2048² the work is launches: the three dense products alone take only a third
+# to a half of the reference's time, because each of the 15 kernel launches costs the CPU more
+# than the GPU needs to run it. There the Triton path, with more launches, is about 2× slower
+# than the reference, and what wins is the CUDA graph (`package` against `package_no_graphs`):
+# all the launches of one orthogonalization replayed in one call take single matrices of up
+# to 2²⁰ entries from 0.75–0.9× of the reference's time to 0.2–0.3×. At 4096² and beyond the
+# work is arithmetic: the three products take 74–89% of the reference's time and the tuned
+# Triton path is within a few percent of the reference. There the torch path's row panels are
+# what the symmetry buys with BLAS alone; how much, panel height by panel height (from
+# `benchmarks/gpu_variants.py`, same GPU):
+
+# %%
+variants_path = results_dir / "gpu_variants_cuda.json"
+if variants_path.is_file():
+    variants, meta = bench.read_json(variants_path)
+    print(f"{variants_path.name}: {meta['device']}, {meta['date']}")
+    panels = variants[variants["part"] == "panels"]
+    display(panels.astype({"panel_rows": int})
+            .pivot(index="shape", columns="panel_rows", values="time_vs_dense").round(3)
+            .rename(columns={0: "dense"}))
+
+# %% [markdown]
+# The panels gain 15% at 8192² and 9% at 4096×16384, but nothing at 4096² (2048-row panels)
+# and lose with 1024-row ones: a panel product must be large to run at the GPU's full rate.
+# So `"auto"` keeps the torch path on that GPU and is never slower than the textbook step,
+# but the ≤ 0.8× that the symmetric FLOP count allows at 4096² and 8192² is not reached
+# (0.97× and 0.88× in the table). The three columns that run the same code there (`package`,
+# `torch_path`, `package_graphs`) differ by up to 0.09× of the reference at small shapes: a
+# timing of a few tens of µs carries that much noise and order effect. Re-run a small version
+# here (numbers vary with the machine and with whatever else it is doing), and read the ratio
+# it prints rather than expecting one:
 
 # %%
 live = bench.newton_schulz_benchmark(

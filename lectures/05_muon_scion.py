@@ -474,11 +474,11 @@ live.round(3)
 
 # %% [markdown]
 # On the GPU (the CUDA table, one H100) these models are far too small to keep it busy: from
-# width 128 to 512 the parameters grow 14× while forward+backward and AdamW's step barely
-# move (3.5 → 4.0 ms and 0.66 → 0.74 ms there): the time goes to the CPU issuing kernel
-# launches, tens of µs each there, not to arithmetic. So what a step costs on a GPU at this
-# size is roughly how many operations it dispatches. Count them (on the CPU; the checks for
-# NaN are off, as on CUDA; AdamW's scalar reads are of its CPU step counters):
+# width 128 to 512 the parameters grow 14× while forward+backward and AdamW's step do not grow
+# at all (read `fwd_bwd_ms` and AdamW's `opt_ms` across the widths): the time goes to the CPU
+# issuing kernel launches, tens of µs each there, not to arithmetic. So what a step costs on a
+# GPU at this size is roughly how many operations it dispatches. Count them (on the CPU; the
+# checks for NaN are off, as on CUDA; AdamW's scalar reads are of its CPU step counters):
 
 # %%
 class CountOps(TorchDispatchMode):
@@ -517,8 +517,20 @@ for name, opt in {
 # %% [markdown]
 # Muon's and Scion's operations are mostly the 15 (Muon: 5 steps × 3 products) or 24 (Scion's
 # Spectral: 8 Polar Express steps) matrix products of each *shape*: both optimizers stack the
-# matrices of one shape into one batched call. Lecture 04's CUDA graphs replay all the
-# operations of one orthogonalization at once; a GPU run will time them (issue 11).
+# matrices of one shape into one batched call. On CUDA, lecture 04's graphs then replay all
+# the operations of one orthogonalization in one call. What that buys on the H100, width 512,
+# the same step timed with the graphs on and off:
+
+# %%
+variants_path = results_dir / "gpu_variants_cuda.json" if results_dir else None
+if variants_path is not None and variants_path.is_file():
+    variants, meta = bench.read_json(variants_path)
+    steps_table = variants[variants["part"] == "optimizers"]
+    print(f"{variants_path.name}: {meta['device']}, {meta['date']}")
+    display(steps_table.pivot(index="optimizer", columns="cuda_graphs", values="opt_ms")
+            .round(2).rename(columns={True: "opt_ms, graphs on", False: "opt_ms, graphs off"}))
+
+# %% [markdown]
 #
 # The optimizer's work depends on the parameter shapes, not on the batch; forward and backward
 # grow with the tokens per step. These runs use 8 × 64 = 512 tokens per step, where the

@@ -14,16 +14,21 @@ the launches once and replays all of them with one call. :class:`GraphCache` doe
 
 Contract for ``fn``: one CUDA tensor in, one tensor out; only work a graph can hold (no host
 synchronization such as ``.item()``, no CPU → GPU copies, no data-dependent shapes); the
-result depends on the input's values and the key alone. Nothing here synchronizes with the
-GPU: capturing does not wait for it either. A capture that fails is remembered and that key
-runs eagerly from then on. While another graph is being captured (``torch.compile``'s CUDA
-graphs, a user's ``torch.cuda.graph``) ``fn`` runs eagerly and so becomes part of that graph.
-Calls for one key are expected on one stream. Beyond ``maxsize`` keys the least recently used
-graph is dropped, and its memory goes back to torch's allocator.
+result depends on the input's values and the key alone (the key must name every setting that
+changes the launched kernels, e.g. TF32). Nothing here synchronizes with the GPU: capturing
+does not wait for it either. A capture that fails raises a RuntimeError that says so: torch
+cannot promise a consistent state after one (its CUDA random-number generator and the graph's
+memory pool can be left mid-capture), so it is not papered over with an eager fallback. While
+another graph is being captured (``torch.compile``'s CUDA graphs, a user's
+``torch.cuda.graph``) ``fn`` always runs eagerly, and so becomes part of that graph. Calls for
+one key are expected on one stream (calls from several threads are serialized). Beyond
+``maxsize`` keys the least recently used graph is dropped, and its memory goes back to torch's
+allocator.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -70,7 +75,7 @@ class GraphCache:
     """``fn(x)`` eagerly at a key's first call, from a CUDA graph from its second on.
 
     ``capture`` is the capturing function (:func:`capture`; tests pass a stand-in). Counters
-    ``eager``, ``captures``, ``replays`` and ``failures`` say what happened.
+    ``eager``, ``captures`` and ``replays`` say what happened.
     """
 
     def __init__(
@@ -84,42 +89,47 @@ class GraphCache:
         self._capture = capture
         self._graphs: OrderedDict[Hashable, Captured] = OrderedDict()
         self._seen: set[Hashable] = set()
-        self._failed: set[Hashable] = set()
-        self.eager = self.captures = self.replays = self.failures = 0
+        self._lock = threading.Lock()
+        self.eager = self.captures = self.replays = 0
 
     def __len__(self) -> int:
         return len(self._graphs)
 
     def clear(self) -> None:
         """Drop every graph and forget every key."""
-        self._graphs.clear()
-        self._seen.clear()
-        self._failed.clear()
+        with self._lock:
+            self._graphs.clear()
+            self._seen.clear()
 
     def __call__(self, key: Hashable, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        entry = self._graphs.get(key)
-        if entry is None:
-            if key not in self._seen or key in self._failed or _capturing(x):
-                self._seen.add(key)
-                self.eager += 1
-                return fn(x)
-            try:
-                entry = self._capture(fn, x)
-            except RuntimeError:  # not capturable after all: eager from now on
-                self._failed.add(key)
-                self.failures += 1
-                self.eager += 1
-                return fn(x)
-            self.captures += 1
-            self._graphs[key] = entry
-            if len(self._graphs) > self.maxsize:
-                self._graphs.popitem(last=False)
-        else:
-            self._graphs.move_to_end(key)
-            entry.static_in.copy_(x)
-        entry.graph.replay()
-        self.replays += 1
-        return entry.static_out.clone()
+        if _capturing(x):  # inside someone else's capture: become part of their graph
+            self.eager += 1
+            return fn(x)
+        with self._lock:
+            entry = self._graphs.get(key)
+            if entry is None:
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.eager += 1
+                    return fn(x)
+                try:
+                    entry = self._capture(fn, x)
+                except RuntimeError as e:
+                    raise RuntimeError(
+                        f"capturing a CUDA graph failed ({type(e).__name__}: {e}); after a failed "
+                        "capture torch's CUDA state may be inconsistent, so restart with the "
+                        "graphs off (OPTIMAL_SCALING_CUDA_GRAPHS=0)"
+                    ) from e
+                self.captures += 1
+                self._graphs[key] = entry
+                if len(self._graphs) > self.maxsize:
+                    self._graphs.popitem(last=False)
+            else:
+                self._graphs.move_to_end(key)
+                entry.static_in.copy_(x)
+            entry.graph.replay()
+            self.replays += 1
+            return entry.static_out.clone()
 
 
 def _capturing(x: Tensor) -> bool:

@@ -35,11 +35,12 @@ the products' FLOPs), then mirror the blocks above the diagonal (a copy of the t
 A·A = A·Aᵀ likewise. On CUDA, matrices whose short side is ≥ :data:`PANEL_FROM` use
 :data:`PANEL_ROWS`-row panels: large enough that each panel product still fills the GPU.
 
-Small problems are bounded by launches, not arithmetic: with :data:`CUDA_GRAPHS` on, the torch
-path of a CUDA problem up to :data:`GRAPH_MAX_FLOPS` per step is replayed from a CUDA graph
-from its second call with the same shape and settings on (:mod:`optimal_scaling.graphs`).
-It is off by default (``OPTIMAL_SCALING_CUDA_GRAPHS=1`` turns it on) until a GPU run has
-checked the replays against eager results and timed them (issue 11).
+Small problems are bounded by launches, not arithmetic: with :data:`CUDA_GRAPHS` on (the
+default; ``OPTIMAL_SCALING_CUDA_GRAPHS=0`` turns it off), the torch path of a CUDA problem up
+to :data:`GRAPH_MAX_FLOPS` per step is replayed from a CUDA graph from its second call with
+the same shape and settings on (:mod:`optimal_scaling.graphs`). On an H100 that took the
+package from 0.76–0.87× to 0.21–0.30× of the eager textbook step's time at matrices of up to
+2²⁰ entries, and Muon's optimizer step from 4.0 to 1.8 ms (``benchmarks/GPU_NOTES.md``).
 """
 
 from __future__ import annotations
@@ -260,20 +261,23 @@ def reference_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tenso
 #: Where ``backend="auto"`` sends a CUDA tensor to the Triton kernels: (device-name substring,
 #: compute dtype, smallest short side m) for which the kernels were *measured* faster than the
 #: torch path. Empty until a GPU benchmark shows a win: on an H100 (torch 2.11, Triton 3.6,
-#: bf16, 5 Muon steps, issue 11) the kernels took 1.5–3.9× the torch path's time at every shape
-#: (``benchmarks/README.md``), so "auto" uses the torch path on CUDA.
+#: bf16, 5 Muon steps, tuned tiles, issue 11) the kernels took 1.01–1.10× the torch path's
+#: time at 4096² and beyond and 2.9–13× below (``benchmarks/GPU_NOTES.md``), so "auto" uses
+#: the torch path on CUDA.
 TRITON_FASTER: list[tuple[str, torch.dtype, int]] = []
 
 #: On CUDA, the torch path computes A and A·A by row panels (:func:`torch_steps`) of
-#: ``PANEL_ROWS`` rows when the short side is at least ``PANEL_FROM``.
+#: ``PANEL_ROWS`` rows when the short side is at least ``PANEL_FROM``. Measured on an H100
+#: (bf16, 5 Muon steps): 0.85× the dense path's time at 8192², 0.91× at 4096×16384, and no
+#: gain at 4096² (1.00×; 1024-row panels 1.08×), where each panel product is too small.
 PANEL_FROM = 4096
 PANEL_ROWS = 2048
 
 #: Replay the torch path from CUDA graphs (:mod:`optimal_scaling.graphs`) for problems of at
 #: most ``GRAPH_MAX_FLOPS`` dense FLOPs per step (batch·(4m²n + 2m³); 2³⁶ ≈ 6.9·10¹⁰ takes in
 #: 2048² and a batch of 64 matrices 512²): below that the launches, not the arithmetic, set
-#: the time. Off unless ``OPTIMAL_SCALING_CUDA_GRAPHS=1`` (not yet run on a GPU: issue 11).
-CUDA_GRAPHS = os.environ.get("OPTIMAL_SCALING_CUDA_GRAPHS", "0") == "1"
+#: the time. On unless ``OPTIMAL_SCALING_CUDA_GRAPHS=0``; ``GRAPHS.clear()`` frees the graphs.
+CUDA_GRAPHS = os.environ.get("OPTIMAL_SCALING_CUDA_GRAPHS", "1") != "0"
 GRAPH_MAX_FLOPS = 2**36
 GRAPHS = GraphCache(maxsize=32)
 
@@ -371,8 +375,8 @@ def orthogonalize(
     matrix with NaN or inf gives NaN. ``backend``: ``"torch"``, ``"triton"`` (the kernels of
     :mod:`optimal_scaling.kernels`), or ``"auto"``: the torch path, except on the GPUs and
     shapes where the kernels were measured faster (:data:`TRITON_FASTER`). On CUDA the torch
-    path uses row panels for large matrices and, unchecked and when :data:`CUDA_GRAPHS` is
-    on, CUDA graphs for small problems (module docstring). No gradient flows through it: G is
+    path uses row panels for large matrices and, unchecked, CUDA graphs for small problems
+    (:data:`CUDA_GRAPHS`; module docstring). No gradient flows through it: G is
     detached (an update direction, not a differentiable map).
     """
     if not isinstance(G, torch.Tensor) or G.ndim < 2:
@@ -398,10 +402,18 @@ def orthogonalize(
     run = functools.partial(_orthogonalize, triples=triples, dtype=dtype, margin=margin,
                             eps=eps, check=check, use=use)  # fmt: skip
     if use == "torch" and not check and _graphed(G):
-        key = (tuple(G.shape), G.dtype, G.device, dtype, tuple(triples), margin, eps,
-               torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cuda"))
-        return GRAPHS(key, run, G)
+        return GRAPHS(_graph_key(G, dtype, triples, margin, eps), run, G)
     return run(G)
+
+
+def _graph_key(G: torch.Tensor, dtype: torch.dtype, triples, margin: float, eps: float) -> tuple:
+    """Everything that fixes the kernels a CUDA graph of :func:`_orthogonalize` holds: the
+    problem, the settings, and the global modes that change what a product launches."""
+    matmul = torch.backends.cuda.matmul
+    return (tuple(G.shape), G.dtype, G.device, dtype, tuple(triples), margin, eps,
+            torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cuda"),
+            matmul.allow_tf32, matmul.allow_bf16_reduced_precision_reduction,
+            matmul.allow_fp16_reduced_precision_reduction, PANEL_FROM, PANEL_ROWS)  # fmt: skip
 
 
 def _orthogonalize(

@@ -276,8 +276,8 @@ def test_cpu_tensors_never_reach_the_graph_cache():
     assert (ns.GRAPHS.eager, ns.GRAPHS.captures, ns.GRAPHS.replays) == before
 
 
-@pytest.mark.parametrize("value, on", [(None, False), ("0", False), ("1", True)])
-def test_cuda_graphs_are_opt_in_until_measured(value, on):
+@pytest.mark.parametrize("value, on", [(None, True), ("0", False), ("1", True)])
+def test_cuda_graphs_are_on_unless_switched_off(value, on):
     import os
     import subprocess
     import sys
@@ -289,3 +289,29 @@ def test_cuda_graphs_are_opt_in_until_measured(value, on):
                           "print(ns.CUDA_GRAPHS)"], env=env, capture_output=True, text=True,
                          check=True)  # fmt: skip
     assert out.stdout.strip() == str(on)
+
+
+def test_the_graph_key_names_what_changes_the_kernels(monkeypatch):
+    G = torch.randn(4, 6)
+    key = ns._graph_key(G, torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0)
+    assert key == ns._graph_key(G.clone(), torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0)
+    others = [ns._graph_key(torch.randn(6, 4), torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0),
+              ns._graph_key(G.double(), torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0),
+              ns._graph_key(G, torch.float32, [ns.MUON] * 5, 1.01, 0.0),
+              ns._graph_key(G, torch.bfloat16, [ns.MUON] * 4, 1.01, 0.0),
+              ns._graph_key(G, torch.bfloat16, [ns.MUON] * 5, 1.0, 0.0),
+              ns._graph_key(G, torch.bfloat16, [ns.MUON] * 5, 1.01, 1e-7)]  # fmt: skip
+    with torch.inference_mode():
+        others.append(ns._graph_key(G, torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0))
+    matmul = torch.backends.cuda.matmul
+    for flag in ("allow_tf32", "allow_bf16_reduced_precision_reduction",
+                 "allow_fp16_reduced_precision_reduction"):
+        before = getattr(matmul, flag)
+        setattr(matmul, flag, not before)  # (a module with its own __setattr__: no monkeypatch)
+        try:
+            others.append(ns._graph_key(G, torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0))
+        finally:
+            setattr(matmul, flag, before)
+    monkeypatch.setattr(ns, "PANEL_ROWS", 1024)
+    others.append(ns._graph_key(G, torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0))
+    assert len({key, *others}) == len(others) + 1

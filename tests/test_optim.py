@@ -731,6 +731,25 @@ def test_scion_batches_every_simple_map_like_one_at_a_time(transpose, merge, mon
         torch.testing.assert_close(out, lmo(m, d, transpose), atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_scion_spectral_batches_of_half_precision_compute_in_float32(dtype, merge, monkeypatch):
+    """As dualize does: half precision is upcast (the SVD has no bf16 kernel), the LMO comes
+    back in the parameter's dtype, and a checking map still refuses NaN."""
+    from optimal_scaling.optim import scion
+
+    monkeypatch.setattr(scion, "_merge_transposes", lambda d: merge)
+    g = torch.Generator().manual_seed(5)
+    for m in (Spectral("svd"), Spectral("newton_schulz")):
+        work = [(None, torch.randn(*s, generator=g).to(dtype), m) for s in ((6, 4), (4, 6))]
+        for (_, d, _), out in zip(work, Scion._lmos({"transpose": False}, work), strict=True):
+            assert out.dtype == dtype  # (a batch may round one entry to the next half ulp)
+            torch.testing.assert_close(out, lmo(m, d), atol=2e-3, rtol=0)
+    bad = torch.full((6, 4), float("nan"), dtype=dtype)
+    with pytest.raises(ValueError, match="NaN"):
+        Scion._lmos({"transpose": False}, [(None, bad, Spectral()), (None, bad, Spectral())])
+
+
 def count_ops(fn, name: str) -> int:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()

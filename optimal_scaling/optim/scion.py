@@ -286,6 +286,7 @@ class Scion(CheckedOptimizer):
                 logical = [work[k][1].mT if transpose else work[k][1] for k in index]
                 tall = [L.shape[0] > L.shape[1] for L in logical]
                 W = torch.stack([L.mT if t else L for L, t in zip(logical, tall, strict=True)])
+                W = m._check(W)  # as dualize does: half precision → float32, NaN check if on
                 for k, t, o in zip(index, tall, m._orth(W).unbind(0), strict=True):
                     o = o.mT if t else o  # orth(L)
                     out[k] = o.mT if transpose else o
@@ -306,7 +307,7 @@ class Scion(CheckedOptimizer):
                 scales.append(-math.sqrt(d_out / d_in))
             for k, o in zip(spectral, torch._foreach_mul([out[k] for k in spectral], scales),
                             strict=True):  # fmt: skip
-                out[k] = o
+                out[k] = o.to(work[k][1].dtype)  # (dualize's dtype rule)
         return out  # type: ignore[return-value]
 
     def _sharded_lmos(self, group: dict, work: list) -> list[Tensor]:
