@@ -50,7 +50,7 @@ import itertools
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -404,6 +404,32 @@ def orthogonalize(
     if use == "torch" and not check and _graphed(G):
         return GRAPHS(_graph_key(G, dtype, triples, margin, eps), run, G)
     return run(G)
+
+
+def orthogonalize_each(
+    matrices: Sequence[torch.Tensor],
+    orth: Callable[[torch.Tensor], torch.Tensor],
+    merge_transposes: bool = True,
+) -> list[torch.Tensor]:
+    """``orth`` of every matrix, one batched call per shape: [orth(M) for M in matrices].
+
+    Matrices are stacked by shape (dtype and device too) and ``orth`` gets each stack
+    (batch, m, n) with m ≤ n: tall matrices go in transposed, and their results come back
+    transposed, which is exact for U Vᵀ (orth(Mᵀ) = orth(M)ᵀ). ``merge_transposes``: a
+    d_out × d_in and a d_in × d_out matrix share one stack (fewer, larger calls).
+    """
+    buckets: dict[tuple, list[int]] = {}
+    for k, M in enumerate(matrices):
+        shape = sorted(M.shape) if merge_transposes else tuple(M.shape)
+        buckets.setdefault((*shape, M.dtype, M.device), []).append(k)
+    out: list[torch.Tensor | None] = [None] * len(matrices)
+    for index in buckets.values():
+        tall = [matrices[k].shape[0] > matrices[k].shape[1] for k in index]
+        W = torch.stack([matrices[k].mT if t else matrices[k]
+                         for k, t in zip(index, tall, strict=True)])  # fmt: skip
+        for k, t, o in zip(index, tall, orth(W).unbind(0), strict=True):
+            out[k] = o.mT if t else o
+    return out  # type: ignore[return-value]
 
 
 def _graph_key(G: torch.Tensor, dtype: torch.dtype, triples, margin: float, eps: float) -> tuple:

@@ -315,3 +315,26 @@ def test_the_graph_key_names_what_changes_the_kernels(monkeypatch):
     monkeypatch.setattr(ns, "PANEL_ROWS", 1024)
     others.append(ns._graph_key(G, torch.bfloat16, [ns.MUON] * 5, 1.01, 0.0))
     assert len({key, *others}) == len(others) + 1
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_orthogonalize_each_stacks_by_shape_and_returns_each_in_its_orientation(merge):
+    g = torch.Generator().manual_seed(6)
+    mats = [torch.randn(*s, generator=g, dtype=torch.float64)
+            for s in ((6, 4), (4, 6), (6, 4), (5, 5), (4, 6))]  # fmt: skip
+    mats.append(mats[0].float())  # another dtype: another stack
+    stacks = []
+
+    def orth(W):
+        stacks.append(tuple(W.shape))
+        assert W.shape[-2] <= W.shape[-1]  # wide, as orthogonalize wants them
+        U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        return U @ Vh
+
+    got = ns.orthogonalize_each(mats, orth, merge_transposes=merge)
+    for M, o in zip(mats, got, strict=True):
+        U, _, Vh = torch.linalg.svd(M, full_matrices=False)
+        torch.testing.assert_close(o, U @ Vh, atol=1e-5, rtol=0)
+    want = ([(4, 4, 6), (1, 5, 5), (1, 4, 6)] if merge
+            else [(2, 4, 6), (2, 4, 6), (1, 5, 5), (1, 4, 6)])  # fmt: skip
+    assert sorted(stacks) == sorted(want)

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.distributed import ProcessGroup
 
 from optimal_scaling.distributed import orthogonalize_sharded
-from optimal_scaling.newton_schulz import coefficients, orthogonalize
+from optimal_scaling.newton_schulz import coefficients, orthogonalize, orthogonalize_each
 from optimal_scaling.optim._checks import (
     CheckedOptimizer,
     check_int,
@@ -104,24 +104,13 @@ def orthogonalized_updates(
     :func:`~optimal_scaling.newton_schulz.orthogonalize` (None: on the CPU only).
     """
     flat = [u if u.ndim == 2 else u.reshape(u.shape[0], math.prod(u.shape[1:])) for u in us]
-    buckets: dict[tuple[int, int, torch.dtype, torch.device], list[int]] = {}
-    out: list[Tensor | None] = [None] * len(us)
-    for k, m in enumerate(flat):
-        if m.numel() == 0:  # an empty matrix has an empty update
-            out[k] = torch.zeros_like(us[k])
-            continue
-        buckets.setdefault((min(m.shape), max(m.shape), m.dtype, m.device), []).append(k)
-    done, scales = [], []
-    for index in buckets.values():
-        wide = [flat[k] if flat[k].shape[0] <= flat[k].shape[1] else flat[k].mT for k in index]
-        O = orthogonalize(torch.stack(wide), steps=steps, schedule=schedule, dtype=dtype,
-                          margin=margin, eps=eps, check=check)  # fmt: skip
-        for k, o in zip(index, O.unbind(0), strict=True):
-            m = flat[k]
-            o = o if m.shape[0] <= m.shape[1] else o.mT
-            out[k] = o if us[k].ndim == 2 else o.reshape(us[k].shape)
-            done.append(k)
-            scales.append(shape_scale(scale, m.shape[0], m.shape[1]))
+    out: list[Tensor | None] = [torch.zeros_like(u) if u.numel() == 0 else None for u in us]
+    done = [k for k, o in enumerate(out) if o is None]  # (an empty matrix: an empty update)
+    orth = partial(orthogonalize, steps=steps, schedule=schedule, dtype=dtype, margin=margin,
+                   eps=eps, check=check)  # fmt: skip
+    for k, o in zip(done, orthogonalize_each([flat[k] for k in done], orth), strict=True):
+        out[k] = o if us[k].ndim == 2 else o.reshape(us[k].shape)
+    scales = [shape_scale(scale, *flat[k].shape) for k in done]
     if done:  # s·O for every matrix in one launch (new tensors: O's views stay untouched)
         for k, o in zip(done, torch._foreach_mul([out[k] for k in done], scales), strict=True):
             out[k] = o

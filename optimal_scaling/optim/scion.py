@@ -54,6 +54,7 @@ from optimal_scaling.duality import (
     Spectral,
     get_map,
 )
+from optimal_scaling.newton_schulz import orthogonalize_each
 from optimal_scaling.optim._checks import (
     CheckedOptimizer,
     check_number,
@@ -282,15 +283,12 @@ class Scion(CheckedOptimizer):
         spectral: list[int] = []
         for index in buckets.values():
             m = work[index[0]][2]
-            if isinstance(m, Spectral):
+            if isinstance(m, Spectral):  # (as dualize does: half precision → float32, NaN check)
                 logical = [work[k][1].mT if transpose else work[k][1] for k in index]
-                tall = [L.shape[0] > L.shape[1] for L in logical]
-                W = torch.stack([L.mT if t else L for L, t in zip(logical, tall, strict=True)])
-                W = m._check(W)  # as dualize does: half precision → float32, NaN check if on
-                for k, t, o in zip(index, tall, m._orth(W).unbind(0), strict=True):
-                    o = o.mT if t else o  # orth(L)
+                orths = orthogonalize_each(logical, lambda W, m=m: m._orth(m._check(W)))
+                for k, o in zip(index, orths, strict=True):
                     out[k] = o.mT if transpose else o
-                    spectral.append(k)
+                spectral.extend(index)
                 continue
             if len(index) == 1:
                 out[index[0]] = lmo(m, work[index[0]][1], transpose)
