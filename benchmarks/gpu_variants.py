@@ -4,6 +4,9 @@
   for several panel heights r, as time over the dense torch path's in the same run.
 * CUDA graphs (``newton_schulz.CUDA_GRAPHS``): the optimizer step of the benchmark GPT at
   width 512, Muon and Scion, with the graphs on and off.
+* The form of a step (issue 11's open lead): the torch path's β-fused ``addmm`` steps against
+  plain products followed by in-place sums (``mm`` + ``axpy``) and against the three bare
+  products alone, as time over the ``addmm`` form.
 
     python benchmarks/gpu_variants.py --out variants.json
 
@@ -44,6 +47,53 @@ def panels(shapes=((4096, 4096), (8192, 8192), (4096, 16384), (2048, 2048)),
     return pd.DataFrame(rows)
 
 
+def mm_axpy_steps(X: torch.Tensor, triples) -> torch.Tensor:
+    """The steps as plain products and in-place sums: B = A·A, B ← cB + bA, Y = B·X + aX."""
+    mm = torch.mm if X.ndim == 2 else torch.bmm
+    A = X.new_empty(*X.shape[:-1], X.shape[-2])
+    B, Y = torch.empty_like(A), torch.empty_like(X)
+    for a, b, c in triples:
+        mm(X, X.mT, out=A)
+        mm(A, A, out=B)
+        B.mul_(c).add_(A, alpha=b)
+        mm(B, X, out=Y).add_(X, alpha=a)
+        X, Y = Y, X
+    return X
+
+
+def bare_products(X: torch.Tensor, triples) -> torch.Tensor:
+    """Only the three products of each step (not an orthogonalization: a yardstick)."""
+    mm = torch.mm if X.ndim == 2 else torch.bmm
+    A = X.new_empty(*X.shape[:-1], X.shape[-2])
+    B, Y = torch.empty_like(A), torch.empty_like(X)
+    for _ in triples:
+        mm(X, X.mT, out=A)
+        mm(A, A, out=B)
+        mm(B, X, out=Y)
+    return Y
+
+
+def step_forms(shapes=((4096, 4096), (8192, 8192), (64, 512, 512), (2048, 2048)),
+               repeats: int = 7) -> pd.DataFrame:  # fmt: skip
+    clock = bench._timer(torch.device("cuda"))
+    forms = {"addmm": lambda X: ns.torch_steps(X, [ns.MUON] * 5),
+             "mm_axpy": lambda X: mm_axpy_steps(X, [ns.MUON] * 5),
+             "bare_products": lambda X: bare_products(X, [ns.MUON] * 5)}  # fmt: skip
+    rows = []
+    for shape in shapes:
+        X0 = ns.normalize(torch.randn(shape, device="cuda"), check=False).to(torch.bfloat16)
+        times: dict = {name: [] for name in forms}
+        for _ in range(repeats + 1):
+            for name, form in forms.items():
+                times[name].append(clock(lambda form=form, X0=X0: form(X0.clone())))
+        base = statistics.median(times["addmm"][1:])
+        for name, ts in times.items():
+            t = statistics.median(ts[1:])
+            rows.append({"shape": "x".join(map(str, shape)), "form": name,
+                         "median_ms": 1e3 * t, "time_vs_addmm": t / base})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def optimizers() -> pd.DataFrame:
     out = []
     before = ns.CUDA_GRAPHS
@@ -66,8 +116,12 @@ def main() -> None:
         print(f"row panels, 5 Muon steps, bf16, {name}\n{p.round(3).to_string()}", flush=True)
         o = optimizers()
         print(f"optimizer step, width 512, {name}\n{o.round(3).to_string()}", flush=True)
+        f = step_forms()
+        print(f"forms of a step, 5 Muon steps, bf16, {name}\n{f.round(3).to_string()}",
+              flush=True)  # fmt: skip
     if args.out:
-        table = pd.concat([p.assign(part="panels"), o.assign(part="optimizers")])
+        table = pd.concat([p.assign(part="panels"), o.assign(part="optimizers"),
+                           f.assign(part="step_forms")])  # fmt: skip
         bench.write_json(args.out, table, benchmark="gpu_variants", device=name,
                          versions=bench.versions())
 

@@ -322,3 +322,19 @@ def test_sweep_benchmark_overheads_and_tokens_per_second_follow_the_planted_time
     assert table["tokens_per_s"].tolist() == pytest.approx([tps / 2, tps / 1])
     assert table["vs_eager"].tolist() == pytest.approx([1.0, 2.0])
     assert table["warmup_s"].tolist() == [5, 7]
+
+
+def test_the_step_forms_gpu_variants_times_compute_the_same_steps(root):
+    """benchmarks/gpu_variants.py times other forms of a step: the same arithmetic."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_variants", root / "benchmarks" / "gpu_variants.py")
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    for shape in [(6, 10), (3, 5, 9)]:
+        X = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        X = X / torch.linalg.matrix_norm(X, keepdim=True)
+        want = ns.torch_steps(X.clone(), [ns.MUON] * 5)
+        torch.testing.assert_close(variants.mm_axpy_steps(X.clone(), [ns.MUON] * 5), want,
+                                   atol=1e-12, rtol=0)  # fmt: skip
