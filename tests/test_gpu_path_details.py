@@ -9,11 +9,12 @@ import math
 
 import pytest
 import torch
+from test_graphs import fake_capture  # (tests/ is on sys.path under pytest's default imports)
 
 from optimal_scaling import bench, graphs
 from optimal_scaling import newton_schulz as ns
 from optimal_scaling.duality import BiasRMS, ColNorm
-from optimal_scaling.graphs import Captured, GraphCache
+from optimal_scaling.graphs import GraphCache
 from optimal_scaling.optim import Scion
 from optimal_scaling.optim import scion as scion_module
 from optimal_scaling.optim.scion import lmo
@@ -34,21 +35,6 @@ class FakeCuda(torch.Tensor):
     @property
     def is_cuda(self) -> bool:  # type: ignore[override]
         return True
-
-
-class FakeGraph:
-    def __init__(self, fn, static_in: torch.Tensor, static_out: torch.Tensor) -> None:
-        self.fn, self.static_in, self.static_out = fn, static_in, static_out
-
-    def replay(self) -> None:
-        self.static_out.copy_(self.fn(self.static_in))
-
-
-def fake_capture(fn, x: torch.Tensor) -> Captured:
-    static_in = x.clone()
-    static_out = torch.empty_like(fn(static_in))
-    graph = FakeGraph(fn, static_in, static_out)
-    return Captured(graph, static_in, static_out)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ capture()
