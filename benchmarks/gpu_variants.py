@@ -5,8 +5,10 @@
 * CUDA graphs (``newton_schulz.CUDA_GRAPHS``): the optimizer step of the benchmark GPT at
   width 512, Muon and Scion, with the graphs on and off.
 * The form of a step (issue 11's open lead): the torch path's β-fused ``addmm`` steps against
-  plain products followed by in-place sums (``mm`` + ``axpy``) and against the three bare
-  products alone, as time over the ``addmm`` form.
+  plain products followed by in-place sums (``mm`` + ``axpy``), against the symmetric
+  products computed by block diagonals (one strided batched product per diagonal of k×k
+  blocks, ``block_diagonal_steps``), and against the three bare products alone, as time
+  over the ``addmm`` form.
 
     python benchmarks/gpu_variants.py --out variants.json
 
@@ -61,6 +63,49 @@ def mm_axpy_steps(X: torch.Tensor, triples) -> torch.Tensor:
     return X
 
 
+def _block_diagonal(S: torch.Tensor, k: int, d: int, upper: bool = False) -> torch.Tensor:
+    """The d-th block diagonal of a contiguous m×m matrix S cut into k×k blocks of r = m/k
+    rows, as a (k−d, r, r) strided view: S[i, i−d] for i = d…k−1 (or S[i−d, i] if upper)."""
+    m = S.shape[-1]
+    r = m // k
+    offset = S.storage_offset() + (d * r if upper else d * r * m)
+    return S.as_strided((k - d, r, r), (r * m + r, m, 1), offset)
+
+
+def block_diagonal_steps(X: torch.Tensor, triples, blocks: int = 2) -> torch.Tensor:
+    """The steps with A = X Xᵀ and B = bA + cA·Aᵀ computed on and below the block diagonal.
+
+    Cut the m rows into k = ``blocks`` blocks of r = m/k. Block diagonal d of A holds
+    A[i, i−d] = X[i] X[i−d]ᵀ for i = d…k−1: the rows of X as a (k, r, n) view, sliced
+    [d:] and [:k−d], multiplied in *one* strided batched product written through a strided
+    view of A, so k launches compute the (k+1)/2k of A's blocks on and below the diagonal
+    (the same FLOP fraction as row panels of r rows, in equal-sized products). B likewise
+    from A's row blocks; the blocks above are mirrored (one copy per diagonal), and
+    X ← aX + BX is one dense ``addmm``. X: (m, n), m divisible by k; overwritten.
+    """
+    m, n = X.shape
+    k = blocks
+    if m % k:
+        raise ValueError(f"block_diagonal_steps: {m} rows do not split into {k} blocks")
+    r = m // k
+    A = X.new_empty(m, m)
+    B, Y = torch.empty_like(A), torch.empty_like(X)
+    for a, b, c in triples:
+        Xr, Ar = X.view(k, r, n), A.view(k, r, m)
+        for d in range(k):
+            torch.bmm(Xr[d:], Xr[: k - d].mT, out=_block_diagonal(A, k, d))
+        for d in range(1, k):
+            _block_diagonal(A, k, d, upper=True).copy_(_block_diagonal(A, k, d).mT)
+        for d in range(k):
+            torch.baddbmm(_block_diagonal(A, k, d), Ar[d:], Ar[: k - d].mT, beta=b, alpha=c,
+                          out=_block_diagonal(B, k, d))  # fmt: skip
+        for d in range(1, k):
+            _block_diagonal(B, k, d, upper=True).copy_(_block_diagonal(B, k, d).mT)
+        torch.addmm(X, B, X, beta=a, out=Y)
+        X, Y = Y, X
+    return X
+
+
 def bare_products(X: torch.Tensor, triples) -> torch.Tensor:
     """Only the three products of each step (not an orthogonalization: a yardstick)."""
     mm = torch.mm if X.ndim == 2 else torch.bmm
@@ -78,6 +123,8 @@ def step_forms(shapes=((4096, 4096), (8192, 8192), (64, 512, 512), (2048, 2048))
     clock = bench._timer(torch.device("cuda"))
     forms = {"addmm": lambda X: ns.torch_steps(X, [ns.MUON] * 5),
              "mm_axpy": lambda X: mm_axpy_steps(X, [ns.MUON] * 5),
+             "block_diagonal_2": lambda X: block_diagonal_steps(X, [ns.MUON] * 5, 2),
+             "block_diagonal_4": lambda X: block_diagonal_steps(X, [ns.MUON] * 5, 4),
              "bare_products": lambda X: bare_products(X, [ns.MUON] * 5)}  # fmt: skip
     rows = []
     for shape in shapes:
@@ -85,9 +132,13 @@ def step_forms(shapes=((4096, 4096), (8192, 8192), (64, 512, 512), (2048, 2048))
         times: dict = {name: [] for name in forms}
         for _ in range(repeats + 1):
             for name, form in forms.items():
+                if name.startswith("block") and X0.ndim != 2:
+                    continue
                 times[name].append(clock(lambda form=form, X0=X0: form(X0.clone())))
         base = statistics.median(times["addmm"][1:])
         for name, ts in times.items():
+            if not ts:
+                continue
             t = statistics.median(ts[1:])
             rows.append({"shape": "x".join(map(str, shape)), "form": name,
                          "median_ms": 1e3 * t, "time_vs_addmm": t / base})  # fmt: skip

@@ -338,3 +338,19 @@ def test_the_step_forms_gpu_variants_times_compute_the_same_steps(root):
         want = ns.torch_steps(X.clone(), [ns.MUON] * 5)
         torch.testing.assert_close(variants.mm_axpy_steps(X.clone(), [ns.MUON] * 5), want,
                                    atol=1e-12, rtol=0)  # fmt: skip
+    for m, n, k in [(8, 10, 2), (8, 10, 4), (12, 12, 3), (6, 6, 1)]:
+        X = torch.randn(m, n, generator=torch.Generator().manual_seed(m + k), dtype=torch.float64)
+        X = X / torch.linalg.matrix_norm(X)
+        want = ns.torch_steps(X.clone(), [ns.MUON] * 5)
+        got = variants.block_diagonal_steps(X.clone(), [ns.MUON] * 5, k)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    S = torch.arange(36.0).reshape(6, 6)
+    for d in range(3):  # the strided views are the blocks they name
+        r = 2
+        for i in range(d, 3):
+            lower = S[i * r:(i + 1) * r, (i - d) * r:(i - d + 1) * r]
+            upper = S[(i - d) * r:(i - d + 1) * r, i * r:(i + 1) * r]
+            assert torch.equal(variants._block_diagonal(S, 3, d)[i - d], lower)
+            assert torch.equal(variants._block_diagonal(S, 3, d, upper=True)[i - d], upper)
+    with pytest.raises(ValueError, match="7 rows do not split into 2 blocks"):
+        variants.block_diagonal_steps(torch.randn(7, 9), [ns.MUON], 2)
