@@ -438,6 +438,72 @@ def test_each_lecture_names_a_typical_mistake(module, check_name, wrong, phrase)
     assert not result and phrase in result.message, result.message
 
 
+def _lmo(d: torch.Tensor, norm: str) -> torch.Tensor:
+    """argmin over the unit ball of ⟨d, s⟩, written from the norms' definitions (W: out × in)."""
+    d_out, d_in = d.shape
+    if norm == "spectral":  # RMS→RMS = √(d_in/d_out)·σ_max: −√(d_out/d_in)·U Vᵀ
+        U, _, Vh = torch.linalg.svd(d, full_matrices=False)
+        return -math.sqrt(d_out / d_in) * U @ Vh
+    if norm == "colnorm":  # 1→RMS = max_j ‖col_j‖_RMS: each column to RMS 1
+        return -d / (d.pow(2).mean(dim=0, keepdim=True).sqrt())
+    assert norm == "rownorm"  # RMS→∞ = max_i d_in·‖row_i‖_RMS: each row to RMS 1/d_in
+    return -d / (d_in * d.pow(2).mean(dim=1, keepdim=True).sqrt())
+
+
+def _operator_norm(W: torch.Tensor, norm: str) -> float:
+    d_out, d_in = W.shape
+    if norm == "spectral":
+        return math.sqrt(d_in / d_out) * torch.linalg.matrix_norm(W, ord=2).item()
+    if norm == "colnorm":
+        return W.pow(2).mean(dim=0).sqrt().max().item()
+    return math.sqrt(d_in) * W.norm(dim=1).max().item()
+
+
+def test_lecture05_checks_accept_the_formulas_and_reject_mistakes():
+    from optimal_scaling.course.checks import lecture05
+
+    def scion_step(x, d, g, lr, radius, alpha, norm, constrained):
+        d = (1 - alpha) * d + alpha * g
+        x = ((1 - lr) * x if constrained else x) + lr * radius * _lmo(d, norm)
+        return x, d
+
+    def choose(role, ndim):
+        if ndim == 1:
+            return "bias_rms"
+        if ndim == 4:
+            return "conv2d_spectral"
+        return {"input": "colnorm", "hidden": "spectral", "output": "rownorm"}[role]
+
+    def track(W_before, W_after, norm):
+        return _operator_norm(W_after, norm), _operator_norm(W_after - W_before, norm)
+
+    with checks.strict(True):
+        assert lecture05.check_scion_step(scion_step)
+        assert lecture05.check_choose_norm(choose)
+        assert lecture05.check_track(track)
+    with checks.strict(False):
+        sign_readout = lecture05.check_choose_norm(
+            lambda role, ndim: "sign" if (role, ndim) == ("output", 2) else choose(role, ndim))
+        assert not sign_readout and "RMS→∞ (rownorm)" in sign_readout.message
+        assert not lecture05.check_choose_norm(  # a conv kernel is not a matrix
+            lambda role, ndim: "spectral" if ndim == 4 else choose(role, ndim))
+        unscaled = lecture05.check_track(lambda W_before, W_after, norm: (
+            (torch.linalg.matrix_norm(W_after, ord=2).item(),
+             torch.linalg.matrix_norm(W_after - W_before, ord=2).item())
+            if norm == "spectral" else track(W_before, W_after, norm)))
+        assert not unscaled and "√(d_in/d_out)" in unscaled.message
+        assert not lecture05.check_track(  # the norm of W_before instead of W_after
+            lambda W_before, W_after, norm: (_operator_norm(W_before, norm),
+                                             track(W_before, W_after, norm)[1]))
+        assert not lecture05.check_track(  # ‖W_after‖ − ‖W_before‖ is not the update's norm
+            lambda W_before, W_after, norm: (_operator_norm(W_after, norm),
+                                             _operator_norm(W_after, norm)
+                                             - _operator_norm(W_before, norm)))
+        assert not lecture05.check_scion_step(  # momentum left out
+            lambda x, d, g, lr, radius, alpha, norm, constrained: scion_step(
+                x, g, g, lr, radius, 1.0, norm, constrained))
+
+
 def test_lecture06_checks_accept_the_package_formulas():
     from optimal_scaling import batch_size as bs
     from optimal_scaling.course.checks import lecture06
