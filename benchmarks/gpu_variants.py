@@ -119,8 +119,8 @@ def bare_products(X: torch.Tensor, triples) -> torch.Tensor:
 
 
 def step_forms(shapes=((4096, 4096), (8192, 8192), (64, 512, 512), (2048, 2048)),
-               repeats: int = 7) -> pd.DataFrame:  # fmt: skip
-    clock = bench._timer(torch.device("cuda"))
+               repeats: int = 7, device: str = "cuda") -> pd.DataFrame:  # fmt: skip
+    clock = bench._timer(torch.device(device))
     forms = {"addmm": lambda X: ns.torch_steps(X, [ns.MUON] * 5),
              "mm_axpy": lambda X: mm_axpy_steps(X, [ns.MUON] * 5),
              "block_diagonal_2": lambda X: block_diagonal_steps(X, [ns.MUON] * 5, 2),
@@ -128,20 +128,29 @@ def step_forms(shapes=((4096, 4096), (8192, 8192), (64, 512, 512), (2048, 2048))
              "bare_products": lambda X: bare_products(X, [ns.MUON] * 5)}  # fmt: skip
     rows = []
     for shape in shapes:
-        X0 = ns.normalize(torch.randn(shape, device="cuda"), check=False).to(torch.bfloat16)
-        times: dict = {name: [] for name in forms}
+        X0 = ns.normalize(torch.randn(shape, device=device), check=False)
+        X0 = X0.to(torch.bfloat16 if device == "cuda" else torch.float32)
+        label = "x".join(map(str, shape))
+        want = forms["addmm"](X0.clone()).float()
+        diffs = {}  # each form once, checked against the addmm form; one that fails is a row
+        for name, form in forms.items():
+            if name.startswith("block") and X0.ndim != 2:
+                continue
+            try:
+                got = form(X0.clone()).float()
+            except Exception as err:  # noqa: BLE001 (recorded, and the other forms go on)
+                rows.append({"shape": label, "form": name, "error": f"{type(err).__name__}: {err}"})
+                continue
+            diffs[name] = None if name == "bare_products" else (got - want).abs().max().item()
+        times: dict = {name: [] for name in diffs}
         for _ in range(repeats + 1):
-            for name, form in forms.items():
-                if name.startswith("block") and X0.ndim != 2:
-                    continue
-                times[name].append(clock(lambda form=form, X0=X0: form(X0.clone())))
+            for name in diffs:
+                times[name].append(clock(lambda form=forms[name], X0=X0: form(X0.clone())))
         base = statistics.median(times["addmm"][1:])
         for name, ts in times.items():
-            if not ts:
-                continue
             t = statistics.median(ts[1:])
-            rows.append({"shape": "x".join(map(str, shape)), "form": name,
-                         "median_ms": 1e3 * t, "time_vs_addmm": t / base})  # fmt: skip
+            rows.append({"shape": label, "form": name, "median_ms": 1e3 * t,
+                         "time_vs_addmm": t / base, "max_abs_diff_vs_addmm": diffs[name]})
     return pd.DataFrame(rows)
 
 

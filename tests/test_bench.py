@@ -354,3 +354,22 @@ def test_the_step_forms_gpu_variants_times_compute_the_same_steps(root):
             assert torch.equal(variants._block_diagonal(S, 3, d, upper=True)[i - d], upper)
     with pytest.raises(ValueError, match="7 rows do not split into 2 blocks"):
         variants.block_diagonal_steps(torch.randn(7, 9), [ns.MUON], 2)
+
+    # the timing loop on the CPU: every form timed and checked against addmm; a form that
+    # fails is one row with its error, and the others go on
+    table = variants.step_forms(shapes=((8, 8), (2, 4, 4)), repeats=1, device="cpu")
+    assert table.groupby("shape")["form"].apply(list).to_dict() == {
+        "8x8": ["addmm", "mm_axpy", "block_diagonal_2", "block_diagonal_4", "bare_products"],
+        "2x4x4": ["addmm", "mm_axpy", "bare_products"]}
+    assert (table.max_abs_diff_vs_addmm.dropna() < 1e-5).all()
+    assert table.query("form == 'addmm'").time_vs_addmm.tolist() == [1.0, 1.0]
+
+    def broken(*args):
+        raise RuntimeError("no strided output here")
+
+    variants.block_diagonal_steps = broken
+    table = variants.step_forms(shapes=((8, 8),), repeats=1, device="cpu")
+    failed = table[table.error.notna()]
+    assert failed.form.tolist() == ["block_diagonal_2", "block_diagonal_4"]
+    assert failed.error.str.contains("RuntimeError: no strided output here").all()
+    assert table[table.error.isna()].form.tolist() == ["addmm", "mm_axpy", "bare_products"]
