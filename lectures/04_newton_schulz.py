@@ -377,9 +377,10 @@ fig.show()
 # `A` is symmetric, and so is `A·A`: computing only the upper triangle's tiles and mirroring
 # them halves the first two products. The total drops from `4m²n + 2m³` to `3m²n + m³`, so a
 # square matrix saves 1.5× and a very wide one 4/3. Fusing `b·A` and `a·X` into the products
-# (as BLAS `addmm` and the kernels' epilogues do) saves the extra passes over memory. The
-# package's Triton kernels (`optimal_scaling.kernels`) do both on CUDA; elsewhere the torch
-# path uses the fused `addmm`/`baddbmm`.
+# (as BLAS `addmm` and the kernels' epilogues do) saves separate elementwise passes over
+# memory. The Triton kernels (`optimal_scaling.kernels`, CUDA) do both; the torch path, which
+# is the default everywhere (CUDA included: the kernels were nowhere measured faster, see
+# below), uses the fused `addmm`/`baddbmm`, and on CUDA also row panels for the symmetry.
 
 # %%
 shapes = [(256, 256), (1024, 1024), (4096, 4096), (256, 1024), (1024, 4096), (128, 16384)]
@@ -481,8 +482,8 @@ if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed
 # baseline that issue 11's GPU work must not make the CPU path slower than.
 #
 # The GPU table (one H100, bf16, tuned tiles; the ranges are printed under it) shows two
-# regimes. Up to 2048² the work is launches: the three dense products alone take only a third
-# to a half of the reference's time, because each of the 15 kernel launches costs the CPU more
+# regimes. Up to 2048² the work is launches: the three dense products alone take only about a
+# third to 0.45 of the reference's time, because each of the 15 kernel launches costs the CPU more
 # than the GPU needs to run it. There the Triton path, with more launches, is about 2× slower
 # than the reference, and what wins is the CUDA graph (`package` against `package_no_graphs`):
 # all the launches of one orthogonalization replayed in one call take single matrices of up
@@ -503,13 +504,16 @@ if variants_path.is_file():
             .rename(columns={0: "dense"}))
 
 # %% [markdown]
-# The panels gain 15% at 8192² and 9% at 4096×16384, but nothing at 4096² (2048-row panels)
-# and lose with 1024-row ones: a panel product must be large to run at the GPU's full rate.
+# The panels gain 15% at 8192² and 9% at 4096×16384, but nothing at 4096² with 2048-row panels,
+# and at 4096² and 2048² 1024-row ones lose: a panel product must be large to run at the
+# GPU's full rate.
 # So `"auto"` keeps the torch path on that GPU and is never slower than the textbook step,
 # but the ≤ 0.8× that the symmetric FLOP count allows at 4096² and 8192² is not reached
 # (0.97× and 0.88× in the table). The three columns that run the same code there (`package`,
 # `torch_path`, `package_graphs`) differ by up to 0.09× of the reference at small shapes: a
-# timing of a few tens of µs carries that much noise and order effect. Re-run a small version
+# timing of a few tens of µs carries that much order effect (`package`, timed first in each
+# round, is the slowest of the three at every shape up to 2048², so its ratios are on the
+# conservative side) and noise. Re-run a small version
 # here (numbers vary with the machine and with whatever else it is doing), and read the ratio
 # it prints rather than expecting one:
 

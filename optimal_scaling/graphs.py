@@ -1,7 +1,8 @@
 r"""Replay a small GPU computation from a CUDA graph: one launch instead of dozens.
 
 Orthogonalizing a small matrix is bounded by the host, not the GPU: about 25 kernel
-launches, each costing the CPU 5–20 µs, for a few µs of GPU work each. A CUDA graph records
+launches, each costing the CPU some 20–30 µs on the H100 host measured in issue 11
+(``benchmarks/GPU_NOTES.md``), for a few µs of GPU work each. A CUDA graph records
 the launches once and replays all of them with one call. :class:`GraphCache` does that per
 *key* (the shapes, dtypes and settings that fix the launches):
 

@@ -21,7 +21,9 @@ computed on the short side (X is transposed so that m ≤ n). Schedules:
 * a list of (a, b, c) triples, one per step (the last one repeats if there are more steps).
 
 Two back ends compute a step. The torch path fuses each line into one BLAS call,
-``addmm``/``baddbmm`` (β·C + α·A·B), so no extra elementwise pass over A or X is made. The
+``addmm``/``baddbmm`` (β·C + α·A·B), so no separate elementwise kernel runs over A or X
+(not free on a GPU all the same: on an H100 the fused steps took 1.27–1.32× the three bare
+products at 4096², ``benchmarks/GPU_NOTES.md``). The
 Triton path (:mod:`optimal_scaling.kernels`, CUDA) also uses the symmetry of A and A·A to
 compute only one triangle of each. FLOPs per step for X of shape m×n (m ≤ n):
 
@@ -203,8 +205,8 @@ def torch_steps(
 ) -> torch.Tensor:
     """Steps X ← a X + (b A + c A²) X, A = X Xᵀ, three BLAS calls each, no temporaries.
 
-    ``addmm(C, A, B, beta=β, alpha=α)`` computes β·C + α·A·B in one pass, so b·A and a·X cost
-    nothing beyond the matrix products, and every product writes into a buffer allocated
+    ``addmm(C, A, B, beta=β, alpha=α)`` computes β·C + α·A·B in one call, so b·A and a·X need
+    no elementwise kernel of their own, and every product writes into a buffer allocated
     once (A, B and a second X; the two X buffers alternate). X is (m, n) or (batch, m, n);
     it is overwritten. ``panel_rows = r`` (< m) computes A and B = bA + cA·A by row panels of
     r rows, only on and below the diagonal, and mirrors the rest (see the module docstring):
@@ -262,8 +264,8 @@ def reference_step(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tenso
 #: compute dtype, smallest short side m) for which the kernels were *measured* faster than the
 #: torch path. Empty until a GPU benchmark shows a win: on an H100 (torch 2.11, Triton 3.6,
 #: bf16, 5 Muon steps, tuned tiles, issue 11) the kernels took 1.01–1.10× the torch path's
-#: time at 4096² and beyond and 2.9–13× below (``benchmarks/GPU_NOTES.md``), so "auto" uses
-#: the torch path on CUDA.
+#: time at 4096² and beyond, 1.2× at a batch of 64 matrices 512² and 2.9–13× at the other
+#: shapes below (``benchmarks/GPU_NOTES.md``), so "auto" uses the torch path on CUDA.
 TRITON_FASTER: list[tuple[str, torch.dtype, int]] = []
 
 #: On CUDA, the torch path computes A and A·A by row panels (:func:`torch_steps`) of
@@ -275,8 +277,11 @@ PANEL_ROWS = 2048
 
 #: Replay the torch path from CUDA graphs (:mod:`optimal_scaling.graphs`) for problems of at
 #: most ``GRAPH_MAX_FLOPS`` dense FLOPs per step (batch·(4m²n + 2m³); 2³⁶ ≈ 6.9·10¹⁰ takes in
-#: 2048² and a batch of 64 matrices 512²): below that the launches, not the arithmetic, set
-#: the time. On unless ``OPTIMAL_SCALING_CUDA_GRAPHS=0``; ``GRAPHS.clear()`` frees the graphs.
+#: 2048² and a batch of 64 matrices 512²): below that the launches set much of the time (on
+#: an H100 the graphs took single matrices up to 2²⁰ entries from 0.76–0.87× to 0.21–0.30× of
+#: the eager textbook step, 2048² from 0.93× to 0.67×, and gained nothing at the batch of 64,
+#: whose work is on the GPU). On unless ``OPTIMAL_SCALING_CUDA_GRAPHS=0``; ``GRAPHS.clear()``
+#: frees the graphs.
 CUDA_GRAPHS = os.environ.get("OPTIMAL_SCALING_CUDA_GRAPHS", "1") != "0"
 GRAPH_MAX_FLOPS = 2**36
 GRAPHS = GraphCache(maxsize=32)
