@@ -353,15 +353,17 @@ class MarkovLanguage(TokenData):
         return out
 
     def _stationary_distribution(self, tol: float = 1e-13, max_iter: int = 100_000) -> np.ndarray:
-        """π = πQ by power iteration from the uniform distribution, to ‖Δπ‖₁ < ``tol``.
+        """π = πQ by power iteration of the lazy chain (I + Q)/2 from the uniform distribution,
+        to ‖Δπ‖₁ < ``tol``.
 
-        Without restarts the lazy chain (I + Q)/2 is iterated instead: same fixed points, but
-        it converges even when Q is periodic.
+        The lazy chain has the same fixed points as Q, and an eigenvalue λ of Q becomes
+        (1 + λ)/2: a cycle of Q (λ on or near the unit circle away from 1, as in a nearly
+        deterministic chain with a small restart probability) no longer keeps the iterates
+        oscillating, and with ε = 0 the iteration converges even when Q is periodic.
         """
-        lazy = 0.5 if self.restart == 0 else 0.0
         pi = np.full(self.n_states, 1.0 / self.n_states)
         for _ in range(max_iter):
-            new = (1 - lazy) * self.step_distribution(pi) + lazy * pi
+            new = 0.5 * (self.step_distribution(pi) + pi)
             new /= new.sum()
             if np.abs(new - pi).sum() < tol:
                 return new
@@ -369,7 +371,8 @@ class MarkovLanguage(TokenData):
         raise RuntimeError(
             f"MarkovLanguage: the stationary distribution did not converge in {max_iter} "
             f"iterations (order={self.order}, branching={self.branching}, "
-            f"restart={self.restart}); use a restart probability > 0"
+            f"restart={self.restart}): the chain mixes too slowly; use a larger restart "
+            "probability or branching"
         )
 
     def _state_entropies(self) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sysconfig
 import zlib
 from pathlib import Path
@@ -564,3 +565,239 @@ def test_segments_start_from_the_stationary_distribution():
     starts = np.asarray(lang.train)[::2]
     freq = np.bincount(starts, minlength=lang.vocab_size) / len(starts)
     assert np.abs(freq - lang.stationary).sum() < 0.05
+
+
+# ------------------------------------------------------------------ TokenData validation
+
+
+def test_token_data_names_negative_ids_and_a_non_positive_vocabulary():
+    with pytest.raises(ValueError, match=r"train: token ids must lie in \[0, 9\].*from -1 to 3"):
+        TokenData(np.array([0, -1, 3]), np.arange(5), vocab_size=10, name="neg")
+    with pytest.raises(ValueError, match=r"val: token ids must lie in \[0, 9\].*from -2 to 1"):
+        TokenData(np.arange(5), np.array([1, -2]), vocab_size=10, name="neg")
+    with pytest.raises(ValueError, match="vocab_size must be a positive int, got 0"):
+        TokenData(np.zeros(4, np.int64), np.zeros(4, np.int64), vocab_size=0, name="v0")
+
+
+# ---------------------------------------------------------------------- Markov language
+
+
+def test_log_prob_needs_more_than_order_tokens():
+    lang = MarkovLanguage(vocab_size=8, order=2, branching=2, n_train_tokens=64, n_val_tokens=64)
+    with pytest.raises(ValueError, match="more than 2 tokens"):
+        lang.log_prob(np.array([1, 2]))
+    assert lang.log_prob(np.array([1, 2, 3])).shape == (1,)
+
+
+@pytest.mark.parametrize("n_train, n_val", [(5000, 4097), (1, 1), (3, 2)])
+def test_markov_streams_have_exactly_the_requested_lengths(n_train, n_val):
+    for order in (1, 2):
+        lang = MarkovLanguage(vocab_size=8, order=order, branching=3, n_train_tokens=n_train,
+                              n_val_tokens=n_val, segment_length=4096)  # fmt: skip
+        assert (len(lang.train), len(lang.val)) == (n_train, n_val)
+
+
+def test_restarts_draw_from_the_whole_vocabulary():
+    """With many restarts (ε = 0.9) the stream's token frequencies still follow π, which
+    gives every token at least ε/V: the restart draws must reach every token, V − 1 too."""
+    lang = MarkovLanguage(vocab_size=4, branching=1, restart=0.9, n_train_tokens=2**16,
+                          n_val_tokens=16, seed=0)  # fmt: skip
+    freq = np.bincount(lang.train, minlength=4) / len(lang.train)
+    assert (lang.stationary >= 0.9 / 4 - 1e-12).all()
+    assert np.abs(freq - lang.stationary).sum() < 0.03
+
+
+@pytest.mark.parametrize("branching", [1, 5])
+def test_the_k_th_successor_is_a_uniformly_random_token(branching):
+    """c_k(s) for each rank k is uniform over the vocabulary (a uniform random ordered subset):
+    a token's count among the 4096 states is Binomial(4096, 1/16) ≈ 256 ± 15.5."""
+    V, order = 16, 3
+    lang = MarkovLanguage(vocab_size=V, order=order, branching=branching, n_train_tokens=64,
+                          n_val_tokens=64, seed=11, restart=0.5)  # fmt: skip (fast mixing)
+    n = V**order
+    sd = math.sqrt(n * (1 / V) * (1 - 1 / V))
+    for k in range(branching):
+        counts = np.bincount(lang.successors[:, k], minlength=V)
+        assert np.abs(counts - n / V).max() < 6 * sd, (k, counts)
+
+
+def test_the_validation_stream_does_not_depend_on_the_training_size():
+    """Chain, train and val come from independent streams of one seed: a longer training
+    stream leaves the language and its held-out stream as they were."""
+    small = MarkovLanguage(vocab_size=32, n_train_tokens=4096, n_val_tokens=2048, seed=3)
+    large = MarkovLanguage(vocab_size=32, n_train_tokens=8192, n_val_tokens=2048, seed=3)
+    assert np.array_equal(small.successors, large.successors)
+    assert np.array_equal(small.val, large.val)
+
+
+def test_markov_edge_settings_allowed_by_the_docstring():
+    """zipf ≥ 0 (0: uniform ranks), restart in [0, 1] (1: i.i.d. uniform), branching ≤ V."""
+    flat = MarkovLanguage(vocab_size=16, branching=4, zipf=0.0, n_train_tokens=64,
+                          n_val_tokens=64)  # fmt: skip
+    np.testing.assert_allclose(flat.rank_probs, np.full(4, 0.25))
+    # restart = 1: q(c|s) = 1/V for every c, so H = log V exactly
+    iid = MarkovLanguage(vocab_size=16, branching=4, restart=1.0, n_train_tokens=64,
+                         n_val_tokens=64)  # fmt: skip
+    assert iid.entropy_rate() == pytest.approx(math.log(16), rel=1e-12)
+    full = MarkovLanguage(vocab_size=6, branching=6, n_train_tokens=64, n_val_tokens=64)
+    assert (np.sort(full.successors, axis=1) == np.arange(6)).all()
+
+
+def test_without_restarts_pi_is_the_lazy_chains_limit_from_uniform():
+    """ε = 0: π is the limit of the lazy chain (I + Q)/2 started from the uniform
+    distribution (the docstring), also for periodic and for reducible chains, where the
+    plain power iteration oscillates or the limit depends on the start."""
+    kinds = set()
+    for seed in range(40):
+        lang = MarkovLanguage(vocab_size=3, branching=1, restart=0.0, n_train_tokens=8,
+                              n_val_tokens=8, seed=seed)  # fmt: skip
+        nxt = lang.successors[:, 0]
+        Q = np.zeros((3, 3))
+        Q[np.arange(3), nxt] = 1.0
+        pi = np.full(3, 1 / 3)
+        for _ in range(300):
+            pi = 0.5 * pi + 0.5 * pi @ Q
+        np.testing.assert_allclose(lang.stationary, pi, atol=1e-9, err_msg=str(nxt))
+        fixed = int((nxt == np.arange(3)).sum())
+        if fixed >= 2:
+            kinds.add("reducible")
+        if any(nxt[s] != s and nxt[nxt[s]] == s for s in range(3)) and len(set(nxt)) < 3:
+            kinds.add("periodic")
+    assert kinds == {"reducible", "periodic"}  # both hard cases were exercised
+
+
+# -------------------------------------------------------------------------- byte corpus
+
+
+def _names_with_hashes(wanted: list[int]) -> list[str]:
+    """One file name f"m{i}.py" per wanted value of crc32(name) mod 1000."""
+    out = {}
+    i = 0
+    while len(out) < len(set(wanted)):
+        name = f"m{i}.py"
+        h = zlib.crc32(name.encode()) % 1000
+        if h in wanted and h not in out:
+            out[h] = name
+        i += 1
+    return [out[h] for h in wanted]
+
+
+def test_a_file_exactly_at_the_threshold_is_training(tmp_path):
+    """Validation when crc32 mod 1000 < 1000·f: strictly less, so 250 stays in training."""
+    below, at, above = _names_with_hashes([100, 250, 900])
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in (below, at, above):
+        (src / name).write_bytes(name.encode())
+    corpus = byte_corpus(src, val_fraction=0.25, cache_dir=tmp_path / "c")
+    assert corpus.val.tobytes() == below.encode() + b"\n"
+    assert corpus.train.tobytes() == b"".join(n.encode() + b"\n" for n in sorted([at, above]))
+
+
+def test_the_file_closest_to_the_threshold_is_moved(tmp_path):
+    """No file in validation: the one with the smallest hash goes there; every file in
+    validation: the one with the largest hash goes back to training."""
+    names = _names_with_hashes([300, 500, 700])
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in names:
+        (src / name).write_bytes(name.encode() * 3)
+    none = byte_corpus(src, val_fraction=0.2, cache_dir=tmp_path / "c")  # threshold 200
+    assert none.val.tobytes() == names[0].encode() * 3 + b"\n"
+    every = byte_corpus(src, val_fraction=0.8, cache_dir=tmp_path / "c")  # threshold 800
+    assert every.train.tobytes() == names[2].encode() * 3 + b"\n"
+
+
+def test_a_file_reached_twice_is_read_once(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, text in (("a.py", b"alpha" * 20), ("b.py", b"beta" * 30)):
+        (src / name).write_bytes(text)
+    corpus = byte_corpus([src, src / "a.py"], val_fraction=0.0, cache_dir=tmp_path / "c")
+    assert corpus.train.tobytes() == b"alpha" * 20 + b"\n" + b"beta" * 30 + b"\n"
+
+
+def test_the_cache_key_sees_an_edit_that_keeps_the_size(tmp_path):
+    """The key hashes every file's path, size and mtime: same-size edits rebuild it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_bytes(b"old text")
+    (src / "b.py").write_bytes(b"other")
+    first = byte_corpus(src, val_fraction=0.0, cache_dir=tmp_path / "c")
+    assert b"old text" in first.train.tobytes()
+    (src / "a.py").write_bytes(b"new text")  # same size
+    st = (src / "a.py").stat()
+    os.utime(src / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = byte_corpus(src, val_fraction=0.0, cache_dir=tmp_path / "c")
+    assert b"new text" in second.train.tobytes() and b"old text" not in second.train.tobytes()
+
+
+def test_byte_corpus_names_bad_max_bytes_and_negative_fractions(tmp_path):
+    (tmp_path / "a.py").write_bytes(b"x" * 100)
+    with pytest.raises(ValueError, match="max_bytes must be ≥ 1"):
+        byte_corpus(tmp_path, max_bytes=0, cache_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        byte_corpus(tmp_path, val_fraction=-0.1, cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------------- token shards
+
+
+def test_raw_uint16_shards_accept_the_full_65536_vocabulary(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    np.array([0, 65535, 3], dtype=np.uint16).tofile(raw / "train.bin")
+    np.array([1, 2], dtype=np.uint16).tofile(raw / "val.bin")
+    assert data.token_shards(raw, vocab_size=65536).vocab_size == 65536
+    with pytest.raises(ValueError, match="vocab_size must be in"):
+        data.token_shards(raw, vocab_size=65537)
+
+
+def test_the_inferred_vocabulary_covers_the_validation_split(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    np.array([0, 5, 3], dtype=np.uint16).tofile(raw / "train.bin")
+    np.array([1, 40], dtype=np.uint16).tofile(raw / "val.bin")
+    assert data.token_shards(raw).vocab_size == 41
+
+
+def test_the_chunked_max_sees_the_last_element_of_every_chunk():
+    for where in (0, 63, 64, 127, 999):
+        tokens = np.zeros(1000, dtype=np.uint16)
+        tokens[where] = 7
+        assert data._chunked_max(tokens, chunk=64) == 7, where
+
+
+def test_a_shard_longer_than_its_description_is_refused(tmp_path):
+    folder = data.write_token_shards(tmp_path / "s", np.arange(10), np.arange(4), vocab_size=10)
+    with open(folder / "train.bin", "ab") as f:  # overwritten with more tokens than meta says
+        f.write(np.arange(3, dtype=np.uint16).tobytes())
+    with pytest.raises(ValueError, match="truncated or overwritten"):
+        data.token_shards(folder)
+
+
+def test_a_description_with_a_zero_count_is_not_a_shard_description(tmp_path):
+    folder = data.write_token_shards(tmp_path / "s", np.arange(10), np.arange(4), vocab_size=10)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "val.bin").write_bytes(b"")
+    (folder / "meta.json").write_text(json.dumps({**meta, "tokens": {"train": 10, "val": 0}}))
+    with pytest.raises(ValueError, match="not a shard description.*'tokens' must map"):
+        data.token_shards(folder)
+
+
+@pytest.mark.parametrize("restart", [1e-4, 1e-6])
+def test_a_nearly_deterministic_chain_with_a_tiny_restart_has_its_stationary_distribution(
+    restart,
+):
+    """branching = 1 and a small ε > 0: Q is a deterministic map plus ε/V everywhere, whose
+    cycles make plain power iteration oscillate for ~30/ε steps. π must still be found, and be
+    the fixed point of Q written out densely here."""
+    V = 16
+    lang = MarkovLanguage(vocab_size=V, branching=1, restart=restart, n_train_tokens=64,
+                          n_val_tokens=64, seed=2)  # fmt: skip
+    Q = np.full((V, V), restart / V)
+    Q[np.arange(V), lang.successors[:, 0]] += 1 - restart
+    pi = lang.stationary
+    assert pi.sum() == pytest.approx(1.0) and (pi > 0).all()
+    np.testing.assert_allclose(pi @ Q, pi, rtol=0, atol=1e-12)

@@ -207,3 +207,15 @@ def test_addition_runs_score_the_last_step_off_the_evaluation_grid():
     runs = em.addition_runs(widths=(8,), digits=1, steps=3, every=2, batch_size=8, depth=1,
                             eval_problems=20)  # fmt: skip
     assert runs.table.step.tolist() == [2, 3] and set(runs.snapshots) == {(8, 2), (8, 3)}
+
+
+def test_addition_operands_are_uniform_over_all_ten_digits():
+    """a, b uniform on [0, 10^k): every digit of both operands is uniform on 0–9."""
+    task = AdditionTask(2)
+    n = 20_000
+    prompt, _ = task.problems(n, torch.Generator().manual_seed(0))
+    digits = torch.cat([prompt[:, :2], prompt[:, 3:5]], dim=1)  # a_0 a_1, b_0 b_1
+    for col in digits.T:
+        freq = torch.bincount(col, minlength=10).double() / n
+        sd = math.sqrt(0.1 * 0.9 / n)
+        assert freq.shape == (10,) and (freq - 0.1).abs().max() < 6 * sd, freq

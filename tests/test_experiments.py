@@ -9,9 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from optimal_scaling import experiments
 from optimal_scaling.coord_check import optima
+from optimal_scaling.data import TokenData
 from optimal_scaling.experiments import LRTransferConfig, _schedule, gpt_lr_transfer, load_data
 from optimal_scaling.results import atomic_write, read_table, writable, write_table
+from optimal_scaling.train import TrainResult
 
 
 def test_fast_lr_transfer_grid_on_the_markov_language():
@@ -55,9 +58,6 @@ def test_lr_transfer_warmup_is_a_fraction_in_0_1():
 def test_train_gpt_draws_its_init_and_batches_from_cfg_seed(monkeypatch):
     """One seed: the same init and the same batches at every lr and width; another seed: a
     different init, different training and different validation batches."""
-    from optimal_scaling import experiments
-    from optimal_scaling.data import TokenData
-    from optimal_scaling.train import TrainResult
 
     rng = np.random.default_rng(0)
     tokens = TokenData(rng.integers(0, 256, 4096), rng.integers(0, 256, 1024), 256, "random")
@@ -305,7 +305,6 @@ def test_cli_lr_transfer_refuses_an_unwritable_out_before_training(tmp_path, cap
 
 def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkeypatch,
                                                                 capsys):
-    from optimal_scaling import experiments
     from optimal_scaling.cli import main
 
     args = ["lr-transfer", "--fast", "--data", "markov", "--widths", "32", "--log2-lrs", "-8",
@@ -340,3 +339,61 @@ def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkey
     assert "partial" not in meta and got["log2_lr"].tolist() == [-8.0, -6.0]
     assert np.allclose(got["loss"], want["loss"]) and np.allclose(got["train_loss"],
                                                                   want["train_loss"])
+
+
+def test_schedule_warmup_length_is_the_floor_of_warmup_times_steps():
+    f = _schedule(7, 0.5)  # n_warm = ⌊3.5⌋ = 3
+    assert [f(s) for s in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert f(3) == 1.0  # the cosine starts at 1
+
+
+@pytest.mark.parametrize("name", ["depth", "n_heads", "context", "batch_size", "steps",
+                                  "val_batches", "base_width", "max_bytes"])  # fmt: skip
+@pytest.mark.parametrize("bad", [0, True, 2.0])
+def test_check_names_every_integer_setting(name, bad):
+    with pytest.raises(ValueError, match=f"{name} must be a positive int"):
+        LRTransferConfig(**{name: bad}).check()
+
+
+def test_check_names_the_grid_lr_range_base_width_and_data_source():
+    for kwargs, needle in (({"widths": ()}, "must not be empty"),
+                           ({"log2_lrs": (100,)}, "within ±64"),
+                           ({"log2_lrs": (-64, 64)}, None),
+                           ({"base_width": 30}, "not divisible by n_heads"),
+                           ({"data": "nope"}, "unknown data source 'nope'")):  # fmt: skip
+        if needle is None:
+            LRTransferConfig(**kwargs).check()
+        else:
+            with pytest.raises(ValueError, match=needle):
+                LRTransferConfig(**kwargs).check()
+
+
+def test_train_gpt_validates_on_val_trains_on_train_and_follows_the_config(monkeypatch):
+    rng = np.random.default_rng(0)
+    # train ids in [0, 300), val ids in [300, 600): a window tells its split
+    tokens = TokenData(rng.integers(0, 300, 4096), rng.integers(300, 600, 1024), 600, "split")
+    seen = {}
+
+    def record(model, opt, batches, steps, **kw):
+        seen.update(model=model, batch=batches(), **kw)
+        return TrainResult(pd.DataFrame())
+
+    monkeypatch.setattr(experiments, "train", record)
+    cfg = dataclasses.replace(LRTransferConfig.fast(), steps=40, warmup=0.25, val_batches=2)
+    experiments.train_gpt(cfg, tokens, "mup", 32, 1e-3, device=torch.device("cpu"))
+    x, y = seen["batch"]
+    assert x.max() < 300 and y.max() < 300
+    assert all(vx.min() >= 300 and vy.min() >= 300 for vx, vy in seen["val_batches"])
+    assert seen["model"].vocab_size == 600 and seen["model"].wte.weight.shape[0] == 600
+    factor = seen["scheduler"].lr_lambdas[0]
+    want = _schedule(40, 0.25)
+    assert [factor(s) for s in range(40)] == pytest.approx([want(s) for s in range(40)])
+    assert factor(0) == pytest.approx(1 / 10)  # n_warm = ⌊0.25·40⌋ = 10
+
+
+def test_load_data_caps_the_byte_corpus_at_max_bytes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(experiments.data_sources, "byte_corpus",
+                        lambda **kw: calls.append(kw) or "corpus")  # fmt: skip
+    assert experiments.load_data(LRTransferConfig(max_bytes=12345)) == "corpus"
+    assert calls == [{"max_bytes": 12345}]

@@ -4,7 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
-from optimal_scaling.measure import log_alignment_ratio, norm_sweep, width_slopes
+from optimal_scaling.measure import (
+    layer_measurements,
+    linear_inputs,
+    log_alignment_ratio,
+    norm_sweep,
+    width_slopes,
+)
+from optimal_scaling.models import GPT, MLP
 
 
 def test_alignment_ratio_limits():
@@ -90,8 +97,6 @@ def test_sweeps_use_the_parametrizations_optimizer_and_accept_one_shot_iterables
 def test_layer_measurements_fold_in_the_forward_multipliers():
     """μP in Table 8 form computes the readout as (1/m)·W x: its measured norms are those of
     the map W/m, not of the stored W (at 4× the base width, a factor 4)."""
-    from optimal_scaling.measure import layer_measurements
-    from optimal_scaling.models import MLP
     from optimal_scaling.norms import rms_to_rms
     from optimal_scaling.parametrization import Parametrization
 
@@ -107,3 +112,57 @@ def test_layer_measurements_fold_in_the_forward_multipliers():
     assert rows["output"]["norm_dW"] == pytest.approx(rms_to_rms(W - W0).item() / 4, rel=1e-4)
     assert rows["hidden.0"]["norm_W"] == pytest.approx(
         rms_to_rms(model.hidden[0].weight.detach()).item(), rel=1e-5)  # multiplier 1
+
+
+def test_alignment_ratio_needs_fan_in_two_and_is_nan_for_zero_weights():
+    with pytest.raises(ValueError, match="fan_in ≥ 2"):
+        log_alignment_ratio(torch.ones(3, 1), torch.ones(4, 1))
+    assert math.isnan(log_alignment_ratio(torch.zeros(3, 4), torch.randn(5, 4)))
+    assert math.isnan(log_alignment_ratio(torch.randn(3, 4), torch.zeros(5, 4)))
+
+
+def test_layer_measurements_report_each_layers_fan_in_and_fan_out():
+    model = MLP(5, 12, 3, depth=3)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rows = layer_measurements(model, initial, torch.randn(7, 5))
+    shapes = {n.removesuffix(".weight"): tuple(p.shape) for n, p in model.named_parameters()
+              if p.ndim == 2}  # fmt: skip
+    assert rows and {r["layer"] for r in rows} == set(shapes)
+    for r in rows:
+        assert (r["fan_out"], r["fan_in"]) == shapes[r["layer"]]
+
+
+def test_linear_inputs_leaves_no_hooks_and_skips_embeddings():
+    torch.manual_seed(0)
+    model = GPT(vocab_size=11, context=8, width=16, depth=1, n_heads=2)
+    idx = torch.randint(0, 11, (2, 8))
+    got = linear_inputs(model, idx)
+    assert "head" in got and not any(n.startswith(("wte", "wpe")) for n in got)
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rows = layer_measurements(model, initial, idx)  # embeddings take ids, not activations
+    assert {r["layer"] for r in rows} == set(got)
+
+
+def test_norm_sweep_records_the_last_step_and_draws_each_seeds_init():
+    df = norm_sweep("mup", [16], steps=3, record_every=2, seeds=(0, 1), d_in=4, depth=2,
+                    batch_size=4)  # fmt: skip
+    assert sorted(df.step.unique()) == [0, 2, 3]
+    init = df[df.step == 0].set_index(["layer", "seed"]).norm_W.unstack("seed")
+    assert (init[0] != init[1]).all()  # seed 1 is another initialization
+
+
+def test_width_slopes_need_two_widths_with_positive_values():
+    one = pd.DataFrame({"parametrization": "sp", "layer": "l", "step": 0, "width": [64],
+                        "norm_W": [2.0], "norm_dW": [1.0]})  # fmt: skip
+    assert width_slopes(one).isna()[["norm_W", "norm_dW"]].all(axis=None)
+    two = pd.DataFrame({"parametrization": "sp", "layer": "l", "step": 0, "width": [64, 256],
+                        "norm_W": [2.0, 8.0], "norm_dW": [0.0, 0.0]})  # fmt: skip
+    got = width_slopes(two).iloc[0]
+    assert got.norm_W == pytest.approx(1.0) and math.isnan(got.norm_dW)
+    # a zero (no update yet) at one width is left out; the other two still give a slope
+    three = pd.DataFrame({"parametrization": "sp", "layer": "l", "step": 0,
+                          "width": [16, 64, 256], "norm_W": [1.0, 2.0, 4.0],
+                          "norm_dW": [0.0, 1.0, 4.0]})  # fmt: skip
+    got = width_slopes(three).iloc[0]
+    assert got.norm_W == pytest.approx(0.5) and got.norm_dW == pytest.approx(1.0)

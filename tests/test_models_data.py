@@ -210,3 +210,11 @@ def test_models_take_numpy_ints_and_store_python_ints():
     assert type(gpt.width) is int and mlp(torch.randn(2, 3)).shape == (2, 2)
     with pytest.raises(ValueError, match="GPT: width must be an int ≥ 1, got 16.0"):
         GPT(16, 8, 16.0, depth=1, n_heads=2)
+
+
+def test_teacher_task_names_bad_sizes_and_batch_sizes():
+    for kwargs in ({"d_in": 0}, {"width": 0}):
+        with pytest.raises(ValueError, match="d_in and width must be ≥ 1"):
+            TeacherTask(**kwargs)
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):
+        TeacherTask(d_in=4, width=8).batch(0, torch.Generator())

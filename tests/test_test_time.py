@@ -149,3 +149,25 @@ def test_sampling_follows_the_softmax_and_is_reproducible():
         model.generate(x, 1, temperature=-1.0)
     with pytest.raises(ValueError, match="prompts must be"):
         tt.sample_answers(model, torch.zeros(3, dtype=torch.long), 2, 4)
+
+
+def test_majority_and_scaling_table_name_bad_k_and_counts():
+    answers, correct = np.zeros((3, 4), dtype=int), np.zeros(3, dtype=int)
+    with pytest.raises(ValueError, match="1 ≤ k ≤ n = 4, got 0"):
+        tt.majority_at_k(answers, correct, 0)
+    with pytest.raises(ValueError, match="each k must be an int, got 1.7"):
+        tt.scaling_table(answers, correct, [1.7])
+    with pytest.raises(ValueError, match="0 ≤ c ≤ n"):
+        tt.pass_at_k(np.array([4, 4]), np.array([1, -1]), 2)
+
+
+def test_sample_answers_uses_its_seed_and_names_empty_requests():
+    torch.manual_seed(0)
+    model = GPT(vocab_size=7, context=8, width=16, depth=1, n_heads=2)
+    prompts = torch.zeros(3, 2, dtype=torch.long)
+    a = tt.sample_answers(model, prompts, 3, 8, seed=5)
+    assert torch.equal(a, tt.sample_answers(model, prompts, 3, 8, seed=5))
+    assert not torch.equal(a, tt.sample_answers(model, prompts, 3, 8, seed=6))
+    for length, samples in ((3, 0), (0, 2)):
+        with pytest.raises(ValueError, match="samples and length must be ≥ 1"):
+            tt.sample_answers(model, prompts, length, samples)
