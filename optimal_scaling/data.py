@@ -94,7 +94,8 @@ class TokenData:
     ):
         self.train = _as_token_array(train, f"{name}: train")
         self.val = _as_token_array(val, f"{name}: val")
-        if not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+        is_int = isinstance(vocab_size, (int, np.integer)) and not isinstance(vocab_size, bool)
+        if not is_int or vocab_size < 1:
             raise ValueError(f"{name}: vocab_size must be a positive int, got {vocab_size!r}")
         self.vocab_size = int(vocab_size)
         self.name = name

@@ -577,6 +577,8 @@ def test_token_data_names_negative_ids_and_a_non_positive_vocabulary():
         TokenData(np.arange(5), np.array([1, -2]), vocab_size=10, name="neg")
     with pytest.raises(ValueError, match="vocab_size must be a positive int, got 0"):
         TokenData(np.zeros(4, np.int64), np.zeros(4, np.int64), vocab_size=0, name="v0")
+    with pytest.raises(ValueError, match="vocab_size must be a positive int, got True"):
+        TokenData(np.zeros(4, np.int64), np.zeros(4, np.int64), vocab_size=True, name="bool")
 
 
 # ---------------------------------------------------------------------- Markov language
