@@ -256,17 +256,23 @@ def lr_transfer(
     return pd.DataFrame(rows)
 
 
-def optima(grid: pd.DataFrame, by: Sequence[str] = ("width",), margin: float = 0.5) -> pd.DataFrame:
+def optima(
+    grid: pd.DataFrame, by: str | Sequence[str] = ("width",), margin: float = 0.5
+) -> pd.DataFrame:
     """Per group: the best learning rate, its loss, and two edges above it.
 
     A run *fails* when it diverged, its loss is not finite, or it ended no better than it
     started (``loss ≥ initial_loss``). ``divergence_lr`` is the smallest failing learning rate
     above the optimum; ``edge_lr`` the smallest one whose loss exceeds the best by more than
     ``margin`` (nats), failed runs included: where the loss curve's right wall begins. Both are
-    NaN when the grid holds no such learning rate.
+    NaN when the grid holds no such learning rate. ``by`` is one column name or several.
     """
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in (*by, "lr", "loss", "diverged") if c not in grid.columns]
+    if missing:
+        raise ValueError(f"optima: the grid has no column {missing}; it has {list(grid.columns)}")
     rows = []
-    for key, g in grid.reset_index(drop=True).groupby(list(by)):  # concatenated grids repeat
+    for key, g in grid.reset_index(drop=True).groupby(by):  # concatenated grids repeat
         failed = g["diverged"] | ~np.isfinite(g["loss"])  # index labels: make them unique
         if "initial_loss" in g:
             failed |= g["loss"] >= g["initial_loss"]

@@ -83,6 +83,11 @@ class ParamRule:
     eps_mult: float
 
 
+def _is_positive_int(value: object) -> bool:
+    """An int or numpy integer ≥ 1; a bool is not one."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _owner(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
 
@@ -127,16 +132,19 @@ class Parametrization:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose from {list(OPTIMIZERS)}")
         if form not in FORMS:
             raise ValueError(f"unknown μP form {form!r}; choose from {list(FORMS)}")
-        if depth_alpha is not None and depth_alpha not in (0.5, 1.0):
+        bad_alpha = isinstance(depth_alpha, bool) or depth_alpha not in (0.5, 1.0)
+        if depth_alpha is not None and bad_alpha:
             raise ValueError(
                 f"depth_alpha must be 0.5 (depth-μP) or 1 (CompleteP), got {depth_alpha}"
             )
-        if base_width is not None and (not isinstance(base_width, int) or base_width < 1):
+        if base_width is not None and not _is_positive_int(base_width):
             raise ValueError(f"base_width must be a positive int or None, got {base_width!r}")
         if (depth_alpha is None) != (base_depth is None):
             raise ValueError("depth scaling needs both depth_alpha and base_depth")
-        if base_depth is not None and (not isinstance(base_depth, int) or base_depth < 1):
+        if base_depth is not None and not _is_positive_int(base_depth):
             raise ValueError(f"base_depth must be a positive int, got {base_depth!r}")
+        base_width = None if base_width is None else int(base_width)  # numpy ints → int
+        base_depth = None if base_depth is None else int(base_depth)
         if name != "sp" and base_width is None:
             raise ValueError(f"{name!r} scales with the width ratio to a base width: give "
                              "base_width (without it every model would count as the base, "

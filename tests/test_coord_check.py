@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from optimal_scaling.coord_check import (
+    coord_check,
     fit_slopes,
     lr_transfer,
     mlp_coord_check,
@@ -19,7 +21,7 @@ from optimal_scaling.coord_check import (
 from optimal_scaling.data import TeacherTask
 from optimal_scaling.models import MLP
 from optimal_scaling.parametrization import Parametrization
-from optimal_scaling.train import mse, train
+from optimal_scaling.train import TrainResult, mse, train
 
 WIDTHS = [128, 256, 512, 1024, 2048]  # a 16× range
 
@@ -229,3 +231,141 @@ def test_width_axes_show_the_widths():
     fig = plot_coords(pd.DataFrame(rows), "out")
     assert list(fig.layout.xaxis.tickvals) == [64, 256, 1024]
     assert list(fig.layout.xaxis.ticktext) == ["64", "256", "1024"]
+
+
+def test_optima_takes_one_column_name_and_names_missing_columns():
+    grid = pd.DataFrame({"width": [8, 8, 16, 16], "lr": [0.1, 0.2, 0.1, 0.2],
+                         "loss": [2.0, 1.5, 1.0, 1.2], "diverged": [False] * 4})  # fmt: skip
+    one = optima(grid, by="width")
+    assert one.width.tolist() == [8, 16] and one.best_lr.tolist() == [0.2, 0.1]
+    assert one.equals(optima(grid, by=["width"]))
+    with pytest.raises(ValueError, match=r"optima: the grid has no column \['depth'\]"):
+        optima(grid, by="depth")
+    with pytest.raises(ValueError, match=r"no column \['diverged'\]"):
+        optima(grid.drop(columns="diverged"))
+
+
+def test_default_watched_layers_are_the_modules_with_a_weight_matrix():
+    """Without ``layers``: every module that owns a weight *matrix* (not a norm's gain vector).
+    (Kills: 1-D weights watched too.)"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+    table = record_coords(model, torch.optim.SGD(model.parameters(), lr=0.1), (x, y), mse, 2)
+    assert set(table.layer) == {"0", "2"}
+    assert len(table) == 2 * 2 * 2  # steps × layers × stats
+
+
+def test_record_coords_leaves_no_hooks_behind():
+    """The forward hooks are removed once the statistics are taken. (Kills: hooks left on.)"""
+    torch.manual_seed(0)
+    model = MLP(3, 8, 2, depth=3)
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+    record_coords(model, torch.optim.SGD(model.parameters(), lr=0.1), (x, y), mse, steps=2)
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_coord_check_seeds_each_model_and_labels_the_seed():
+    """make_model(width) runs after torch.manual_seed(seed): the default init of seed s is the
+    model torch.manual_seed(s) gives; the seed column holds s. (Kills: seed ignored; seed column
+    constant.)"""
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randn(4, 3, generator=g), torch.randn(4, 1, generator=g)
+
+    def make_model(width):
+        return MLP(3, width, 1, depth=2)
+
+    df = coord_check(make_model, lambda m: torch.optim.SGD(m.parameters(), lr=0.0), batch,
+                     [8], mse, steps=2, seeds=(3, 4))  # fmt: skip
+    assert sorted(df.seed.unique()) == [3, 4]
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        ref = make_model(8)
+        want = ref.input(batch[0]).abs().mean().item()
+        got = df.query("seed == @seed and step == 1 and layer == 'input' and stat == 'out'")
+        assert got.value.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_mlp_coord_check_uses_the_smallest_width_as_base_whatever_the_order():
+    """Base width = the smallest width, where μP is SP: μP's table at that width is SP's (same
+    seeds, same batch, same learning rate). (Kills: base width = the first width given.)"""
+    mup = mlp_coord_check("mup", widths=(32, 16), steps=2, seeds=(0,))
+    sp = mlp_coord_check("sp", widths=(16, 32), steps=2, seeds=(0,))
+    cols = ["step", "layer", "stat"]
+    a = mup[mup.width == 16].sort_values(cols).value.to_numpy()
+    b = sp[sp.width == 16].sort_values(cols).value.to_numpy()
+    assert len(a) == 2 * 3 * 2
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e-2), ("sgd", 0.05)])
+def test_mlp_coord_check_default_learning_rates(optimizer, lr):
+    """Adam at lr 1e-2 or SGD at lr 0.05 unless lr is given. (Kills: defaults swapped.)"""
+    default = mlp_coord_check("mup", optimizer, widths=(16, 32), steps=2, seeds=(0,))
+    given = mlp_coord_check("mup", optimizer, widths=(16, 32), lr=lr, steps=2, seeds=(0,))
+    np.testing.assert_allclose(default.value.to_numpy(), given.value.to_numpy(), rtol=1e-6)
+    assert (default.query("step == 2 and stat == 'delta'").value > 0).all()
+
+
+def test_fit_slopes_averages_the_seeds_before_taking_logs():
+    """Seeds averaged first: the slope is that of log(mean over seeds), here exactly 0.7, not
+    that of mean(log). (Kills: every seed fitted as its own point.)"""
+    rows = []
+    for w, t in ((64, 0.5), (128, 0.1), (256, 0.5), (512, 0.1)):
+        mean = 3.0 * w**0.7
+        for seed, v in enumerate((2 * mean * t, 2 * mean * (1 - t))):
+            rows.append({"width": w, "seed": seed, "step": 2, "layer": "a", "stat": "out",
+                         "value": v})  # fmt: skip
+    assert fit_slopes(pd.DataFrame(rows)).slope.item() == pytest.approx(0.7, abs=1e-9)
+
+
+def test_lr_transfer_records_the_validation_loss_and_the_first_training_loss():
+    """loss = final validation loss, train_loss = final training loss, initial_loss = the first
+    step's loss. (Kills: initial_loss = last loss; loss = training loss.)"""
+
+    def run(width, lr):
+        hist = pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 2.5, 2.0],
+                             "val_loss": [np.nan, 1.75, 1.5]})  # fmt: skip
+        return TrainResult(hist)
+
+    row = lr_transfer(run, [8], [0.1]).iloc[0]
+    assert (row.loss, row.train_loss, row.initial_loss) == (1.5, 2.0, 3.0)
+
+
+def _grid(loss, initial=3.0, diverged=None):
+    n = len(loss)
+    return pd.DataFrame({"width": [8] * n, "lr": [0.1 * 2**i for i in range(n)], "loss": loss,
+                         "initial_loss": [initial] * n,
+                         "diverged": diverged or [False] * n})  # fmt: skip
+
+
+def test_optima_edge_needs_a_loss_more_than_margin_above_the_best():
+    """edge_lr: the smallest lr above the optimum whose loss exceeds the best by *more than*
+    margin; best + margin exactly is not past the wall. (Kills: ≥ margin.)"""
+    row = optima(_grid([2.0, 1.5, 2.0, 2.25]), margin=0.5).iloc[0]
+    assert row.best_loss == 1.5 and row.edge_lr == pytest.approx(0.8)
+
+
+def test_optima_divergence_lr_lies_above_the_optimum():
+    """divergence_lr is the smallest failing lr *above* the optimum: a tiny lr that ended no
+    better than it started is below it and does not count. (Kills: any failing lr.)"""
+    row = optima(_grid([3.0, 1.5, 1.8, 3.5]), margin=10.0).iloc[0]
+    assert row.best_lr == pytest.approx(0.2) and row.divergence_lr == pytest.approx(0.8)
+
+
+def test_optima_treats_a_non_finite_loss_as_a_failed_run():
+    """A run fails when its loss is not finite, even when not flagged diverged: a NaN loss is
+    neither the optimum nor skipped as the edge. (Kills: only the diverged flag counts.)"""
+    row = optima(_grid([2.0, float("nan"), 1.5, 2.2]), margin=10.0).iloc[0]
+    assert (row.best_lr, row.best_loss) == (pytest.approx(0.4), 1.5)
+    row = optima(_grid([2.0, 1.5, float("nan"), 2.2]), margin=10.0).iloc[0]
+    assert row.divergence_lr == pytest.approx(0.4)
+
+
+def test_a_numpy_width_grid_works_end_to_end():
+    """2 ** np.arange(...) gives numpy integers: a coordinate check over them runs, as one over
+    the same widths as ints does, with the same numbers."""
+    kw = dict(steps=2, seeds=[0], d_in=4)
+    got = mlp_coord_check("mup", widths=2 ** np.arange(4, 6), **kw)
+    want = mlp_coord_check("mup", widths=[16, 32], **kw)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))

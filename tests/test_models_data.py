@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from optimal_scaling.data import TeacherTask
 from optimal_scaling.models import GPT, MLP
+from optimal_scaling.models.gpt import Attention, FeedForward
+from optimal_scaling.models.layers import Embedding, Linear, RMSNorm
 
 
 @pytest.mark.parametrize("depth, bias", [(2, True), (3, True), (5, False)])
@@ -120,8 +123,12 @@ def test_gpt_bad_input():
     model = GPT(context=8, width=16, n_heads=2)
     with pytest.raises(ValueError, match="exceeds the model's context 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
-    with pytest.raises(TypeError, match="integer token ids"):
-        model(torch.zeros(1, 4))
+    for dtype in (torch.float32, torch.uint8, torch.int16, torch.uint16):  # uint16: shards' dtype
+        with pytest.raises(TypeError, match=f"dtype int64 or int32, got {dtype}.*idx.long"):
+            model(torch.zeros(1, 4, dtype=dtype))
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match=f"generate: new_tokens must be an int ≥ 0, got {bad}"):
+            model.generate(torch.zeros(1, 2, dtype=torch.long), bad)
     with pytest.raises(ValueError, match=r"shape \(batch, time\)"):
         model(torch.zeros(4, dtype=torch.long))
 
@@ -218,3 +225,108 @@ def test_teacher_task_names_bad_sizes_and_batch_sizes():
             TeacherTask(**kwargs)
     with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):
         TeacherTask(d_in=4, width=8).batch(0, torch.Generator())
+
+
+def _gpt(**kw):
+    torch.manual_seed(0)
+    return GPT(**{"vocab_size": 64, "context": 16, "width": 128, "depth": 2, "n_heads": 4, **kw})
+
+
+def test_linear_starts_from_n_0_1_over_fan_in_and_biases_from_zero():
+    """Linear: init N(0, 1/fan_in); MLP biases start at zero. 65536 draws: the std of a
+    1024 × 64 weight is 1/8 within 2% (> 6 sd). (Kills: 1/fan_out; random bias init.)"""
+    torch.manual_seed(0)
+    layer = Linear(64, 1024, bias=True)
+    assert layer.weight.std().item() == pytest.approx(64**-0.5, rel=0.02)
+    assert torch.all(layer.bias == 0)
+    assert torch.all(MLP(3, 8, 2, depth=3).hidden[0].bias == 0)
+
+
+def test_layer_multipliers_and_rms_norm_follow_their_formulas():
+    """Linear: y = m·(x Wᵀ) + b (the bias is not scaled); Embedding: y = m·W[token];
+    RMSNorm: x/√(mean(x²) + ε)·g. (Kills: multiplier on the bias; Embedding multiplier ignored;
+    RMSNorm gain ignored.)"""
+    torch.manual_seed(0)
+    lin = Linear(4, 3, bias=True)
+    with torch.no_grad():
+        lin.bias.copy_(torch.tensor([1.0, -2.0, 3.0]))
+    lin.multiplier = 0.25
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(lin(x), 0.25 * (x @ lin.weight.T) + lin.bias)
+    emb = Embedding(10, 4)
+    emb.multiplier = 0.5
+    idx = torch.tensor([[1, 7, 7]])
+    torch.testing.assert_close(emb(idx), 0.5 * emb.weight[idx])
+    norm = RMSNorm(6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.arange(1.0, 7.0))
+    h = torch.randn(2, 6)
+    want = h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * torch.arange(1.0, 7.0)
+    torch.testing.assert_close(norm(h), want)
+
+
+def _attention_by_formula(attn, x, scale, q_norm=None, k_norm=None):
+    q, k, v = rearrange(attn.qkv(x), "b t (three h d) -> three b h t d", three=3, h=attn.n_heads)
+    if q_norm is not None:
+        q, k = q_norm(q), k_norm(k)
+    t = x.shape[1]
+    scores = (q @ k.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), float("-inf"))
+    return attn.proj(rearrange(scores.softmax(-1) @ v, "b h t d -> b t (h d)"))
+
+
+def test_attention_default_scale_is_one_over_sqrt_head_dim_and_qk_norm_normalizes_both():
+    """softmax(q kᵀ/√d_head + mask) v by default; with qk_norm q and k are RMS-normalized per
+    head first. (Kills: default 1/d_head; qk_norm dropping the query's norm.)"""
+    torch.manual_seed(0)
+    attn = Attention(width=16, n_heads=2, bias=False, norm_before_linear=False)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(attn(x), _attention_by_formula(attn, x, 8**-0.5))
+    qk = Attention(width=16, n_heads=2, bias=False, norm_before_linear=False, qk_norm=True,
+                   gain=False)  # fmt: skip
+
+    def rms(z):
+        return z / torch.sqrt(z.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    torch.testing.assert_close(qk(3 * x), _attention_by_formula(qk, 3 * x, 8**-0.5, rms, rms))
+
+
+def test_feed_forward_is_gelu_between_its_two_matrices():
+    """width → ratio·width → GELU → width. (Kills: ReLU instead of GELU.)"""
+    torch.manual_seed(0)
+    ff = FeedForward(8, 4, bias=False, norm_before_linear=False)
+    h = torch.randn(3, 8)
+    torch.testing.assert_close(ff(h), ff.proj(F.gelu(ff.fc(h))))
+
+
+def test_gpt_forward_by_hand():
+    """tokens → wte + wpe[0..t−1] → blocks → norm → head, written out. (Kills: positions off by
+    one; final norm dropped.)"""
+    model = _gpt(width=32, n_heads=2)
+    idx = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x = model.wte.weight[idx] + model.wpe.weight[:7]
+        for block in model.blocks:
+            x = block(x)
+        want = model.norm(x) @ model.head.weight.T
+        torch.testing.assert_close(model(idx), want)
+
+
+def test_generate_leaves_an_eval_mode_model_in_eval_mode():
+    """"The model's train/eval mode is left as it was." (Kills: always back to train mode.)"""
+    model = _gpt(width=32, n_heads=2).eval()
+    model.generate(torch.zeros(1, 2, dtype=torch.long), 2, temperature=0)
+    assert not model.training
+
+
+def test_mlp_forward_by_hand():
+    """x → φ(input) → φ(hidden[0]) → … → output, no activation on the readout.
+    (Kills: activation on the readout; no activation between hidden layers.)"""
+    torch.manual_seed(0)
+    model = MLP(3, 8, 2, depth=4, activation="tanh")
+    x = torch.randn(5, 3)
+    h = torch.tanh(F.linear(x, model.input.weight, model.input.bias))
+    for layer in model.hidden:
+        h = torch.tanh(F.linear(h, layer.weight, layer.bias))
+    want = F.linear(h, model.output.weight, model.output.bias)
+    torch.testing.assert_close(model(x), want)

@@ -2,12 +2,15 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from optimal_scaling.models import GPT, MLP
 from optimal_scaling.parametrization import Parametrization
+from optimal_scaling.roles import param_roles, transposed
 
 D_IN, BASE = 16, 64
 
@@ -281,3 +284,130 @@ def test_apply_keeps_the_models_scaled_branch_init_and_refuses_what_it_cannot_do
 def test_a_base_model_that_cannot_be_built_is_named_as_such():
     with pytest.raises(ValueError, match=r"base model .*base_width 32.*n_heads 12"):
         Parametrization("mup", base_width=32).apply(GPT(width=384, n_heads=12))
+
+
+def test_numpy_integer_widths_and_depths_count_and_bools_do_not():
+    """The package's rule for integer settings: numpy integers count, bools do not; a numpy
+    width grid (2 ** np.arange(...)) must work end to end."""
+    par = Parametrization("mup", base_width=np.int64(64), depth_alpha=1.0, base_depth=np.int32(2))
+    assert (par.base_width, par.base_depth) == (64, 2) and type(par.base_width) is int
+    for kwargs, needle in (({"base_width": True}, "base_width must be a positive int"),
+                           ({"base_width": 64, "depth_alpha": 1.0, "base_depth": True},
+                            "base_depth must be a positive int"),
+                           ({"base_width": 64, "depth_alpha": True, "base_depth": 2},
+                            "depth_alpha must be 0.5")):  # fmt: skip
+        with pytest.raises(ValueError, match=needle):
+            Parametrization("mup", **kwargs)
+
+
+def _gpt(**kw):
+    torch.manual_seed(0)
+    return GPT(**{"vocab_size": 64, "context": 16, "width": 128, "depth": 2, "n_heads": 4, **kw})
+
+
+def test_embeddings_read_one_hot_inputs_so_only_their_fan_out_grows():
+    """An embedding's fan_in is num_embeddings and its fan_out the width: under μP it is an
+    input layer with r_out = n/n₀, so SGD LR × r_out and Adam ε × 1/r_out (Table 3).
+    (Kills: embedding fans swapped.)"""
+    model = _gpt(width=128)
+    sgd = {r.name: r for r in Parametrization("mup", base_width=32, optimizer="sgd").rules(model)}
+    adam = {r.name: r for r in Parametrization("mup", base_width=32).rules(model)}
+    for name, rows in (("wte.weight", 64), ("wpe.weight", 16)):
+        assert (sgd[name].fan_in, sgd[name].fan_out) == (rows, 128)
+        assert (sgd[name].r_in, sgd[name].r_out) == (1.0, 4.0)
+        assert sgd[name].lr_mult == pytest.approx(4.0)  # SGD LR ∝ fan_out
+        assert adam[name].lr_mult == pytest.approx(1.0)
+        assert adam[name].eps_mult == pytest.approx(1 / 4)
+
+
+@pytest.mark.parametrize("optimizer, alpha", [("adam", 0.5), ("sgd", 1.0)])
+def test_depth_scaling_changes_only_the_hidden_matrices_learning_rates(optimizer, alpha):
+    """Hidden LR × (L/L₀)^(α−1) (Adam) or (L/L₀)^(2α−1) (SGD); every other tensor keeps the
+    LR of the same parametrization without depth scaling. (Kills: the depth factor applied to
+    the output layer too.)"""
+    model = _gpt(width=64, depth=8)
+    plain = {r.name: r for r in Parametrization("mup", base_width=32, optimizer=optimizer)
+             .rules(model)}  # fmt: skip
+    deep = {r.name: r for r in Parametrization("mup", base_width=32, optimizer=optimizer,
+                                               depth_alpha=alpha, base_depth=2).rules(model)}
+    factor = 4.0 ** (alpha - 1 if optimizer == "adam" else 2 * alpha - 1)
+    assert factor != 1.0
+    for name, r in deep.items():
+        want = plain[name].lr_mult * (factor if r.role == "hidden" else 1.0)
+        assert r.lr_mult == pytest.approx(want), (name, r.role)
+    assert {r.role for r in deep.values()} >= {"input", "hidden", "output", "gain"}
+
+
+@pytest.mark.parametrize("name", ["sp", "mup", "ntk", "spectral"])
+def test_every_preset_draws_embeddings_from_n01(name):
+    """σ = 1 for embeddings in every preset (module docstring: one-hot inputs have fan_in 1 in
+    effect; spectral: σ = 1·min(1, √(fan_out/1)) = 1). ≥ 32768 draws per table: the sample
+    std's sd is ≤ 1/√65536 ≈ 0.004, so 3% is > 7 sd. (Kills: embedding σ = 1/√vocab for
+    sp/mup, σ₀ = 1/√vocab for ntk, spectral fan_in = vocab.)"""
+    model = _gpt(vocab_size=512, context=256, width=128, depth=1)
+    Parametrization(name, base_width=32).apply(model, torch.Generator().manual_seed(0))
+    for table in (model.wte.weight, model.wpe.weight):
+        assert table.numel() >= 32768
+        assert table.std().item() == pytest.approx(1.0, rel=0.03)
+
+
+def test_apply_sets_gains_to_one_and_biases_to_zero():
+    """apply(): "biases 0, gains 1", and a GPT with bias=True labels its biases 'bias'.
+    (Kills: gains filled with 0; GPT biases labelled 'gain'.)"""
+    model = _gpt(width=64, bias=True, norm_before_linear=True)
+    roles = model.param_roles()
+    assert roles["blocks.0.attn.qkv.bias"] == roles["blocks.0.mlp.proj.bias"] == "bias"
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)
+    Parametrization("mup", base_width=32).apply(model, torch.Generator().manual_seed(0))
+    gains = [n for n, r in roles.items() if r == "gain"]
+    biases = [n for n, r in roles.items() if r == "bias"]
+    assert len(gains) == 2 * 4 + 1 and len(biases) == 2 * 4
+    assert all(torch.all(model.get_parameter(n) == 1.0) for n in gains)
+    assert all(torch.all(model.get_parameter(n) == 0.0) for n in biases)
+
+
+def test_weight_decay_goes_to_matrices_only():
+    """param_groups: weight decay on 2-D tensors, 0 on gains and biases. (Kills: gains decayed.)"""
+    model = _gpt(width=64, bias=True)
+    groups = Parametrization("mup", base_width=32).param_groups(model, lr=1e-3, weight_decay=0.1)
+    for g in groups:
+        want = 0.1 if g["params"][0].ndim == 2 else 0.0
+        assert g["weight_decay"] == want, g["name"]
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda: Parametrization("mup", base_width=32).param_groups(MLP(4, 32, 1), 1e-3, eps=0.0),
+         "eps must be a finite number > 0"),
+        (lambda: Parametrization("mup", base_width=0), "base_width must be a positive int"),
+        (lambda: Parametrization("mup", base_width=32, base_depth=2), "needs both"),
+    ],
+)
+def test_parametrization_refuses_settings_outside_its_contract(make, needle):
+    """eps > 0; base_width a positive int; depth scaling needs both depth_alpha and base_depth.
+    (Kills: eps 0 accepted; base_width 0 accepted (it silently meant SP); base_depth alone
+    accepted.)"""
+    with pytest.raises(ValueError, match=needle):
+        make()
+
+
+def test_role_guesser_for_conv_weights_nested_embeddings_and_bad_declared_roles():
+    """Guessed roles: any tensor with ≥ 2 dimensions is hidden (a conv kernel too); an
+    nn.Embedding weight is input and transposed however deep it sits; a declared role outside
+    ROLES is refused. (Kills: only 2-D is hidden; owner = top-level module; transposed always
+    False; declared roles unchecked.)"""
+    model = nn.Sequential(nn.Sequential(nn.Embedding(5, 4)), nn.Conv2d(1, 2, 3), nn.Linear(4, 4))
+    roles = param_roles(model)
+    assert roles["0.0.weight"] == "input" and transposed(model, "0.0.weight")
+    assert roles["1.weight"] == "hidden" and not transposed(model, "2.weight")
+    assert roles["1.bias"] == roles["2.bias"] == "bias"
+
+    class Declared(nn.Linear):
+        def param_roles(self):
+            return {"weight": "embedding", "bias": "bias"}
+
+    with pytest.raises(ValueError, match="weight: unknown role 'embedding'"):
+        param_roles(Declared(2, 2))

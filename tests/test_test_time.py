@@ -145,7 +145,7 @@ def test_sampling_follows_the_softmax_and_is_reproducible():
         assert torch.equal(greedy[i, 0], model.generate(prompt[None], 2, temperature=0)[0, 2:])
     tiny = model.generate(prompts, 2, temperature=1e-30, generator=torch.Generator())
     assert torch.equal(tiny, model.generate(prompts, 2, temperature=0))  # no overflow to NaN
-    with pytest.raises(ValueError, match="temperature ≥ 0"):
+    with pytest.raises(ValueError, match="temperature must be finite and ≥ 0, got -1.0"):
         model.generate(x, 1, temperature=-1.0)
     with pytest.raises(ValueError, match="prompts must be"):
         tt.sample_answers(model, torch.zeros(3, dtype=torch.long), 2, 4)

@@ -1,12 +1,14 @@
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from optimal_scaling.data import TeacherTask
 from optimal_scaling.models import MLP
-from optimal_scaling.train import evaluate, mse, train
+from optimal_scaling.train import TrainResult, cross_entropy, evaluate, mse, train
 
 
 def setup(lr=1e-2):
@@ -112,3 +114,100 @@ def test_blowup_is_relative_to_the_first_loss():
     result = train(model, opt, lambda: (torch.ones(1, 1), torch.ones(1, 1)), 6, loss_fn=loss_fn,
                    blowup=4.0)
     assert result.diverged and result.reason == "step 5: loss 5.06 > 4 × first loss 1"
+
+
+def _constant_losses(values):
+    losses = iter(values)
+
+    def loss_fn(out, y):
+        return out.sum() * 0 + next(losses)
+
+    return loss_fn
+
+
+def test_blowup_is_strict_and_the_diverging_step_is_recorded():
+    """Diverged when the loss *exceeds* blowup × first loss (equal is fine); the diverging step
+    is the history's last row, with its loss. (Kills: ≥; the diverging row missing.)"""
+    model = nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    batch = (torch.ones(1, 1), torch.ones(1, 1))
+    ok = train(model, opt, lambda: batch, 3, loss_fn=_constant_losses([1.0, 4.0, 4.0]), blowup=4.0)
+    assert not ok.diverged and len(ok.history) == 3
+    bad = train(model, opt, lambda: batch, 3, loss_fn=_constant_losses([1.0, 2.0, 4.5]),
+                blowup=4.0)  # fmt: skip
+    assert bad.diverged and list(bad.history.step) == [1, 2, 3]
+    assert bad.history.loss.iloc[-1] == 4.5 and bad.history.tokens.iloc[-1] == 2
+    with pytest.raises(ValueError, match="blowup must be a number > 1"):
+        train(model, opt, lambda: batch, 1, blowup=1.0)
+
+
+def test_every_training_step_runs_in_train_mode():
+    """train() sets train mode at the start and again after each evaluation (evaluate leaves eval
+    mode). (Kills: train mode not restored after eval; not set at the start.)"""
+    model = nn.Sequential(nn.Linear(2, 1))
+    model.eval()
+    modes = []
+    batch = (torch.randn(4, 2), torch.randn(4, 1))
+
+    def batches():
+        modes.append(model.training)
+        return batch
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    train(model, opt, batches, 3, val_batches=[batch], loss_fn=mse, eval_every=1)
+    assert modes == [True, True, True]
+
+
+def test_each_step_uses_only_its_own_gradient():
+    """SGD on L(w) = (w − 1)²: w ← w − η·2(w − 1) each step, gradients not accumulated.
+    (Kills: zero_grad dropped.)"""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = (torch.ones(1, 1), torch.ones(1, 1))
+    seen = []
+    train(model, opt, lambda: batch, 3, loss_fn=mse,
+          callback=lambda step, m: seen.append(m.weight.item()))  # fmt: skip
+    w, want = 3.0, []
+    for _ in range(3):
+        w -= 0.1 * 2 * (w - 1)
+        want.append(w)
+    assert seen == pytest.approx(want, rel=1e-6)
+
+
+def test_evaluate_builds_no_graph():
+    """evaluate runs under no_grad: its losses carry no autograd graph. (Kills: no_grad
+    dropped.)"""
+    model = nn.Linear(2, 1)
+    seen = []
+
+    def loss_fn(out, y):
+        loss = mse(out, y)
+        seen.append(loss.requires_grad)
+        return loss
+
+    evaluate(model, [(torch.randn(3, 2), torch.randn(3, 1))] * 2, loss_fn)
+    assert seen == [False, False]
+
+
+def test_final_val_loss_is_the_last_evaluation():
+    """final_val_loss: the last validation loss recorded (NaN if never evaluated).
+    (Kills: the first one.)"""
+    hist = pd.DataFrame({"step": [1, 2, 3, 4], "loss": [4.0, 3.0, 2.0, 1.0],
+                         "val_loss": [np.nan, 2.5, np.nan, 1.25]})  # fmt: skip
+    assert TrainResult(hist).final_val_loss == 1.25
+    assert math.isnan(TrainResult(hist.drop(columns="val_loss")).final_val_loss)
+
+
+def test_losses_match_their_formulas():
+    """cross_entropy: mean over all positions of −log softmax(logits)[target]; mse: mean of
+    (pred − target)². (Kills: summed cross-entropy; L1 for mse.)"""
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(2, 3, 5, generator=g), torch.randint(0, 5, (2, 3), generator=g)
+    logp = logits - logits.exp().sum(-1, keepdim=True).log()
+    want = -logp.gather(-1, targets[..., None]).mean()
+    assert cross_entropy(logits, targets).item() == pytest.approx(want.item(), rel=1e-6)
+    pred, target = torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
+    assert mse(pred, target).item() == pytest.approx((pred - target).pow(2).mean().item(),
+                                                     rel=1e-6)  # fmt: skip

@@ -210,7 +210,8 @@ class GPT(nn.Module):
                 f"GPT expects token ids of shape (batch, time), got {tuple(idx.shape)}"
             )
         if idx.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"GPT expects integer token ids, got {idx.dtype}")
+            raise TypeError(f"GPT expects token ids of dtype int64 or int32, got {idx.dtype} "
+                            "(convert with idx.long())")  # fmt: skip
         t = idx.shape[1]
         if t > self.context:
             raise ValueError(f"sequence length {t} exceeds the model's context {self.context}")
@@ -241,9 +242,9 @@ class GPT(nn.Module):
         at most its last ``context`` tokens. Returns ``(batch, time + new_tokens)``; the
         model's train/eval mode is left as it was.
         """
-        if new_tokens < 0 or not math.isfinite(temperature) or temperature < 0:
-            raise ValueError(f"generate: need new_tokens ≥ 0 and a finite temperature ≥ 0, "
-                             f"got {new_tokens} and {temperature}")  # fmt: skip
+        check_int("generate", "new_tokens", new_tokens)
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"generate: temperature must be finite and ≥ 0, got {temperature}")
         if idx.ndim != 2 or idx.shape[1] < 1:
             raise ValueError(f"generate: the prompt is (batch, time) with time ≥ 1 token, got "
                              f"shape {tuple(idx.shape)}")  # fmt: skip
