@@ -110,7 +110,15 @@ class NoiseScale:
             raise ValueError(f"NoiseScale: decay must be in [0, 1), got {self.decay}")
 
     def update(self, g2: float, trace: float) -> float:
-        """Fold in one step's estimates; return the smoothed B_simple (bias-corrected EMA)."""
+        """Fold in one step's estimates; return the smoothed B_simple (bias-corrected EMA).
+
+        A NaN or infinite estimate (a diverged step) is refused with a ValueError and leaves
+        the averages as they were: folded in, it would stay in the EMA for good.
+        """
+        g2, trace = float(g2), float(trace)
+        if not (math.isfinite(g2) and math.isfinite(trace)):
+            raise ValueError(f"NoiseScale.update: g2 and trace must be finite, got {g2}, {trace} "
+                             "(the averages are left as they were)")  # fmt: skip
         self.g2 = self.decay * self.g2 + (1 - self.decay) * g2
         self.trace = self.decay * self.trace + (1 - self.decay) * trace
         self.updates += 1
@@ -119,7 +127,8 @@ class NoiseScale:
 
     @property
     def b_simple(self) -> float:
-        """tr Σ / ‖G‖² of the smoothed terms (the EMA's 1 − decayᵗ bias cancels in the ratio)."""
+        """tr Σ / ‖G‖² of the smoothed terms (the EMA's 1 − decayᵗ bias cancels in the ratio);
+        inf while the smoothed ‖G‖² is ≤ 0 (before any update, or from negative estimates)."""
         return self.trace / self.g2 if self.g2 > 0 else math.inf
 
 
@@ -311,8 +320,9 @@ def overhead_batch(b_crit: float, overhead: float = 0.2) -> dict[str, float]:
     At B = B_crit both overheads are 100% (McCandlish et al.'s definition); a "20% overhead"
     critical batch size is 0.2·B_crit when data is what one pays for.
     """
-    if b_crit <= 0 or overhead <= 0:
-        raise ValueError(f"need b_crit > 0 and overhead > 0, got {b_crit}, {overhead}")
+    if not (b_crit > 0 and overhead > 0 and math.isfinite(b_crit) and math.isfinite(overhead)):
+        raise ValueError(f"overhead_batch: need finite b_crit > 0 and overhead > 0, got "
+                         f"{b_crit}, {overhead}")  # fmt: skip
     return {"data": overhead * b_crit, "steps": b_crit / overhead}
 
 
@@ -345,7 +355,7 @@ class CriticalBatch:
 
 def steps_to_target(
     log: pd.DataFrame,
-    targets: Sequence[float],
+    targets: float | Sequence[float],
     run: str = "run_id",
     step: str = "step",
     loss: str = "train_loss",
@@ -356,8 +366,9 @@ def steps_to_target(
     Per run (rows grouped by ``run``, ordered by ``step``): the loss is smoothed by a trailing
     mean over ``smooth`` entries and made monotone by its running minimum; the answer is the
     first step where that curve is ≤ the target, interpolated linearly between the two entries
-    around the crossing; NaN where the run never gets there. One row per run × target with
-    ``target``, ``steps`` and every column that is constant within the run (batch size, lr, …).
+    around the crossing; NaN where the run never gets there. ``targets``: one loss or several.
+    One row per run × target with ``target``, ``steps`` and every column that is constant
+    within the run (batch size, lr, …).
     A trailing mean lags a falling curve, so ``smooth`` > 1 biases the steps upward (on
     1 + 10/step the crossing of 1.5 at step 20 reads 21 with smooth = 3, 24 with smooth = 9):
     compare runs at one smoothing, as the critical-batch fit does.
@@ -367,7 +378,11 @@ def steps_to_target(
     smooth = check_int(who, "smooth", smooth, low=1, note="(log entries)")
     if not pd.api.types.is_numeric_dtype(log[loss]) or pd.api.types.is_bool_dtype(log[loss]):
         raise TypeError(f"{who}: column {loss!r} must hold numbers, got dtype {log[loss].dtype}")
-    targets = [float(t) for t in targets]
+    try:
+        targets = [float(t) for t in np.atleast_1d(np.asarray(targets, dtype=float)).ravel()]
+    except (TypeError, ValueError):
+        msg = f"{who}: targets must be a loss or a list of losses, got {targets!r}"
+        raise ValueError(msg) from None
     if not targets or not all(math.isfinite(t) for t in targets):
         raise ValueError(f"{who}: need finite target losses, got {targets}")
     rows = []

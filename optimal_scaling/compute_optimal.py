@@ -306,10 +306,10 @@ def _flops(table: pd.DataFrame, N: str, D: str, flops: str | None, who: str) -> 
     return 6.0 * positive_values(table[N], N, who) * positive_values(table[D], D, who)
 
 
-def _exponents(points: pd.DataFrame) -> dict:
+def _exponents(points: pd.DataFrame, who: str) -> dict:
     """Power laws N_opt ∝ C^a and D_opt ∝ C^b through the per-budget optima."""
     if len(points) < 3:
-        raise ValueError(f"{len(points)} compute budgets have an optimum inside the grid; "
+        raise ValueError(f"{who}: {len(points)} compute budgets have an optimum inside the grid; "
                          "a power law in C needs at least 3")  # fmt: skip
     n_law = fit_power_law(points, "N_opt", "C", bootstrap=0)
     d_law = fit_power_law(points, "D_opt", "C", bootstrap=0)
@@ -318,7 +318,7 @@ def _exponents(points: pd.DataFrame) -> dict:
 
 
 def _size_bootstrap(usable_points: Callable[[np.ndarray], pd.DataFrame], sizes: np.ndarray,
-                    bootstrap: int, seed: int, level: float) -> dict:  # fmt: skip
+                    bootstrap: int, seed: int, level: float, who: str) -> dict:  # fmt: skip
     """Intervals for a and b from model sizes drawn with replacement.
 
     The budgets of approaches 1 and 2 are not independent observations (neighbouring budgets
@@ -348,7 +348,7 @@ def _size_bootstrap(usable_points: Callable[[np.ndarray], pd.DataFrame], sizes: 
         draws.append((np.polyfit(x, np.log(pts.N_opt.to_numpy()), 1)[0],
                       np.polyfit(x, np.log(pts.D_opt.to_numpy()), 1)[0]))  # fmt: skip
     if len(draws) < 2:
-        raise ValueError(f"the model-size bootstrap failed in {failed} of {bootstrap} "
+        raise ValueError(f"{who}: the model-size bootstrap failed in {failed} of {bootstrap} "
                          "resamples: too few model sizes for an interval")  # fmt: skip
     return {"intervals": percentile_intervals(np.array(draws), ["a", "b"], level),
             "bootstrap_draws": np.array(draws), "bootstrap_failed": failed}
@@ -431,7 +431,7 @@ def envelope_fit(
     points = points_from(np.arange(len(runs)))
     if points.empty:
         raise ValueError(f"{who}: no budget is reached by two model sizes")
-    out = _exponents(points[~points.at_edge])
+    out = _exponents(points[~points.at_edge], who)
     out["points"] = points
     if bootstrap:
         by_size = {n: np.flatnonzero(sizes == n) for n in np.unique(sizes)}
@@ -440,7 +440,7 @@ def envelope_fit(
             pts = points_from(np.concatenate([by_size[n] for n in pick]))
             return pts[~pts.at_edge] if len(pts) else pts
 
-        out.update(_size_bootstrap(usable, np.unique(sizes), bootstrap, seed, level))
+        out.update(_size_bootstrap(usable, np.unique(sizes), bootstrap, seed, level, who))
     return out
 
 
@@ -572,7 +572,7 @@ def _isoflop_result(profiles: list[tuple[float, list]], min_models: int, bootstr
     points = points_of(profiles)
     if points.empty:
         raise ValueError(f"isoflop_fit: no IsoFLOP profile has {min_models} models")
-    out = _exponents(points[points.valid])
+    out = _exponents(points[points.valid], "isoflop_fit")
     out.update(points=points, profiles=pd.DataFrame(
         [{"C": C, "N": n, "D": d, "loss": v} for C, pts in profiles for n, d, v in pts]))
     if bootstrap:
@@ -584,7 +584,7 @@ def _isoflop_result(profiles: list[tuple[float, list]], min_models: int, bootstr
             return pts[pts.valid]
 
         sizes = np.unique([p[0] for _, pts in profiles for p in pts])
-        out.update(_size_bootstrap(usable, sizes, bootstrap, seed, level))
+        out.update(_size_bootstrap(usable, sizes, bootstrap, seed, level, "isoflop_fit"))
     return out
 
 

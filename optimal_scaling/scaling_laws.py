@@ -333,8 +333,8 @@ def effective_data(unique, total, r_star: float = R_STAR_D) -> np.ndarray:
     if np.any(T < U * (1 - 1e-12)):
         raise ValueError("effective_data: total must be at least unique (R = total/unique − 1 "
                          "≥ 0)")  # fmt: skip
-    if r_star <= 0:
-        raise ValueError(f"effective_data: r_star must be positive, got {r_star}")
+    if not math.isfinite(r_star) or r_star <= 0:  # (R* → ∞ would be D' = total: no decay)
+        raise ValueError(f"effective_data: r_star must be finite and positive, got {r_star}")
     R = np.maximum(T / U - 1, 0.0)
     return U + U * r_star * (1 - np.exp(-R / r_star))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -353,3 +354,106 @@ def test_probe_under_two_processes_matches_the_single_process_estimator():
         mp.spawn(_worker, args=(2, os.path.join(d, "init"), out), nprocs=2, join=True)
         got = torch.load(out).tolist()
     assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_decay_zero_is_allowed_and_means_no_smoothing():  # B1, B2
+    g2, trace = np.array([1.0, 2.0, 4.0]), np.array([10.0, 30.0, 20.0])
+    assert bs.b_simple_curve(g2, trace, decay=0.0) == pytest.approx(trace / g2)
+    ns = bs.NoiseScale(decay=0.0)
+    for a, b in zip(g2, trace, strict=True):
+        ns.update(a, b)
+    assert ns.b_simple == pytest.approx(5.0)
+
+
+def test_eta_of_b_interval_narrows_with_the_level():  # B3
+    B = 2.0 ** np.arange(2, 11)
+    eta = bs.eta_surge(B, 0.03, 60.0) * np.exp(0.05 * np.random.default_rng(3).normal(size=9))
+    t = pd.DataFrame({"batch_size": B, "lr": eta})
+    wide = bs.fit_eta_of_b(t, bootstrap=100, seed=0, level=0.95).intervals["b_crit"]
+    narrow = bs.fit_eta_of_b(t, bootstrap=100, seed=0, level=0.5).intervals["b_crit"]
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+
+
+def test_critical_batch_with_four_runs_at_three_sizes_has_an_interval():  # B4
+    """NaN intervals are for fewer than 4 *runs*; 4 runs at 3 sizes resample to new data."""
+    B = np.array([8.0, 8.0, 64.0, 512.0])
+    S = 100 * (1 + 50 / B) * np.array([1.05, 0.95, 1.0, 1.02])
+    lo, hi = bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": S}),
+                                   bootstrap=200).intervals["b_crit"]
+    assert np.isfinite([lo, hi]).all() and lo < hi
+
+
+def test_steps_to_target_keeps_only_columns_constant_within_a_run():  # B5
+    step = np.arange(1.0, 11.0)
+    log = pd.DataFrame({"run_id": "a", "step": step, "train_loss": 1 + 10 / step,
+                        "batch_size": 8, "tokens": step * 8})  # fmt: skip
+    out = bs.steps_to_target(log, [3.0], smooth=1)
+    assert "batch_size" in out and "tokens" not in out
+
+
+def test_steps_to_target_interpolates_the_running_minimum():  # B6
+    log = pd.DataFrame({"run_id": 0, "step": [0, 10, 20, 30],
+                        "train_loss": [3.0, 2.0, 2.5, 1.0]})  # fmt: skip
+    # running minimum 3, 2, 2, 1: crosses 1.5 halfway between steps 20 and 30
+    assert bs.steps_to_target(log, [1.5], smooth=1)["steps"].iloc[0] == pytest.approx(25.0)
+
+
+def test_b_crit_at_the_end_of_the_measured_range_is_inside():  # B7
+    assert bs.EtaOfB("surge", 0.02, 64.0, 5, b_range=(16.0, 64.0)).b_crit_inside
+    assert bs.EtaOfB("surge", 0.02, 16.0, 5, b_range=(16.0, 64.0)).b_crit_inside
+    assert not bs.EtaOfB("surge", 0.02, 65.0, 5, b_range=(16.0, 64.0)).b_crit_inside
+
+
+def test_noise_temperature_refuses_negative_momentum():  # B8
+    with pytest.raises(ValueError, match="momentum"):
+        bs.noise_temperature(0.01, 1e6, 32, momentum=-0.5)
+
+
+def test_critical_batch_intervals_hold_only_fits_that_show_the_trade_off():  # B9
+    """S_min, E_min must come out positive (docstring); resamples whose line does not (about
+    a fifth here, S_min being small) are left out, so every interval stays positive."""
+    B = np.repeat([8.0, 16, 32, 64, 128, 256], 2)
+    S = (2.0 + 4000 / B) * np.exp(0.1 * np.random.default_rng(0).normal(size=B.size))
+    fit = bs.fit_critical_batch(pd.DataFrame({"batch_size": B, "steps": S}), bootstrap=300,
+                                seed=0)
+    assert fit.s_min > 0
+    for name in ("s_min", "e_min", "b_crit"):
+        assert fit.intervals[name][0] > 0, name
+
+
+def test_b_simple_is_infinite_without_a_positive_smoothed_gradient_norm():  # B11 (convention)
+    assert bs.NoiseScale().b_simple == math.inf  # before any update
+    ns = bs.NoiseScale(decay=0.5)
+    ns.update(-1.0, 5.0)  # the unbiased ‖G‖² estimate can be negative
+    assert ns.b_simple == math.inf
+    assert bs.b_simple_curve([-1.0], [5.0], decay=0.5)[0] == math.inf  # "as NoiseScale"
+
+
+def test_overhead_batch_refuses_nan_and_inf():
+    for args in ((math.nan,), (100.0, math.nan), (math.inf,), (100.0, math.inf)):
+        with pytest.raises(ValueError, match="overhead_batch: need finite b_crit > 0"):
+            bs.overhead_batch(*args)
+
+
+def test_steps_to_target_takes_one_target_or_several():
+    """A loss of 1 + 10/step reaches 1.5 at step 20 (smooth = 1: no lag)."""
+    step = np.arange(1, 41)
+    log = pd.DataFrame({"run_id": 0, "step": step, "train_loss": 1 + 10 / step})
+    one = bs.steps_to_target(log, 1.5, smooth=1)
+    assert one.steps.tolist() == [20.0]
+    assert one.equals(bs.steps_to_target(log, [1.5], smooth=1))
+    with pytest.raises(ValueError, match="steps_to_target: targets must be a loss or a list"):
+        bs.steps_to_target(log, "low", smooth=1)
+
+
+def test_noise_scale_refuses_a_non_finite_step_and_keeps_its_averages():
+    """A NaN folded into the EMA would leave B_simple at NaN/inf for good (b_simple_curve
+    refuses the same input): refused, and the state is as before the call."""
+    ns = bs.NoiseScale(decay=0.9)
+    ns.update(1.0, 10.0)
+    before = (ns.g2, ns.trace, ns.updates, len(ns.history))
+    for g2, trace in ((math.nan, 10.0), (1.0, math.inf)):
+        with pytest.raises(ValueError, match="NoiseScale.update: g2 and trace must be finite"):
+            ns.update(g2, trace)
+    assert (ns.g2, ns.trace, ns.updates, len(ns.history)) == before
+    assert ns.update(1.0, 10.0) == pytest.approx(10.0)  # trace/g2 of constant estimates

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
+from optimal_scaling import compute_optimal as co
 from optimal_scaling.compute_optimal import (
     checklist,
     compute_optimal_draws,
@@ -419,3 +420,232 @@ def test_largest_c_holdout_is_the_90th_percentile():
     check = extrapolation_check(N, D, L, holdout="largest C", starts=start_grid()[::45])
     assert (check["held_out"] == (N * D >= np.percentile(N * D, 90))).all()
     assert check["held_out"].sum() == 5
+
+
+_TRUE = LossLaw("planted", E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28, source="test")
+
+
+def _grid(noise=0.01, seed=0):
+    N = np.repeat(np.geomspace(1e7, 1e10, 8), 6)
+    D = np.tile(np.geomspace(1e9, 1e12, 6), 8)
+    return N, D, _TRUE(N, D) * np.exp(np.random.default_rng(seed).normal(0, noise, N.size))
+
+
+def test_weighted_objective_gradient_per_problem_matches_finite_differences():  # C1, C2
+    N, D, L = _grid()
+    W = np.random.default_rng(1).integers(0, 4, size=(3, N.size)).astype(float)
+    fun = co.parametric_objective(N, D, L, weights=W)
+    x = np.array([[0.4, 5.5, 6.5, 0.3, 0.35], [0.6, 6.0, 6.0, 0.35, 0.3]])
+    rows = np.array([2, 0])  # problems 2 and 0, in that order
+    f, g = fun(x, rows)
+    for j, p in enumerate(rows):
+        law = LossLaw("x", *np.exp(x[j, :3]), *x[j, 3:], "x")
+        r = np.abs(np.log(law(N, D)) - np.log(L))
+        h = np.minimum(r, 1e-3) * (r - 0.5 * np.minimum(r, 1e-3))
+        assert f[j] == pytest.approx((W[p] * h).sum(), rel=1e-12)
+        for i in range(5):
+            e = np.zeros((1, 5))
+            e[0, i] = 1e-6
+            one = slice(j, j + 1)
+            num = (fun(x[one] + e, rows[one])[0] - fun(x[one] - e, rows[one])[0]) / 2e-6
+            assert num[0] == pytest.approx(g[j, i], rel=1e-5, abs=1e-10), (p, i)
+
+
+def test_distinct_keeps_the_best_rows_at_least_1e3_apart():  # C4
+    x = np.array([[0.0] * 5, [5e-4] + [0.0] * 4, [2e-3] + [0.0] * 4, [1.0] * 5])
+    f = np.array([1.0, 0.5, 2.0, np.inf])
+    got = co._distinct(x, f, 3)
+    assert got.tolist() == [x[1].tolist(), x[2].tolist()]  # row 0 is within 1e-3 of row 1
+
+
+@pytest.fixture(scope="module")
+def half_level_fit():
+    N, D, L = _grid(0.01, seed=3)
+    fit = co.fit_parametric(N, D, L, starts=co.start_grid()[::90], bootstrap=30, seed=2,
+                            level=0.5)
+    return fit
+
+
+def test_parametric_intervals_and_draws_tables_use_the_fits_level(half_level_fit):  # C7–C9
+    fit = half_level_fit
+    assert fit["level"] == 0.5
+    d = fit["draws"]
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
+        assert fit["intervals"][k] == pytest.approx(tuple(np.percentile(d[k], [25, 75])),
+                                                    rel=1e-12), k
+    C = np.array([1e20, 1e22])
+    n_draw = np.array([LossLaw("d", *row, source="d").compute_optimal(C)[0]
+                       for row in d[["E", "A", "B", "alpha", "beta"]].itertuples(index=False)])
+    by_default = co.compute_optimal_draws(fit, C)  # the fit's level, 0.5
+    lo, hi = np.percentile(n_draw, [25, 75], axis=0)
+    assert by_default["N_opt_low"].to_numpy() == pytest.approx(lo, rel=1e-9)
+    assert by_default["N_opt_high"].to_numpy() == pytest.approx(hi, rel=1e-9)
+    wide = co.compute_optimal_draws(fit, C, level=0.9)  # an explicit level wins
+    lo, hi = np.percentile(n_draw, [5, 95], axis=0)
+    assert wide["N_opt_low"].to_numpy() == pytest.approx(lo, rel=1e-9)
+    assert wide["N_opt_high"].to_numpy() == pytest.approx(hi, rel=1e-9)
+
+
+def test_hits_count_starts_within_a_relative_1e6_and_converged_counts_tolerance_stops():  # C5, C6
+    N, D, L = _grid(0.01)
+    near = np.array([[0.5, 6.0, 6.0, 0.34, 0.28], [0.55, 6.1, 6.05, 0.35, 0.29],
+                     [0.45, 5.9, 5.95, 0.33, 0.27]])  # fmt: skip
+    fit = co.fit_parametric(N, D, L, starts=near, max_iter=300)
+    assert fit["starts"] == 3 and fit["hits"] == 3  # one minimum, reached from each
+    one_step = co.fit_parametric(N, D, L, starts=co.start_grid()[::300], max_iter=1)
+    assert one_step["converged"] == 0  # one iteration stops nobody by a tolerance
+
+
+def test_fit_parametric_needs_six_points():  # C10
+    with pytest.raises(ValueError, match="need at least 6"):
+        co.fit_parametric([1e7, 1e7, 1e8, 1e8, 1e9], [1e9, 1e10, 1e9, 1e10, 1e9],
+                          [3.0, 2.9, 2.8, 2.7, 2.6])
+
+
+def _staggered_curves():
+    """Five sizes; the largest starts training late, so at low budgets the largest size
+    present is 3.2e8, not 1e9."""
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    parts = []
+    for i, n in enumerate(np.geomspace(1e7, 1e9, 5)):
+        D = np.geomspace(1e8, 1e11, 40) if i < 4 else np.geomspace(3e10, 1e11, 10)
+        parts.append(pd.DataFrame({"run_id": i, "params": n, "tokens": D,
+                                   "train_loss": law(n, D)}))
+    return pd.concat(parts)
+
+
+def test_envelope_edge_is_the_smallest_or_largest_size_reaching_the_budget():  # C11
+    curves = _staggered_curves()
+    p = co.envelope_fit(curves, budgets=30, bootstrap=0)["points"]
+    spans = {n: (6 * n * g.tokens.min(), 6 * n * g.tokens.max())
+             for n, g in curves.groupby("params")}  # fmt: skip
+    tol = 1e-9
+    want = []
+    for C, n_opt in zip(p.C, p.N_opt, strict=True):
+        present = [n for n, (lo, hi) in spans.items() if lo * (1 - tol) <= C <= hi * (1 + tol)]
+        assert p.models[p.C == C].iloc[0] == len(present)
+        want.append(n_opt in (min(present), max(present)))
+    assert p.at_edge.tolist() == want
+    assert (p.at_edge & (p.N_opt < 1e9) & (p.N_opt > 1e7)).any()  # the case that matters
+
+
+def test_envelope_budget_count_spans_the_range_two_sizes_reach():  # C12
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    sizes = np.geomspace(1e7, 1e9, 5)
+    D = np.geomspace(1e8, 1e11, 40)
+    curves = pd.concat([pd.DataFrame({"run_id": i, "params": n, "tokens": D,
+                                      "train_loss": law(n, D)}) for i, n in enumerate(sizes)])
+    p = co.envelope_fit(curves, budgets=12, bootstrap=0)["points"]
+    want = np.geomspace(6 * sizes[1] * D[0], 6 * sizes[-2] * D[-1], 12)
+    assert p.C.to_numpy() == pytest.approx(want, rel=1e-9)
+
+
+def test_envelope_d_opt_comes_from_the_tokens_with_a_flops_column():  # C13
+    curves = _staggered_curves()
+    curves = curves[curves.run_id < 4].assign(flops=lambda t: 8 * t.params * t.tokens)
+    p = co.envelope_fit(curves, flops="flops", budgets=10, bootstrap=0)["points"]
+    # C = 8·N·D here, so the winning run's tokens at C are C/(8·N_opt), not C/(6·N_opt)
+    assert p.D_opt.to_numpy() == pytest.approx((p.C / (8 * p.N_opt)).to_numpy(), rel=1e-9)
+
+
+def _isoflop_rows(shift=1.3, budgets=(1e18, 1e19, 1e20, 1e21), curvature=0.1):
+    rows = []
+    for C in budgets:
+        n_star = 1e8 * (C / 1e18) ** 0.5
+        for n in np.geomspace(n_star / 30, n_star * 30, 7) * shift:
+            rows.append({"params": n, "tokens": C / (6 * n),
+                         "val_loss": 2 + curvature * np.log(n / n_star) ** 2})
+    return pd.DataFrame(rows)
+
+
+def test_isoflop_keeps_the_lowest_loss_of_repeated_runs_and_reports_the_vertex_loss():  # C14, C16
+    t = _isoflop_rows()
+    worse = t.assign(val_loss=t.val_loss + 0.5)  # the same (N, D) at a worse learning rate
+    iso = co.isoflop_fit(pd.concat([t, worse]), min_models=5, interpolate=False, bootstrap=0)
+    p = iso["points"]
+    assert p.valid.all()
+    assert p.N_opt.to_numpy() == pytest.approx((1e8 * (p.C / 1e18) ** 0.5).to_numpy(), rel=1e-6)
+    assert p.loss.to_numpy() == pytest.approx(2.0, abs=1e-9)  # the vertex, between grid points
+
+
+def test_isoflop_refuses_a_hill_and_a_vertex_beyond_the_sizes():  # C17, C23
+    t = _isoflop_rows(curvature=-0.1, budgets=(1e18,))
+    t = pd.concat([t, _isoflop_rows(budgets=(1e19, 1e20, 1e21))])
+    p = co.isoflop_fit(t, min_models=5, interpolate=False, bootstrap=0)["points"]
+    assert p.valid.tolist() == [False, True, True, True]  # downward parabola: no minimum
+    off = pd.concat([_isoflop_rows(shift=60.0, budgets=(1e18,)),  # optimum below every size
+                     _isoflop_rows(budgets=(1e19, 1e20, 1e21))])
+    p = co.isoflop_fit(off, min_models=5, interpolate=False, bootstrap=0)["points"]
+    assert p.valid.tolist() == [False, True, True, True]
+
+
+def test_isoflop_interpolates_linearly_in_log_d():  # C15
+    # loss linear in log D for each model: interpolation in log D is exact
+    sizes = np.geomspace(1e7, 1e9, 6)
+    D = np.geomspace(1e9, 1e12, 4)
+    t = pd.DataFrame([{"params": n, "tokens": d,
+                       "val_loss": 3 - 0.05 * np.log(d) + 0.02 * (np.log(n) - 18) ** 2}
+                      for n in sizes for d in D])  # fmt: skip
+    prof = co.isoflop_fit(t, budgets=[3e18, 1e19, 3e19], min_models=4, bootstrap=0)["profiles"]
+    want = 3 - 0.05 * np.log(prof.D) + 0.02 * (np.log(prof.N) - 18) ** 2
+    assert prof.loss.to_numpy() == pytest.approx(want.to_numpy(), rel=1e-12)
+
+
+def test_isoflop_profile_counts_distinct_model_sizes():  # C18
+    t = _isoflop_rows(budgets=(1e18, 1e19, 1e20, 1e21))
+    first = t.iloc[:7]
+    keep = first.iloc[[0, 1, 2, 3]]  # 4 sizes on the first line...
+    dup = keep.iloc[[1]].assign(tokens=keep.tokens.iloc[1] * 1.01, val_loss=3.0)  # ...a 5th run
+    t2 = pd.concat([keep, dup, t.iloc[7:]])
+    p = co.isoflop_fit(t2, min_models=5, interpolate=False, bootstrap=0)["points"]
+    assert len(p) == 3 and p.models.tolist() == [7, 7, 7]  # the 4-size line has no vertex row
+
+
+def test_isoflop_budget_grid_spans_where_min_models_overlap():  # C21
+    sizes = np.geomspace(1e7, 1e9, 6)
+    D = np.geomspace(1e9, 1e12, 5)
+    t = pd.DataFrame([{"params": n, "tokens": d, "val_loss": 2 + 0.02 * (np.log(n) - 18) ** 2
+                       + 30 / d**0.2} for n in sizes for d in D])  # fmt: skip
+    prof = co.isoflop_fit(t, budgets=5, min_models=4, bootstrap=0)["profiles"]
+    ends = np.sort(np.r_[6 * sizes * D[0], 6 * sizes * D[-1]])
+    ok = [c for c in ends
+          if sum(6 * n * D[0] <= c * (1 + 1e-12) and c <= 6 * n * D[-1] * (1 + 1e-12)
+                 for n in sizes) >= 4]  # fmt: skip
+    assert np.sort(prof.C.unique()) == pytest.approx(np.geomspace(min(ok), max(ok), 5), rel=1e-9)
+
+
+def test_extrapolation_errors_are_prediction_over_truth_minus_one():  # C19
+    N = np.repeat(np.geomspace(1e7, 1e10, 8), 6)
+    D = np.tile(np.geomspace(1e9, 1e12, 6), 8)
+    L = _TRUE(N, D) * np.where(N == N.max(), 1.1, 1.0)  # the held-out model is 10% worse
+    check = co.extrapolation_check(N, D, L, starts=co.start_grid()[::90])
+    assert check["errors"] == pytest.approx(1 / 1.1 - 1, abs=1e-3)
+    assert check["mae"] == pytest.approx(1 - 1 / 1.1, abs=1e-3)
+
+
+def test_checklist_reports_the_rms_and_max_residual(half_level_fit):  # C20
+    N, D, L = _grid(0.01, seed=3)
+    res = np.log(half_level_fit["law"](N, D)) - np.log(L)
+    text = co.checklist(half_level_fit, N, D, L)
+    assert (f"rms {np.sqrt(np.mean(res**2)):.4f}, max |r| {np.abs(res).max():.4f}") in text
+    assert "50% percentile intervals" in text
+
+
+def test_size_bootstrap_counts_the_resamples_it_skips():  # C22
+    """Each IsoFLOP line has its own 7 sizes: a resample of sizes often leaves a line with
+    fewer than min_models, and then fewer than 3 vertices: skipped, and counted."""
+    r = co.isoflop_fit(_isoflop_rows(), min_models=4, interpolate=False, bootstrap=60, seed=0)
+    assert r["bootstrap_failed"] > 0
+    assert r["bootstrap_failed"] + len(r["bootstrap_draws"]) == 60
+
+
+def test_too_few_budgets_for_a_power_law_is_an_error_that_names_the_approach():
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    D = np.geomspace(1e8, 1e11, 20)
+    curves = pd.concat([pd.DataFrame({"run_id": i, "params": n, "tokens": D,
+                                      "train_loss": law(n, D)})
+                        for i, n in enumerate([1e7, 1e8, 1e9])])  # fmt: skip
+    with pytest.raises(ValueError, match="envelope_fit: 2 compute budgets .* at least 3"):
+        envelope_fit(curves, budgets=[1e18, 2e18], bootstrap=0)
+    with pytest.raises(ValueError, match="isoflop_fit: 2 compute budgets .* at least 3"):
+        isoflop_fit(_isoflop_rows(budgets=(1e18, 1e19)), interpolate=False, bootstrap=0)

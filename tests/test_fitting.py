@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optimal_scaling.fitting import find_optimum, fit_power_law
+from optimal_scaling import batch_size as bs
+from optimal_scaling.fitting import find_optimum, fit_power_law, lbfgs, percentile_intervals
 
 
 def planted_grid(noise: float = 0.0, seed: int = 0, shift: float = 0.0
@@ -201,3 +202,207 @@ def test_lbfgs_scales_its_first_direction_on_a_flat_quadratic():
     c = np.array([1e-8, 1e-6, 1e-5])
     r = lbfgs(lambda x, rows: (0.5 * (c * x**2).sum(1), c * x), np.ones((1, 3)))
     assert r.converged[0] and r.iterations[0] <= 20 and np.abs(r.x).max() < 5e-5
+
+
+def test_percentile_intervals_and_power_law_honour_the_level():  # F1, F9
+    draws = np.column_stack([np.arange(1001.0)])
+    assert percentile_intervals(draws, ["x"], 0.5)["x"] == pytest.approx((250.0, 750.0))
+    assert percentile_intervals(draws, ["x"], 0.8)["x"] == pytest.approx((100.0, 900.0))
+    rng = np.random.default_rng(0)
+    x = np.geomspace(1, 1000, 12)
+    t = pd.DataFrame({"x": x, "y": 3 * x**0.5 * np.exp(0.1 * rng.normal(size=12))})
+    wide = fit_power_law(t, "y", "x", bootstrap=300, seed=0, level=0.95)
+    narrow = fit_power_law(t, "y", "x", bootstrap=300, seed=0, level=0.5)
+    (lo95, hi95), (lo50, hi50) = wide.intervals["x"], narrow.intervals["x"]
+    assert lo95 < lo50 < hi50 < hi95  # same draws, a narrower percentile band
+    assert "50% intervals" in str(narrow) and "95% intervals" in str(wide)
+
+
+def test_level_one_is_refused():  # F2: 0 < level < 1
+    t = pd.DataFrame({"x": [1.0, 2.0, 4.0, 8.0], "y": [1.0, 1.5, 2.1, 2.9]})
+    with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\)"):
+        fit_power_law(t, "y", "x", level=1.0)
+    with pytest.raises(ValueError, match=r"level must be a number in \(0, 1\)"):
+        bs.fit_eta_of_b(pd.DataFrame({"batch_size": [8.0, 16, 32], "lr": [0.01, 0.02, 0.03]}),
+                        level=1)
+
+
+def _valley(u):
+    return 2 + 0.1 * (u + 4.3) ** 2 + 0.01 * (u + 4.3) ** 3
+
+
+def test_parabola_window_skips_diverged_grid_values():  # F3
+    """lr ≥ 2^-2 diverged: the window is the 2 finite distinct values each side of the grid
+    minimum (2^-4): 2^-6 … 2^-3, the diverged values do not enter the fit."""
+    u = np.arange(-8.0, 0.0)
+    loss = np.where(u >= -2, np.inf, _valley(u))
+    got = find_optimum(pd.DataFrame({"lr": 2.0**u, "loss": loss}), over="lr", method="parabola")
+    w = (u >= -6) & (u <= -3)
+    p2, p1, p0 = np.polyfit(u[w], loss[w], 2)
+    assert got["refined"].iloc[0]
+    assert math.log2(got["lr"].iloc[0]) == pytest.approx(-p1 / (2 * p2), abs=1e-9)
+    assert got["loss"].iloc[0] == pytest.approx(p0 - p1**2 / (4 * p2), abs=1e-12)
+
+
+def test_points_counts_every_row_and_an_all_diverged_group_has_nan_settings():  # F4, F5
+    u = np.arange(-8.0, 0.0)
+    t = pd.DataFrame({"D": 1, "lr": 2.0**u, "loss": np.where(u >= -2, np.inf, _valley(u))})
+    dead = t.assign(D=2, loss=np.inf)
+    best = find_optimum(pd.concat([t, dead], ignore_index=True), over="lr", by="D")
+    assert best["points"].tolist() == [8, 8]  # "rows in the group", diverged ones included
+    assert math.isnan(best["lr"].iloc[1]) and math.isinf(best["loss"].iloc[1])
+    assert best["lr"].iloc[0] == 2.0**-4
+
+
+def test_parabola_curvature_threshold_scales_with_the_range_of_u():  # F12
+    """Refined iff p₂·(range of u)² > 1e-9·max|metric| (range of the 5 fitted points: 4)."""
+    u = np.arange(-8.0, 0.0)
+    for p2, refined in ((3e-10, True), (1e-11, False)):  # p₂·16 = 4.8e-9 and 1.6e-10
+        t = pd.DataFrame({"lr": 2.0**u, "loss": 1.0 + p2 * (u + 4.3) ** 2})
+        got = find_optimum(t, over="lr", method="parabola")
+        assert bool(got["refined"].iloc[0]) is refined, p2
+        if refined:
+            assert math.log2(got["lr"].iloc[0]) == pytest.approx(-4.3, abs=1e-3)
+
+
+def test_power_law_bootstrap_uses_its_seed():  # F7
+    rng = np.random.default_rng(5)
+    x = np.geomspace(1, 100, 10)
+    t = pd.DataFrame({"x": x, "y": 2 * x**0.3 * np.exp(0.1 * rng.normal(size=10))})
+    a = fit_power_law(t, "y", "x", bootstrap=200, seed=1).intervals["x"]
+    b = fit_power_law(t, "y", "x", bootstrap=200, seed=2).intervals["x"]
+    again = fit_power_law(t, "y", "x", bootstrap=200, seed=1).intervals["x"]
+    assert a == again and a != b
+
+
+def test_power_law_bootstrap_can_draw_every_row():  # F8
+    """Five rows lie exactly on y = x; the last is off the line. A resample without it fits
+    the exponent 1 exactly; about 2/3 of resamples hold it, so the interval has width."""
+    x = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+    y = x.copy()
+    y[-1] *= 3.0
+    lo, hi = fit_power_law(pd.DataFrame({"x": x, "y": y}), "y", "x", bootstrap=200,
+                           seed=0).intervals["x"]
+    assert hi - lo > 0.05 and hi > 1.05
+
+
+def test_power_law_of_a_constant_target_is_a_perfect_fit():  # F10 (convention: SS_res = 0)
+    law = fit_power_law(pd.DataFrame({"x": [1.0, 2.0, 4.0, 8.0], "y": 3.0}), "y", "x",
+                        bootstrap=0)
+    assert law.exponents["x"] == pytest.approx(0.0, abs=1e-12) and law.r2 == 1.0
+
+
+_C = np.array([1.0, 3.0, 10.0, 30.0, 0.3])
+
+
+def _f(x):  # smooth, non-quadratic, non-convex in places
+    return (0.5 * (_C * x**2).sum() + 0.25 * x.sum() ** 4 + np.log(np.cosh(x - 0.7)).sum()
+            + 0.8 * np.cos(2 * x).sum())
+
+
+def _g(x):
+    return _C * x + x.sum() ** 3 + np.tanh(x - 0.7) - 1.6 * np.sin(2 * x)
+
+
+def _reference_lbfgs(x0, iters, memory, gtol=1e-10, ftol=1e-10, max_halvings=30, f=_f, g=_g):
+    """One problem, written from lbfgs's docstring: two-loop recursion over the last
+    ``memory`` pairs with s·y > 0 (initial scaling γ = s·y/y·y of the newest), steepest
+    descent if not a descent direction, t from min(1, 1/‖g‖∞) on the first iteration and 1
+    after, halved until Armijo (c = 1e-4); stop on ‖g‖∞ ≤ gtol or drop ≤ ftol·|f|."""
+    x = np.array(x0, float)
+    fx, gx = f(x), g(x)
+    S, Y = [], []
+    for it in range(iters):
+        if np.abs(gx).max() <= gtol:
+            return x, it, True
+        q, al = gx.copy(), []
+        for s, y in reversed(list(zip(S, Y, strict=True))):
+            a = (s @ q) / (s @ y)
+            al.append(a)
+            q = q - a * y
+        r = ((S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]) if S else 1.0) * q
+        for (s, y), a in zip(zip(S, Y, strict=True), reversed(al), strict=True):
+            r = r + (a - (y @ r) / (s @ y)) * s
+        d = -r if gx @ -r < 0 else -gx
+        t = min(1.0, 1.0 / np.abs(gx).max()) if it == 0 else 1.0
+        for _ in range(max_halvings):
+            fn = f(x + t * d)
+            if np.isfinite(fn) and fn <= fx + 1e-4 * t * (gx @ d):
+                break
+            t *= 0.5
+        else:
+            return x, it + 1, True
+        xn = x + t * d
+        gn = g(xn)
+        s, y, drop = xn - x, gn - gx, fx - fn
+        x, fx, gx = xn, fn, gn
+        if s @ y > 0:
+            S, Y = (S + [s])[-memory:], (Y + [y])[-memory:]
+        else:
+            _reference_lbfgs.skipped += 1
+        if np.abs(gx).max() <= gtol or drop <= ftol * abs(fx):
+            return x, it + 1, True
+    return x, iters, False
+
+
+_reference_lbfgs.skipped = 0
+
+
+def test_lbfgs_follows_an_independent_single_row_implementation():  # L1–L10
+    x0 = np.array([[1.5, -2.0, 0.7, 0.4, 3.0], [0.2, 0.1, -0.3, 0.05, 0.4],
+                   [-1.0, 0.5, 0.5, -0.2, -2.5]])  # fmt: skip
+
+    def fun(X, rows):
+        return np.array([_f(x) for x in X]), np.array([_g(x) for x in X])
+
+    for iters in (1, 2, 4, 8, 15, 200):
+        res = lbfgs(fun, x0, max_iter=iters, memory=3)
+        for i in range(len(x0)):
+            x, n, conv = _reference_lbfgs(x0[i], iters, memory=3)
+            assert np.allclose(res.x[i], x, rtol=1e-9, atol=1e-10), (iters, i)
+            assert res.iterations[i] == n and bool(res.converged[i]) is conv, (iters, i)
+    assert res.converged.all()
+
+
+def test_lbfgs_skips_pairs_without_positive_curvature():  # L8
+    """A non-convex 2-D function where a step meets s·y < 0: that pair must not enter the
+    two-loop recursion (the docstring's "pairs (s, y) with s·y > 0")."""
+
+    def f(v):
+        x, y = v[0], v[1]
+        return x**4 / 4 - x**2 + 2 * y**2 + 0.5 * x * y + 0.3 * np.sin(3 * y)
+
+    def g(v):
+        return np.array([v[0] ** 3 - 2 * v[0] + 0.5 * v[1],
+                         4 * v[1] + 0.5 * v[0] + 0.9 * np.cos(3 * v[1])])
+
+    def fun(X, rows):
+        return np.array([f(x) for x in X]).reshape(-1), np.array([g(x) for x in X]).reshape(-1, 2)
+
+    x0 = np.array([[0.3, 0.2]])
+    _reference_lbfgs.skipped = 0
+    for iters in (3, 4, 6):
+        x, n, _ = _reference_lbfgs(x0[0], iters, memory=5, f=f, g=g)
+        got = lbfgs(fun, x0, max_iter=iters, memory=5)
+        assert np.allclose(got.x[0], x, rtol=1e-9, atol=1e-12) and got.iterations[0] == n, iters
+    assert _reference_lbfgs.skipped > 0  # the case did arise
+
+
+def test_lbfgs_backtracks_until_the_armijo_condition_holds():  # L9
+    """f = 2x² from x = 0.50001: the first trial t = 1/|g| lands at −0.49999, a decrease but
+    not a sufficient one (Armijo, c = 1e-4); one halving gives x = 0.50001 − 0.5."""
+    res = lbfgs(lambda X, rows: (2 * X[:, 0] ** 2, 4 * X), np.array([[0.50001]]), max_iter=1)
+    assert res.x[0, 0] == pytest.approx(0.50001 - 0.5, abs=1e-12)
+
+
+def test_lbfgs_row_with_no_lowering_step_stops_converged():  # L5
+    """f = x on x ≥ 0 (infinite below): from x = 1e-12 every trial of 30 halvings from t = 1
+    lands below 0, so the row stops where it is, by the halving test (not by max_iter)."""
+
+    def fun(X, rows):
+        return np.where(X[:, 0] >= 0, X[:, 0], np.inf), np.ones_like(X)
+
+    res = lbfgs(fun, np.array([[1e-12]]), max_iter=50)
+    assert res.converged[0] and res.x[0, 0] == 1e-12 and res.iterations[0] < 50
+    more = lbfgs(fun, np.array([[1e-12]]), max_iter=1, max_halvings=45)  # 2^-44 < 1e-12
+    assert 0 <= more.x[0, 0] < 1e-12

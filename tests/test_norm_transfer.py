@@ -155,3 +155,92 @@ def test_band_by_hand():
     b = nt.band(h)
     assert b == pytest.approx({"mean": 7.0333333333, "std": np.std([6.8, 7.0, 7.3]), "min": 6.8,
                                "max": 7.3, "n": 3, "procedure_spread": 0.4})
+
+
+def test_vertex_within_half_an_octave_beyond_the_points_is_kept():  # N1
+    x = np.arange(3.0, 10.5, 0.5)
+    assert nt.optimal_norm(x, 3 + (x - 10.3) ** 2)["free"] == pytest.approx(10.3, abs=1e-9)
+    assert math.isnan(nt.optimal_norm(x, 3 + (x - 10.8) ** 2)["free"])
+    assert nt.optimal_norm(x, 3 + (x - 2.7) ** 2)["free"] == pytest.approx(2.7, abs=1e-9)
+    assert math.isnan(nt.optimal_norm(x, 3 + (x - 2.2) ** 2)["free"])
+
+
+def test_estimate_is_the_median_of_the_variants():  # N2
+    x = np.arange(3.0, 10.0)
+    loss = np.array([3.0, 2.4, 2.3, 2.05, 2.2, 2.25, 2.9])
+    est = nt.optimal_norm(x, loss, anchor=(0.0, 6.0), points=5)
+    v = [est[k] for k in ("grid", "free", "free_smooth", "fixed", "fixed_smooth")
+         if math.isfinite(est[k])]  # fmt: skip
+    assert len(v) >= 4 and np.median(v) != pytest.approx(np.mean(v), abs=1e-3)
+    assert est["log2_norm"] == pytest.approx(np.median(v)) and est["variants"] == len(v)
+    assert est["spread"] == pytest.approx(max(v) - min(v))
+
+
+def test_weights_follow_the_neighbour_rank_not_the_distance_in_x():  # N8
+    x = np.arange(3.0, 6.5, 0.5)
+    loss = np.array([3.0, 2.4, 2.3, 2.05, 2.2, 2.25, 2.9])
+    est = nt.optimal_norm(x, loss, points=5)
+    k = int(np.argmin(loss))
+    near = np.argsort(np.abs(np.arange(7) - k), kind="stable")[:5]
+    w = np.sqrt(1 / (1 + np.abs(near - k)))  # weight 1/(1 + k) for the k-th neighbour
+    A = np.column_stack([x[near] ** 2, x[near], np.ones(5)]) * w[:, None]
+    a, b, _ = np.linalg.lstsq(A, loss[near] * w, rcond=None)[0]
+    assert est["free"] == pytest.approx(-b / (2 * a), rel=1e-12)
+
+
+def test_norm_at_edge_at_the_smallest_norm():  # N9
+    x = np.arange(3.0, 10.0)
+    assert nt.optimal_norm(x, 2 + 0.1 * x)["norm_at_edge"]
+
+
+def _slice(lr, loss, norm, **extra):
+    return pd.DataFrame({"lr": lr, "batch_size": 8, "horizon": 2**20, "val_loss": loss,
+                         "norm[output]": norm, **extra})
+
+
+def test_optimal_norms_edge_flag_at_the_smallest_rate_and_options_passed_on():  # N3, N4, N5
+    lr = 2.0 ** np.arange(-8, -1)
+    rising = _slice(lr, 2 + 0.1 * np.log2(lr / lr[0]), lr * 2**12)
+    assert nt.optimal_norms(rising)["lr_at_edge"].iloc[0]
+    x = np.arange(3.0, 10.0)
+    loss = np.array([3.0, 2.4, 2.3, 2.05, 2.2, 2.25, 2.9])
+    t = _slice(2.0 ** (x - 12), loss, 2.0**x)
+    row = nt.optimal_norms(t, anchor=(0.0, 6.0), points=3).iloc[0]
+    want = nt.optimal_norm(x, loss, anchor=(0.0, 6.0), points=3)
+    for key in ("free", "fixed", "fixed_smooth", "log2_norm"):
+        assert row[key] == pytest.approx(want[key], nan_ok=True), key
+    assert row["fixed"] != pytest.approx(nt.optimal_norm(x, loss, anchor=(0.0, 6.0))["fixed"])
+
+
+def test_optimal_norms_skips_a_slice_with_fewer_than_three_finite_points():  # N11
+    lr = 2.0 ** np.arange(-8, -3)
+    good = _slice(lr, 2 + 0.1 * (np.log2(lr) + 6) ** 2, lr * 2**12)
+    dead = _slice(lr, [2.5, 2.4, np.inf, np.inf, np.inf], lr * 2**12, batch_size=16)
+    out = nt.optimal_norms(pd.concat([good, dead]))
+    assert out["batch_size"].tolist() == [8]
+
+
+def test_first_reaching_at_an_exact_level_and_in_any_row_order():  # N6, N10
+    lr = 2.0 ** np.arange(-8, -3)
+    t = _slice(lr, 2.0, 2.0 ** (7 + np.arange(5)))  # log2 norm 7, 8, ..., 11
+    r = nt.first_reaching(t, 7.0)
+    assert r["censored"].iloc[0] and r["lr_reach"].iloc[0] == lr[0]  # reached at the first η
+    shuffled = t.iloc[[3, 0, 4, 2, 1]]
+    r = nt.first_reaching(shuffled, 8.5)
+    assert r["lr_reach"].iloc[0] == pytest.approx(2.0**-6.5) and not r["censored"].iloc[0]
+
+
+def test_tidy_takes_the_configured_rate_over_the_logged_one():  # N7
+    lr = 2.0 ** np.arange(-8, -3)
+    t = _slice(lr * 0.1, 2.0, lr * 2**12).assign(**{"optimizer.lr": lr})  # "lr": scheduled
+    assert nt.tidy(t)["lr"].tolist() == lr.tolist()
+
+
+def test_per_horizon_without_an_estimate_for_the_best_slice_has_nan_norm_and_spread():  # N12
+    lr = 2.0 ** np.arange(-8, -3)
+    t = pd.concat([_slice(lr, 2 + 0.1 * (np.log2(lr) + 6) ** 2, lr * 2**12),
+                   _slice(lr, 3.0, lr * 2**12, batch_size=16)])
+    slices = nt.optimal_norms(t).query("batch_size == 16")  # no estimate for B* = 8
+    per = nt.per_horizon(t, slices)
+    assert per["batch_size"].iloc[0] == 8
+    assert math.isnan(per["log2_norm"].iloc[0]) and math.isnan(per["spread"].iloc[0])

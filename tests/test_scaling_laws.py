@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from optimal_scaling.scaling_laws import HYPERPARAMETER_LAWS as LAWS
-from optimal_scaling.scaling_laws import catalogue
+from optimal_scaling.scaling_laws import KAPLAN, LOSS_LAWS, LossLaw, catalogue, effective_data
 
 
 def test_values_at_one_point_match_hand_computation():
@@ -199,3 +201,70 @@ def test_data_constrained_loss_by_hand():
     law = LOSS_LAWS["Chinchilla approach 3"]
     d_eff = 1e9 * (1 + 15.4 * (1 - np.exp(-3 / 15.4)))
     assert data_constrained_loss(law, 1e9, 4e9, 1e9) == pytest.approx(law(1e9, d_eff))
+
+
+def test_law_refuses_variables_it_does_not_use():  # S1
+    from optimal_scaling.scaling_laws import HYPERPARAMETER_LAWS as LAWS
+
+    with pytest.raises(ValueError, match="needs values for"):
+        LAWS["Step Law B*"](D=1e10, N=1e9)
+    with pytest.raises(ValueError, match="needs values for"):
+        LAWS["Norm transfer η*"].relative({"D": 1e9}, D=1e10, C=1e20)
+
+
+def test_common_units_refuses_an_infinite_anchor():  # S2
+    from optimal_scaling.scaling_laws import common_units
+
+    with pytest.raises(ValueError, match="anchor_D"):
+        common_units(1e8, 2e9, anchor_D=math.inf)
+
+
+def test_training_flops_at_another_context_by_hand():  # S3, S4
+    from optimal_scaling.models import GPT
+    from optimal_scaling.scaling_laws import training_flops
+
+    m = GPT(vocab_size=256, context=64, width=32, depth=2, n_heads=2, mlp_ratio=4)
+    linear = 2 * (2 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32) + 32 * 256)
+    attention = 2 * 4 * 32 * (128 + 1) / 2
+    f = training_flops(m, tokens=1000, context=128)
+    assert f["exact"] == pytest.approx(3 * (linear + attention) * 1000)
+    assert f["attention share"] == pytest.approx(attention / (linear + attention))
+
+
+def test_loss_law_validation_of_the_split_and_of_d():  # S5, S6, S11
+    with pytest.raises(ValueError, match="needs A, B, α, β > 0"):
+        LossLaw("x", 1.7, -400.0, 400.0, 0.3, 0.3, "t").compute_optimal(1e20)
+    with pytest.raises(ValueError, match="needs A, B, α, β > 0"):
+        LossLaw("x", 1.7, 400.0, 0.0, 0.3, 0.3, "t").compute_optimal(1e20)
+    law = LOSS_LAWS["Chinchilla approach 3"]
+    with pytest.raises(ValueError, match="positive and finite"):
+        law.compute_optimal(math.inf)
+    for bad_d in (0.0, -1e9, math.nan):
+        with pytest.raises(ValueError, match="positive"):
+            law(1e9, bad_d)
+
+
+def test_kaplan_forms_refuse_nan_and_inf():  # S7
+    for call in (lambda: KAPLAN.of_N(math.nan), lambda: KAPLAN.of_C(math.inf),
+                 lambda: KAPLAN(1e9, math.nan)):  # fmt: skip
+        with pytest.raises(ValueError, match="must be positive and finite"):
+            call()
+
+
+def test_effective_data_refuses_r_star_zero():  # S8
+    for bad in (0.0, math.nan, math.inf):  # (R* → ∞ would be D' = total, not NaN)
+        with pytest.raises(ValueError, match=f"r_star must be finite and positive, got {bad}"):
+            effective_data(1e9, 2e9, r_star=bad)
+
+
+def test_loss_catalogue_puts_kaplans_compute_optimal_exponents_on_its_frontier_row():  # S10
+    from optimal_scaling.scaling_laws import OPTIMAL_EXPONENTS, loss_catalogue
+
+    t = loss_catalogue().set_index("name")
+    want = OPTIMAL_EXPONENTS.set_index("source").loc["Kaplan et al. (2020)"]
+    assert (t.loc["Kaplan L(C_min)", "a"], t.loc["Kaplan L(C_min)", "b"]) == (want.a, want.b)
+
+
+def test_effective_data_accepts_one_epoch_up_to_rounding():  # S9
+    # 0.1 + 0.2 is one ulp above 0.3: one epoch computed in floating point, not a refusal
+    assert effective_data(0.1 + 0.2, 0.3) == pytest.approx(0.3)
