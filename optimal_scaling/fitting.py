@@ -251,8 +251,8 @@ def fit_power_law(
     Returns a :class:`PowerLaw` with ``c``, ``exponents`` by feature name, R² of the log fit
     (1 for a constant target, which the fit matches exactly), and percentile bootstrap
     intervals at ``level`` for ``c`` and every exponent (``bootstrap`` resamples of the rows;
-    0 skips them). Needs positive finite values and at
-    least one more row than there are parameters.
+    0 skips them). Needs positive finite values and at least one more row than there are
+    parameters.
     """
     who = "fit_power_law"
     features = [features] if isinstance(features, str) else list(features)
