@@ -258,6 +258,9 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         except RuntimeError:
             kind = None
         mps = kind == "mps" and torch.backends.mps.is_available()
+        if kind == "mps" and not mps:
+            print("bench: --device mps but no MPS device is available", file=sys.stderr)
+            return 2
         if kind not in ("cpu", "cuda") and not mps:
             print(f"bench: unknown device {args.device!r}; use cpu, cuda or cuda:N",
                   file=sys.stderr)  # fmt: skip
@@ -369,7 +372,7 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
                 print(sweep.status_table(args.dir).to_string(index=False))
             print(", ".join(f"{v} {k}" for k, v in counts.items()))
             return 0
-        if args.spacing and not args.log:
+        if args.spacing is not None and not args.log:
             raise ValueError("--spacing thins the training logs: it applies only with --log")
         path = sweep.write_collected(args.dir, args.out, "optimal-scaling " + shlex.join(argv),
                                      log=args.log, spacing=args.spacing or 0.0,

@@ -110,6 +110,8 @@ def seed_everything(seed: int) -> torch.Generator:
     touching the global state again.
     """
     seed = check_int("seed_everything", "seed", seed, low=0)
+    if seed >= 2**64:  # torch's generators hold 64 bits; checked before anything is reseeded
+        raise ValueError(f"seed_everything: seed must be < 2**64, got {seed}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -65,6 +65,9 @@ def writable(out: str | Path) -> Path:
     OSError that names the problem."""
     out = Path(out)
     _regular_or_absent(out, "--out ")
+    blocker = next((p for p in reversed(out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"--out {out}: {blocker} is a file, not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):
         raise PermissionError(f"cannot write to {out.parent}")

@@ -77,7 +77,7 @@ def test_execute_names_the_failing_cell_and_keeps_what_ran(tmp_path, capsys):
     out = tmp_path / "ran.ipynb"
     assert main(["execute", str(src), "--out", str(out), "--timeout", "60"]) == 1
     err = capsys.readouterr().err
-    assert "cell 1 failed (KeyError: 'oops')" in err and str(out) in err
+    assert "cell 2 failed (KeyError: 'oops')" in err and str(out) in err  # counted from 1
     assert "Traceback" not in err
     cells = json.loads(out.read_text())["cells"]
     assert "".join(cells[0]["outputs"][0]["text"]) == "42\n"

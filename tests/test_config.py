@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from optimal_scaling import config
+from optimal_scaling.cli import main
 
 
 def test_fast_mode_follows_ci_by_default(monkeypatch):
@@ -111,3 +112,75 @@ def test_cli_env_runs():
         check=True,
     )
     assert "torch" in out.stdout and torch.__version__ in out.stdout
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("1", True), ("true", True), ("yes", True), ("on", True), (" ON ", True),
+    ("0", False), ("false", False), ("no", False), ("off", False), (" No", False),
+])  # fmt: skip
+def test_every_documented_boolean_spelling_is_read(monkeypatch, raw, expected):
+    """G02, G03: the module docstring lists 1/0, true/false, yes/no, on/off."""
+    monkeypatch.setenv("OPTIMAL_SCALING_FAST", raw)
+    assert config.fast_mode() is expected
+    monkeypatch.setenv("OPTIMAL_SCALING_STRICT", raw)
+    assert config.strict_mode() is expected
+
+
+@pytest.mark.parametrize("ci", ["False", " false ", "NO", "Off", " 0 "])
+def test_ci_set_to_a_false_word_in_any_case_is_not_fast(monkeypatch, ci):
+    """G05: CI's value is read case- and space-insensitively, like the flag itself."""
+    monkeypatch.setenv("CI", ci)
+    assert config.fast_mode() is False
+
+
+def test_strict_mode_does_not_follow_ci(monkeypatch):
+    """G06: only OPTIMAL_SCALING_STRICT turns strict self-checks on (fast mode follows CI)."""
+    monkeypatch.setenv("CI", "true")
+    assert config.fast_mode() is True and config.strict_mode() is False
+
+
+def test_plain_cuda_is_gpu_0_on_a_one_gpu_machine(monkeypatch):
+    """G07: "cuda" means the current (first) GPU, available with one GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "cuda")
+    assert config.device() == torch.device("cuda")
+    monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "cuda:1")
+    with pytest.raises(RuntimeError, match="'cuda:1' is not available here"):
+        config.device()
+
+
+def test_seed_everything_seeds_numpy_with_the_seed_itself_below_2_32():
+    """G10: NumPy's stream is the one the seed names for every seed NumPy accepts."""
+    import numpy as np
+
+    for seed in (2**31 + 5, 2**32 - 1):
+        config.seed_everything(seed)
+        assert np.random.rand() == np.random.RandomState(seed).rand()
+
+
+def test_env_report_lists_the_modes(monkeypatch, capsys):
+    """G09: `optimal-scaling env` reports fast mode and strict self-checks."""
+    monkeypatch.setenv("OPTIMAL_SCALING_STRICT", "1")
+    monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "cpu")
+    assert main(["env"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("strict self-checks") and line.endswith("True") for line in lines)
+    assert any(line.startswith("fast mode") and line.endswith("False") for line in lines)
+
+
+def test_env_names_a_device_that_is_not_available(monkeypatch, capsys):
+    """C05: a valid but absent device (a RuntimeError in config.device) is one line, exit 2."""
+    monkeypatch.setenv("OPTIMAL_SCALING_DEVICE", "cuda:97")
+    assert main(["env"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("env: OPTIMAL_SCALING_DEVICE='cuda:97' is not available here")
+
+
+def test_seed_everything_refuses_a_seed_past_64_bits_before_reseeding_anything():
+    random.seed(5)
+    state = random.getstate()
+    with pytest.raises(ValueError, match=r"seed_everything: seed must be < 2\*\*64, got"):
+        config.seed_everything(2**64)
+    assert random.getstate() == state
+    config.seed_everything(2**64 - 1)  # the largest seed torch takes

@@ -9,6 +9,7 @@ OUT_DIR and the test compares them with a single-process run in the pytest proce
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -380,3 +381,90 @@ if __name__ == "__main__":
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_demo_on_one_process_trains_like_plain_muon(monkeypatch, capsys):
+    """D01, D02, D04, D05: one gloo rank (the module docstring: --nproc_per_node=1 gives the
+    same checksum): the report, the printed line, the process group torn down, and the
+    parameters equal to plain (not distributed) Muon training on the same batches."""
+    import torch.distributed as dist
+
+    from optimal_scaling import ddp_demo
+    from optimal_scaling.distributed import matrix_cost
+    from optimal_scaling.models import GPT
+    from optimal_scaling.optim import muon_param_groups, muon_with_adamw
+
+    if torch.cuda.is_available():
+        pytest.skip("the demo picks nccl on a CUDA machine")
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                       "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    report = ddp_demo.demo(steps=2, width=32, global_batch=4)
+    assert not dist.is_initialized()
+    torch.manual_seed(0)
+    model = GPT(vocab_size=64, context=16, width=32, depth=2, n_heads=2)
+    groups, _ = muon_param_groups(model)
+    matrices = [p for g in groups for _, p in g["params"]]
+    assert report["world"] == 1 and report["muon_matrices"] == len(matrices) == 8
+    assert report["flops_per_rank"] == [sum(matrix_cost(p.shape) for p in matrices)]
+    opt = muon_with_adamw(model, lr=0.02, adamw_lr=1e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        tokens = torch.randint(64, (4, 17), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).reshape(-1, 64),
+                                                 tokens[:, 1:].reshape(-1))  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    want = sum(p.double().sum().item() for p in model.parameters())
+    assert report["checksum"] == pytest.approx(want, rel=1e-6, abs=1e-6)
+    assert "world size 1: 8 Muon matrices" in capsys.readouterr().out
+
+
+def test_ddp_demo_refuses_a_batch_the_ranks_cannot_share(monkeypatch):
+    """D03: a global batch not divisible by the world size is refused by name, and the process
+    group the demo initialized is destroyed after the error too."""
+    import torch.distributed as dist
+
+    from optimal_scaling import ddp_demo
+
+    if torch.cuda.is_available():
+        pytest.skip("the demo picks nccl on a CUDA machine")
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                       "RANK": "0", "WORLD_SIZE": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 3)
+    try:
+        with pytest.raises(ValueError, match="global batch 4 is not divisible by 3 ranks"):
+            ddp_demo.demo(steps=1, width=32, global_batch=4)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_ddp_demo_leaves_a_callers_process_group_as_it_was(monkeypatch):
+    """Inside a caller's distributed job the demo uses the caller's group and does not tear
+    it down."""
+    import torch.distributed as dist
+
+    from optimal_scaling import ddp_demo
+
+    if torch.cuda.is_available():
+        pytest.skip("the demo picks nccl on a CUDA machine")
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                       "RANK": "0", "WORLD_SIZE": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    dist.init_process_group("gloo")
+    try:
+        assert ddp_demo.demo(steps=1, width=32, global_batch=4)["world"] == 1
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

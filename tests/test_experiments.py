@@ -300,7 +300,8 @@ def test_cli_lr_transfer_refuses_an_unwritable_out_before_training(tmp_path, cap
     blocker.write_text("")
     assert main(["lr-transfer", "--fast", "--data", "markov",
                  "--out", str(blocker / "grid.csv")]) == 2  # fmt: skip
-    assert capsys.readouterr().err.startswith("lr-transfer: ")
+    err = capsys.readouterr().err
+    assert err.startswith(f"lr-transfer: --out {blocker}/grid.csv: {blocker} is a file, not a")
 
 
 def test_a_killed_lr_transfer_resumes_from_the_runs_it_finished(tmp_path, monkeypatch,
@@ -397,3 +398,31 @@ def test_load_data_caps_the_byte_corpus_at_max_bytes(monkeypatch):
                         lambda **kw: calls.append(kw) or "corpus")  # fmt: skip
     assert experiments.load_data(LRTransferConfig(max_bytes=12345)) == "corpus"
     assert calls == [{"max_bytes": 12345}]
+
+
+def test_read_table_reads_a_nan_cell_as_missing(tmp_path):
+    """R09: read_table's docstring: a cell "nan" round-trips as NaN (as an empty cell)."""
+    path = tmp_path / "t.csv"
+    path.write_text("# command: c\np,x\nmup,nan\nnan,1\n,2\n")
+    table, meta = read_table(path)
+    assert meta == {"command": "c"}
+    assert table["x"].isna().tolist() == [True, False, False]
+    assert table["p"].isna().tolist() == [False, True, True]
+
+
+def test_write_table_refuses_any_first_column_starting_with_a_hash(tmp_path):
+    """R07: the message promises "starts with '#'", so `#n` (no space) is refused as well
+    (a reader with comment='#' would drop the header line)."""
+    from optimal_scaling.results import write_table
+
+    with pytest.raises(ValueError, match="starts with '#'"):
+        write_table(pd.DataFrame({"#n": [1]}), tmp_path / "h.csv", "c")
+    assert not (tmp_path / "h.csv").exists()
+
+
+def test_read_table_names_a_file_with_metadata_but_no_table(tmp_path):
+    """R12: a file holding only header lines is refused with a message naming it."""
+    path = tmp_path / "only_header.csv"
+    path.write_text("# command: c\n# date: today\n")
+    with pytest.raises(ValueError, match="only_header.csv holds metadata but no table"):
+        read_table(path)

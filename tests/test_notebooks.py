@@ -1,8 +1,11 @@
 import json
 import shutil
+import textwrap
+from pathlib import Path
 
 import pytest
 
+from optimal_scaling.cli import main
 from optimal_scaling.course import notebooks
 
 FOLDERS = ["lectures", "solutions", "exercises"]
@@ -107,3 +110,80 @@ def test_sync_is_byte_stable(pair):
     first = ipynb.read_bytes()
     notebooks.sync([ipynb.parent])
     assert ipynb.read_bytes() == first
+
+
+def _pair(folder: Path, name: str = "n", tags: str = "") -> None:
+    from optimal_scaling.course import notebooks
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(f"# %%{tags}\nx = 1\n")
+    notebooks.sync([folder])
+
+
+def test_check_command_exit_status_and_default_folders(tmp_path, monkeypatch, capsys):
+    """C46, C47, N05: `optimal-scaling check` looks at lectures, solutions and exercises,
+    exits 1 on a problem, 0 when clean; `sync` writes the missing .ipynb."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("lectures", "solutions", "exercises"):
+        _pair(tmp_path / folder)
+    assert main(["check"]) == 0
+    (tmp_path / "exercises" / "extra.py").write_text("# %%\ny = 2\n")
+    assert main(["check"]) == 1
+    assert "extra.py: no paired extra.ipynb" in capsys.readouterr().err
+    assert main(["sync", "exercises"]) == 0
+    assert (tmp_path / "exercises" / "extra.ipynb").is_file()
+    assert main(["check"]) == 0
+
+
+def test_check_compares_cell_tags(tmp_path):
+    """N07: tags belong to what must agree between the two files of a pair (a `solution`
+    tag decides what an exercise keeps)."""
+    from optimal_scaling.course import notebooks
+
+    _pair(tmp_path)
+    (tmp_path / "n.py").write_text('# %% tags=["solution"]\nx = 1\n')
+    assert notebooks.problems([tmp_path]) == [
+        f"{tmp_path / 'n.ipynb'}: differs from n.py (run `make sync`)"
+    ]
+
+
+def test_check_refuses_a_missing_folder(tmp_path, capsys):
+    """N06: a folder that does not exist is a usage error, not "all in sync": one line that
+    names the command and the folder, exit 2 returned (not another program's usage)."""
+    for command in ("check", "sync"):
+        assert main([command, str(tmp_path / "nope")]) == 2
+        assert capsys.readouterr().err == f"{command}: not a folder: {tmp_path / 'nope'}\n"
+    assert main(["exercises", "--solutions", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"exercises: not a folder: {tmp_path / 'nope'}\n"
+
+
+def test_an_unreadable_notebook_is_a_problem_line_not_a_traceback(tmp_path, capsys):
+    """A merge conflict left in a committed .ipynb: `check` lists it and goes on to the other
+    pairs (exit 1); `sync`, which must read a notebook without its .py, says so (exit 2)."""
+    (tmp_path / "bad.ipynb").write_text("{not json")
+    (tmp_path / "bad.py").write_text("# %%\n")
+    assert main(["check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'bad.ipynb'}: not a notebook nbformat can read (NotJSONError" in err
+    (tmp_path / "bad.py").unlink()
+    assert main(["sync", str(tmp_path)]) == 2
+    assert "sync: " in capsys.readouterr().err and not (tmp_path / "bad.py").exists()
+
+
+def test_exercises_check_only_checks(tmp_path, capsys):
+    """C45: `exercises --check` reports stale exercises (exit 1) and writes nothing."""
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(textwrap.dedent("""\
+        # %%
+        def f(x):
+            # BEGIN SOLUTION
+            return x + 1
+            # END SOLUTION
+        """))
+    args = ["exercises", "--solutions", str(sols), "--exercises", str(exs)]
+    assert main([*args, "--check"]) == 1
+    assert not exs.exists() or not any(exs.iterdir())
+    assert main(args) == 0 and (exs / "01_x.py").is_file()
+    assert main([*args, "--check"]) == 0
+    capsys.readouterr()

@@ -101,9 +101,10 @@ def execute(
             if stopped or isinstance(exc, KeyboardInterrupt) or \
                     getattr(exc, "ename", "") == "KeyboardInterrupt":  # fmt: skip
                 raise KeyboardInterrupt(f"the notebook so far is in {out}") from None
-            failed = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            failed = [i for i, c in enumerate(nb.cells, start=1) if c.cell_type == "code"
                       and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
-            # no cell holds an error: the kernel died or never started, or a cell timed out
+            # cells counted from 1, markdown included, as `check` counts them; no cell holds
+            # an error: the kernel died or never started, or a cell timed out
             where = f"cell {failed[-1]}" if failed else "execution"
             if hasattr(exc, "ename"):
                 what = f"{exc.ename}: {exc.evalue}"

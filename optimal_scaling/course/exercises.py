@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if any exercise is stale")
     args = parser.parse_args(argv)
     if not args.solutions.is_dir():
-        parser.error(f"not a folder: {args.solutions}")
+        print(f"exercises: not a folder: {args.solutions}", file=sys.stderr)
+        return 2
     try:
         stale = build(args.solutions, args.exercises, check=args.check)
     except ExerciseError as err:

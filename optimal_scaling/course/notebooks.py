@@ -104,6 +104,16 @@ def notebook_files(dirs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def _read_ipynb(path: Path) -> nbformat.NotebookNode:
+    """``path`` read by nbformat, or a ValueError naming the file (a merge conflict left in
+    a committed notebook, a truncated file)."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises JSON, validation and reader errors of its own
+        raise ValueError(f"{path}: not a notebook nbformat can read "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from err
+
+
 def problems(dirs: Iterable[str | Path]) -> list[str]:
     """List what is wrong with the notebook pairs in ``dirs`` (empty when all is well)."""
     found: list[str] = []
@@ -114,7 +124,11 @@ def problems(dirs: Iterable[str | Path]) -> list[str]:
             found.append(f"{path}: no paired {twin.name} (run `make sync`)")
         if path.suffix != ".ipynb":
             continue
-        nb = nbformat.read(path, as_version=4)
+        try:
+            nb = _read_ipynb(path)
+        except ValueError as err:
+            found.append(str(err))
+            continue
         if "widgets" in nb.metadata:
             found.append(f"{path}: holds widget state (run `make sync`)")
         for i, cell in enumerate(nb.cells, start=1):
@@ -131,7 +145,7 @@ def sync(dirs: Iterable[str | Path]) -> list[Path]:
     written: list[Path] = []
     for path in notebook_files(dirs):
         if path.suffix == ".ipynb" and not path.with_suffix(".py").exists():
-            write_pair(nbformat.read(path, as_version=4), path.with_suffix(".py"))
+            write_pair(_read_ipynb(path), path.with_suffix(".py"))
             written.append(path.with_suffix(".py"))
     for path in notebook_files(dirs):
         if path.suffix == ".py":
@@ -151,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [d for d in args.dirs if not Path(d).is_dir()]
     if missing:
-        parser.error(f"not a folder: {', '.join(missing)}")
+        print(f"{args.command}: not a folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
     if args.command == "sync":
-        for path in sync(args.dirs):
+        try:
+            written = sync(args.dirs)
+        except ValueError as err:
+            print(f"sync: {err}", file=sys.stderr)
+            return 2
+        for path in written:
             print(f"wrote {path}")
         return 0
     found = problems(args.dirs)
