@@ -133,8 +133,9 @@ print(f"final validation loss from width {widths[0]} to {widths[-1]}: "
       + " → ".join(f"{v:.4f}" for v in losses))
 print("wider was better at every step of width" if ordered else
       "wider was NOT better at every step of width in this run: at this scale and learning "
-      "rate the ordering is not clean (lecture 01 shows why a fixed learning rate is the "
-      "culprit: under the standard parametrization the best learning rate moves with width)")
+      "rate the ordering is not clean. The recipe (learning rate, initialization) was not "
+      "rescaled with width; lecture 01 shows what that does, and that retuning the learning "
+      "rate per width alone need not restore the order)")
 
 # %% [markdown]
 # The same runs against **compute** `C = 6·N·D`: a wide model costs more per sample, so at a

@@ -287,8 +287,9 @@ print("largest change of the output size from width 64 to 1024: "
 table.round(3)
 
 # %% [markdown]
-# Every column is flat in width (the sign map's 1/32 is its 1/d_in scale for one-hot inputs;
-# the output layer's value depends on how much its 8 inputs overlap, not on n), while the
+# Every column stays within a small factor across widths (the sign map's 1/32 is its 1/d_in
+# scale for one-hot inputs; the output layer's value rises towards 1/√8 ≈ 0.35 as its 8
+# random inputs become closer to orthogonal with growing n, and is bounded by it), while the
 # gradients' sizes span decades. A map used on the wrong layer would not be: ColNorm's unit
 # step on the square hidden matrix (first table) has an RMS→RMS norm that grows with n.
 

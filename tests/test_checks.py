@@ -304,6 +304,17 @@ def test_a_typical_mistake_gets_its_own_hint():
         result = lecture04.check_ns_step(no_quintic)
     assert "A appears twice" in result.message
 
+    for eps in (0.0, 1e-7):  # Muon's X / (‖X‖_F + ε) copied into every step
+
+        def normalizes_inside(X, a, b, c, eps=eps):
+            X = X / (X.norm() + eps)
+            A = X @ X.T
+            return a * X + (b * A + c * A @ A) @ X
+
+        with checks.strict(False):
+            result = lecture04.check_ns_step(normalizes_inside)
+        assert not result and "does not normalize X" in result.message, eps
+
     def tall_not_transposed(m, n, symmetric):
         return 3 * m * m * n + m**3 if symmetric else 4 * m * m * n + 2 * m**3
 

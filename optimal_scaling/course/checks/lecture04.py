@@ -22,10 +22,11 @@ def _matrices(shapes) -> list[torch.Tensor]:
 
 def check_ns_step(fn: Callable[[torch.Tensor, float, float, float], torch.Tensor]) -> CheckResult:
     """``fn(X, a, b, c)`` → a X + b (X Xᵀ) X + c (X Xᵀ)² X for X of shape (m, n), m ≤ n."""
-    coeffs = [ns.MUON, ns.CUBIC, (2.0, -1.5, 0.5), ns.MUON]
-    cases = [{"X": X, "a": a, "b": b, "c": c}
-             for X, (a, b, c) in zip(_matrices([(4, 4), (3, 5), (2, 7), (8, 16)]), coeffs,
-                                     strict=True)]
+    coeffs = [ns.MUON, ns.CUBIC, (2.0, -1.5, 0.5), ns.MUON, ns.MUON]
+    scales = [0.5, 1.0, 1.0, 1.0, 2.0]  # ‖X‖_F ≠ 1 first and last: a step that normalizes shows
+    cases = [{"X": s * X, "a": a, "b": b, "c": c}
+             for X, s, (a, b, c) in zip(_matrices([(4, 4), (3, 5), (2, 7), (8, 16), (5, 6)]),
+                                        scales, coeffs, strict=True)]
     mistakes = {
         "B multiplies X from the left: X ← a·X + B·X": lambda X, a, b, c: a * X + X @ (
             b * (X @ X.T) + c * (X @ X.T) @ (X @ X.T)),
@@ -33,6 +34,8 @@ def check_ns_step(fn: Callable[[torch.Tensor, float, float, float], torch.Tensor
             a * X + (b * (X @ X.T) + c * (X @ X.T)) @ X),
         "the step keeps a·X: X ← a·X + B·X": lambda X, a, b, c: (
             (b * (X @ X.T) + c * (X @ X.T) @ (X @ X.T)) @ X),
+        "the step does not normalize X (that happens once, before the first step)": (
+            lambda X, a, b, c: ns.reference_step(X / torch.linalg.matrix_norm(X), a, b, c)),
     }
     return check("one Newton–Schulz step", fn, ns.reference_step, cases,
                  hint="the step is a·X + (b·A + c·A²)·X with A = X·Xᵀ", mistakes=mistakes,
