@@ -59,6 +59,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from optimal_scaling._validate import check_int
+
 PRESETS = ("sp", "mup", "ntk", "spectral")
 ALIASES = {"mup_adam": ("mup", "adam"), "mup_sgd": ("mup", "sgd")}
 OPTIMIZERS = ("adam", "sgd")
@@ -81,11 +83,6 @@ class ParamRule:
     multiplier: float  # forward multiplier of the owning module (weights only)
     lr_mult: float
     eps_mult: float
-
-
-def _is_positive_int(value: object) -> bool:
-    """An int or numpy integer ≥ 1; a bool is not one."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def _owner(model: nn.Module, name: str) -> nn.Module:
@@ -137,14 +134,13 @@ class Parametrization:
             raise ValueError(
                 f"depth_alpha must be 0.5 (depth-μP) or 1 (CompleteP), got {depth_alpha}"
             )
-        if base_width is not None and not _is_positive_int(base_width):
-            raise ValueError(f"base_width must be a positive int or None, got {base_width!r}")
+        if base_width is not None:  # numpy integers count, bools do not
+            base_width = check_int("Parametrization", "base_width", base_width, low=1,
+                                   note="or None")  # fmt: skip
         if (depth_alpha is None) != (base_depth is None):
             raise ValueError("depth scaling needs both depth_alpha and base_depth")
-        if base_depth is not None and not _is_positive_int(base_depth):
-            raise ValueError(f"base_depth must be a positive int, got {base_depth!r}")
-        base_width = None if base_width is None else int(base_width)  # numpy ints → int
-        base_depth = None if base_depth is None else int(base_depth)
+        if base_depth is not None:
+            base_depth = check_int("Parametrization", "base_depth", base_depth, low=1)
         if name != "sp" and base_width is None:
             raise ValueError(f"{name!r} scales with the width ratio to a base width: give "
                              "base_width (without it every model would count as the base, "

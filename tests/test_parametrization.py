@@ -274,7 +274,7 @@ def test_apply_keeps_the_models_scaled_branch_init_and_refuses_what_it_cannot_do
         plain.blocks[0].attn.qkv.weight.std().item())  # other layers untouched
     with pytest.raises(ValueError, match="give base_width"):
         Parametrization("mup")
-    with pytest.raises(ValueError, match="base_depth must be a positive int"):
+    with pytest.raises(ValueError, match="base_depth must be an int ≥ 1"):
         Parametrization("mup", base_width=64, depth_alpha=1.0, base_depth=0)
     tied = GPT(vocab_size=64, context=8, width=64, depth=1, n_heads=4, tied=True)
     with pytest.raises(ValueError, match="spectral rules"):
@@ -291,9 +291,9 @@ def test_numpy_integer_widths_and_depths_count_and_bools_do_not():
     width grid (2 ** np.arange(...)) must work end to end."""
     par = Parametrization("mup", base_width=np.int64(64), depth_alpha=1.0, base_depth=np.int32(2))
     assert (par.base_width, par.base_depth) == (64, 2) and type(par.base_width) is int
-    for kwargs, needle in (({"base_width": True}, "base_width must be a positive int"),
+    for kwargs, needle in (({"base_width": True}, "base_width must be an int ≥ 1 or None"),
                            ({"base_width": 64, "depth_alpha": 1.0, "base_depth": True},
-                            "base_depth must be a positive int"),
+                            "base_depth must be an int ≥ 1"),
                            ({"base_width": 64, "depth_alpha": True, "base_depth": 2},
                             "depth_alpha must be 0.5")):  # fmt: skip
         with pytest.raises(ValueError, match=needle):
@@ -382,7 +382,7 @@ def test_weight_decay_goes_to_matrices_only():
     [
         (lambda: Parametrization("mup", base_width=32).param_groups(MLP(4, 32, 1), 1e-3, eps=0.0),
          "eps must be a finite number > 0"),
-        (lambda: Parametrization("mup", base_width=0), "base_width must be a positive int"),
+        (lambda: Parametrization("mup", base_width=0), "base_width must be an int ≥ 1 or None"),
         (lambda: Parametrization("mup", base_width=32, base_depth=2), "needs both"),
     ],
 )
