@@ -134,8 +134,7 @@ print(f"final validation loss from width {widths[0]} to {widths[-1]}: "
 print("wider was better at every step of width" if ordered else
       "wider was NOT better at every step of width in this run: at this scale and learning "
       "rate the ordering is not clean. The recipe (learning rate, initialization) was not "
-      "rescaled with width; lecture 01 shows what that does, and that retuning the learning "
-      "rate per width alone need not restore the order)")
+      "rescaled with width; lecture 01 shows what rescaling it does")
 
 # %% [markdown]
 # The same runs against **compute** `C = 6·N·D`: a wide model costs more per sample, so at a
