@@ -111,3 +111,24 @@ def test_make_takes_torch_from_the_cpu_index_without_an_nvidia_gpu(root, tmp_pat
     (fake / "nvidia-smi").chmod(0o755)
     with_gpu = install_lines(f"{fake}:{plain}")
     assert "download.pytorch.org/whl/cpu" not in with_gpu
+
+
+#: The top level of the repository (DEVELOPERS.md's layout); anything else is a stray file.
+TOP_LEVEL = {".ci", ".gitignore", "Makefile", "README.md", "benchmarks", "configs", "conftest.py",
+             "environment.yml", "exercises", "jupytext.toml", "lectures", "optimal_scaling",
+             "pyproject.toml", "results", "solutions", "tests", "tools"}  # fmt: skip
+
+
+def test_no_stray_files_are_tracked(root):
+    """A pid file, a scratch notebook or a run folder committed by accident fails here."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    stray = sorted({path.split("/")[0] for path in tracked} - TOP_LEVEL)
+    assert not stray, f"tracked files outside the layout: {stray}"
+    ignored = [p for p in tracked if p.endswith((".pid", ".tmp", ".pyc")) or "/runs/" in p]
+    assert not ignored, f"tracked files that should be ignored: {ignored}"
