@@ -7,8 +7,8 @@
 * The form of a step (issue 11's open lead): the torch path's β-fused ``addmm`` steps against
   plain products followed by in-place sums (``mm`` + ``axpy``), against the symmetric
   products computed by block diagonals (one strided batched product per diagonal of k×k
-  blocks, ``block_diagonal_steps``), and against the three bare products alone, as time
-  over the ``addmm`` form.
+  blocks, ``block_diagonal_steps``, k = 2, 4, 8; k = 4 also with plain products and in-place
+  sums), and against the three bare products alone, as time over the ``addmm`` form.
 
     python benchmarks/gpu_variants.py --out variants.json
 
@@ -72,7 +72,8 @@ def _block_diagonal(S: torch.Tensor, k: int, d: int, upper: bool = False) -> tor
     return S.as_strided((k - d, r, r), (r * m + r, m, 1), offset)
 
 
-def block_diagonal_steps(X: torch.Tensor, triples, blocks: int = 2) -> torch.Tensor:
+def block_diagonal_steps(X: torch.Tensor, triples, blocks: int = 2,
+                         fused: bool = True) -> torch.Tensor:  # fmt: skip
     """The steps with A = X Xᵀ and B = bA + cA·Aᵀ computed on and below the block diagonal.
 
     Cut the m rows into k = ``blocks`` blocks of r = m/k. Block diagonal d of A holds
@@ -81,7 +82,9 @@ def block_diagonal_steps(X: torch.Tensor, triples, blocks: int = 2) -> torch.Ten
     view of A, so k launches compute the (k+1)/2k of A's blocks on and below the diagonal
     (the same FLOP fraction as row panels of r rows, in equal-sized products). B likewise
     from A's row blocks; the blocks above are mirrored (one copy per diagonal), and
-    X ← aX + BX is one dense ``addmm``. X: (m, n), m divisible by k; overwritten.
+    X ← aX + BX is one dense product. ``fused``: the sums inside the products (β-fused
+    ``baddbmm``/``addmm``, as the torch path does), or plain products followed by in-place
+    sums (as ``mm_axpy_steps``). X: (m, n), m divisible by k; overwritten.
     """
     m, n = X.shape
     k = blocks
@@ -97,11 +100,18 @@ def block_diagonal_steps(X: torch.Tensor, triples, blocks: int = 2) -> torch.Ten
         for d in range(1, k):
             _block_diagonal(A, k, d, upper=True).copy_(_block_diagonal(A, k, d).mT)
         for d in range(k):
-            torch.baddbmm(_block_diagonal(A, k, d), Ar[d:], Ar[: k - d].mT, beta=b, alpha=c,
-                          out=_block_diagonal(B, k, d))  # fmt: skip
+            if fused:
+                torch.baddbmm(_block_diagonal(A, k, d), Ar[d:], Ar[: k - d].mT, beta=b,
+                              alpha=c, out=_block_diagonal(B, k, d))  # fmt: skip
+            else:
+                torch.bmm(Ar[d:], Ar[: k - d].mT, out=_block_diagonal(B, k, d))
         for d in range(1, k):
             _block_diagonal(B, k, d, upper=True).copy_(_block_diagonal(B, k, d).mT)
-        torch.addmm(X, B, X, beta=a, out=Y)
+        if fused:
+            torch.addmm(X, B, X, beta=a, out=Y)
+        else:
+            B.mul_(c).add_(A, alpha=b)
+            torch.mm(B, X, out=Y).add_(X, alpha=a)
         X, Y = Y, X
     return X
 
@@ -125,6 +135,8 @@ def step_forms(shapes=((4096, 4096), (8192, 8192), (64, 512, 512), (2048, 2048))
              "mm_axpy": lambda X: mm_axpy_steps(X, [ns.MUON] * 5),
              "block_diagonal_2": lambda X: block_diagonal_steps(X, [ns.MUON] * 5, 2),
              "block_diagonal_4": lambda X: block_diagonal_steps(X, [ns.MUON] * 5, 4),
+             "block_diagonal_4_mm": lambda X: block_diagonal_steps(X, [ns.MUON] * 5, 4, False),
+             "block_diagonal_8": lambda X: block_diagonal_steps(X, [ns.MUON] * 5, 8),
              "bare_products": lambda X: bare_products(X, [ns.MUON] * 5)}  # fmt: skip
     rows = []
     for shape in shapes:

@@ -338,12 +338,13 @@ def test_the_step_forms_gpu_variants_times_compute_the_same_steps(root):
         want = ns.torch_steps(X.clone(), [ns.MUON] * 5)
         torch.testing.assert_close(variants.mm_axpy_steps(X.clone(), [ns.MUON] * 5), want,
                                    atol=1e-12, rtol=0)  # fmt: skip
-    for m, n, k in [(8, 10, 2), (8, 10, 4), (12, 12, 3), (6, 6, 1)]:
+    for m, n, k in [(8, 10, 2), (8, 10, 4), (12, 12, 3), (6, 6, 1), (16, 20, 8)]:
         X = torch.randn(m, n, generator=torch.Generator().manual_seed(m + k), dtype=torch.float64)
         X = X / torch.linalg.matrix_norm(X)
         want = ns.torch_steps(X.clone(), [ns.MUON] * 5)
-        got = variants.block_diagonal_steps(X.clone(), [ns.MUON] * 5, k)
-        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        for fused in (True, False):
+            got = variants.block_diagonal_steps(X.clone(), [ns.MUON] * 5, k, fused)
+            torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
     S = torch.arange(36.0).reshape(6, 6)
     for d in range(3):  # the strided views are the blocks they name
         r = 2
@@ -359,7 +360,8 @@ def test_the_step_forms_gpu_variants_times_compute_the_same_steps(root):
     # fails is one row with its error, and the others go on
     table = variants.step_forms(shapes=((8, 8), (2, 4, 4)), repeats=1, device="cpu")
     assert table.groupby("shape")["form"].apply(list).to_dict() == {
-        "8x8": ["addmm", "mm_axpy", "block_diagonal_2", "block_diagonal_4", "bare_products"],
+        "8x8": ["addmm", "mm_axpy", "block_diagonal_2", "block_diagonal_4",
+                "block_diagonal_4_mm", "block_diagonal_8", "bare_products"],
         "2x4x4": ["addmm", "mm_axpy", "bare_products"]}
     assert (table.max_abs_diff_vs_addmm.dropna() < 1e-5).all()
     assert table.query("form == 'addmm'").time_vs_addmm.tolist() == [1.0, 1.0]
@@ -370,6 +372,7 @@ def test_the_step_forms_gpu_variants_times_compute_the_same_steps(root):
     variants.block_diagonal_steps = broken
     table = variants.step_forms(shapes=((8, 8),), repeats=1, device="cpu")
     failed = table[table.error.notna()]
-    assert failed.form.tolist() == ["block_diagonal_2", "block_diagonal_4"]
+    assert failed.form.tolist() == ["block_diagonal_2", "block_diagonal_4",
+                                    "block_diagonal_4_mm", "block_diagonal_8"]
     assert failed.error.str.contains("RuntimeError: no strided output here").all()
     assert table[table.error.isna()].form.tolist() == ["addmm", "mm_axpy", "bare_products"]
