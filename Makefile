@@ -16,6 +16,9 @@ LAB_ARGS ?=
 # exactly this timeout in widget cells is worked around in conftest.py.)
 NB_TIMEOUT ?= 180
 WORKERS ?= 2
+# Per-test limit (seconds) for the unit tests: a test that hangs fails with its stack instead
+# of stalling CI (the slowest test takes ~40 s on 2 cores).
+TEST_TIMEOUT ?= 300
 # Each test worker and notebook kernel computes with one thread while $(WORKERS) run side by
 # side: two processes with two BLAS threads each on two cores wait on each other (measured on
 # 2 cores: unit tests 72 s → 41 s, notebooks 158 s → 68 s). THREADS= keeps torch's default.
@@ -60,7 +63,7 @@ lint: install
 
 # Unit tests, including the drift checks (pairs, outputs, stale exercises).
 unit: install
-	$(THREADS) $(BIN)/python tools/pytest_ok.py $(BIN)/python -m pytest -n $(WORKERS) -m "not slow" tests
+	$(THREADS) $(BIN)/python tools/pytest_ok.py $(BIN)/python -m pytest -n $(WORKERS) --timeout=$(TEST_TIMEOUT) -m "not slow" tests
 
 # Every notebook, in fast mode. Lectures and solutions run strict (a failing self-check raises);
 # exercises run with their stubs and must still reach the end.
