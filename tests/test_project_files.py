@@ -132,3 +132,29 @@ def test_no_stray_files_are_tracked(root):
     assert not stray, f"tracked files outside the layout: {stray}"
     ignored = [p for p in tracked if p.endswith((".pid", ".tmp", ".pyc")) or "/runs/" in p]
     assert not ignored, f"tracked files that should be ignored: {ignored}"
+
+
+def test_the_readme_training_loop_runs_and_does_what_it_says(root):
+    """README's own-training-code example runs as is: Scion's steps are γ·ρ in each tracked
+    norm (Spectral up to Newton–Schulz's approximation), and the loss falls towards H."""
+    import contextlib
+    import io
+    import math
+
+    text = (root / "README.md").read_text()
+    section = text.split("## The optimizers and norm tracking in your own training code")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    assert "entropy rate" in printed.getvalue()
+    table, opt, data = scope["tracker"].table, scope["opt"], scope["data"]
+    gamma = opt.param_groups[0]["lr"]
+    assert set(table.param) == {"embed.weight", "hidden.weight", "head.weight"}
+    exact = table[table.param != "hidden.weight"]["update"]
+    assert exact.to_numpy() == pytest.approx(gamma, rel=1e-5)
+    spectral = table[table.param == "hidden.weight"]["update"]
+    assert spectral.to_numpy() == pytest.approx(gamma, rel=0.02)
+    loss = scope["loss"].item()
+    H, start = data.irreducible_loss, math.log(data.vocab_size)
+    assert H < loss < H + 0.25 * (start - H)
