@@ -2,8 +2,9 @@
 
 Every parameter has a role: ``input`` (embeddings), ``hidden`` (matrices inside the network),
 ``output`` (the readout), ``gain`` (norm gains) or ``bias``. Models from
-:mod:`optimal_scaling.models` say so themselves (``param_roles()``); for any other model
-:func:`param_roles` guesses: an ``nn.Embedding`` weight is ``input``, any other tensor with
+:mod:`optimal_scaling.models` say so themselves (``param_roles()``, found on the model or on
+any submodule, so ``DDP(model)``, ``torch.compile(model)`` or a parent network keep them); for
+parameters no module declares, :func:`param_roles` guesses: an ``nn.Embedding`` weight is ``input``, any other tensor with
 two or more dimensions ``hidden`` (a readout counts as hidden there: name it by giving the
 model a ``param_roles()``), a 1-D tensor ``bias`` if its name ends in "bias", else ``gain``.
 
@@ -39,24 +40,57 @@ def _owner(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
 
 
+def _declarations(model: nn.Module) -> dict[str, tuple[str, str]]:
+    """name → (role, declaring module's path), from every submodule whose class has ``param_roles``.
+
+    Wrappers (DDP's ``module.``, ``torch.compile``'s ``_orig_mod.``, a parent network) prefix the
+    declared names with the path of the declaring module; an outer declaration wins over an inner
+    one. A declaration must name each of its module's parameters (frozen and tied ones included)
+    and nothing else.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for path, module in model.named_modules():
+        if not callable(getattr(type(module), "param_roles", None)):
+            continue  # a class attribute: torch.compile forwards instance lookups to the model
+        where = f"{type(module).__name__}.param_roles()" + (f" (at {path!r})" if path else "")
+        declared = module.param_roles()
+        names = {n for n, _ in module.named_parameters(remove_duplicate=False)}
+        missing = sorted(names - set(declared))
+        if missing:
+            raise ValueError(
+                f"{where} gives no role for {missing}; it must name every parameter of the "
+                "module, frozen and tied ones included"
+            )
+        stray = sorted(set(declared) - names)
+        if stray:
+            raise ValueError(f"{where} names parameters the module does not have: {stray}")
+        prefix = f"{path}." if path else ""
+        for name, role in declared.items():
+            found.setdefault(prefix + name, (role, where))
+    return found
+
+
 def param_roles(model: nn.Module) -> dict[str, str]:
     """The role of every distinct parameter (its first name when shared), checked.
 
-    From ``model.param_roles()`` when the model has one, else guessed (module docstring).
+    Declared by ``param_roles()`` on the model or on any submodule (so a wrapped or compiled
+    model keeps its roles), else guessed (module docstring).
     """
-    declared = model.param_roles() if hasattr(model, "param_roles") else None
+    declared = _declarations(model)
     roles = {}
     for name, p in model.named_parameters():
-        if declared is not None:
-            role = declared[name]
-        elif isinstance(_owner(model, name), nn.Embedding):
-            role = "input"
-        elif p.ndim >= 2:
-            role = "hidden"
+        if name in declared:
+            role, where = declared[name]
         else:
-            role = "bias" if name.endswith("bias") else "gain"
+            where = "guessed"
+            if isinstance(_owner(model, name), nn.Embedding):
+                role = "input"
+            elif p.ndim >= 2:
+                role = "hidden"
+            else:
+                role = "bias" if name.endswith("bias") else "gain"
         if role not in ROLES:
-            raise ValueError(f"{name}: unknown role {role!r}; expected one of {ROLES}")
+            raise ValueError(f"{name}: unknown role {role!r} from {where}; expected one of {ROLES}")
         roles[name] = role
     return roles
 
