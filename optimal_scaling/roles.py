@@ -70,25 +70,25 @@ def _declarations(model: nn.Module) -> dict[str, tuple[str, str]]:
     return found
 
 
-def param_roles(model: nn.Module) -> dict[str, str]:
+def _guess(model: nn.Module, name: str, p: nn.Parameter) -> str:
+    if isinstance(_owner(model, name), nn.Embedding):
+        return "input"
+    if p.ndim >= 2:
+        return "hidden"
+    return "bias" if name.endswith("bias") else "gain"
+
+
+def param_roles(model: nn.Module, every_name: bool = False) -> dict[str, str]:
     """The role of every distinct parameter (its first name when shared), checked.
 
     Declared by ``param_roles()`` on the model or on any submodule (so a wrapped or compiled
-    model keeps its roles), else guessed (module docstring).
+    model keeps its roles), else guessed (module docstring). ``every_name=True`` also lists the
+    later names of a shared parameter (the readout of tied embeddings), each with its own role.
     """
     declared = _declarations(model)
     roles = {}
-    for name, p in model.named_parameters():
-        if name in declared:
-            role, where = declared[name]
-        else:
-            where = "guessed"
-            if isinstance(_owner(model, name), nn.Embedding):
-                role = "input"
-            elif p.ndim >= 2:
-                role = "hidden"
-            else:
-                role = "bias" if name.endswith("bias") else "gain"
+    for name, p in model.named_parameters(remove_duplicate=not every_name):
+        role, where = declared.get(name) or (_guess(model, name, p), "guessed")
         if role not in ROLES:
             raise ValueError(f"{name}: unknown role {role!r} from {where}; expected one of {ROLES}")
         roles[name] = role

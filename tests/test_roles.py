@@ -106,3 +106,31 @@ def test_a_declaration_may_not_name_parameters_the_module_lacks():
 def test_an_unknown_role_names_the_parameter_and_who_declared_it():
     with pytest.raises(ValueError, match=r"fc.weight: unknown role 'matrix' from Declared"):
         param_roles(Declared(FULL | {"fc.weight": "matrix"}))
+
+
+def test_scion_refuses_only_ties_whose_uses_want_different_norms():
+    class SharedHidden(nn.Module):  # one matrix applied twice: both uses are hidden
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4, bias=False)
+            self.b = self.a
+
+    groups = scion_groups(SharedHidden())
+    assert [[n for n, _ in g["params"]] for g in groups] == [["a.weight"]]
+
+    torch.manual_seed(0)
+    tied = GPT(vocab_size=32, context=8, width=16, depth=1, n_heads=2, mlp_ratio=2, tied=True)
+    with pytest.raises(ValueError, match=r"shared as wte.weight \(input, stored transposed\), "
+                       r"head.weight \(output\).*untie them.*or freeze"):  # fmt: skip
+        scion_groups(tied)
+    tied.wte.weight.requires_grad_(False)  # a frozen tied table has no update to norm
+    names = [n for g in scion_groups(tied) for n, _ in g["params"]]
+    assert "wte.weight" not in names and "head.weight" not in names and names
+
+
+def test_every_name_lists_the_later_names_of_a_shared_parameter():
+    torch.manual_seed(0)
+    tied = GPT(vocab_size=32, context=8, width=16, depth=1, n_heads=2, mlp_ratio=2, tied=True)
+    first, every = param_roles(tied), param_roles(tied, every_name=True)
+    assert "head.weight" not in first and every["head.weight"] == "output"
+    assert set(every) - set(first) == {"head.weight"} and every["wte.weight"] == "input"

@@ -77,6 +77,26 @@ def muon_with_adamw(
     return CombinedOptimizer(members)
 
 
+def _refuse_conflicting_ties(model: nn.Module) -> None:
+    """A trainable tensor shared under names with different roles (or layouts) has no one norm."""
+    roles = param_roles(model, every_name=True)
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.requires_grad:
+            names.setdefault(id(p), []).append(name)
+    for shared in names.values():
+        kinds = {(roles[n], transposed(model, n)) for n in shared}
+        if len(kinds) > 1:
+            described = ", ".join(
+                f"{n} ({roles[n]}{', stored transposed' if transposed(model, n) else ''})"
+                for n in shared
+            )
+            raise ValueError(
+                f"scion_groups: one trainable tensor is shared as {described}; each use wants a "
+                "different norm, so untie them (tied embeddings?) or freeze the tensor"
+            )
+
+
 def _check_role_dict(what: str, values: dict | None, default: float) -> dict[str, float]:
     values = dict(values or {})
     unknown = set(values) - set(ROLES)
@@ -102,17 +122,13 @@ def scion_groups(
     or RowNorm, gains and biases → BiasRMS. Each role's lr is ``lr·lr_multipliers[role]`` and its
     radius ``radii[role]`` (both default to 1). ``nn.Embedding`` weights, stored (vocab, d),
     get ``transpose=True`` so that ColNorm normalizes each token's vector. The groups carry
-    ``role`` (so :meth:`Scion.init` leaves gains at 1). Tied embeddings raise: the input and
-    output roles want different norms of the same tensor.
+    ``role`` (so :meth:`Scion.init` leaves gains at 1). A trainable tensor shared under names
+    with different roles (tied embeddings: input and output) raises, since each wants a
+    different norm; sharing within one role, or a frozen tied tensor, is fine.
     """
     if preset not in PRESETS:
         raise ValueError(f"scion_groups: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    all_names = model.named_parameters(remove_duplicate=False)
-    if len(list(model.parameters())) != len(list(all_names)):
-        raise ValueError(
-            "scion_groups: the model shares a parameter between layers (tied embeddings?); the "
-            "input and output roles need different norms, so untie them"
-        )
+    _refuse_conflicting_ties(model)
     mults = _check_role_dict("lr_multipliers", lr_multipliers, 1.0)
     radius = _check_role_dict("radii", radii, 1.0)
     groups: dict[tuple[str, str, bool], dict] = {}
