@@ -18,14 +18,16 @@ also knows the matching init: a random tensor of norm exactly 1 in the map's own
     Sign (scaled)    d_in·max_ij |W_ij|      (1/d_in)·Σ|G_ij|            (1/d_in)·sign(G)
     Sign (unscaled)  max_ij |W_ij|           Σ|G_ij|                     sign(G)
     BiasRMS          ‖b‖_2/√n                √n·‖g‖_2                    g/‖g‖_RMS
-    Conv2DSpectral   k·max_t ‖W_t‖_RMS→RMS   (1/k)·Σ_t √(o/i)·‖G_t‖_nuc  √(o/i)·U_tV_tᵀ/k
+    ConvSpectral     k·max_t ‖W_t‖_RMS→RMS   (1/k)·Σ_t √(o/i)·‖G_t‖_nuc  √(o/i)·U_tV_tᵀ/k
     ===============  ======================  ==========================  =======================
 
-(G = UΣVᵀ is a reduced SVD; k = kh·kw, o = out channels, i = in channels.) Every map is batched
-over leading dimensions: matrices are ``(..., d_out, d_in)``, conv weights
-``(..., out, in, kh, kw)``; norms return ``shape[:-event_ndim]``. A zero gradient dualizes to
-zeros (never NaN): a zero column (ColNorm), row (RowNorm), entry (Sign) or matrix (Spectral)
-gives a zero block in dualize(G), and both identities still hold whenever G ≠ 0.
+(G = UΣVᵀ is a reduced SVD; k = the number of kernel taps, kh·kw in 2-D, o = out channels,
+i = in channels; Conv1DSpectral, Conv2DSpectral and Conv3DSpectral are its 1-, 2- and 3-D
+kernels.) Every map is batched over leading dimensions: matrices are ``(..., d_out, d_in)``,
+conv weights ``(..., out, in, *kernel)``; norms return ``shape[:-event_ndim]``. A zero
+gradient dualizes to zeros (never NaN): a zero column (ColNorm), row (RowNorm), entry (Sign)
+or matrix (Spectral) gives a zero block in dualize(G), and both identities still hold whenever
+G ≠ 0.
 
 Use :data:`MAPS` / :func:`get_map` to build a map by name, and :func:`steepest_descent_step`
 for the update above.
@@ -47,7 +49,11 @@ __all__ = [
     "MAPS",
     "BiasRMS",
     "ColNorm",
+    "CONV_MAPS",
+    "Conv1DSpectral",
     "Conv2DSpectral",
+    "Conv3DSpectral",
+    "ConvSpectral",
     "DualityMap",
     "RowNorm",
     "Sign",
@@ -432,61 +438,98 @@ class BiasRMS(DualityMap):
         return torch.zeros(shape, dtype=dtype, device=device)
 
 
-class Conv2DSpectral(_SpectralMethod, DualityMap):
-    r"""Spectral norm for conv weights (out, in, kh, kw): one RMS→RMS norm per kernel tap.
+class ConvSpectral(_SpectralMethod, DualityMap):
+    r"""Spectral norm for conv weights (out, in, *kernel): one RMS→RMS norm per kernel tap.
 
-    A conv layer is k = kh·kw linear maps W_t = W[:, :, a, b] (out × in), one per tap, whose
-    outputs are summed: y(p) = Σ_t W_t x(p + t). If every input pixel has RMS at most 1, each
-    output pixel has RMS ≤ Σ_t ‖W_t‖_{RMS→RMS} ≤ k·max_t ‖W_t‖_{RMS→RMS}, so the norm
+    A conv layer is k = (number of kernel positions) linear maps W_t = W[:, :, t] (out × in),
+    one per tap, whose outputs are summed: y(p) = Σ_t W_t x(p + t). If every input position
+    has RMS at most 1, each output position has RMS ≤ Σ_t ‖W_t‖_{RMS→RMS} ≤ k·max_t
+    ‖W_t‖_{RMS→RMS}, so the norm
 
         ‖W‖ = k·max_t √(in/out)·σ_max(W_t)
 
     bounds the layer's RMS→RMS gain (ignoring boundary effects). It is a max over taps, so its
     dual is a sum over taps, ‖G‖† = (1/k)·Σ_t √(out/in)·‖G_t‖_nuclear, maximized tap by tap:
     dualize(G)_t = √(out/in)·U_t V_tᵀ/k. init: an independent semi-orthogonal matrix per tap
-    times √(out/in)/k (norm exactly 1). With kh = kw = 1 this is :class:`Spectral`.
+    times √(out/in)/k (norm exactly 1). With a 1×…×1 kernel this is :class:`Spectral`.
+    Subclasses fix the number of kernel dims: :class:`Conv1DSpectral` (``nn.Conv1d``, 3-D
+    weights), :class:`Conv2DSpectral` (4-D), :class:`Conv3DSpectral` (5-D).
     """
 
-    name = "conv2d_spectral"
-    event_ndim = 4
-    event_desc = "a conv weight (..., out, in, kh, kw)"
+    kernel_ndim: ClassVar[int] = 2
 
     def __init__(self, method: str = "svd", *, check_finite: bool = True) -> None:
         super().__init__(check_finite=check_finite)
         self._set_method(method)
 
     def __repr__(self) -> str:
-        return f"Conv2DSpectral(method={self.method!r})"
+        return f"{type(self).__name__}(method={self.method!r})"
 
-    @staticmethod
-    def _taps(W: Tensor) -> Tensor:
-        """(..., out, in, kh, kw) → (..., kh, kw, out, in)."""
-        return W.movedim((-2, -1), (-4, -3))
+    def _taps(self, W: Tensor) -> Tensor:
+        """(..., out, in, *kernel) → (..., *kernel, out, in)."""
+        n = self.kernel_ndim
+        return W.movedim((-n - 2, -n - 1), (-2, -1))
 
-    @staticmethod
-    def _untaps(T: Tensor) -> Tensor:
-        """(..., kh, kw, out, in) → (..., out, in, kh, kw)."""
-        return T.movedim((-4, -3), (-2, -1))
+    def _untaps(self, T: Tensor) -> Tensor:
+        """(..., *kernel, out, in) → (..., out, in, *kernel)."""
+        n = self.kernel_ndim
+        return T.movedim((-2, -1), (-n - 2, -n - 1))
+
+    def _kernel(self, shape: Sequence[int]) -> tuple[int, int, int]:
+        """(out, in, k) of a weight shape, k the number of taps."""
+        n = self.kernel_ndim
+        return shape[-n - 2], shape[-n - 1], math.prod(shape[-n:])
 
     def _norm(self, W: Tensor) -> Tensor:
-        k = W.shape[-2] * W.shape[-1]
-        return k * _rms_to_rms(self._taps(W)).amax(dim=(-2, -1))
+        _, _, k = self._kernel(W.shape)
+        return k * _rms_to_rms(self._taps(W)).amax(dim=tuple(range(-self.kernel_ndim, 0)))
 
     def _dual_norm(self, G: Tensor) -> Tensor:
-        out, inp, kh, kw = G.shape[-4:]
-        nuc = torch.linalg.matrix_norm(self._taps(G), ord="nuc").sum(dim=(-2, -1))
-        return math.sqrt(out / inp) * nuc / (kh * kw)
+        out, inp, k = self._kernel(G.shape)
+        nuc = torch.linalg.matrix_norm(self._taps(G), ord="nuc")
+        return math.sqrt(out / inp) * nuc.sum(dim=tuple(range(-self.kernel_ndim, 0))) / k
 
     def _dualize(self, G: Tensor) -> Tensor:
-        out, inp, kh, kw = G.shape[-4:]
-        orth = self._orth(self._taps(G))
-        return self._untaps(orth) * (math.sqrt(out / inp) / (kh * kw))
+        out, inp, k = self._kernel(G.shape)
+        return self._untaps(self._orth(self._taps(G))) * (math.sqrt(out / inp) / k)
 
     def _init(self, shape, generator, dtype, device) -> Tensor:
-        out, inp, kh, kw = shape[-4:]
-        tap_shape = (*shape[:-4], kh, kw, out, inp)
+        out, inp, k = self._kernel(shape)
+        n = self.kernel_ndim
+        tap_shape = (*shape[: -n - 2], *shape[-n:], out, inp)
         Q = _semi_orthogonal(tap_shape, generator, dtype, device)
-        return self._untaps(Q) * (math.sqrt(out / inp) / (kh * kw))
+        return self._untaps(Q) * (math.sqrt(out / inp) / k)
+
+
+class Conv1DSpectral(ConvSpectral):
+    """:class:`ConvSpectral` for ``nn.Conv1d`` weights (out, in, k)."""
+
+    name = "conv1d_spectral"
+    kernel_ndim = 1
+    event_ndim = 3
+    event_desc = "a conv1d weight (..., out, in, k)"
+
+
+class Conv2DSpectral(ConvSpectral):
+    """:class:`ConvSpectral` for ``nn.Conv2d`` weights (out, in, kh, kw)."""
+
+    name = "conv2d_spectral"
+    kernel_ndim = 2
+    event_ndim = 4
+    event_desc = "a conv weight (..., out, in, kh, kw)"
+
+
+class Conv3DSpectral(ConvSpectral):
+    """:class:`ConvSpectral` for ``nn.Conv3d`` weights (out, in, kd, kh, kw)."""
+
+    name = "conv3d_spectral"
+    kernel_ndim = 3
+    event_ndim = 5
+    event_desc = "a conv3d weight (..., out, in, kd, kh, kw)"
+
+
+#: The conv map for a weight with ``ndim`` dims (3, 4 or 5).
+CONV_MAPS: dict[int, str] = {3: "conv1d_spectral", 4: "conv2d_spectral", 5: "conv3d_spectral"}
 
 
 #: Map classes by name; build one with :func:`get_map`.
@@ -496,7 +539,9 @@ MAPS: dict[str, type[DualityMap]] = {
     "rownorm": RowNorm,
     "sign": Sign,
     "bias_rms": BiasRMS,
+    "conv1d_spectral": Conv1DSpectral,
     "conv2d_spectral": Conv2DSpectral,
+    "conv3d_spectral": Conv3DSpectral,
 }
 
 

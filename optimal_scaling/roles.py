@@ -2,11 +2,12 @@
 
 Every parameter has a role: ``input`` (embeddings), ``hidden`` (matrices inside the network),
 ``output`` (the readout), ``gain`` (norm gains) or ``bias``. Models from
-:mod:`optimal_scaling.models` say so themselves (``param_roles()``, found on the model or on
-any submodule, so ``DDP(model)``, ``torch.compile(model)`` or a parent network keep them); for
-parameters no module declares, :func:`param_roles` guesses: an ``nn.Embedding`` weight is ``input``, any other tensor with
-two or more dimensions ``hidden`` (a readout counts as hidden there: name it by giving the
-model a ``param_roles()``), a 1-D tensor ``bias`` if its name ends in "bias", else ``gain``.
+:mod:`optimal_scaling.models` say so themselves (``param_roles()``, found on the model or on any
+submodule, so ``DDP(model)``, ``torch.compile(model)`` or a parent network keep them); for
+parameters no module declares, :func:`param_roles` guesses: an ``nn.Embedding`` weight is
+``input``, any other tensor with two or more dimensions ``hidden`` (a readout counts as hidden
+there: name it by giving the model a ``param_roles()``), a 1-D tensor ``bias`` if its name ends
+in "bias", else ``gain``.
 
 :data:`PRESETS` is the table of role → norm (names of :mod:`optimal_scaling.duality` maps);
 Scion's ``norm="auto"`` uses ``"colnorm-spectral-sign"``, the norm tracker and the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -12,7 +13,9 @@ from optimal_scaling.duality import (
     MAPS,
     BiasRMS,
     ColNorm,
+    Conv1DSpectral,
     Conv2DSpectral,
+    Conv3DSpectral,
     DualityMap,
     RowNorm,
     Sign,
@@ -31,6 +34,8 @@ CASES = [
     ("sign-unscaled", lambda b=False: Sign(scaled=False), (7, 5)),
     ("bias_rms", lambda b=False: BiasRMS(batched=b), (6,)),
     ("conv2d_spectral", lambda b=False: Conv2DSpectral(), (4, 3, 3, 2)),
+    ("conv1d_spectral", lambda b=False: Conv1DSpectral(), (4, 3, 3)),
+    ("conv3d_spectral", lambda b=False: Conv3DSpectral(), (3, 4, 2, 1, 2)),
 ]
 IDS = [c[0] for c in CASES]
 PARAMS = [c[1:] for c in CASES]
@@ -49,7 +54,8 @@ def inner(G: torch.Tensor, A: torch.Tensor, event_ndim: int) -> torch.Tensor:
 
 
 def test_registry():
-    assert set(MAPS) == {"spectral", "colnorm", "rownorm", "sign", "bias_rms", "conv2d_spectral"}
+    assert set(MAPS) == {"spectral", "colnorm", "rownorm", "sign", "bias_rms", "conv1d_spectral",
+                         "conv2d_spectral", "conv3d_spectral"}  # fmt: skip
     for name, cls in MAPS.items():
         m = get_map(name)
         assert isinstance(m, cls) and isinstance(m, DualityMap) and m.name == name
@@ -201,6 +207,23 @@ def test_conv_1x1_is_spectral():
     torch.testing.assert_close(
         conv.init((6, 4, 1, 1), generator=gen(0))[:, :, 0, 0], spec.init((6, 4), generator=gen(0))
     )
+
+
+@pytest.mark.parametrize("m, shape", [(Conv1DSpectral(), (5, 3, 4)),
+                                      (Conv3DSpectral(), (3, 5, 2, 3, 2))])  # fmt: skip
+def test_1d_and_3d_convs_are_a_max_and_sum_over_their_taps(m, shape):
+    G = randn(*shape, seed=14)
+    out, inp, kernel = shape[0], shape[1], shape[2:]
+    taps = [G[(slice(None), slice(None), *t)] for t in itertools.product(*map(range, kernel))]
+    k, spec = len(taps), Spectral()
+    torch.testing.assert_close(m.norm(G), k * torch.stack([spec.norm(t) for t in taps]).max())
+    torch.testing.assert_close(m.dual_norm(G), sum(spec.dual_norm(t) for t in taps) / k)
+    last = (slice(None), slice(None), *(n - 1 for n in kernel))
+    torch.testing.assert_close(m.dualize(G)[last], spec.dualize(G[last]) / k)
+    W = m.init(shape, generator=gen(5), dtype=torch.float64)
+    tap = W[last]  # each tap semi-orthogonal times √(out/in)/k
+    torch.testing.assert_close(tap @ tap.T if out < inp else tap.T @ tap,
+                               (out / inp) / k**2 * torch.eye(min(out, inp), dtype=torch.float64))
 
 
 def test_conv_is_a_max_and_sum_over_taps():

@@ -56,7 +56,7 @@ def randn(*shape: int, seed: int = 0, dtype: torch.dtype = F64) -> torch.Tensor:
 
 
 def param(*shape: int, seed: int = 0) -> nn.Parameter:
-    return nn.Parameter(randn(*shape, seed=seed))
+    return nn.Parameter(randn(*shape, seed=seed) if shape else torch.tensor(0.5))
 
 
 def tiny_gpt(seed: int = 0, **kwargs) -> GPT:
@@ -319,8 +319,10 @@ def test_scion_auto_norms():
     assert Scion([conv]).norm_of(Scion([conv]).param_groups[0], conv).name == "conv2d_spectral"
     opt = Scion([{"params": [conv], "role": "hidden"}])  # a hidden conv weight: per-tap spectral
     assert opt.norm_of(opt.param_groups[0], conv).name == "conv2d_spectral"
-    with pytest.raises(ValueError, match=r"no automatic norm.*\(2, 3, 4\)"):
-        Scion([param(2, 3, 4)])
+    for shape, name in [((2, 3, 4), "conv1d_spectral"), ((2, 3, 1, 2, 2), "conv3d_spectral"),
+                        ((), "bias_rms")]:  # fmt: skip
+        x = param(*shape)
+        assert Scion([x]).norm_of(Scion([x]).param_groups[0], x).name == name
 
 
 # ------------------------------------------------------------------------------- ScionLight
@@ -407,6 +409,69 @@ def test_a_hidden_conv_weight_gets_conv2d_spectral_with_the_spectral_method(meth
     assert conv["norm_kwargs"] == {"method": method}
     m = Scion(groups).norm_of(conv, model.conv.weight)
     assert m.name == "conv2d_spectral" and m.method == method
+
+
+@pytest.mark.parametrize("conv, name", [(nn.Conv1d(3, 5, 4), "conv1d_spectral"),
+                                        (nn.Conv3d(3, 5, 2), "conv3d_spectral")])  # fmt: skip
+def test_1d_and_3d_conv_weights_get_their_conv_map_and_a_unit_step(conv, name):
+    class ConvNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = conv
+
+        def param_roles(self):
+            return {"conv.weight": "hidden", "conv.bias": "bias"}
+
+    model = ConvNet()
+    groups = scion_groups(model, lr=0.1, spectral_method="svd")
+    hidden = next(g for g in groups if g["role"] == "hidden")
+    assert hidden["norm"] == name
+    opt = Scion(groups)
+    m = opt.norm_of(hidden, conv.weight)
+    g = torch.randn_like(conv.weight)
+    conv.weight.grad, conv.bias.grad = g, torch.randn_like(conv.bias)
+    before = conv.weight.detach().clone()
+    opt.step()
+    delta = conv.weight.detach() - before  # γ·ρ·lmo(g): norm γ, and ⟨g, Δ⟩ = −γ·‖g‖†
+    torch.testing.assert_close(m.norm(delta), torch.tensor(0.1), rtol=1e-4, atol=0)
+    torch.testing.assert_close((g * delta).sum(), -0.1 * m.dual_norm(g), rtol=1e-4, atol=0)
+    assert Scion([conv.weight], norm="auto").norm_of(Scion([conv.weight]).param_groups[0],
+                                                      conv.weight).name == name  # fmt: skip
+
+
+def test_a_scalar_parameter_is_a_vector_of_one():
+    x = nn.Parameter(torch.tensor(0.5))
+    opt = Scion([{"params": [("temperature_bias", x)]}], lr=0.25, norm="auto")
+    x.grad = torch.tensor(-3.0)
+    opt.step()  # lmo of the RMS norm of one number: −sign(g)
+    assert x.item() == pytest.approx(0.75) and opt.norms() == {"temperature_bias": 0.75}
+    opt.init()  # a bias inits to zero
+    assert x.item() == 0.0 and x.shape == ()
+
+
+def test_a_stack_of_matrices_is_not_taken_for_a_conv():
+    class Experts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 6, 5))
+
+    with pytest.raises(ValueError, match=r"w is a hidden tensor of shape \(4, 6, 5\) but not a "
+                       r"conv layer's weight.*norm=Spectral\(\)"):  # fmt: skip
+        scion_groups(Experts())
+    w = Experts().w
+    opt = Scion([{"params": [w], "norm": Spectral()}], lr=0.1)  # batched over the experts
+    w.grad = torch.randn_like(w)
+    before = w.detach().clone()
+    opt.step()
+    torch.testing.assert_close(Spectral().norm(w.detach() - before), torch.full((4,), 0.1))
+
+
+def test_auto_names_the_optimizer_and_a_way_out_for_tensors_it_cannot_place():
+    x = nn.Parameter(torch.zeros(2, 2, 2, 2, 2, 2))
+    for cls in (Scion, ScionLight):
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}: no automatic norm for a tensor "
+                           r"of shape \(2, 2, 2, 2, 2, 2\).*DualityMap instance"):  # fmt: skip
+            cls([x], norm="auto")
 
 
 def test_preset_errors():

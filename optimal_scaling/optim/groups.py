@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from optimal_scaling.duality import CONV_MAPS
 from optimal_scaling.optim.combined import CombinedOptimizer
 from optimal_scaling.optim.muon import Muon
 from optimal_scaling.roles import PRESETS, ROLES, param_roles, transposed
@@ -97,6 +98,18 @@ def _refuse_conflicting_ties(model: nn.Module) -> None:
             )
 
 
+def _conv_norm(model: nn.Module, name: str, p: Tensor) -> str:
+    """The conv map of a hidden weight with more than two dims; only a conv layer's qualifies."""
+    owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    if isinstance(owner, nn.modules.conv._ConvNd) and p.ndim in CONV_MAPS:
+        return CONV_MAPS[p.ndim]
+    raise ValueError(
+        f"scion_groups: {name} is a hidden tensor of shape {tuple(p.shape)} but not a conv "
+        f"layer's weight; no named norm fits it. Leave it out and give it its own Scion group, "
+        "e.g. norm=Spectral() for a stack of matrices"
+    )
+
+
 def _check_role_dict(what: str, values: dict | None, default: float) -> dict[str, float]:
     values = dict(values or {})
     unknown = set(values) - set(ROLES)
@@ -118,7 +131,8 @@ def scion_groups(
     """Scion param groups, one per role (roles declared by the model or guessed).
 
     ``preset`` picks each role's norm (:data:`PRESETS`): input → ColNorm, hidden → Spectral
-    (``spectral_method``: "newton_schulz" or "svd"; 4-D weights → Conv2DSpectral), output → Sign
+    (``spectral_method``: "newton_schulz" or "svd"; a Conv1d/2d/3d weight → its ConvSpectral map;
+    any other hidden tensor with more than two dims raises), output → Sign
     or RowNorm, gains and biases → BiasRMS. Each role's lr is ``lr·lr_multipliers[role]`` and its
     radius ``radii[role]`` (both default to 1). ``nn.Embedding`` weights, stored (vocab, d),
     get ``transpose=True`` so that ColNorm normalizes each token's vector. The groups carry
@@ -134,8 +148,8 @@ def scion_groups(
     groups: dict[tuple[str, str, bool], dict] = {}
     for name, p, role in named_roles(model):
         norm = PRESETS[preset][role]
-        if role == "hidden" and p.ndim == 4:
-            norm = "conv2d_spectral"
+        if role == "hidden" and p.ndim > 2:
+            norm = _conv_norm(model, name, p)
         transpose = transposed(model, name)
         key = (role, norm, transpose)
         if key not in groups:

@@ -17,11 +17,15 @@ radius-ρ ball, so a parameter that starts in that ball never leaves it (Frank�
 
 Each group names its norm: ``"colnorm"`` (ℓ1→RMS, embeddings), ``"spectral"`` (RMS→RMS, hidden
 matrices), ``"rownorm"`` (RMS→ℓ∞, readout), ``"sign"`` (scaled max-of-max, readout),
-``"bias_rms"`` (gains and biases), ``"conv2d_spectral"``, a
+``"bias_rms"`` (gains and biases; a 0-D scalar counts as a vector of one),
+``"conv1d_spectral"``, ``"conv2d_spectral"``, ``"conv3d_spectral"`` (conv weights), a
 :class:`~optimal_scaling.duality.DualityMap`, or ``"auto"``: by the group's ``role`` (input →
-colnorm, hidden → spectral, output → sign, gain/bias → bias_rms), else by shape (1-D →
-bias_rms, 2-D → spectral, 4-D → conv2d_spectral). Constructor options of a named map go in
-``norm_kwargs`` (e.g. ``{"method": "newton_schulz"}``), which keeps ``state_dict()`` plain data.
+colnorm, hidden → spectral, or the conv map of a 3-, 4- or 5-D weight; output → sign, gain/bias
+→ bias_rms), else by shape (0-D and 1-D → bias_rms, 2-D → spectral, 3-, 4-, 5-D →
+conv1d/2d/3d_spectral). A hidden stack of matrices (experts, say) is not a conv: give its group
+a ``Spectral()`` instance, which is batched over leading dims. Constructor options of a named
+map go in ``norm_kwargs`` (e.g. ``{"method": "newton_schulz"}``), which keeps ``state_dict()``
+plain data.
 
 Layouts: matrices are (d_out, d_in) as in ``nn.Linear``. An ``nn.Embedding`` weight is stored
 (vocab, d), the *transpose* of the linear map one-hot → vector; a group with
@@ -44,10 +48,11 @@ from torch.distributed import ProcessGroup
 
 from optimal_scaling.distributed import orthogonalize_sharded
 from optimal_scaling.duality import (
+    CONV_MAPS,
     MAPS,
     BiasRMS,
     ColNorm,
-    Conv2DSpectral,
+    ConvSpectral,
     DualityMap,
     RowNorm,
     Sign,
@@ -71,7 +76,7 @@ ROLE_NORMS: dict[str, str] = PRESETS["colnorm-spectral-sign"]
 #: Valid values of a group's ``norm`` (besides a DualityMap instance).
 NORM_CHOICES: tuple[str, ...] = (*MAPS, "auto")
 
-_SHAPE_NORMS = {1: "bias_rms", 2: "spectral", 4: "conv2d_spectral"}
+_SHAPE_NORMS = {0: "bias_rms", 1: "bias_rms", 2: "spectral", **CONV_MAPS}
 #: Maps whose dualize of a stack equals the stack of their dualizes (batched over leading dims).
 _BATCHABLE = (Spectral, ColNorm, RowNorm, Sign, BiasRMS)
 
@@ -84,22 +89,28 @@ def _merge_transposes(d: Tensor) -> bool:
 
 
 def lmo(norm: DualityMap, d: Tensor, transpose: bool = False) -> Tensor:
-    """argmin_{‖s‖ ≤ 1} ⟨d, s⟩ = −dualize(d), computed on dᵀ when ``transpose``."""
+    """argmin_{‖s‖ ≤ 1} ⟨d, s⟩ = −dualize(d), computed on dᵀ when ``transpose``; a 0-D d
+    as a vector of one."""
+    if d.ndim == 0:
+        return lmo(norm, d.reshape(1)).reshape(())
     if transpose:
         return -norm.dualize(d.mT).mT
     return -norm.dualize(d)
 
 
-def auto_norm(p: Tensor, role: str | None = None) -> str:
+def auto_norm(p: Tensor, role: str | None = None, who: str = "Scion") -> str:
     """The norm name ``"auto"`` gives a parameter: by role if known, else by its shape."""
+    if role == "hidden" and p.ndim in CONV_MAPS:
+        return CONV_MAPS[p.ndim]
+    if role in ("gain", "bias") and p.ndim == 0:
+        return "bias_rms"
     if role is not None:
-        if role == "hidden" and p.ndim == 4:
-            return "conv2d_spectral"
         return ROLE_NORMS[role]
     if p.ndim not in _SHAPE_NORMS:
         raise ValueError(
-            f"Scion: no automatic norm for a tensor of shape {tuple(p.shape)}; name one of "
-            f"{', '.join(MAPS)}"
+            f"{who}: no automatic norm for a tensor of shape {tuple(p.shape)} (auto knows 0- to "
+            "5-D tensors); give its group a DualityMap instance, e.g. Spectral() for a stack of "
+            "matrices"
         )
     return _SHAPE_NORMS[p.ndim]
 
@@ -204,7 +215,9 @@ class Scion(CheckedOptimizer):
         if group["transpose"] and p.ndim != 2:
             raise ValueError(f"{self.who}: transpose=True needs a matrix, got {describe(p, name)}")
         one_vector = isinstance(m, BiasRMS) and not m.batched
-        if p.ndim < m.event_ndim or (one_vector and p.ndim != 1):
+        if (p.ndim < m.event_ndim and not (one_vector and p.ndim == 0)) or (
+            one_vector and p.ndim > 1
+        ):
             raise ValueError(
                 f"{self.who}: the {m.name!r} norm ({m!r}) expects {m.event_desc}, but its group "
                 f"holds {describe(p, name)}; put it in a group with a suitable norm"
@@ -212,8 +225,10 @@ class Scion(CheckedOptimizer):
         if m.event_ndim == 2 and p.ndim > 2 and isinstance(group["norm"], str):
             raise ValueError(
                 f"{self.who}: the {m.name!r} norm would treat {describe(p, name)} as a batch of "
-                f"{tuple(p.shape[-2:])} matrices; a conv weight needs norm='conv2d_spectral' "
-                "(or 'auto'), a real batch of matrices a DualityMap instance"
+                f"{tuple(p.shape[-2:])} matrices; "
+                + (f"a conv weight needs norm={CONV_MAPS[p.ndim]!r} (or 'auto'), "
+                   if p.ndim in CONV_MAPS else "")
+                + "a real batch of matrices a Spectral() instance"
             )
 
     def norm_of(self, group: dict, p: Tensor) -> DualityMap:
@@ -222,7 +237,7 @@ class Scion(CheckedOptimizer):
         if isinstance(norm, DualityMap):
             return norm
         if norm == "auto":
-            norm = auto_norm(p, group["role"])
+            norm = auto_norm(p, group["role"], self.who)
         try:
             # Our own finiteness check on the gradient names the parameter; skip the map's.
             return get_map(norm, **{"check_finite": False, **group["norm_kwargs"]})
@@ -312,7 +327,7 @@ class Scion(CheckedOptimizer):
     def _sharded_lmos(self, group: dict, work: list) -> list[Tensor]:
         """Every lmo(d) of ``work``; the Spectral ones split over the ranks, the others local."""
         transpose = group["transpose"]
-        heavy = [k for k, (_, _, m) in enumerate(work) if isinstance(m, (Spectral, Conv2DSpectral))]
+        heavy = [k for k, (_, _, m) in enumerate(work) if isinstance(m, (Spectral, ConvSpectral))]
         fns = [partial(lmo, work[k][2], transpose=transpose) for k in heavy]
         shared = orthogonalize_sharded([work[k][1] for k in heavy], fns, self.process_group)
         out = dict(zip(heavy, shared, strict=True))
@@ -356,14 +371,14 @@ class Scion(CheckedOptimizer):
             if group["role"] == "gain":
                 continue
             for p, name in named_params(group):
-                if p.ndim == 1 and group["role"] is None and not (name or "").endswith("bias"):
+                if p.ndim <= 1 and group["role"] is None and not (name or "").endswith("bias"):
                     continue
                 if p.numel() == 0:  # nothing to draw
                     continue
                 m = self.norm_of(group, p)
-                shape = p.shape[::-1] if group["transpose"] else p.shape
+                shape = p.shape[::-1] if group["transpose"] else (p.shape or (1,))
                 W = m.init(shape, generator=generator, dtype=p.dtype, device=p.device)
-                p.copy_((W.mT if group["transpose"] else W) * group["radius"])
+                p.copy_((W.mT if group["transpose"] else W.reshape(p.shape)) * group["radius"])
 
     @torch.no_grad()
     def norms(self) -> dict[str, float]:
@@ -374,7 +389,7 @@ class Scion(CheckedOptimizer):
         out = {}
         for i, group in enumerate(self.param_groups):
             for j, (p, name) in enumerate(named_params(group)):
-                x = p.mT if group["transpose"] else p
+                x = p.mT if group["transpose"] else p.reshape(p.shape or (1,))
                 out[name or f"group{i}.param{j}"] = float(self.norm_of(group, p).norm(x))
         return out
 
