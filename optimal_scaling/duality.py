@@ -209,8 +209,15 @@ def _orthogonalize(G: Tensor) -> Tensor:
 
     The dropped directions make this the polar factor of G on its range (what Newton–Schulz
     converges to): a partial isometry with every nonzero singular value 1, and 0 for G = 0.
+    G with NaN or inf entries gives NaN (LAPACK's SVD would raise on the CPU, CUDA's return
+    NaN): unchecked bad input propagates, on every device, the way it does through Newton–Schulz.
     """
-    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    try:
+        U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        if bool(torch.isfinite(G).all()):
+            raise
+        return torch.full_like(G, math.nan)
     tol = S[..., :1] * (max(G.shape[-2:]) * torch.finfo(G.dtype).eps)
     keep = ((S > tol) & (S > 0)).to(G.dtype)
     return (U * keep.unsqueeze(-2)) @ Vh

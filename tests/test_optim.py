@@ -1090,3 +1090,31 @@ def test_distributed_flag_keeps_non_default_settings():
              dtype=torch.float64, distributed=distributed).step()
         outs.append(p.detach())
     assert torch.equal(*outs)
+
+
+def test_unchecked_nan_gradients_propagate_instead_of_escaping_as_a_linalg_error():
+    """check_finite=False: a NaN gradient reaches the SVD, which LAPACK refuses; the step gives
+    NaN weights (as on CUDA) and train() reports the run as diverged, never raises."""
+    from optimal_scaling.train import train
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 4)
+    opt = Scion(model.parameters(), lr=0.1, norm="auto", check_finite=False)
+    model.weight.grad = torch.full_like(model.weight, math.nan)
+    opt.step()
+    assert model.weight.isnan().all()
+
+    model = nn.Linear(4, 4)
+    opt = Scion(model.parameters(), lr=0.1, norm="auto", check_finite=False)
+    x = torch.randn(8, 4)
+    y = torch.randn(8, 4)
+    bad = {"step": 0}
+
+    def loss_fn(out, target):  # a finite loss at step 2, and a NaN gradient
+        bad["step"] += 1
+        if bad["step"] == 2:
+            out.register_hook(lambda g: torch.full_like(g, math.nan))
+        return F.mse_loss(out, target)
+
+    result = train(model, opt, lambda: (x, y), steps=5, loss_fn=loss_fn, progress=False)
+    assert result.diverged and result.reason == "step 3: non-finite loss"
