@@ -1118,3 +1118,19 @@ def test_unchecked_nan_gradients_propagate_instead_of_escaping_as_a_linalg_error
 
     result = train(model, opt, lambda: (x, y), steps=5, loss_fn=loss_fn, progress=False)
     assert result.diverged and result.reason == "step 3: non-finite loss"
+
+
+@pytest.mark.parametrize("cls, key, meant", [(Muon, "momentun", "momentum"),
+                                             (Muon, "weight_decya", "weight_decay"),
+                                             (Scion, "radious", "radius"),
+                                             (ScionLight, "norms", "norm")])  # fmt: skip
+def test_a_misspelt_group_key_raises_and_metadata_keys_are_kept(cls, key, meant):
+    w = param(3, 4)
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: unknown param-group key '{key}' "
+                       rf"\(did you mean '{meant}'\?\)"):  # fmt: skip
+        cls([{"params": [w], key: 0.5}])
+    opt = cls([{"params": [w], "name": "embeddings"}])  # torch keeps extra keys; so do we
+    assert opt.param_groups[0]["name"] == "embeddings"
+    with pytest.raises(ValueError, match="did you mean"):
+        opt.add_param_group({"params": [param(2, 2)], key: 0.5})
+    assert len(opt.param_groups) == 1

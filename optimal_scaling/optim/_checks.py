@@ -3,6 +3,7 @@ from `optimal_scaling._validate`, the package's int and number checks)."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -82,7 +83,19 @@ class CheckedOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("process_group", None)
 
     def add_param_group(self, param_group: dict) -> None:
-        """Add a group (torch's rules), then validate its settings and parameter shapes."""
+        """Add a group (torch's rules), then validate its settings and parameter shapes.
+
+        A key that is not a setting of this optimizer but close to one (``"momentun"``) is a
+        typo and raises; other extra keys (``"name"``, say) are kept as torch keeps them.
+        """
+        if isinstance(param_group, dict):
+            known = {*self.defaults, "params", "param_names", "initial_lr"}
+            for key in param_group:
+                near = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.75)
+                if key not in known and near:
+                    raise ValueError(f"{self.who}: unknown param-group key {key!r} (did you "
+                                     f"mean {near[0]!r}?); settings: "
+                                     f"{', '.join(sorted(self.defaults))}")  # fmt: skip
         super().add_param_group(param_group)
         try:
             for p, name in named_params(self.param_groups[-1]):
