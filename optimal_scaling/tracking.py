@@ -57,7 +57,7 @@ class NormTracker:
     own default is ``"colnorm-spectral-sign"``). ``norms`` overrides single roles
     (``{"output": "sign"}``); names: colnorm, spectral, rownorm, sign (d_in·max|W_ij|),
     bias_rms. A conv weight is measured as its flattened out × (in·kh·kw) matrix, not in
-    Scion's Conv2DSpectral norm. ``power_iters`` is the number of warm-started
+    Scion's ConvSpectral norm; an empty parameter has norm 0. ``power_iters`` is the number of warm-started
     power-iteration steps per spectral norm; the first estimate of each matrix, with no warm
     start yet, takes ``cold_iters``.
     """
@@ -118,6 +118,8 @@ class NormTracker:
         _, role, transpose = self.params[name]
         kind = self.norms[role]
         W = W.detach().float()
+        if W.numel() == 0:  # a map from or to a 0-dimensional space: every norm is 0
+            return 0.0
         if not bool(torch.isfinite(W).all()):  # a diverging run: record NaN, let it be judged
             return math.nan
         if W.ndim > 2:
@@ -147,7 +149,7 @@ class NormTracker:
         """
         out: dict[str, float] = {}
         for name, (p, role, transpose) in self.params.items():
-            if exact and self.norms[role] == "spectral" and p.ndim >= 2:
+            if exact and self.norms[role] == "spectral" and p.ndim >= 2 and p.numel():
                 W = p.detach().float().flatten(1)
                 finite = bool(torch.isfinite(W).all())
                 value = opnorms.rms_to_rms(W.mT if transpose else W).item() if finite else math.nan

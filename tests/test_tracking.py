@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from optimal_scaling import norms
 from optimal_scaling.data import MarkovLanguage
@@ -143,3 +144,29 @@ def test_the_sign_norm_scales_the_largest_entry_by_d_in():
     got = NormTracker(model, norms={"output": "sign"}).group_norms()
     head = model.head.weight.detach()  # (40, 24): d_in = 24
     assert got["W[output]"] == pytest.approx(24 * head.abs().max().item(), rel=1e-6)
+
+
+def test_empty_and_scalar_parameters_are_tracked_with_their_norms():
+    """A zero-width layer (a map into a 0-dimensional space) has norm 0; a scalar its |x|."""
+
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.empty = nn.Linear(4, 0)
+            self.temperature = nn.Parameter(torch.tensor(-2.0))
+
+    model = Odd()
+    tracker = NormTracker(model, every=1)
+    with torch.no_grad():
+        model.temperature.add_(0.5)
+    out = tracker(1)
+    rows = tracker.table.set_index("param")
+    assert rows.loc["empty.weight", "weight"] == 0.0 and rows.loc["empty.bias", "update"] == 0.0
+    assert rows.loc["temperature", "weight"] == 1.5 and rows.loc["temperature", "update"] == 0.5
+    assert out["W[gain]"] == 1.5
+    group = tracker.group_norms()
+    s = torch.linalg.matrix_norm(model.fc.weight.detach(), ord=2).item()  # √(4/4)·σ_max
+    assert group["W[hidden]"] == pytest.approx(s, rel=1e-5)
+    scion = Scion([{"params": list(model.named_parameters())}], norm="auto").norms()
+    assert scion["empty.weight"] == scion["empty.bias"] == 0.0 and scion["temperature"] == 1.5

@@ -384,13 +384,14 @@ class Scion(CheckedOptimizer):
     def norms(self) -> dict[str, float]:
         """Every parameter's norm in its group's norm (xᵀ when ``transpose``), by name.
 
-        Unnamed parameters are labelled ``"group{i}.param{j}"``.
+        Unnamed parameters are labelled ``"group{i}.param{j}"``; an empty one has norm 0.
         """
         out = {}
         for i, group in enumerate(self.param_groups):
             for j, (p, name) in enumerate(named_params(group)):
                 x = p.mT if group["transpose"] else p.reshape(p.shape or (1,))
-                out[name or f"group{i}.param{j}"] = float(self.norm_of(group, p).norm(x))
+                norm = self.norm_of(group, p).norm(x) if p.numel() else 0.0
+                out[name or f"group{i}.param{j}"] = float(norm)
         return out
 
 
