@@ -54,10 +54,10 @@ class NormTracker:
     ``preset`` names the role → norm table (:data:`optimal_scaling.roles.PRESETS`; default
     ``"colnorm-spectral-rownorm"``, the norm-transfer setting): to watch a Scion run, pass the
     preset its groups were built with, so that ‖ΔW‖ = γ·ρ holds in the tracked norms (Scion's
-    own default is ``"colnorm-spectral-sign"``). ``norms`` overrides single roles
-    (``{"output": "sign"}``); names: colnorm, spectral, rownorm, sign (d_in·max|W_ij|),
-    bias_rms. A conv weight is measured as its flattened out × (in·kh·kw) matrix, not in
-    Scion's ConvSpectral norm; an empty parameter has norm 0. ``power_iters`` is the number of warm-started
+    own default is ``"colnorm-spectral-sign"``). ``norms`` overrides single roles (``{"output":
+    "sign"}``); names: colnorm, spectral, rownorm, sign (d_in·max|W_ij|), bias_rms. A conv
+    weight is measured as its flattened out × (in·kh·kw) matrix, not in Scion's ConvSpectral
+    norm; an empty parameter has norm 0. ``power_iters`` is the number of warm-started
     power-iteration steps per spectral norm; the first estimate of each matrix, with no warm
     start yet, takes ``cold_iters``.
     """

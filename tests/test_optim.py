@@ -1134,3 +1134,46 @@ def test_a_misspelt_group_key_raises_and_metadata_keys_are_kept(cls, key, meant)
     with pytest.raises(ValueError, match="did you mean"):
         opt.add_param_group({"params": [param(2, 2)], key: 0.5})
     assert len(opt.param_groups) == 1
+
+
+def test_a_scheduler_that_pushes_a_setting_out_of_range_is_caught_at_the_step():
+    """Constrained Scion stays in its ball only for γ ≤ 1; a scheduler writes lr unchecked."""
+    w = param(4, 4)
+    opt = Scion([w], lr=0.5, constrained=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 + 2.0 * t)  # lr 0.5, 1.5, ...
+    w.grad = torch.ones_like(w)
+    opt.step()
+    sched.step()
+    before = w.detach().clone()
+    with pytest.raises(ValueError, match=r"Scion: the constrained step .* γ ≤ 1; got lr = 1.5"):
+        opt.step()
+    assert torch.equal(w.detach(), before)  # the step that raised changed nothing
+    muon = Muon([param(4, 4)], lr=0.5, weight_decay=1.0)
+    muon.param_groups[0]["lr"] = 2.0  # what a scheduler does
+    muon.param_groups[0]["params"][0].grad = torch.ones(4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"Muon: lr·weight_decay = 2 > 1"):
+        muon.step()
+
+
+def test_load_state_dict_checks_the_checkpoint_and_keeps_the_optimizer_on_failure():
+    w = param(4, 4)
+    muon = Muon([w], lr=0.02)
+    w.grad = torch.ones_like(w)
+    muon.step()
+    good = copy.deepcopy(muon.state_dict())
+    bad = copy.deepcopy(good)
+    bad["param_groups"][0]["momentum"] = 1.5
+    with pytest.raises(ValueError, match=r"load_state_dict: param group 0 of the checkpoint: "
+                       r"Muon: momentum must be in \[0, 1\), got 1.5"):  # fmt: skip
+        muon.load_state_dict(bad)
+    assert muon.param_groups[0]["momentum"] == 0.95  # unchanged
+    assert muon.state_dict()["param_groups"] == good["param_groups"]
+    assert torch.equal(muon.state[w]["momentum_buffer"], good["state"][0]["momentum_buffer"])
+    scion = Scion([w], lr=0.1)
+    scion_before = copy.deepcopy(scion.state_dict())
+    with pytest.raises(ValueError, match=r"Scion: a param group lacks the settings \[.*'radius'"
+                       r".*checkpoint of another optimizer"):  # fmt: skip
+        scion.load_state_dict(good)  # a Muon checkpoint
+    assert scion.state_dict() == scion_before and scion.param_groups[0]["radius"] == 1.0
+    assert not scion.state
+    muon.load_state_dict(good)  # a good one still loads

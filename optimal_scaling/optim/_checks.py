@@ -52,12 +52,14 @@ def closure_loss(closure: Callable[[], float] | None) -> float | None:
 class CheckedOptimizer(torch.optim.Optimizer):
     """A torch optimizer whose param groups are validated as they are added.
 
-    Subclasses set ``who`` (the name in messages) and implement ``_check_group(group)``; a group
-    that fails it is removed again before the error propagates, so a failed
-    ``add_param_group`` leaves the optimizer as it was. ``distributed`` and ``process_group``
-    are kept on the optimizer, not in the groups: how the work is spread is no
-    hyperparameter, and a process group is not plain data for ``state_dict()``. A copied or
-    unpickled optimizer keeps ``distributed`` and uses the default process group.
+    Subclasses set ``who`` (the name in messages) and implement ``_check_settings(group)`` and
+    ``_check_param(group, p, name)``; a group that fails them is removed again before the error
+    propagates, so a failed ``add_param_group`` leaves the optimizer as it was. The settings are
+    checked again at every step (an LR scheduler may have changed them) and after
+    ``load_state_dict``. ``distributed`` and ``process_group`` are kept on the optimizer, not in
+    the groups: how the work is spread is no hyperparameter, and a process group is not plain
+    data for ``state_dict()``. A copied or unpickled optimizer keeps ``distributed`` and uses
+    the default process group.
 
     :meth:`check_grads` runs before a step changes anything: a step that raises for a bad
     gradient leaves every parameter and every state as it was.
@@ -70,6 +72,7 @@ class CheckedOptimizer(torch.optim.Optimizer):
             raise TypeError(f"{self.who}: distributed must be True or False, got {distributed!r}")
         self.distributed = distributed
         self.process_group = process_group
+        self._settings = tuple(defaults)  # (torch adds keys of its own to self.defaults)
         super().__init__(params, defaults)
 
     def __getstate__(self) -> dict:
@@ -81,6 +84,7 @@ class CheckedOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("distributed", False)
         self.__dict__.setdefault("process_group", None)
+        self.__dict__.setdefault("_settings", ())
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (torch's rules), then validate its settings and parameter shapes.
@@ -108,7 +112,45 @@ class CheckedOptimizer(torch.optim.Optimizer):
             raise
 
     def _check_group(self, group: dict) -> None:
+        """A group's settings, then each of its parameters."""
+        missing = sorted(set(self._settings) - set(group))
+        if missing:
+            raise ValueError(f"{self.who}: a param group lacks the settings {missing} (a "
+                             "checkpoint of another optimizer?)")  # fmt: skip
+        self._check_settings(group)
+        for p, name in named_params(group):
+            self._check_param(group, p, name)
+
+    def _check_settings(self, group: dict) -> None:
+        """Raise a ValueError/TypeError naming a bad setting of ``group``."""
         raise NotImplementedError
+
+    def _check_param(self, group: dict, p: Tensor, name: str | None) -> None:
+        """Raise if ``p`` cannot be updated under ``group``'s settings."""
+
+    def _recheck_settings(self) -> None:
+        """Settings again at each step: an LR scheduler writes ``lr`` (or ``momentum``) into the
+        groups without asking. A group holding a tensor setting on a GPU is skipped (reading it
+        would synchronize)."""
+        for group in self.param_groups:
+            if not any(isinstance(v, Tensor) and v.device.type != "cpu" for v in group.values()):
+                self._check_settings(group)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's ``load_state_dict``, then every group checked as :meth:`add_param_group`
+        checks it; a checkpoint that fails leaves the optimizer as it was."""
+        before = super().state_dict()
+        super().load_state_dict(state_dict)
+        try:
+            for i, group in enumerate(self.param_groups):
+                try:
+                    self._check_group(group)
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"load_state_dict: param group {i} of the checkpoint: "
+                                    f"{err}") from None  # fmt: skip
+        except (TypeError, ValueError):
+            super().load_state_dict(before)
+            raise
 
     def _check_common(self, group: dict) -> None:
         """Settings every checked optimizer has: ``check_finite`` and lr·weight_decay ≤ 1."""
@@ -122,7 +164,9 @@ class CheckedOptimizer(torch.optim.Optimizer):
                              "sign of the weights (W·(1 − lr·weight_decay))")  # fmt: skip
 
     def check_grads(self) -> None:
-        """Every gradient dense, and finite where :meth:`_checks_finite` says to check."""
+        """The settings (:meth:`_recheck_settings`); every gradient dense, and finite where
+        :meth:`_checks_finite` says to check."""
+        self._recheck_settings()
         for group in self.param_groups:
             for p, name in named_params(group):
                 if p.grad is None:

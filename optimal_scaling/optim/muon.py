@@ -178,7 +178,7 @@ class Muon(CheckedOptimizer):
         super().__init__(params, defaults, distributed, process_group)
 
     # ------------------------------------------------------------------ groups
-    def _check_group(self, group: dict) -> None:
+    def _check_settings(self, group: dict) -> None:
         who = self.who
         check_number(who, "lr", group["lr"], low=0.0)
         check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
@@ -195,12 +195,13 @@ class Muon(CheckedOptimizer):
         dtype = group["dtype"]
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"{who}: dtype must be None or a floating torch.dtype, got {dtype!r}")
-        for p, name in named_params(group):
-            if p.ndim < 2:
-                raise ValueError(
-                    f"{who} updates matrices only, but got {describe(p, name)}; give embeddings,"
-                    " gains and biases to another optimizer (see muon_param_groups)"
-                )
+
+    def _check_param(self, group: dict, p: Tensor, name: str | None) -> None:
+        if p.ndim < 2:
+            raise ValueError(
+                f"{self.who} updates matrices only, but got {describe(p, name)}; give embeddings,"
+                " gains and biases to another optimizer (see muon_param_groups)"
+            )
 
     # ------------------------------------------------------------------ hooks for subclasses
     #: What a parameter's state holds; a state missing any of these is (re)initialized.

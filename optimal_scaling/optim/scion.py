@@ -175,7 +175,7 @@ class Scion(CheckedOptimizer):
         super().__init__(params, defaults, distributed, process_group)
 
     # ------------------------------------------------------------------ groups
-    def _check_group(self, group: dict) -> None:
+    def _check_settings(self, group: dict) -> None:
         who = self.who
         check_number(who, "lr", group["lr"], low=0.0)
         check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, low_open=True)
@@ -207,8 +207,6 @@ class Scion(CheckedOptimizer):
             raise TypeError(f"{who}: norm_kwargs must be a dict, got {group['norm_kwargs']!r}")
         if group["norm_kwargs"] and (not isinstance(norm, str) or norm == "auto"):
             raise ValueError(f"{who}: norm_kwargs need a named norm, not {norm!r}")
-        for p, name in named_params(group):
-            self._check_param(group, p, name)
 
     def _check_param(self, group: dict, p: Tensor, name: str | None) -> None:
         m = self.norm_of(group, p)
