@@ -11,6 +11,7 @@ import copy
 import functools
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -1177,3 +1178,16 @@ def test_load_state_dict_checks_the_checkpoint_and_keeps_the_optimizer_on_failur
     assert scion.state_dict() == scion_before and scion.param_groups[0]["radius"] == 1.0
     assert not scion.state
     muon.load_state_dict(good)  # a good one still loads
+
+
+@pytest.mark.parametrize("shape", [(5,), ()])
+def test_orthogonalized_update_refuses_vectors_and_scalars(shape):
+    from optimal_scaling.optim.muon import orthogonalized_update, orthogonalized_updates
+
+    with pytest.raises(ValueError, match=rf"u must be a matrix or a conv weight.*shape "
+                       rf"{re.escape(str(shape))}"):  # fmt: skip
+        orthogonalized_update(torch.ones(shape))
+    with pytest.raises(ValueError, match=r"u\[1\] has shape"):
+        orthogonalized_updates([torch.ones(3, 3), torch.ones(shape)])
+    with pytest.raises(TypeError, match="u must be a tensor, got list"):
+        orthogonalized_update([[1.0, 2.0]])

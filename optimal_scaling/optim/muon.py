@@ -103,6 +103,15 @@ def orthogonalized_updates(
     (a batched product may sum in another order: ~1e-6 in float32). ``check`` goes to
     :func:`~optimal_scaling.newton_schulz.orthogonalize` (None: on the CPU only).
     """
+    for k, u in enumerate(us):
+        if not isinstance(u, Tensor):
+            raise TypeError(f"orthogonalized_update: u must be a tensor, got {type(u).__name__}")
+        if u.ndim < 2:
+            raise ValueError(
+                f"orthogonalized_update: u must be a matrix or a conv weight (≥ 2 dims), but "
+                f"u[{k}] has shape {tuple(u.shape)}; a vector or a scalar has no orthogonal "
+                "factor (Muon leaves gains and biases to AdamW)"
+            )
     flat = [u if u.ndim == 2 else u.reshape(u.shape[0], math.prod(u.shape[1:])) for u in us]
     out: list[Tensor | None] = [torch.zeros_like(u) if u.numel() == 0 else None for u in us]
     done = [k for k, o in enumerate(out) if o is None]  # (an empty matrix: an empty update)
