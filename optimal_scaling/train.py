@@ -18,13 +18,14 @@ import math
 import numbers
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from optimal_scaling._validate import check_int
@@ -83,7 +84,7 @@ def train(
     *,
     val_batches: list[Batch] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: LRScheduler | Sequence[LRScheduler] | None = None,
     eval_every: int = 0,
     blowup: float = 4.0,
     progress: bool | None = None,
@@ -98,13 +99,21 @@ def train(
     loss, ends the run as diverged, and so does a non-finite validation loss (an update that
     broke the weights at the last step shows only there).
     ``callback(step, model)`` may return extra columns for that step's row.
-    ``progress=None`` shows a tqdm bar except in fast mode and under pytest.
+    ``progress=None`` shows a tqdm bar except in fast mode and under pytest. ``scheduler`` may
+    be a list (one per member of a :class:`~optimal_scaling.optim.CombinedOptimizer`, which no
+    single scheduler can wrap); each steps after every optimizer step.
     """
     steps = check_int("train", "steps", steps, low=1)
     eval_every = check_int("train", "eval_every", eval_every, low=0, note="(0: only at the end)")
     if isinstance(blowup, bool) or not isinstance(blowup, numbers.Real) or not blowup > 1:
         raise ValueError(f"train: blowup must be a number > 1 (inf: never stop), got "
                          f"{blowup!r}")  # fmt: skip
+    schedulers = list(scheduler) if isinstance(scheduler, Sequence) else [scheduler]
+    schedulers = [s for s in schedulers if s is not None]
+    for sched in schedulers:
+        if not callable(getattr(sched, "step", None)):
+            raise TypeError(f"train: scheduler must be an LR scheduler (or a list of them), got "
+                            f"{type(sched).__name__}")  # fmt: skip
     rows: list[dict] = []
     tokens, first_loss = 0, None
     bar = tqdm(total=steps, disable=not _show_progress(progress), leave=False)
@@ -135,8 +144,8 @@ def train(
             return TrainResult(pd.DataFrame(rows), diverged=True,
                                reason=f"step {step}: non-finite gradient ({err})")  # fmt: skip
         lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
+        for sched in schedulers:
+            sched.step()
         tokens += y.numel()
         elapsed = time.perf_counter() - start
         row = {

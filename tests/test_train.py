@@ -211,3 +211,20 @@ def test_losses_match_their_formulas():
     pred, target = torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
     assert mse(pred, target).item() == pytest.approx((pred - target).pow(2).mean().item(),
                                                      rel=1e-6)  # fmt: skip
+
+
+def test_a_combined_optimizer_takes_one_scheduler_per_member():
+    """Muon + AdamW is no torch Optimizer; a list of schedulers, one per member, drives it."""
+    from optimal_scaling.models import GPT
+    from optimal_scaling.optim import muon_with_adamw
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=16, context=4, width=16, depth=1, n_heads=2, mlp_ratio=2)
+    opt = muon_with_adamw(model, lr=0.02, adamw_lr=1e-3)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.5**s) for o in opt.optimizers]
+    x = torch.randint(0, 16, (4, 4))
+    result = train(model, opt, lambda: (x, x), 3, scheduler=scheds)
+    assert result.history.lr.tolist() == pytest.approx([0.02, 0.01, 0.005])  # Muon's group
+    assert opt.optimizers[1].param_groups[0]["lr"] == pytest.approx(1e-3 / 8)
+    with pytest.raises(TypeError, match="scheduler must be an LR scheduler.*got float"):
+        train(model, opt, lambda: (x, x), 1, scheduler=[0.5])
