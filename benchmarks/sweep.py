@@ -2,7 +2,7 @@
 ``torch.compile``), each against a reference measured in the same run.
 
     python benchmarks/sweep.py            # about 5 minutes; JSON in benchmarks/results/
-    python benchmarks/sweep.py --fast     # seconds
+    python benchmarks/sweep.py --fast     # about half a minute
 
 Same as ``optimal-scaling bench sweep``; see :mod:`optimal_scaling.sweep.benchmark`.
 """

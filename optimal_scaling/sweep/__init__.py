@@ -12,12 +12,14 @@ keeps one record and one checkpoint per run, never half-written
     optimal-scaling sweep status runs/ci
     optimal-scaling sweep collect runs/ci --out results/ci.csv
 
-From Python::
+From Python (with ``workers > 1`` the worker processes start by re-importing the main module,
+so a script needs the ``if __name__ == "__main__":`` guard; a notebook does not)::
 
-    sweep = osc.sweep.load("configs/ci.toml", ["optimizer.lr=0.02"])
-    osc.sweep.run(sweep, "runs/ci", workers=2)
-    table = osc.sweep.collect("runs/ci")           # one row per run × horizon
-    log = osc.sweep.collect_log("runs/ci")         # runs with log_every: one row per entry
+    if __name__ == "__main__":
+        sweep = osc.sweep.load("configs/ci.toml", ["optimizer.lr=0.02"])
+        osc.sweep.run(sweep, "runs/ci", workers=2)
+        table = osc.sweep.collect("runs/ci")       # one row per run × horizon
+        log = osc.sweep.collect_log("runs/ci")     # runs with log_every: one row per entry
 """
 
 from __future__ import annotations
