@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["PRESETS", "ROLES", "param_roles", "transposed"]
+__all__ = ["PRESETS", "ROLES", "owner", "param_roles", "transposed"]
 
 ROLES: tuple[str, ...] = ("input", "hidden", "output", "gain", "bias")
 
@@ -37,7 +37,8 @@ PRESETS: dict[str, dict[str, str]] = {
 }  # fmt: skip
 
 
-def _owner(model: nn.Module, name: str) -> nn.Module:
+def owner(model: nn.Module, name: str) -> nn.Module:
+    """The module that holds parameter ``name``."""
     return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
 
 
@@ -72,7 +73,7 @@ def _declarations(model: nn.Module) -> dict[str, tuple[str, str]]:
 
 
 def _guess(model: nn.Module, name: str, p: nn.Parameter) -> str:
-    if isinstance(_owner(model, name), nn.Embedding):
+    if isinstance(owner(model, name), nn.Embedding):
         return "input"
     if p.ndim >= 2:
         return "hidden"
@@ -98,4 +99,4 @@ def param_roles(model: nn.Module, every_name: bool = False) -> dict[str, str]:
 
 def transposed(model: nn.Module, name: str) -> bool:
     """Whether parameter ``name`` is stored as the transpose of its map (an embedding table)."""
-    return isinstance(_owner(model, name), nn.Embedding)
+    return isinstance(owner(model, name), nn.Embedding)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from optimal_scaling.duality import CONV_MAPS
 from optimal_scaling.optim.combined import CombinedOptimizer
 from optimal_scaling.optim.muon import Muon
-from optimal_scaling.roles import PRESETS, ROLES, param_roles, transposed
+from optimal_scaling.roles import PRESETS, ROLES, owner, param_roles, transposed
 
 __all__ = ["PRESETS", "muon_param_groups", "muon_with_adamw", "named_roles", "scion_groups"]
 
@@ -100,8 +100,7 @@ def _refuse_conflicting_ties(model: nn.Module) -> None:
 
 def _conv_norm(model: nn.Module, name: str, p: Tensor) -> str:
     """The conv map of a hidden weight with more than two dims; only a conv layer's qualifies."""
-    owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    if isinstance(owner, nn.modules.conv._ConvNd) and p.ndim in CONV_MAPS:
+    if isinstance(owner(model, name), nn.modules.conv._ConvNd) and p.ndim in CONV_MAPS:
         return CONV_MAPS[p.ndim]
     raise ValueError(
         f"scion_groups: {name} is a hidden tensor of shape {tuple(p.shape)} but not a conv "

@@ -102,8 +102,6 @@ def auto_norm(p: Tensor, role: str | None = None, who: str = "Scion") -> str:
     """The norm name ``"auto"`` gives a parameter: by role if known, else by its shape."""
     if role == "hidden" and p.ndim in CONV_MAPS:
         return CONV_MAPS[p.ndim]
-    if role in ("gain", "bias") and p.ndim == 0:
-        return "bias_rms"
     if role is not None:
         return ROLE_NORMS[role]
     if p.ndim not in _SHAPE_NORMS:
