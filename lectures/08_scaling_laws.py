@@ -248,7 +248,8 @@ print((gap.train_loss_last - gap.val_loss).groupby(gap.horizon).median().round(3
 # resampling budgets as if independent would narrow the interval just by asking for more.
 
 # %%
-log = log.merge(best[["model.width", "params"]].drop_duplicates(), on="model.width")
+if "params" not in log:  # this file was collected before the log carried parameter counts
+    log = log.merge(best[["model.width", "params"]].drop_duplicates(), on="model.width")
 env = co.envelope_fit(log, smooth=5, bootstrap=BOOT)
 fig = go.Figure()
 for _, g in log.groupby(["model.width", "horizon", "optimizer.lr"]):

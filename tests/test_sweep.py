@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -983,6 +984,39 @@ def test_the_log_survives_a_resume_and_two_processes_measure_the_same_noise(tmp_
     lc = sweep.collect_log(tmp_path / "c")
     for col in ("train_loss", "gns_g2", "gns_trace"):
         assert np.allclose(la[col], lc[col], rtol=1e-4), (col, la[col][:3], lc[col][:3])
+
+
+def test_collect_log_carries_each_runs_parameter_counts_for_the_envelope_fit(tmp_path):
+    """Approach 1 reads curves with a ``params`` column: the collected log has it, equal to
+    the counts of the same run's horizon rows, also for a record written before the log kept
+    them (taken from its rows), and a CLI log over two widths keeps it as a column."""
+    from optimal_scaling import compute_optimal as co
+    from optimal_scaling.sweep.store import write_json
+
+    raw = tiny(horizons=[1024, 2048], grid={"model.width": [8, 16]})
+    raw["run"]["log_every"] = 2
+    sweep.run(sweep.from_dict(raw), tmp_path / "s", progress=False)
+    rows, log = sweep.collect(tmp_path / "s"), sweep.collect_log(tmp_path / "s")
+    sizes = rows.groupby("run_id")[["params", "params_non_embedding"]].first()
+    joined = log.merge(sizes, on="run_id", suffixes=("", "_row"))
+    assert len(sizes) == 2 and sizes["params"].nunique() == 2
+    assert (joined["params"] == joined["params_row"]).all()
+    assert (joined["params_non_embedding"] == joined["params_non_embedding_row"]).all()
+    defaults = inspect.signature(co.envelope_fit).parameters  # the columns it reads
+    assert {defaults[k].default for k in ("N", "D", "loss", "run")} <= set(log.columns)
+    # an older record: no "sizes", the counts come from its first horizon row
+    for folder in (tmp_path / "s" / "runs").iterdir():
+        record = read_json(folder / "record.json")
+        assert record.pop("sizes")["params"] == record["rows"][0]["params"]
+        write_json(folder / "record.json", record)
+    assert sweep.collect_log(tmp_path / "s")[["params", "params_non_embedding"]].equals(
+        log[["params", "params_non_embedding"]])
+    assert cli(["sweep", "collect", str(tmp_path / "s"), "--log",
+                "--out", str(tmp_path / "log.csv")]) == 0  # fmt: skip
+    from optimal_scaling.results import read_table
+
+    table, _ = read_table(tmp_path / "log.csv")
+    assert sorted(table["params"].unique()) == sorted(sizes["params"])
 
 
 def test_collect_log_cli_keeps_the_varying_columns_and_the_rest_in_the_header(tmp_path):

@@ -443,7 +443,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
         if rank == 0:
             record.update(status="diverged", rows=rows, reason=why)
             if every:
-                record["log"] = log
+                record.update(log=log, sizes=sizes)
             write_json(rec_path, record)
             ckpt_path.unlink(missing_ok=True)
             mid_path.unlink(missing_ok=True)
@@ -539,7 +539,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 saved = time.perf_counter()
                 record.update(rows=rows, status="done" if step == last else "running")
                 if every:
-                    record["log"] = log
+                    record.update(log=log, sizes=sizes)
                 write_json(rec_path, record)
             window, checked, noise = [], 0, []
             _sync(device)

@@ -386,20 +386,31 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _sizes(record: dict) -> dict:
+    """The run's parameter counts: its record's ``sizes``, or (records written before the log
+    kept them) those of its first collected row."""
+    if record.get("sizes"):
+        return dict(record["sizes"])
+    first = (record.get("rows") or [{}])[0]
+    return {k: first[k] for k in ("params", "params_non_embedding") if k in first}
+
+
 def collect_log(sweep_dir: str | Path) -> pd.DataFrame:
     """The training logs of a sweep (runs with ``log_every`` > 0): one row per run × entry.
 
     Columns: ``run_id``, ``status``, ``step``, ``tokens``, ``train_loss`` (the mean over the
-    entry's steps), ``gns_g2`` and ``gns_trace`` where the run measured the noise scale, then
-    every config key flattened as in :func:`collect`. Empty if no run keeps a log.
+    entry's steps), ``gns_g2`` and ``gns_trace`` where the run measured the noise scale,
+    ``params`` and ``params_non_embedding`` where the model counts them (so the table feeds
+    :func:`~optimal_scaling.compute_optimal.envelope_fit` as it is), then every config key
+    flattened as in :func:`collect`. Empty if no run keeps a log.
     """
     root = Path(sweep_dir) / "runs"
     if not root.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     frames = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        config = read_config(folder)
-        log = read_record(folder).get("log")
+        config, record = read_config(folder), read_record(folder)
+        log = record.get("log")
         if config is None or not log or not log.get("step"):
             continue
         lengths = {k: len(v) for k, v in log.items()}
@@ -407,6 +418,8 @@ def collect_log(sweep_dir: str | Path) -> pd.DataFrame:
             raise ValueError(f"collect --log: the log of run {folder.name} has columns of "
                              f"different lengths {lengths}; rerun it to rewrite its log")
         frame = pd.DataFrame(log)
+        for key, value in _sizes(record).items():
+            frame[key] = value
         flat = {k: json.dumps(v) if isinstance(v, list) else v
                 for k, v in flatten(config["run"]).items()}  # fmt: skip
         frame.insert(0, "status", run_status(folder))
