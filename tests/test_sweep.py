@@ -1461,20 +1461,39 @@ def test_remove_partial_keeps_live_writes_and_drops_dead_ones(tmp_path):
     assert not list(tmp_path.glob(".t.json~*"))
 
 
-def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path):
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (Linux), [] where /proc cannot tell."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(c) for c in path.read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(tmp_path, workers):
+    # `kill PID` (or a scheduler's stop) reaches only the parent: with a pool it stops the
+    # workers, which release their runs' locks, and the command exits within seconds
     out = tmp_path / "t"
     cmd = [sys.executable, "-m", "optimal_scaling.cli", "sweep", "run", str(CI), "--out",
-           str(out), "--set", "horizons=[4096, 65536]", "--workers", "1", "--quiet"]
+           str(out), "--set", "horizons=[4096, 65536]", "--workers", str(workers), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not any(
             r.get("rows") for r in _statuses(out).values()):  # fmt: skip
         assert proc.poll() is None, "the sweep ended before it could be stopped"
         time.sleep(0.05)
+    children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in output, output
     assert not [p for p in out.rglob("lock")]  # released on the way out
+    if workers > 1 and Path("/proc/self/stat").exists():
+        assert len(children) >= workers  # the pool was running when the signal came
+        deadline = time.time() + 10
+        while time.time() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+            time.sleep(0.1)
+        assert not [c for c in children if Path(f"/proc/{c}").exists()]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
