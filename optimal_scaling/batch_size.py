@@ -94,9 +94,17 @@ def terms_from_microbatches(grads: Sequence[torch.Tensor], micro: int) -> tuple[
 class NoiseScale:
     """EMA of ‖G‖² and tr Σ (``decay`` per update), and B_simple = EMA(tr Σ)/EMA(‖G‖²).
 
-    >>> ns = NoiseScale(decay=0.95)
-    >>> ns.update(*terms_from_microbatches(micro_grads, micro=8))
-    >>> ns.b_simple
+    A planted noise: per-sample gradients G + ξ with ‖G‖² = 10 and tr Σ = 1000, so B_simple
+    = 100; four micro-batches of 8 samples per step, 50 steps:
+
+    >>> _ = torch.manual_seed(0)
+    >>> G, micro = torch.full((1000,), 0.1), 8
+    >>> ns = NoiseScale(decay=0.9)
+    >>> for step in range(50):
+    ...     micro_grads = [G + torch.randn(1000) / micro**0.5 for _ in range(4)]
+    ...     _ = ns.update(*terms_from_microbatches(micro_grads, micro=micro))
+    >>> round(ns.b_simple, -1)
+    100.0
     """
 
     decay: float = 0.95

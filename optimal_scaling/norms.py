@@ -337,10 +337,13 @@ def spectral_estimate(
 class PowerIteration:
     """σ_max(W) by power iteration, warm-started from the vector it found last time.
 
+    >>> W = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    >>> exact = torch.linalg.matrix_norm(W, ord=2)
     >>> est = PowerIteration(iters=2, seed=0)
-    >>> for step in range(num_steps):
-    ...     sigma = est(layer.weight, key="layer")   # ≈ σ_max, 2·2 + 1 = 5 mat-vecs
-    ...     gain = est.rms_to_rms(layer.weight, key="layer")  # √(d_in/d_out)·σ_max
+    >>> [round(float(est(W, key="W") / exact), 3) for step in range(5)]  # 5 mat-vecs a call
+    [0.881, 0.949, 0.979, 0.991, 0.996]
+    >>> round(float(est.rms_to_rms(W, key="W") / exact), 3)  # √(d_in/d_out)·σ_max = √½·σ
+    0.706
 
     One right-singular-vector estimate v (shape ``W.shape[:-2] + (d_in,)``) is stored per
     ``key`` (default: the shape of W, so give distinct keys to distinct tensors of equal shape).

@@ -103,9 +103,13 @@ def _fans(model: nn.Module, name: str, p: torch.Tensor) -> tuple[int, int]:
 class Parametrization:
     """A width (and optionally depth) scaling rule for init, multipliers and learning rates.
 
+    >>> from optimal_scaling.models import GPT
     >>> par = Parametrization("mup", base_width=64, optimizer="adam")
     >>> model = par.apply(GPT(width=256))                       # re-init + set multipliers
     >>> opt = torch.optim.AdamW(par.param_groups(model, lr=3e-3))
+    >>> lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    >>> lrs["wte.weight"], lrs["blocks.0.mlp.fc.weight"]        # hidden: 3e-3 · 64/256
+    (0.003, 0.00075)
 
     ``name`` is one of ``sp``, ``mup``, ``ntk``, ``spectral`` (or ``mup_adam``/``mup_sgd``).
     """

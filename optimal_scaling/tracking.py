@@ -46,10 +46,24 @@ _NORM_NAMES = ("colnorm", "spectral", "rownorm", "sign", "bias_rms")
 class NormTracker:
     """Record each layer group's weight and update norms every ``every`` steps.
 
-    >>> tracker = NormTracker(model, every=10)
-    >>> result = train(model, opt, batches, steps, callback=tracker)
-    >>> result.history[["step", "W[output]", "dW[output]"]].dropna()
-    >>> tracker.table                     # one row per (step, parameter)
+    Unconstrained Scion moves every layer by γ·ρ in its norm, here 0.02:
+
+    >>> from optimal_scaling.data import MarkovLanguage
+    >>> from optimal_scaling.models import GPT
+    >>> from optimal_scaling.optim import Scion, scion_groups
+    >>> from optimal_scaling.train import train
+    >>> _ = torch.manual_seed(0)
+    >>> model = GPT(vocab_size=32, context=8, width=32, depth=1, norm_before_linear=True)
+    >>> groups = scion_groups(model, "colnorm-spectral-rownorm", lr=0.02, spectral_method="svd")
+    >>> opt = Scion(groups, momentum=1.0)
+    >>> lang, g = MarkovLanguage(vocab_size=32, seed=0), torch.Generator().manual_seed(1)
+    >>> tracker = NormTracker(model, every=2)
+    >>> result = train(model, opt, lambda: lang.batch("train", 8, 8, g), steps=4,
+    ...                callback=tracker, progress=False)
+    >>> result.history[["step", "dW[input]", "dW[output]"]].dropna().round(4).values.tolist()
+    [[2.0, 0.02, 0.02], [4.0, 0.02, 0.02]]
+    >>> tracker.table.step.unique().tolist()  # one row per (step, parameter)
+    [2, 4]
 
     ``preset`` names the role → norm table (:data:`optimal_scaling.roles.PRESETS`; default
     ``"colnorm-spectral-rownorm"``, the norm-transfer setting): to watch a Scion run, pass the
