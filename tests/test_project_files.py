@@ -158,3 +158,29 @@ def test_the_readme_training_loop_runs_and_does_what_it_says(root):
     loss = scope["loss"].item()
     H, start = data.irreducible_loss, math.log(data.vocab_size)
     assert H < loss < H + 0.25 * (start - H)
+
+
+def test_the_readme_scaling_law_fit_runs_on_the_committed_sweep(root, monkeypatch):
+    """README's fitting example runs as is from the repository's root: one point per (N, D)
+    cell of the sweep, each estimate inside its own bootstrap interval, and the checklist
+    reports the points it was given."""
+    import contextlib
+    import io
+
+    import numpy as np
+
+    text = (root / "README.md").read_text()
+    section = text.split("## Fitting scaling laws to your own runs")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(root)
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    grid, finals, fit, iso = scope["grid"], scope["finals"], scope["fit"], scope["iso"]
+    assert len(finals) == len(grid.groupby(["params", "tokens"])) == finals.val_loss.notna().sum()
+    for key in ("alpha", "beta", "a"):
+        low, high = fit["intervals"][key]
+        assert low <= fit[key] <= high, key
+    assert iso["intervals"]["a"][0] <= iso["a"] <= iso["intervals"]["a"][1]
+    assert np.isclose(fit["a"] + fit["b"], 1.0)  # C = 6ND: the two exponents sum to one
+    assert f"{len(finals)} points" in printed.getvalue()
