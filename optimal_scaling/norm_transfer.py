@@ -194,8 +194,17 @@ def per_horizon(table: pd.DataFrame, slices: pd.DataFrame | None = None) -> pd.D
 
 def band(horizons: pd.DataFrame, column: str = "log2_norm") -> dict[str, float]:
     """The optimal-norm band across horizons: mean, standard deviation, min, max, and the
-    largest within-slice spread (the procedure's own uncertainty)."""
-    v = horizons[column].astype(float)
+    largest within-slice spread (the procedure's own uncertainty).
+
+    ``column`` ``"log2_norm"`` (the slices' optimal norms) is in :func:`per_horizon`'s table
+    only when it was given ``slices``; ``"log2_norm_at_best"`` always is."""
+    if isinstance(horizons, pd.DataFrame) and column not in horizons:
+        hint = (" (per_horizon adds it only when given slices=optimal_norms(...); "
+                "or pass column='log2_norm_at_best')") if column == "log2_norm" else ""
+        raise ValueError(f"band: the table has no column {column!r}{hint}; it has "
+                         f"{list(horizons.columns)}")  # fmt: skip
+    require_columns(horizons, [column], "band")
+    v = pd.to_numeric(horizons[column], errors="coerce").astype(float)
     v = v[np.isfinite(v)]
     if v.empty:
         raise ValueError(f"band: no finite {column!r} values")

@@ -89,7 +89,9 @@ def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object
 
     The header's ``machine`` and ``date`` say where and when the table was written (for a
     sweep: where ``sweep collect`` ran), not where its runs trained; a sweep's runs carry
-    their own device, threads and timings in their columns."""
+    their own device, threads and timings in their columns. A named index (a ``groupby``
+    result's keys) is written as columns in front; an unnamed one is left out, as it holds
+    nothing but row positions."""
     import torch
 
     from optimal_scaling import __version__
@@ -106,6 +108,15 @@ def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object
     for key, value in header.items():
         if len(f"x{key}x{value}x".splitlines()) > 1 or ": " in str(key):  # \r, \u2028 too
             raise ValueError(f"metadata {key!r} must fit on one line (and a key holds no ': ')")
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"write_table: df must be a pandas DataFrame, got {type(df).__name__}")
+    named = [n for n in df.index.names if n is not None]
+    if named:
+        clash = sorted({str(n) for n in named} & set(map(str, df.columns)))
+        if clash:
+            raise ValueError(f"write_table: the index level(s) {clash} are also columns; "
+                             "drop or rename one of them")  # fmt: skip
+        df = df.reset_index(level=named)
     if df.columns.empty:
         raise ValueError("write_table: the table has no columns")
     if str(df.columns[0]).startswith("#"):  # the header line would read as metadata

@@ -426,3 +426,20 @@ def test_read_table_names_a_file_with_metadata_but_no_table(tmp_path):
     path.write_text("# command: c\n# date: today\n")
     with pytest.raises(ValueError, match="only_header.csv holds metadata but no table"):
         read_table(path)
+
+
+def test_write_table_keeps_a_named_index_as_columns(tmp_path):
+    """A groupby result's keys are data: they come back as columns, in front; an unnamed
+    index (row positions) is left out; a name that is also a column is refused."""
+    df = pd.DataFrame({"width": [8, 8, 16], "seed": [0, 1, 0], "loss": [3.0, 2.0, 1.0]})
+    back, _ = read_table(write_table(df.groupby("width").loss.mean().to_frame(),
+                                     tmp_path / "g.csv", "c"))  # fmt: skip
+    assert back.to_dict("list") == {"width": [8, 16], "loss": [2.5, 1.0]}
+    back, _ = read_table(write_table(df.groupby(["width", "seed"]).sum(), tmp_path / "m.csv", "c"))
+    assert list(back.columns) == ["width", "seed", "loss"] and back.loss.tolist() == [3, 2, 1]
+    back, _ = read_table(write_table(df[df.loss < 3], tmp_path / "f.csv", "c"))
+    assert list(back.columns) == ["width", "seed", "loss"] and len(back) == 2
+    with pytest.raises(ValueError, match=r"index level\(s\) \['width'\] are also columns"):
+        write_table(df.set_index("width", drop=False), tmp_path / "d.csv", "c")
+    with pytest.raises(TypeError, match="must be a pandas DataFrame"):
+        write_table(df.loss, tmp_path / "s.csv", "c")

@@ -155,6 +155,13 @@ def test_band_by_hand():
     b = nt.band(h)
     assert b == pytest.approx({"mean": 7.0333333333, "std": np.std([6.8, 7.0, 7.3]), "min": 6.8,
                                "max": 7.3, "n": 3, "procedure_spread": 0.4})
+    # per_horizon without slices has no "log2_norm": the error says how to get one
+    per = nt.per_horizon(planted(noise=0.002))
+    with pytest.raises(ValueError, match=r"no column 'log2_norm' \(per_horizon adds it only"):
+        nt.band(per)
+    assert nt.band(per, "log2_norm_at_best")["n"] == per["horizon"].nunique()
+    with pytest.raises(TypeError, match="band: expected a pandas DataFrame"):
+        nt.band([6.8, 7.0])
 
 
 def test_vertex_within_half_an_octave_beyond_the_points_is_kept():  # N1
