@@ -384,8 +384,13 @@ def steps_to_target(
     who = "steps_to_target"
     require_columns(log, [run, step, loss], who)
     smooth = check_int(who, "smooth", smooth, low=1, note="(log entries)")
-    if not pd.api.types.is_numeric_dtype(log[loss]) or pd.api.types.is_bool_dtype(log[loss]):
-        raise TypeError(f"{who}: column {loss!r} must hold numbers, got dtype {log[loss].dtype}")
+    for col in (step, loss):  # text steps would sort as text ("10" < "9")
+        if not pd.api.types.is_numeric_dtype(log[col]) or pd.api.types.is_bool_dtype(log[col]):
+            raise TypeError(f"{who}: column {col!r} must hold numbers, got dtype "
+                            f"{log[col].dtype}")  # fmt: skip
+    if log[run].isna().any():
+        raise ValueError(f"{who}: {int(log[run].isna().sum())} rows have no {run!r} (a "
+                         "missing run id): which run they belong to is unknown")  # fmt: skip
     try:
         targets = [float(t) for t in np.atleast_1d(np.asarray(targets, dtype=float)).ravel()]
     except (TypeError, ValueError):
@@ -446,13 +451,17 @@ def fit_critical_batch(
     who = "fit_critical_batch"
     bootstrap = check_bootstrap(bootstrap, level, who)
     require_columns(table, [batch, steps], who)
+    if "target" in table and table["target"].nunique() > 1:  # steps_to_target with a list
+        raise ValueError(f"{who}: the table mixes {table['target'].nunique()} target losses "
+                         f"{sorted(table['target'].unique().tolist())}; fit one at a time, "
+                         "e.g. table[table.target == t]")  # fmt: skip
     B = positive_values(table[batch], batch, who)
     S = positive_values(table[steps], steps, who)
     if len(np.unique(B)) < 3:  # two sizes fit the line exactly: no residual, no interval
         raise ValueError(f"{who}: need runs at ≥ 3 batch sizes, got {len(B)} runs and "
                          f"{len(np.unique(B))} sizes")  # fmt: skip
     s_min, e_min = _line(1 / B, S)
-    if s_min <= 0 or e_min <= 0:
+    if s_min <= 0 or e_min <= 1e-9 * s_min * B.min():  # B_crit ≪ every batch: rounding, no 1/B
         raise ValueError(f"{who}: the fit gives S_min = {s_min:.3g}, E_min = {e_min:.3g}; the "
                          "runs do not show S falling as 1/B towards a floor")  # fmt: skip
     out = CriticalBatch(s_min, e_min, e_min / s_min, len(B))

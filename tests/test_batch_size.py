@@ -444,6 +444,29 @@ def test_steps_to_target_takes_one_target_or_several():
     assert one.equals(bs.steps_to_target(log, [1.5], smooth=1))
     with pytest.raises(ValueError, match="steps_to_target: targets must be a loss or a list"):
         bs.steps_to_target(log, "low", smooth=1)
+    # text steps would sort as text ("10" < "9") and move the crossing: refused
+    with pytest.raises(TypeError, match="column 'step' must hold numbers"):
+        bs.steps_to_target(log.assign(step=log.step.astype(str)), 1.5, smooth=1)
+    with pytest.raises(ValueError, match="40 rows have no 'run_id'"):
+        bs.steps_to_target(log.assign(run_id=np.nan), 1.5, smooth=1)
+
+
+def test_critical_batch_fit_takes_one_target_and_needs_steps_that_fall():
+    """steps_to_target with several targets gives a table a single fit would mix: refused;
+    steps equal at every batch size are no trade-off (not a B_crit of 10⁻¹⁵)."""
+    step = np.arange(1, 8001)
+    log = pd.concat([pd.DataFrame({"run_id": b, "batch_size": b, "step": step,
+                                   "train_loss": 1 + 200 * (1 + 96 / b) / step})
+                     for b in (8, 32, 128, 512)])  # S(target 1 + x) = 200·(1 + 96/B)/x
+    table = bs.steps_to_target(log, [1.5, 2.0], smooth=1)
+    with pytest.raises(ValueError, match=r"mixes 2 target losses \[1.5, 2.0\]; fit one"):
+        bs.fit_critical_batch(table, bootstrap=0)
+    for target, s_min in ((1.5, 400.0), (2.0, 200.0)):
+        fit = bs.fit_critical_batch(table[table.target == target], bootstrap=0)
+        assert fit.b_crit == pytest.approx(96, rel=0.02) and fit.s_min == pytest.approx(
+            s_min, rel=0.02)
+    with pytest.raises(ValueError, match="do not show S falling"):
+        bs.fit_critical_batch(table[table.target == 1.5].assign(steps=100.0), bootstrap=0)
 
 
 def test_noise_scale_refuses_a_non_finite_step_and_keeps_its_averages():
