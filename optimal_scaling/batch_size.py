@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -297,6 +298,9 @@ def fit_eta_of_b(
     eta = positive_values(table[lr], lr, who)
     if len(np.unique(B)) < 3:
         raise ValueError(f"{who}: need optima at ≥ 3 batch sizes, got {len(np.unique(B))}")
+    if len(np.unique(eta)) < 2:
+        raise ValueError(f"{who}: η* = {eta[0]:g} at every batch size: η(B) does not bend, so "
+                         "B_crit is not identified (widen the η grid or the batches)")  # fmt: skip
     f = _MODELS[model]
 
     def fit(b: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -328,9 +332,12 @@ def overhead_batch(b_crit: float, overhead: float = 0.2) -> dict[str, float]:
     At B = B_crit both overheads are 100% (McCandlish et al.'s definition); a "20% overhead"
     critical batch size is 0.2·B_crit when data is what one pays for.
     """
-    if not (b_crit > 0 and overhead > 0 and math.isfinite(b_crit) and math.isfinite(overhead)):
-        raise ValueError(f"overhead_batch: need finite b_crit > 0 and overhead > 0, got "
-                         f"{b_crit}, {overhead}")  # fmt: skip
+    numbers = all(isinstance(v, Real) and not isinstance(v, bool)
+                  for v in (b_crit, overhead))  # fmt: skip
+    if not numbers or not (b_crit > 0 and overhead > 0 and math.isfinite(b_crit)
+                           and math.isfinite(overhead)):  # fmt: skip
+        raise ValueError(f"overhead_batch: need numbers b_crit > 0 and overhead > 0 (finite), "
+                         f"got {b_crit!r}, {overhead!r}")  # fmt: skip
     return {"data": overhead * b_crit, "steps": b_crit / overhead}
 
 

@@ -143,6 +143,9 @@ def _points(N, D, loss, who: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(np.unique(arrays[0])) < 2 or len(np.unique(arrays[1])) < 2:
         raise ValueError(f"{who}: N and D must each take at least two values (α and β are "
                          "not identified otherwise)")  # fmt: skip
+    if len(np.unique(arrays[2])) < 2:
+        raise ValueError(f"{who}: the loss is {arrays[2][0]:g} at every point: nothing falls "
+                         "with N or D, so A, B, α and β are not identified")  # fmt: skip
     return arrays[0], arrays[1], arrays[2]
 
 
@@ -390,7 +393,11 @@ def envelope_fit(
     count = _budget_grid(budgets, who)
     smooth = check_int(who, "smooth", smooth, low=1)
     bootstrap = check_bootstrap(bootstrap, level, who)
-    table = curves[np.isfinite(pd.to_numeric(curves[loss], errors="coerce"))].copy()
+    values = pd.to_numeric(curves[loss], errors="coerce")
+    if len(curves) and not np.isfinite(values).any():
+        raise ValueError(f"{who}: column {loss!r} holds no finite numbers (e.g. "
+                         f"{curves[loss].head(3).tolist()})")  # fmt: skip
+    table = curves[np.isfinite(values)].copy()
     table["_C"] = _flops(table, N, D, flops, who)
     table["_logC"] = np.log(table["_C"])
     runs = []

@@ -148,6 +148,8 @@ def test_eta_of_b_fit_recovers_planted_parameters(model):
         bs.fit_eta_of_b(pd.DataFrame({"batch_size": B, "lr": eta}), "adam")
     with pytest.raises(ValueError, match="≥ 3 batch sizes"):
         bs.fit_eta_of_b(pd.DataFrame({"batch_size": [8.0, 16.0], "lr": [0.01, 0.02]}))
+    with pytest.raises(ValueError, match="η\\* = 0.01 at every batch size"):  # no bend: no B_crit
+        bs.fit_eta_of_b(pd.DataFrame({"batch_size": B, "lr": 0.01}), model)
 
 
 def test_overhead_definitions_follow_the_hyperbola():
@@ -431,8 +433,12 @@ def test_b_simple_is_infinite_without_a_positive_smoothed_gradient_norm():  # B1
 
 def test_overhead_batch_refuses_nan_and_inf():
     for args in ((math.nan,), (100.0, math.nan), (math.inf,), (100.0, math.inf)):
-        with pytest.raises(ValueError, match="overhead_batch: need finite b_crit > 0"):
+        with pytest.raises(ValueError, match="overhead_batch: need numbers b_crit > 0"):
             bs.overhead_batch(*args)
+    for args in (("100",), (100.0, "0.2"), (np.array([10.0, 20.0]),), (True,)):
+        with pytest.raises(ValueError, match=r"and overhead > 0 \(finite\), got"):
+            bs.overhead_batch(*args)
+    assert bs.overhead_batch(np.float64(100.0))["steps"] == pytest.approx(500.0)
 
 
 def test_steps_to_target_takes_one_target_or_several():

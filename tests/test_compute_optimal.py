@@ -224,6 +224,8 @@ def test_fit_parametric_rejects_bad_options():
         fit_parametric(N, D, L, objective="median")
     with pytest.raises(ValueError, match="starts must be"):
         fit_parametric(N, D, L, starts=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="the loss is 2 at every point"):  # flat: no α, β
+        fit_parametric(N, D, np.full(len(L), 2.0))
 
 
 def test_envelope_and_isoflop_input_errors():
@@ -233,6 +235,9 @@ def test_envelope_and_isoflop_input_errors():
         envelope_fit(one_size)
     with pytest.raises(ValueError, match="missing columns"):
         envelope_fit(one_size.drop(columns="tokens"))
+    for loss in ("a", np.nan):  # not "two model sizes": the loss column is what is wrong
+        with pytest.raises(ValueError, match="column 'train_loss' holds no finite numbers"):
+            envelope_fit(one_size.assign(train_loss=loss))
     bad = pd.DataFrame({"params": [1e6, -1], "tokens": [1e6, 1e6], "val_loss": [3.0, 3.0]})
     with pytest.raises(ValueError, match="positive finite"):
         isoflop_fit(bad)
