@@ -1,6 +1,9 @@
 """Inference-aware optimum: against Chinchilla's closed form, brute force and its own
 first-order condition; the measured version on a planted table."""
 
+import dataclasses
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,8 +90,22 @@ def test_bad_inputs_are_named():
         inf.inference_optimal(CHIN, 2.0, 0.0, inference_cost=0.0)
     with pytest.raises(ValueError, match="inference_cost must be one number"):
         inf.inference_optimal(CHIN, 2.0, 0.0, inference_cost=[1.0, 2.0])
-    with pytest.raises(ValueError, match="N must be finite and > 0"):
+    with pytest.raises(ValueError, match="tokens_for_loss: N must be finite and > 0"):
         inf.tokens_for_loss(CHIN, [-1.0], 2.0)
+    with pytest.raises(ValueError, match="inference_optimal: loss and inference_tokens need"):
+        inf.inference_optimal(CHIN, [], 0.0)
+    with pytest.raises(TypeError, match="inference_optimal: loss must be a number"):
+        inf.inference_optimal(CHIN, "low", 0.0)
+    # a fit can return a law whose loss rises with N (α < 0) or has A = 0: named, not a
+    # "math domain error" or "D must be finite" from deep inside
+    for change in ({"alpha": -0.1}, {"A": 0.0}, {"beta": math.nan}):
+        law = dataclasses.replace(CHIN, **change)
+        for call, args in ((inf.inference_optimal, (2.0, 0.0)), (inf.smallest_model, (2.0,)),
+                           (inf.tokens_for_loss, (1e9, 2.0))):  # fmt: skip
+            with pytest.raises(ValueError, match=r"the law needs finite E and A, B, alpha, beta"):
+                call(law, *args)
+    with pytest.raises(TypeError, match="smallest_model: law must have numbers E, A, B"):
+        inf.smallest_model({"E": 1.69}, 2.0)
 
 
 def test_cheapest_runs_picks_the_least_total_cost_among_runs_that_reach_the_loss():
@@ -109,8 +126,14 @@ def test_cheapest_runs_picks_the_least_total_cost_among_runs_that_reach_the_loss
         inf.cheapest_runs(runs, 1.0, 0.0)
     with pytest.raises(ValueError, match=r"no column\(s\) \['flops'\]"):
         inf.cheapest_runs(runs, 2.0, 0.0, tokens="flops")
-    with pytest.raises(ValueError, match="column 'params' contains NaN"):
+    with pytest.raises(ValueError, match="cheapest_runs: column 'params' contains NaN"):
         inf.cheapest_runs(runs.assign(params=np.nan), 2.2, 0.0)
+    with pytest.raises(ValueError, match="cheapest_runs: loss must be a finite number"):
+        inf.cheapest_runs(runs, "2.5", 0.0)
+    with pytest.raises(ValueError, match="cheapest_runs: inference_tokens needs at least one"):
+        inf.cheapest_runs(runs, 2.2, [])
+    with pytest.raises(TypeError, match="cheapest_runs: runs must be a pandas DataFrame"):
+        inf.cheapest_runs(runs.to_dict("list"), 2.2, 0.0)
 
 
 def test_total_flops_prices_inference_by_its_cost_factor():
