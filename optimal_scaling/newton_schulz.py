@@ -372,17 +372,17 @@ def orthogonalize(
 ) -> torch.Tensor:
     """Approximate U Vᵀ for G of shape (..., m, n) with ``steps`` Newton–Schulz steps.
 
-    X = G / (margin·‖G‖_F + eps) per matrix (:func:`normalize`; the original Muon uses
-    margin 1, eps 10⁻⁷), transposed so that m ≤ n, then the steps in ``dtype`` (default:
-    float32 on the CPU, bfloat16 on CUDA); the result has G's dtype and shape. A zero matrix
-    gives zeros. ``check`` (default: on for CPU tensors, off for CUDA ones): NaN or inf in G
-    raise a ValueError; unchecked, nothing waits for the GPU (no host synchronization) and a
-    matrix with NaN or inf gives NaN. ``backend``: ``"torch"``, ``"triton"`` (the kernels of
-    :mod:`optimal_scaling.kernels`), or ``"auto"``: the torch path, except on the GPUs and
-    shapes where the kernels were measured faster (:data:`TRITON_FASTER`). On CUDA the torch
-    path uses row panels for large matrices and, unchecked, CUDA graphs for small problems
-    (:data:`CUDA_GRAPHS`; module docstring). No gradient flows through it: G is
-    detached (an update direction, not a differentiable map).
+    X = G / (margin·‖G‖_F + eps) per matrix (:func:`normalize`; the original Muon uses margin 1,
+    eps 10⁻⁷; margin ≥ 1 keeps every σ ≤ 1 since σ_max ≤ ‖G‖_F), transposed so that m ≤ n, then
+    the steps in ``dtype`` (default: float32 on the CPU, bfloat16 on CUDA); the result has G's
+    dtype and shape. A zero matrix gives zeros. ``check`` (default: on for CPU tensors, off for
+    CUDA ones): NaN or inf in G raise a ValueError; unchecked, nothing waits for the GPU (no
+    host synchronization) and a matrix with NaN or inf gives NaN. ``backend``: ``"torch"``,
+    ``"triton"`` (the kernels of :mod:`optimal_scaling.kernels`), or ``"auto"``: the torch path,
+    except on the GPUs and shapes where the kernels were measured faster
+    (:data:`TRITON_FASTER`). On CUDA the torch path uses row panels for large matrices and,
+    unchecked, CUDA graphs for small problems (:data:`CUDA_GRAPHS`; module docstring). No
+    gradient flows through it: G is detached (an update direction, not a differentiable map).
     """
     if not isinstance(G, torch.Tensor) or G.ndim < 2:
         shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
@@ -391,11 +391,13 @@ def orthogonalize(
         raise TypeError(f"orthogonalize expects a floating-point tensor, got {G.dtype}")
     G = G.detach()
     steps = check_int("orthogonalize", "steps", steps, low=0)
-    for name, value, low in (("margin", margin, "> 0"), ("eps", eps, "≥ 0")):
+    for name, value, low in (("margin", margin, 1.0), ("eps", eps, 0.0)):
         if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                or not math.isfinite(value) or not (value > 0 if low == "> 0" else value >= 0)):
-            raise ValueError(f"orthogonalize: {name} must be a finite number {low}, got "
-                             f"{value!r}")  # fmt: skip
+                or not math.isfinite(value) or not value >= low):
+            why = (" (σ_max ≤ ‖G‖_F: below 1, a low-rank G has σ > 1, where the steps "
+                   "diverge)") if name == "margin" else ""
+            raise ValueError(f"orthogonalize: {name} must be a finite number ≥ {low:g}, got "
+                             f"{value!r}{why}")  # fmt: skip
     triples = coefficients(schedule, steps)
     dtype = dtype or (torch.bfloat16 if G.is_cuda else torch.float32)
     if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):

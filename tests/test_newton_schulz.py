@@ -189,8 +189,15 @@ def test_float64_matrices_normalize_at_any_scale_and_bad_settings_are_named():
             torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="steps must be an int"):
         orthogonalize(G, steps=2.5)
-    with pytest.raises(ValueError, match="margin must be a finite number > 0"):
-        orthogonalize(G, margin=0.0)
+    for margin in (0.0, 0.7):  # a rank-1 G at margin 0.7 has σ = 1/0.7: the steps blow up
+        with pytest.raises(ValueError, match="margin must be a finite number ≥ 1, got"):
+            orthogonalize(G, margin=margin)
+    x = 1 / 0.7  # why: the one singular value after normalizing, under Muon's quintic
+    for a, b, c in coefficients("muon", 3):
+        x = a * x + b * x**3 + c * x**5
+    assert x > 1e10
+    rank_one = torch.outer(torch.arange(1.0, 5.0), torch.ones(6))  # at margin 1: σ = 1, fine
+    assert torch.isfinite(orthogonalize(rank_one, steps=5, margin=1.0)).all()
 
 
 @pytest.mark.parametrize("dtype, scale", [(torch.float32, 1.0), (torch.float64, 1e3)])

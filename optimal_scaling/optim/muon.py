@@ -192,7 +192,7 @@ class Muon(CheckedOptimizer):
         check_number(who, "lr", group["lr"], low=0.0)
         check_number(who, "momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
         check_number(who, "weight_decay", group["weight_decay"], low=0.0)
-        check_number(who, "margin", group["margin"], low=0.0, low_open=True)
+        check_number(who, "margin", group["margin"], low=1.0)  # σ_max ≤ ‖X‖_F: σ ≤ 1/margin
         check_number(who, "eps", group["eps"], low=0.0)
         if not isinstance(group["nesterov"], bool):
             raise TypeError(f"{who}: nesterov must be True or False, got {group['nesterov']!r}")
