@@ -88,7 +88,12 @@ def layer_measurements(
         module = model.get_submodule(name)
         mult = float(getattr(module, "multiplier", 1.0))
         W = module.weight.detach().float() * mult
-        dW = W - initial[key].float() * mult
+        start = initial[key]
+        if not isinstance(start, torch.Tensor) or start.shape != W.shape:
+            got = tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__
+            raise ValueError(f"layer_measurements: initial[{key!r}] has shape {got}, the "
+                             f"layer's weight {tuple(W.shape)}")  # fmt: skip
+        dW = W - start.to(W.device).float() * mult
         z2 = z.reshape(-1, z.shape[-1])
         has_update = bool(dW.abs().max() > 0)
         rows.append({

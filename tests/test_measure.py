@@ -90,6 +90,12 @@ def test_sweeps_use_the_parametrizations_optimizer_and_accept_one_shot_iterables
     assert rows[0]["layer"] == "Linear" and rows[0]["norm_dW"] == 0
     with pytest.raises(KeyError, match="initial has no 'weight'"):
         measure.layer_measurements(lin, {}, torch.randn(5, 4))
+    # a wrong-shaped start would broadcast into ‖ΔW‖ = ‖W‖: refused
+    for start, got in ((torch.zeros(1), r"\(1,\)"), (torch.zeros(4, 3), r"\(4, 3\)"),
+                       (None, "NoneType")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"initial\['weight'\] has shape {got}, the "
+                                             r"layer's weight \(3, 4\)"):
+            measure.layer_measurements(lin, {"weight": start}, torch.randn(5, 4))
     with pytest.raises(ValueError, match="positive, finite learning rates"):
         lr_transfer(lambda w, lr: None, [8], [0.0], progress=False)
 
