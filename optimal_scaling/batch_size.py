@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from optimal_scaling._validate import check_int
+from optimal_scaling._validate import check_int, check_number
 from optimal_scaling.fitting import (
     check_bootstrap,
     percentile_intervals,
@@ -62,15 +62,37 @@ __all__ = [
 ]
 
 
+def _positive(who: str, name: str, values) -> np.ndarray:
+    """``values`` (a number or an array of them) as floats, or an error when any is not a
+    positive finite number."""
+    raw = np.asarray(values)
+    if raw.dtype.kind not in "iuf":  # text, bools, objects
+        raise TypeError(f"{who}: {name} must be a number or an array of numbers, got "
+                        f"{raw.ravel()[:3].tolist()} (dtype {raw.dtype})")  # fmt: skip
+    x = raw.astype(float)
+    bad = ~(np.isfinite(x) & (x > 0))
+    if bad.any():
+        raise ValueError(f"{who}: {name} must be positive and finite, got {x[bad][:3].tolist()}")
+    return x
+
+
 # --------------------------------------------------------------------------- noise scale
 def noise_scale_terms(
     g2_small: float, g2_big: float, b_small: float, b_big: float
 ) -> tuple[float, float]:
     """Unbiased (‖G‖², tr Σ) from squared gradient norms at batch sizes b_small < b_big."""
-    if not 0 < b_small < b_big:
-        raise ValueError(f"need 0 < b_small < b_big, got {b_small}, {b_big}")
-    if not all(math.isfinite(float(v)) and float(v) >= 0 for v in (g2_small, g2_big)):
-        raise ValueError(f"noise_scale_terms: squared gradient norms must be finite and ≥ 0, "
+    who = "noise_scale_terms"
+    for name, value in (("b_small", b_small), ("b_big", b_big)):
+        check_number(who, name, value, low=0, low_open=True)
+    if not b_small < b_big:
+        raise ValueError(f"{who}: need 0 < b_small < b_big, got {b_small}, {b_big}")
+    try:
+        finite = all(math.isfinite(float(v)) and float(v) >= 0 for v in (g2_small, g2_big))
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: squared gradient norms must be numbers, got {g2_small!r}, "
+                        f"{g2_big!r}") from None  # fmt: skip
+    if not finite:
+        raise ValueError(f"{who}: squared gradient norms must be finite and ≥ 0, "
                          f"got {g2_small}, {g2_big}")  # fmt: skip
     g2 = (b_big * g2_big - b_small * g2_small) / (b_big - b_small)
     trace = (g2_small - g2_big) / (1 / b_small - 1 / b_big)
@@ -83,8 +105,13 @@ def terms_from_microbatches(grads: Sequence[torch.Tensor], micro: int) -> tuple[
     Small batches: each micro-batch (‖G_s‖² averaged over them); big batch: their mean, of
     k·micro samples. No extra backward pass: these are the gradients accumulation computes.
     """
+    who = "terms_from_microbatches"
+    micro = check_int(who, "micro", micro, low=1, note="(samples per micro-batch)")
     if len(grads) < 2:
-        raise ValueError(f"need at least 2 micro-batch gradients, got {len(grads)}")
+        raise ValueError(f"{who}: need at least 2 micro-batch gradients, got {len(grads)}")
+    if len({g.numel() for g in grads}) > 1:
+        raise ValueError(f"{who}: the gradients differ in size: "
+                         f"{sorted({g.numel() for g in grads})}")  # fmt: skip
     G = torch.stack([g.detach().double().reshape(-1) for g in grads])
     g2_small = float(G.pow(2).sum(1).mean())
     g2_big = float(G.mean(0).pow(2).sum())
@@ -115,8 +142,8 @@ class NoiseScale:
     history: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.decay < 1:
-            raise ValueError(f"NoiseScale: decay must be in [0, 1), got {self.decay}")
+        self.decay = check_number("NoiseScale", "decay", self.decay, low=0, high=1,
+                                  high_open=True)  # fmt: skip
 
     def update(self, g2: float, trace: float) -> float:
         """Fold in one step's estimates; return the smoothed B_simple (bias-corrected EMA).
@@ -142,10 +169,14 @@ class NoiseScale:
 
 
 def b_simple_curve(g2, trace, decay: float = 0.95) -> np.ndarray:
-    """B_simple after each step: EMA(tr Σ)/EMA(‖G‖²) of per-step estimates (as NoiseScale)."""
-    if not 0 <= decay < 1:
-        raise ValueError(f"b_simple_curve: decay must be in [0, 1), got {decay}")
-    g2, trace = np.asarray(g2, dtype=float), np.asarray(trace, dtype=float)
+    """B_simple after each step: EMA(tr Σ)/EMA(‖G‖²) of per-step estimates (as NoiseScale).
+    No steps give an empty curve."""
+    who = "b_simple_curve"
+    decay = check_number(who, "decay", decay, low=0, high=1, high_open=True)
+    try:
+        g2, trace = np.asarray(g2, dtype=float), np.asarray(trace, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}: g2 and trace must hold numbers") from None
     if g2.shape != trace.shape or g2.ndim != 1:
         raise ValueError(f"b_simple_curve: g2 and trace must be 1-d of one length, got shapes "
                          f"{g2.shape} and {trace.shape}")  # fmt: skip
@@ -231,18 +262,33 @@ class GradientNoiseProbe:
 
 
 # --------------------------------------------------------------------------- η*(B) models
-def eta_sgd(B, eta_crit: float, b_crit: float):
-    """SGD's optimal learning rate η_crit/(1 + B_crit/B)."""
-    return eta_crit / (1 + b_crit / np.asarray(B, dtype=float))
+def _sgd(B: np.ndarray, eta_crit: float, b_crit: float) -> np.ndarray:
+    return eta_crit / (1 + b_crit / B)
 
 
-def eta_surge(B, eta_crit: float, b_crit: float):
-    """Adam's η_crit/(√(B/B_crit) + √(B_crit/B)): peak η_crit/2 at B = B_crit."""
-    r = np.asarray(B, dtype=float) / b_crit
+def _surge(B: np.ndarray, eta_crit: float, b_crit: float) -> np.ndarray:
+    r = B / b_crit
     return eta_crit / (np.sqrt(r) + np.sqrt(1 / r))
 
 
-_MODELS = {"sgd": eta_sgd, "surge": eta_surge}
+_MODELS = {"sgd": _sgd, "surge": _surge}  # unchecked: the fit calls them many times
+
+
+def _eta_model(who: str, model: str, B, eta_crit: float, b_crit: float):
+    for name, value in (("eta_crit", eta_crit), ("b_crit", b_crit)):
+        check_number(who, name, value, low=0, low_open=True)
+    return _MODELS[model](_positive(who, "B", B), eta_crit, b_crit)
+
+
+def eta_sgd(B, eta_crit: float, b_crit: float):
+    """SGD's optimal learning rate η_crit/(1 + B_crit/B); B, η_crit, B_crit > 0."""
+    return _eta_model("eta_sgd", "sgd", B, eta_crit, b_crit)
+
+
+def eta_surge(B, eta_crit: float, b_crit: float):
+    """Adam's η_crit/(√(B/B_crit) + √(B_crit/B)): peak η_crit/2 at B = B_crit; B, η_crit,
+    B_crit > 0."""
+    return _eta_model("eta_surge", "surge", B, eta_crit, b_crit)
 
 
 @dataclass
@@ -268,7 +314,8 @@ class EtaOfB:
         return self.b_range[0] <= self.b_crit <= self.b_range[1]
 
     def __call__(self, B):
-        return _MODELS[self.model](B, self.eta_crit, self.b_crit)
+        """η*(B) of the fitted model; batch sizes must be positive."""
+        return _MODELS[self.model](_positive("EtaOfB", "B", B), self.eta_crit, self.b_crit)
 
 
 def fit_eta_of_b(
@@ -342,10 +389,15 @@ def overhead_batch(b_crit: float, overhead: float = 0.2) -> dict[str, float]:
 
 
 def noise_temperature(lr, examples, batch, momentum: float = 0.0):
-    """The SDE noise scale ηD/(B(1 − m)) (kept fixed: η ∝ B at fixed D, η ∝ 1/D at fixed B)."""
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    return np.asarray(lr) * np.asarray(examples) / (np.asarray(batch) * (1 - momentum))
+    """The SDE noise scale ηD/(B(1 − m)) (kept fixed: η ∝ B at fixed D, η ∝ 1/D at fixed B).
+
+    ``lr``, ``examples`` and ``batch`` (numbers or arrays) must be positive; 0 ≤ m < 1."""
+    who = "noise_temperature"
+    momentum = check_number(who, "momentum", momentum, low=0, high=1, high_open=True)
+    lr = _positive(who, "lr", lr)
+    examples = _positive(who, "examples", examples)
+    batch = _positive(who, "batch", batch)
+    return lr * examples / (batch * (1 - momentum))
 
 
 # --------------------------------------------------------------------------- B_crit from runs
@@ -360,12 +412,12 @@ class CriticalBatch:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def steps(self, B):
-        """S(B) = S_min(1 + B_crit/B)."""
-        return self.s_min * (1 + self.b_crit / np.asarray(B, dtype=float))
+        """S(B) = S_min(1 + B_crit/B), for batch sizes B > 0."""
+        return self.s_min * (1 + self.b_crit / _positive("CriticalBatch.steps", "B", B))
 
     def examples(self, B):
-        """E(B) = E_min(1 + B/B_crit)."""
-        return self.e_min * (1 + np.asarray(B, dtype=float) / self.b_crit)
+        """E(B) = E_min(1 + B/B_crit), for batch sizes B > 0."""
+        return self.e_min * (1 + _positive("CriticalBatch.examples", "B", B) / self.b_crit)
 
 
 def steps_to_target(
@@ -390,6 +442,8 @@ def steps_to_target(
     """
     who = "steps_to_target"
     require_columns(log, [run, step, loss], who)
+    if log.empty:
+        raise ValueError(f"{who}: the log is empty")
     smooth = check_int(who, "smooth", smooth, low=1, note="(log entries)")
     for col in (step, loss):  # text steps would sort as text ("10" < "9")
         if not pd.api.types.is_numeric_dtype(log[col]) or pd.api.types.is_bool_dtype(log[col]):

@@ -25,9 +25,12 @@ import plotly.express as px
 import torch
 from torch import nn
 
+from optimal_scaling._validate import check_int, check_number
+from optimal_scaling.fitting import require_columns
 from optimal_scaling.train import TrainResult
 
 STATS = ("out", "delta")
+_STEPS_NOTE = "(a coordinate check needs at least 2 steps)"
 
 
 def _layers(model: nn.Module, names: Sequence[str] | None) -> dict[str, nn.Module]:
@@ -52,10 +55,9 @@ def record_coords(
     """Coordinate statistics of one model over ``steps`` steps on one reused ``batch``.
 
     Rows: ``step`` (1 = before any update), ``layer``, ``stat`` ("out" or "delta"),
-    ``value``, plus ``loss`` (the loss at that step, before its update).
+    ``value``, plus ``loss`` (the loss at that step, before its update). ``steps``: an int ≥ 2.
     """
-    if steps < 2:
-        raise ValueError(f"a coordinate check needs at least 2 steps, got {steps}")
+    steps = check_int("record_coords", "steps", steps, low=2, note=_STEPS_NOTE)
     watched = _layers(model, layers)
     outputs: dict[str, torch.Tensor] = {}
     hooks = [
@@ -117,9 +119,10 @@ def coord_check(
     ``make_optimizer(model)`` its optimizer. Columns: width, seed, step, layer, stat, value,
     loss (the training loss at that step).
     """
+    steps = check_int("coord_check", "steps", steps, low=2, note=_STEPS_NOTE)
     widths, seeds = list(widths), list(seeds)
     if not widths or not seeds:
-        raise ValueError("coord_check needs at least one width and one seed")
+        raise ValueError("coord_check: need at least one width and one seed")
     frames = []
     for width in widths:
         for seed in seeds:
@@ -150,11 +153,13 @@ def mlp_coord_check(
     from optimal_scaling.parametrization import Parametrization
     from optimal_scaling.train import mse
 
+    who = "mlp_coord_check"
     if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose 'adam' or 'sgd'")
+        raise ValueError(f"{who}: unknown optimizer {optimizer!r}; choose 'adam' or 'sgd'")
+    steps = check_int(who, "steps", steps, low=2, note=_STEPS_NOTE)
     widths = sorted(widths)
     if not widths:
-        raise ValueError("coord_check needs at least one width and one seed")
+        raise ValueError(f"{who}: need at least one width")
     par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
     optimizer = par.optimizer  # "mup_sgd" means SGD whatever `optimizer` says
     lr = lr if lr is not None else (1e-2 if optimizer == "adam" else 0.05)
@@ -192,7 +197,7 @@ def plot_coords(df: pd.DataFrame, stat: str = "out", title: str = ""):
     """Plotly figure: the statistic against width (log–log), one line per layer, one facet
     per step."""
     if stat not in STATS:
-        raise ValueError(f"unknown statistic {stat!r}; choose from {STATS}")
+        raise ValueError(f"plot_coords: unknown statistic {stat!r}; choose from {STATS}")
     data = df[df["stat"] == stat].groupby(["step", "layer", "width"], as_index=False)["value"]
     data = data.mean()
     if stat == "delta":
@@ -265,12 +270,21 @@ def optima(
     started (``loss ≥ initial_loss``). ``divergence_lr`` is the smallest failing learning rate
     above the optimum; ``edge_lr`` the smallest one whose loss exceeds the best by more than
     ``margin`` (nats), failed runs included: where the loss curve's right wall begins. Both are
-    NaN when the grid holds no such learning rate. ``by`` is one column name or several.
+    NaN when the grid holds no such learning rate. ``by`` is one column name or several; an
+    empty grid is an error.
     """
     by = [by] if isinstance(by, str) else list(by)
     missing = [c for c in (*by, "lr", "loss", "diverged") if c not in grid.columns]
     if missing:
         raise ValueError(f"optima: the grid has no column {missing}; it has {list(grid.columns)}")
+    if grid.empty:
+        raise ValueError("optima: the grid is empty (no runs)")
+    for col in ("lr", "loss", "initial_loss"):
+        if col in grid and (not pd.api.types.is_numeric_dtype(grid[col])
+                            or pd.api.types.is_bool_dtype(grid[col])):  # fmt: skip
+            raise TypeError(f"optima: column {col!r} must hold numbers, got dtype "
+                            f"{grid[col].dtype}")  # fmt: skip
+    margin = check_number("optima", "margin", margin, low=0)
     rows = []
     for key, g in grid.reset_index(drop=True).groupby(by):  # concatenated grids repeat
         failed = g["diverged"] | ~np.isfinite(g["loss"])  # index labels: make them unique
@@ -300,7 +314,12 @@ def optima(
 
 
 def plot_lr_transfer(grid: pd.DataFrame, title: str = "", facet: str | None = None):
-    """Loss against learning rate, one curve per width, each optimum marked with a star."""
+    """Loss against learning rate, one curve per width, each optimum marked with a star;
+    ``facet``: a column of ``grid`` to split the panels by."""
+    require_columns(grid, ["width", "lr", "loss", "diverged", *([facet] if facet else [])],
+                    "plot_lr_transfer")  # fmt: skip
+    by = ["width"] + ([facet] if facet else [])
+    best = optima(grid, by)  # first: it checks the columns' types
     data = grid[np.isfinite(grid["loss"])].copy()
     data["width"] = data["width"].astype(str)
     # One explicit panel order, used both by plotly and for the stars below (plotly's own
@@ -317,8 +336,6 @@ def plot_lr_transfer(grid: pd.DataFrame, title: str = "", facet: str | None = No
         log_x=True,
         title=title,
     )
-    by = ["width"] + ([facet] if facet else [])
-    best = optima(grid, by)
     best = best[np.isfinite(best["best_loss"])]
     for i, name in enumerate(panels):
         sub = best if facet is None else best[best[facet] == name]

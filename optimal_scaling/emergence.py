@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from optimal_scaling._validate import check_int
 from optimal_scaling.data import IGNORE, AdditionTask
+from optimal_scaling.fitting import require_columns
 from optimal_scaling.models import GPT
 from optimal_scaling.train import train
 
@@ -39,18 +41,22 @@ def answer_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     and ``independent_exact_match`` = Π_j p_j over the scored positions j (p_j: the accuracy
     at position j), the exact match if positions erred independently.
 
-    ``y`` holds ``IGNORE`` where a position is not scored (the prompt); every row must score at
-    least one token. The model's train/eval mode is left as it was.
+    ``y`` holds token ids in [0, vocabulary), or ``IGNORE`` where a position is not scored (the
+    prompt); every row must score at least one token. The model's train/eval mode is left as
+    it was.
     """
-    scored = _scored(x, y)
+    scored = _scored("answer_metrics", y, x)
     was_training = model.training
     model.eval()
     try:
         logits = model(x).float()
     finally:
         model.train(was_training)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                           ignore_index=IGNORE)  # fmt: skip
+    vocab = logits.shape[-1]
+    if (y[scored] >= vocab).any():
+        raise ValueError(f"answer_metrics: targets must be token ids < {vocab} (the model's "
+                         f"vocabulary), got {y[scored].max().item()}")  # fmt: skip
+    loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1).long(), ignore_index=IGNORE)
     right = (logits.argmax(-1) == y) & scored
     per_position = right.sum(0)[scored.any(0)] / scored.sum(0)[scored.any(0)]
     return {
@@ -64,8 +70,9 @@ def answer_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 def frequency_baseline(y: torch.Tensor) -> float:
     """Token accuracy of a predictor that knows only each position's token frequencies: it
     always answers a position's most common target. The floor a model sits at before it has
-    learnt anything about the prompt."""
-    scored = _scored(y, y)
+    learnt anything about the prompt. ``y``: (batch, time) token ids, ``IGNORE`` where not
+    scored."""
+    scored = _scored("frequency_baseline", y)
     hits = 0
     for j in range(y.shape[1]):
         col = y[scored[:, j], j]
@@ -74,13 +81,25 @@ def frequency_baseline(y: torch.Tensor) -> float:
     return hits / scored.sum().item()
 
 
-def _scored(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if x.shape != y.shape or x.ndim != 2:
-        raise ValueError(f"x and y must be (batch, time) of the same shape, got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")  # fmt: skip
+def _scored(who: str, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Where ``y`` scores a token, after checking that ``y`` (and ``x``, if given) are
+    (batch, time) integer tensors of one shape and every row scores a token ≥ 0."""
+    for name, t in (("x", x), ("y", y)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{who}: {name} must be a tensor, got {type(t).__name__}")
+    if x is None and y.ndim != 2:
+        raise ValueError(f"{who}: y must be (batch, time), got {tuple(y.shape)}")
+    if x is not None and (x.shape != y.shape or x.ndim != 2):
+        raise ValueError(f"{who}: x and y must be (batch, time) of the same shape, got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")  # fmt: skip
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"{who}: y must hold integer token ids, got {y.dtype}")
     scored = y != IGNORE
     if not scored.any(dim=1).all():
-        raise ValueError("some rows score no token (all targets IGNORE)")
+        raise ValueError(f"{who}: some rows score no token (all targets IGNORE)")
+    if (y[scored] < 0).any():
+        raise ValueError(f"{who}: targets must be token ids ≥ 0 or IGNORE ({IGNORE}), got "
+                         f"{y[scored].min().item()}")  # fmt: skip
     return scored
 
 
@@ -129,16 +148,20 @@ def addition_runs(widths=(16, 32, 64), digits: int = 4, steps: int = 1600, batch
     scaling plots use. Heads: 4, or 2 when the width is under 16. Seeds fix the data and the
     init of every width.
     """
-    if not widths or any(int(w) < 2 for w in widths):
-        raise ValueError(f"addition_runs: widths must be ≥ 2, got {widths}")
-    if steps < 1 or every < 1 or every > steps:
+    if isinstance(widths, str | bytes) or not isinstance(widths, Iterable):
+        raise TypeError(f"addition_runs: widths must be a list of ints, got {widths!r}")
+    widths = [check_int("addition_runs", "each width", w, low=2) for w in widths]
+    if not widths:
+        raise ValueError("addition_runs: widths is empty; give at least one width")
+    steps = check_int("addition_runs", "steps", steps, low=1)
+    every = check_int("addition_runs", "every", every, low=1)
+    if every > steps:
         raise ValueError(f"addition_runs: need 1 ≤ every ≤ steps, got every={every}, "
                          f"steps={steps}")  # fmt: skip
     task = AdditionTask(digits)
     x_val, y_val = task.batch(eval_problems, torch.Generator().manual_seed(seed + 10_000), device)
     rows, models, snapshots = [], {}, {}
     for width in widths:
-        width = int(width)
         torch.manual_seed(seed)
         model = GPT(vocab_size=task.vocab_size, context=task.context, width=width, depth=depth,
                     n_heads=4 if width >= 16 else 2).to(device)  # fmt: skip
@@ -170,19 +193,21 @@ def sharpness(table: pd.DataFrame, metric: str, lo: float = 0.1, hi: float = 0.9
               by: str = "flops") -> float:
     """How many e-folds of ``by`` a metric takes to cover the ``lo`` … ``hi`` fractions of the
     way from its first value to its best one (the maximum if it ends above where it started,
-    else the minimum); first crossings, rows in order of ``by``. Small is sharp; NaN if the
-    metric never moves."""
+    else the minimum); first crossings, rows in numeric order of ``by`` (numbers stored as text
+    count). Small is sharp; NaN if the metric never moves."""
     if not 0 < lo < hi <= 1:
         raise ValueError(f"sharpness: need 0 < lo < hi ≤ 1, got lo={lo}, hi={hi}")
-    missing = [c for c in (metric, by) if c not in table]
-    if missing:
-        raise ValueError(f"sharpness: missing columns {missing}")
-    g = table.sort_values(by)
-    g = g[np.isfinite(g[metric].to_numpy(float)) & (g[by].to_numpy(float) > 0)]
-    if len(g) < 2:
+    require_columns(table, [metric, by], "sharpness")
+    try:  # sort numerically: as text, "10" would come before "9"
+        g = table.sort_values(by, key=lambda col: pd.to_numeric(col))
+        values, x = g[metric].to_numpy(float), g[by].to_numpy(float)
+    except (TypeError, ValueError):
+        raise TypeError(f"sharpness: columns {metric!r} and {by!r} must hold numbers") from None
+    keep = np.isfinite(values) & (x > 0)
+    values, x = values[keep], x[keep]
+    if len(values) < 2:
         raise ValueError(f"sharpness: need at least 2 rows with a finite {metric!r} and a "
-                         f"positive {by!r}, got {len(g)}")  # fmt: skip
-    values, x = g[metric].to_numpy(float), g[by].to_numpy(float)
+                         f"positive {by!r}, got {len(values)}")  # fmt: skip
     start = values[0]
     best = values.max() if values[-1] >= start else values.min()
     if best == start:

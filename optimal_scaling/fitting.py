@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from optimal_scaling._validate import check_int
+from optimal_scaling._validate import check_int, check_number
 
 __all__ = [
     "PowerLaw",
     "check_bootstrap",
+    "column_names",
     "find_optimum",
     "fit_power_law",
     "lbfgs",
@@ -54,23 +55,42 @@ __all__ = [
 
 def percentile_intervals(draws: Sequence[Sequence[float]], names: Sequence[str],
                          level: float) -> dict[str, tuple[float, float]]:  # fmt: skip
-    """Percentile bootstrap intervals at ``level``: one (low, high) per column of ``draws``."""
+    """Percentile bootstrap intervals at ``level`` (0 < level < 1): one (low, high) per column
+    of ``draws`` (draws × len(names)), keyed by ``names``."""
+    who = "percentile_intervals"
+    level = check_number(who, "level", level, low=0, high=1, low_open=True, high_open=True)
     if len(draws) == 0:
-        raise ValueError(f"percentile_intervals: no usable bootstrap draw for {list(names)} "
+        raise ValueError(f"{who}: no usable bootstrap draw for {list(names)} "
                          "(every resample was degenerate or rejected)")  # fmt: skip
+    draws = np.asarray(draws, dtype=float)
+    if draws.ndim != 2 or draws.shape[1] != len(names):
+        raise ValueError(f"{who}: draws must have one column per name ({len(names)}: "
+                         f"{list(names)}), got shape {draws.shape}")  # fmt: skip
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    lo, hi = np.percentile(np.asarray(draws, dtype=float), q, axis=0)
+    lo, hi = np.percentile(draws, q, axis=0)
     return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(names)}
 
 
-def check_bootstrap(bootstrap: object, level: object, who: str) -> int:
-    """``bootstrap`` as an int ≥ 0 (bools refused) after checking 0 < ``level`` < 1; or a
-    ValueError naming the argument."""
+def check_bootstrap(bootstrap: object, level: object, who: str, seed: object = 0) -> int:
+    """``bootstrap`` as an int ≥ 0 (bools refused) after checking 0 < ``level`` < 1 and that
+    ``seed`` is an int ≥ 0; or a ValueError naming the argument."""
     bootstrap = check_int(who, "bootstrap", bootstrap, low=0, note="(resamples; 0 skips them)")
+    check_int(who, "seed", seed, low=0)
     if (isinstance(level, bool) or not isinstance(level, numbers.Real)
             or not 0 < float(level) < 1):  # fmt: skip
         raise ValueError(f"{who}: level must be a number in (0, 1), e.g. 0.95, got {level!r}")
     return int(bootstrap)
+
+
+def column_names(value: object, what: str, who: str) -> list[str]:
+    """``value`` (a column name or an iterable of them) as a list of names; or a TypeError
+    naming ``what``."""
+    if isinstance(value, str):
+        return [value]
+    names = list(value) if isinstance(value, Iterable) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{who}: {what} must be a column name or a list of them, got {value!r}")
+    return names
 
 
 def require_columns(table: pd.DataFrame, names: Sequence[str], who: str) -> None:
@@ -83,7 +103,10 @@ def require_columns(table: pd.DataFrame, names: Sequence[str], who: str) -> None
 
 
 def positive_values(values: pd.Series, name: str, who: str) -> np.ndarray:
-    """The column as floats, or a ValueError when any value is not positive and finite."""
+    """The column as floats, or a ValueError when any value is not positive and finite (a
+    TypeError for a bool column: True is no quantity)."""
+    if pd.api.types.is_bool_dtype(values):
+        raise TypeError(f"{who}: column {name!r} must hold numbers, got dtype bool")
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(x) | (x <= 0)
     if bad.any():
@@ -119,8 +142,9 @@ def find_optimum(
     seeds, are averaged first); that column must be positive.
     """
     who = "find_optimum"
-    over = [over] if isinstance(over, str) else list(over)
-    by = [by] if isinstance(by, str) else list(by)
+    over, by = column_names(over, "over", who), column_names(by, "by", who)
+    if not isinstance(metric, str):
+        raise TypeError(f"{who}: metric must be a column name (str), got {metric!r}")
     if not over:
         raise ValueError(f"{who}: name at least one column to optimize over")
     if method not in ("argmin", "parabola"):
@@ -216,13 +240,17 @@ class PowerLaw:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __call__(self, **features: float | np.ndarray) -> np.ndarray:
-        """The fitted law at the given feature values (keywords by feature name)."""
+        """The fitted law at the given feature values (keywords by feature name; positive and
+        finite, as in the fit, which took their logs)."""
         missing = set(self.exponents) - set(features)
         if missing:
             raise ValueError(f"PowerLaw: give values for {sorted(missing)}")
         out = np.asarray(self.c, dtype=float)
         for name, a in self.exponents.items():
-            out = out * np.asarray(features[name], dtype=float) ** a
+            x = np.asarray(features[name], dtype=float)
+            if not np.all(np.isfinite(x) & (x > 0)):  # NaN fails too
+                raise ValueError(f"PowerLaw: {name} must be positive and finite, got {x}")
+            out = out * x**a
         return out
 
     def __str__(self) -> str:
@@ -251,14 +279,16 @@ def fit_power_law(
     Returns a :class:`PowerLaw` with ``c``, ``exponents`` by feature name, R² of the log fit
     (1 for a constant target, which the fit matches exactly), and percentile bootstrap
     intervals at ``level`` for ``c`` and every exponent (``bootstrap`` resamples of the rows;
-    0 skips them). Needs positive finite values and at least one more row than there are
-    parameters.
+    0 skips them; ``seed``, an int ≥ 0, seeds them). Needs positive finite numbers (not bools)
+    and at least one more row than there are parameters.
     """
     who = "fit_power_law"
-    features = [features] if isinstance(features, str) else list(features)
+    features = column_names(features, "features", who)
+    if not isinstance(target, str):
+        raise TypeError(f"{who}: target must be a column name (str), got {target!r}")
     if not features:
         raise ValueError(f"{who}: name at least one feature column")
-    bootstrap = check_bootstrap(bootstrap, level, who)
+    bootstrap = check_bootstrap(bootstrap, level, who, seed)
     require_columns(table, [target, *features], who)
     n, k = len(table), len(features) + 1
     if n < k + 1:
@@ -302,6 +332,18 @@ class LBFGSResult:
     converged: np.ndarray  # (S,) bool: stopped by a tolerance, not by max_iter
 
 
+def _evaluate(fun, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``fun(x, rows)`` as fresh float arrays (k,) and (k, P); or an error naming the shapes."""
+    out = fun(x, rows)
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise TypeError(f"lbfgs: fun must return a pair (f, grad), got {type(out).__name__}")
+    f, g = np.array(out[0], dtype=float), np.array(out[1], dtype=float)
+    if f.shape != (len(x),) or g.shape != x.shape:
+        raise ValueError(f"lbfgs: fun must return f of shape {(len(x),)} and grad of shape "
+                         f"{x.shape} for x of shape {x.shape}, got {f.shape} and {g.shape}")
+    return f, g
+
+
 def lbfgs(
     fun,
     x0: np.ndarray,
@@ -321,17 +363,20 @@ def lbfgs(
     condition f(x + t·d) ≤ f(x) + 10⁻⁴·t·g·d holds. A row stops when ‖g‖_∞ ≤ ``gtol``, when
     an accepted step lowers f by at most ``ftol``·|f| (relative, so the test does not depend
     on the objective's scale), or when ``max_halvings`` halvings find no step that lowers f.
-    Rows are independent: the vectorized loop only saves Python overhead.
+    Rows are independent: the vectorized loop only saves Python overhead. ``x0`` needs at
+    least one row and one column; ``gtol`` and ``ftol`` are numbers ≥ 0.
     """
     x = np.array(x0, dtype=float, copy=True)
-    if x.ndim != 2:
-        raise ValueError(f"lbfgs: x0 must be (starts, parameters), got shape {x.shape}")
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(f"lbfgs: x0 must be (starts, parameters), at least 1 × 1, got shape "
+                         f"{x.shape}")  # fmt: skip
     for name, value in (("max_iter", max_iter), ("memory", memory),
                         ("max_halvings", max_halvings)):  # fmt: skip
         check_int("lbfgs", name, value, low=1)
+    gtol, ftol = check_number("lbfgs", "gtol", gtol, 0), check_number("lbfgs", "ftol", ftol, 0)
     S, P = x.shape
     rows = np.arange(S)
-    f, g = fun(x, rows)
+    f, g = _evaluate(fun, x, rows)
     S_hist = np.zeros((memory, S, P))
     Y_hist = np.zeros((memory, S, P))
     rho = np.zeros((memory, S))
@@ -381,7 +426,7 @@ def lbfgs(
             if pending.size == 0:
                 break
             trial = x[idx[pending]] + t[pending, None] * d[pending]
-            ft, gt = fun(trial, idx[pending])
+            ft, gt = _evaluate(fun, trial, idx[pending])
             ok = np.isfinite(ft) & (ft <= f[idx[pending]] + 1e-4 * t[pending] * gd[pending])
             f_new[pending[ok]], g_new[pending[ok]] = ft[ok], gt[ok]
             pending = pending[~ok]

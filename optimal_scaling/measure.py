@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from optimal_scaling._validate import check_int
+from optimal_scaling.fitting import require_columns
 from optimal_scaling.norms import rms, rms_to_rms
 
 
@@ -40,12 +41,14 @@ def log_alignment_ratio(W: torch.Tensor, z: torch.Tensor) -> float:
     −inf when W z = 0 (the inputs lie in W's null space); NaN when W or z is all zeros.
     """
     if W.ndim != 2:
-        raise ValueError(f"expected a matrix (d_out, d_in), got shape {tuple(W.shape)}")
+        raise ValueError(f"log_alignment_ratio: expected a matrix (d_out, d_in), got shape "
+                         f"{tuple(W.shape)}")  # fmt: skip
     if z.shape[-1] != W.shape[1]:
-        raise ValueError(f"inputs of width {z.shape[-1]} do not match W of shape {tuple(W.shape)}")
+        raise ValueError(f"log_alignment_ratio: inputs of width {z.shape[-1]} do not match W of "
+                         f"shape {tuple(W.shape)}")  # fmt: skip
     fan_in = W.shape[1]
     if fan_in < 2:
-        raise ValueError("the alignment ratio needs fan_in ≥ 2 (it is a log base fan_in)")
+        raise ValueError("log_alignment_ratio: needs fan_in ≥ 2 (it is a log base fan_in)")
     W, z = W.detach().float(), z.detach().float()
     ratio = (rms(z @ W.T) / (rms(W) * rms(z))).item()
     if not ratio > 0:  # W·z = 0 (z in W's null space), or W or z all zeros: no log
@@ -122,19 +125,26 @@ def norm_sweep(
 ) -> pd.DataFrame:
     """Train an MLP on a teacher task at each width; measure every layer along the way.
 
-    Returns a tidy DataFrame: parametrization, width, seed, step, layer, fan_in, fan_out,
-    norm_W, norm_dW, align_W, align_dW (step 0 is the initialization).
+    ``widths`` and ``seeds`` are non-empty lists of ints, ``steps`` an int ≥ 0. Returns a tidy
+    DataFrame: parametrization, width, seed, step, layer, fan_in, fan_out, norm_W, norm_dW,
+    align_W, align_dW (step 0 is the initialization).
     """
     from optimal_scaling.data import TeacherTask
     from optimal_scaling.models import MLP
     from optimal_scaling.parametrization import Parametrization
     from optimal_scaling.train import mse
 
-    widths = sorted(widths)
-    if not widths:
-        raise ValueError("norm_sweep needs at least one width")
+    for name, values in (("widths", widths), ("seeds", seeds)):
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            raise TypeError(f"norm_sweep: {name} must be a list of ints, got {values!r}")
+    widths = sorted(check_int("norm_sweep", "each width", w, low=1) for w in widths)
+    # a list: iterated once per width, a generator would run dry
+    seeds = [check_int("norm_sweep", "each seed", s) for s in seeds]
+    if not widths or not seeds:
+        raise ValueError(f"norm_sweep: needs at least one width and one seed, got widths="
+                         f"{widths}, seeds={seeds}")  # fmt: skip
+    steps = check_int("norm_sweep", "steps", steps)
     record_every = check_int("norm_sweep", "record_every", record_every, low=1)
-    seeds = list(seeds)  # iterated once per width: a generator would run dry
     par = Parametrization(parametrization, base_width=widths[0], optimizer=optimizer)
     task = TeacherTask(d_in=d_in, width=64, seed=0)
     x_probe, _ = task.batch(256, torch.Generator().manual_seed(7))
@@ -163,8 +173,12 @@ def norm_sweep(
 
 
 def width_slopes(df: pd.DataFrame, columns: Sequence[str] = ("norm_W", "norm_dW")) -> pd.DataFrame:
-    """Log–log slope against width of each column, per parametrization, layer and step."""
+    """Log–log slope against width of each column, per parametrization, layer and step.
+    ``df`` (a :func:`norm_sweep` table) must not be empty."""
     keys = ["parametrization", "layer", "step"]
+    require_columns(df, [*keys, "width", *columns], "width_slopes")
+    if df.empty:
+        raise ValueError("width_slopes: the table is empty")
     mean = df.groupby([*keys, "width"], as_index=False)[list(columns)].mean()
     rows = []
     for key, g in mean.groupby(keys):
@@ -178,8 +192,16 @@ def width_slopes(df: pd.DataFrame, columns: Sequence[str] = ("norm_W", "norm_dW"
 
 
 def plot_norms(df: pd.DataFrame, step: int | None = None, title: str = ""):
-    """‖W‖ and ‖ΔW‖ (RMS→RMS) against width at one step (default: the last), per layer."""
-    step = int(df["step"].max()) if step is None else step
+    """‖W‖ and ‖ΔW‖ (RMS→RMS) against width at one step of the table (default: the last),
+    per layer."""
+    require_columns(df, ["parametrization", "width", "layer", "seed", "step", "norm_W",
+                         "norm_dW"], "plot_norms")  # fmt: skip
+    steps = sorted(df["step"].unique().tolist())
+    if not steps:
+        raise ValueError("plot_norms: the table is empty")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"plot_norms: no rows at step {step!r}; the table has steps {steps}")
     data = df[df["step"] == step].melt(
         id_vars=["parametrization", "width", "layer", "seed"], value_vars=["norm_W", "norm_dW"],
         var_name="quantity", value_name="RMS→RMS norm")
@@ -193,7 +215,8 @@ def plot_norms(df: pd.DataFrame, step: int | None = None, title: str = ""):
 def plot_alignment(df: pd.DataFrame, column: str = "align_dW", title: str = ""):
     """Log alignment ratio over training, one line per layer, one facet per width."""
     if column not in ("align_W", "align_dW"):
-        raise ValueError(f"unknown column {column!r}; choose 'align_W' or 'align_dW'")
+        raise ValueError(f"plot_alignment: unknown column {column!r}; choose 'align_W' or "
+                         "'align_dW'")  # fmt: skip
     data = df.groupby(["parametrization", "width", "layer", "step"], as_index=False)[column].mean()
     return px.line(data, x="step", y=column, color="layer", facet_col="width",
                    facet_row="parametrization", title=title or f"log alignment ratio ({column})")

@@ -57,7 +57,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from optimal_scaling._validate import check_int
+from optimal_scaling._validate import check_int, check_number
 from optimal_scaling.graphs import GraphCache
 
 CUBIC = (1.5, -0.5, 0.0)
@@ -129,9 +129,15 @@ def polar_express_coefficients(
     cushion 0.024 gives (8.2878, −23.6006, 17.3045), 0.02 gives (8.320, −23.859, 17.531).
     Once the interval has collapsed onto 1 (late steps without a safety factor), the minimax
     quintic is the limit (15/8, −10/8, 3/8) with p(1) = 1, p′(1) = p″(1) = 0, scaled to
-    the interval's centre.
+    the interval's centre. Needs an int ``steps`` ≥ 1, 0 < ``lower`` < 1, ``cushion`` ≥ 0 and
+    ``safety`` ≥ 1.
     """
-    return list(_polar_express(int(steps), float(lower), float(cushion), float(safety)))
+    who = "polar_express_coefficients"
+    steps = check_int(who, "steps", steps, low=1)
+    lower = check_number(who, "lower", lower, low=0, high=1, low_open=True, high_open=True)
+    cushion = check_number(who, "cushion", cushion, low=0)
+    safety = check_number(who, "safety", safety, low=1)
+    return list(_polar_express(steps, lower, cushion, safety))
 
 
 @functools.lru_cache(maxsize=64)
@@ -182,8 +188,13 @@ def coefficients(schedule: str | Sequence[Sequence[float]], steps: int) -> list[
 
 
 def response(sigma, schedule: str | Sequence = "muon", steps: int = 5) -> np.ndarray:
-    """p_k ∘ … ∘ p_1 applied to scalar singular values (already divided by ‖X‖_F)."""
-    s = np.asarray(sigma, dtype=np.float64)
+    """p_k ∘ … ∘ p_1 applied to scalar singular values (already divided by ‖X‖_F), for an int
+    ``steps`` ≥ 0 (0: the values unchanged)."""
+    steps = check_int("response", "steps", steps)
+    try:
+        s = np.asarray(sigma, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"response: sigma must be numbers, got {sigma!r:.60}") from None
     for a, b, c in coefficients(schedule, steps):
         s = a * s + b * s**3 + c * s**5
     return s
@@ -395,7 +406,7 @@ def orthogonalize(
         if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                 or not math.isfinite(value) or not value >= low):
             why = (" (σ_max ≤ ‖G‖_F: below 1, a low-rank G has σ > 1, where the steps "
-                   "diverge)") if name == "margin" else ""
+                   "diverge)") if name == "margin" and isinstance(value, numbers.Real) else ""
             raise ValueError(f"orthogonalize: {name} must be a finite number ≥ {low:g}, got "
                              f"{value!r}{why}")  # fmt: skip
     triples = coefficients(schedule, steps)

@@ -74,14 +74,22 @@ PAPER = {
 
 
 def tidy(table: pd.DataFrame) -> pd.DataFrame:
-    """The sweep table with ``lr`` the configured rate and ``log2_norm`` = log₂ norm[output]."""
+    """The sweep table with ``lr`` the configured rate and ``log2_norm`` = log₂ norm[output].
+
+    A diverged run's NaN or inf norm stays NaN or inf, and a zero norm (a layer that is all
+    zeros) gives −inf: the fits and figures below use only finite rows. A negative norm cannot
+    be measured and is refused."""
     out = table.copy()
     if "optimizer.lr" in out:
         out = out.drop(columns=[c for c in ("lr",) if c in out]).rename(
             columns={"optimizer.lr": "lr"})
     require_columns(out, ["lr", "batch_size", "horizon", "val_loss", NORM], "norm_transfer")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["log2_norm"] = np.log2(out[NORM].astype(float))
+    norm = out[NORM].astype(float)
+    if (norm < 0).any():
+        raise ValueError(f"norm_transfer: {int((norm < 0).sum())} rows have a negative {NORM}, "
+                         f"e.g. {norm[norm < 0].iloc[0]}: a norm is ≥ 0")  # fmt: skip
+    with np.errstate(divide="ignore"):
+        out["log2_norm"] = np.log2(norm)
     return out
 
 
@@ -158,8 +166,11 @@ def optimal_norm(
 def optimal_norms(table: pd.DataFrame, anchor: tuple[float, float] | None = None,
                   points: int = 7) -> pd.DataFrame:  # fmt: skip
     """:func:`optimal_norm` for every (horizon, batch_size) slice, with the slice's best lr
-    and loss (grid minimum) beside it."""
+    and loss (grid minimum) beside it. Slices with fewer than 3 finite rows are left out; an
+    empty table, or one whose every slice is left out, is an error."""
     t = tidy(table)
+    if t.empty:
+        raise ValueError("optimal_norms: the table is empty")
     rows = []
     for (h, b), g in t.groupby(["horizon", "batch_size"]):
         fin = g[np.isfinite(g["val_loss"]) & np.isfinite(g["log2_norm"])]
@@ -170,6 +181,9 @@ def optimal_norms(table: pd.DataFrame, anchor: tuple[float, float] | None = None
         rows.append({"horizon": h, "batch_size": b, "lr": best["lr"],
                      "val_loss": best["val_loss"], "lr_at_edge": best["lr"] in
                      (fin["lr"].min(), fin["lr"].max()), **est})  # fmt: skip
+    if not rows:
+        raise ValueError("optimal_norms: no (horizon, batch_size) slice has 3 rows with a finite "
+                         "loss and norm")  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -301,10 +315,15 @@ def initial_point(run: dict) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- figures
 def plot_norm_growth(table: pd.DataFrame, role: str = "output"):
-    """Each run's ``norm[role]`` against tokens (log–log), colour = η, one panel per B."""
+    """Each run's ``norm[role]`` against tokens (log–log), colour = η, one panel per B;
+    ``role`` is a layer whose ``norm[role]`` column the table has."""
     import plotly.express as px
 
     t = tidy(table)
+    if f"norm[{role}]" not in t:
+        roles = [c[5:-1] for c in t.columns if c.startswith("norm[") and c.endswith("]")]
+        raise ValueError(f"plot_norm_growth: no column 'norm[{role}]'; the roles the table has "
+                         f"are {roles}")  # fmt: skip
     t = t[np.isfinite(t[f"norm[{role}]"].astype(float))].copy()
     t["log2 η"] = np.log2(t["lr"]).round(2).astype(str)
     fig = px.line(t.sort_values("horizon"), x="horizon", y=f"norm[{role}]", color="log2 η",
@@ -317,10 +336,13 @@ def plot_norm_growth(table: pd.DataFrame, role: str = "output"):
 def plot_loss_vs_norm(table: pd.DataFrame, horizon: int, center: float | None = None,
                       width: float | None = None):  # fmt: skip
     """Loss against log₂ output norm across η, one line per B, at one horizon; the band
-    ``center ± width`` shaded."""
+    ``center ± width`` shaded. ``horizon`` must be one of the table's horizons."""
     import plotly.express as px
 
     t = tidy(table)
+    if not (t["horizon"] == horizon).any():
+        raise ValueError(f"plot_loss_vs_norm: no runs at horizon {horizon!r}; the table has "
+                         f"{sorted(t['horizon'].unique().tolist())}")  # fmt: skip
     t = t[(t["horizon"] == horizon) & np.isfinite(t["val_loss"]) & np.isfinite(t["log2_norm"])]
     fig = px.line(t.sort_values("log2_norm"), x="log2_norm", y="val_loss", color="batch_size",
                   markers=True, hover_data=["lr"],

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from optimal_scaling._validate import check_int, check_number
+
 __all__ = [
     "HYPERPARAMETER_LAWS",
     "KAPLAN",
@@ -86,8 +88,9 @@ class Law:
         out = np.asarray(1.0)
         for v, a in self.exponents.items():
             x = np.asarray(values[v], dtype=float)
-            if np.any(np.isnan(x) | (x <= 0)):
-                raise ValueError(f"{self.name}: {v} must be positive (and not NaN)")
+            if not np.all(np.isfinite(x) & (x > 0)):  # a law at infinite C or D is a limit
+                raise ValueError(f"{self.name}: {v} must be positive and finite (not NaN or "
+                                 f"inf), got {x}")  # fmt: skip
             out = out * x**a
         return out
 
@@ -133,7 +136,11 @@ HYPERPARAMETER_LAWS: dict[str, Law] = {
 
 
 def catalogue(quantity: str | None = None) -> pd.DataFrame:
-    """The laws as a table: name, quantity, formula, units, source, note."""
+    """The laws as a table: name, quantity, formula, units, source, note; with ``quantity``
+    ("lr", "batch" or "b_crit") only the laws of that quantity."""
+    quantities = sorted({law.quantity for law in HYPERPARAMETER_LAWS.values()})
+    if quantity is not None and quantity not in quantities:
+        raise ValueError(f"catalogue: unknown quantity {quantity!r}; choose from {quantities}")
     rows = [{"name": law.name, "quantity": law.quantity, "formula": law.formula(),
              "units": ", ".join(f"{k}: {v}" for k, v in law.units.items()),
              "source": law.source, "note": law.note}
@@ -149,13 +156,17 @@ def common_units(N: float, D: float, context: int = 4096,
     Columns: ``name``, ``quantity``, ``d_exponent`` (of D at fixed N), ``value`` (lr, or a
     batch in tokens: laws in sequences are multiplied by ``context``; NaN for laws published
     as proportionalities) and, with ``anchor_D``, ``relative`` = y(D)/y(anchor_D) at fixed N.
-    Parameter counts are taken as given (laws differ in whether embeddings count).
+    Parameter counts are taken as given (laws differ in whether embeddings count). N, D and
+    ``anchor_D`` are finite numbers > 0, ``context`` an int ≥ 1.
     """
-    if not (N > 0 and D > 0 and context > 0) or not math.isfinite(N * D * context):
-        raise ValueError(f"common_units: need finite N, D, context > 0, got {N}, {D}, {context}")
-    if anchor_D is not None and not 0 < anchor_D < math.inf:
-        raise ValueError(f"common_units: anchor_D must be a number of tokens > 0, got "
-                         f"{anchor_D!r}")  # fmt: skip
+    who = "common_units"
+    N = check_number(who, "N", N, low=0, low_open=True)  # as floats: numpy ints overflow
+    D = check_number(who, "D", D, low=0, low_open=True)
+    context = check_int(who, "context", context, low=1)
+    if not math.isfinite(6 * N * D * context):
+        raise ValueError(f"{who}: 6·N·D·context overflows, got {N}, {D}, {context}")
+    if anchor_D is not None:
+        anchor_D = check_number(who, "anchor_D (tokens)", anchor_D, low=0, low_open=True)
     rows = []
     for law in HYPERPARAMETER_LAWS.values():
         point = {"N": N, "D": D, "C": 6 * N * D}
@@ -180,13 +191,15 @@ def training_flops(model, tokens: float, context: int | None = None) -> dict[str
     keys, 2·(t + 1)·width FLOPs for each, so on average 4·width·(T + 1)/2 per layer for
     context T. Training = 3 × forward (the backward pass costs twice the forward). Returned
     beside the usual approximations 6·N·D with N all parameters and with N the non-embedding
-    ones.
+    ones. ``tokens`` is a finite number > 0; ``context`` (default: the model's) an int ≥ 1.
     """
     from torch import nn
 
-    if tokens <= 0:
-        raise ValueError(f"training_flops: tokens must be positive, got {tokens}")
-    T = context if context is not None else model.context
+    who = "training_flops"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{who}: model must be a GPT (a torch module), got {type(model).__name__}")
+    check_number(who, "tokens", tokens, low=0, low_open=True)
+    T = model.context if context is None else check_int(who, "context", context, low=1)
     linear = sum(2 * m.in_features * m.out_features for m in model.modules()
                  if isinstance(m, nn.Linear))  # fmt: skip
     attention = model.depth * 4 * model.width * (T + 1) / 2
@@ -222,11 +235,17 @@ class LossLaw:
 
     @property
     def a(self) -> float:
-        return self.beta / (self.alpha + self.beta)
+        return self.beta / self._exponent_sum("LossLaw.a")
 
     @property
     def b(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
+        return self.alpha / self._exponent_sum("LossLaw.b")
+
+    def _exponent_sum(self, who: str) -> float:
+        if self.alpha + self.beta == 0:
+            raise ValueError(f"{who}: {self.name} has α + β = 0 (α={self.alpha:g}, "
+                             f"β={self.beta:g}), so a = β/(α+β) and b = α/(α+β) are undefined")
+        return self.alpha + self.beta
 
     def compute_optimal(self, C) -> tuple[np.ndarray, np.ndarray]:
         """(N_opt, D_opt) at compute C (FLOPs, C = 6ND)."""
@@ -286,20 +305,21 @@ class KaplanLaw:
 
     def of_N(self, N):
         """L(N) = (N_c/N)^α_N."""
-        return (self.N_c / _positive(N, "N")) ** self.alpha_N
+        return (self.N_c / _positive(N, "N", "KaplanLaw.of_N")) ** self.alpha_N
 
     def of_D(self, D):
         """L(D) = (D_c/D)^α_D."""
-        return (self.D_c / _positive(D, "D")) ** self.alpha_D
+        return (self.D_c / _positive(D, "D", "KaplanLaw.of_D")) ** self.alpha_D
 
     def of_C(self, C):
         """L(C_min) = (C_c/C_min)^α_C with C_min in FLOPs (1 PF-day = 8.64·10¹⁹ FLOPs)."""
-        return (self.C_c * PF_DAY / _positive(C, "C")) ** self.alpha_C
+        return (self.C_c * PF_DAY / _positive(C, "C", "KaplanLaw.of_C")) ** self.alpha_C
 
     def __call__(self, N, D):
         """L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D with the joint fit's constants."""
         aN, aD, Nc, Dc = self.joint
-        return ((Nc / _positive(N, "N")) ** (aN / aD) + Dc / _positive(D, "D")) ** aD
+        N, D = _positive(N, "N", "KaplanLaw"), _positive(D, "D", "KaplanLaw")
+        return ((Nc / N) ** (aN / aD) + Dc / D) ** aD
 
 
 #: One petaFLOP/s-day in FLOPs.
@@ -309,10 +329,10 @@ PF_DAY = 1e15 * 86400
 KAPLAN = KaplanLaw()
 
 
-def _positive(x, name: str) -> np.ndarray:
+def _positive(x, name: str, who: str) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     if np.any(~np.isfinite(x) | (x <= 0)):
-        raise ValueError(f"{name} must be positive and finite")
+        raise ValueError(f"{who}: {name} must be positive and finite, got {x}")
     return x
 
 
@@ -329,7 +349,8 @@ def effective_data(unique, total, r_star: float = R_STAR_D) -> np.ndarray:
     with R*_N = :data:`R_STAR_N` gives effective parameters (U = the parameters U_D tokens
     can use, total = the model's). As R → ∞, D' → U·(1 + R*): repetition has a ceiling.
     """
-    U, T = _positive(unique, "unique"), _positive(total, "total")
+    who = "effective_data"
+    U, T = _positive(unique, "unique", who), _positive(total, "total", who)
     if np.any(T < U * (1 - 1e-12)):
         raise ValueError("effective_data: total must be at least unique (R = total/unique − 1 "
                          "≥ 0)")  # fmt: skip
@@ -348,12 +369,13 @@ def repetition_figure(max_epochs: float = 200.0, r_star: float = R_STAR_D):
     """Effective data D'/U against epochs D/U (log–log), beside fresh data and the ceiling.
 
     A plotly figure of :func:`effective_data` for U unique tokens: D' follows D for a few
-    epochs, then bends to the ceiling U·(1 + R*).
+    epochs, then bends to the ceiling U·(1 + R*). ``max_epochs`` > 1 and ``r_star`` > 0 are
+    finite numbers.
     """
     import plotly.graph_objects as go
 
-    if max_epochs <= 1:
-        raise ValueError(f"repetition_figure: max_epochs must exceed 1, got {max_epochs}")
+    max_epochs = check_number("repetition_figure", "max_epochs", max_epochs, low=1, low_open=True)
+    r_star = check_number("repetition_figure", "r_star", r_star, low=0, low_open=True)
     epochs = np.geomspace(1, max_epochs, 80)
     fig = go.Figure()
     fig.add_scatter(x=epochs, y=epochs, name="fresh data (D' = D)", line={"dash": "dot"})

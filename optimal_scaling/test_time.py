@@ -19,6 +19,8 @@ and one from a larger model can be compared at equal inference compute.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -53,7 +55,7 @@ def majority_at_k(answers, correct, k: int, draws: int = 256, seed: int = 0) -> 
     """Estimated majority@k per problem: the chance that the most common of k answers drawn
     without replacement from a problem's n ``answers`` (ties broken at random) equals
     ``correct``. ``answers`` is ``(problems, n)`` of integer codes, ``correct`` ``(problems,)``;
-    the estimate averages ``draws`` random draws (a fixed ``seed``)."""
+    the estimate averages ``draws`` random draws (a fixed int ``seed`` ≥ 0)."""
     answers, correct = np.asarray(answers), np.asarray(correct)
     if answers.ndim != 2 or correct.shape != answers.shape[:1]:
         raise ValueError(f"majority_at_k: answers must be (problems, n) and correct (problems,), "
@@ -62,6 +64,7 @@ def majority_at_k(answers, correct, k: int, draws: int = 256, seed: int = 0) -> 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
         raise ValueError(f"majority_at_k: need 1 ≤ k ≤ n = {n}, got {k!r}")
     draws = check_int("majority_at_k", "draws", draws, low=1)
+    seed = check_int("majority_at_k", "seed", seed)
     # each row's answers as local labels 0…n−1, and the label of the right answer (−1: absent)
     labels = np.empty((problems, n), dtype=np.int64)
     right = np.full(problems, -1)
@@ -90,8 +93,8 @@ def sample_answers(model, prompts: torch.Tensor, length: int, samples: int,
     if prompts.ndim != 2:
         raise ValueError(f"sample_answers: prompts must be (problems, time), got "
                          f"{tuple(prompts.shape)}")  # fmt: skip
-    if samples < 1 or length < 1:
-        raise ValueError(f"sample_answers: samples and length must be ≥ 1, got {samples}, {length}")
+    samples = check_int("sample_answers", "samples", samples, low=1)
+    length = check_int("sample_answers", "length", length, low=1)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     repeated = prompts.to(device).repeat_interleave(samples, dim=0)
@@ -100,12 +103,22 @@ def sample_answers(model, prompts: torch.Tensor, length: int, samples: int,
 
 
 def scaling_table(answers, correct, ks, draws: int = 256, seed: int = 0) -> pd.DataFrame:
-    """pass@k and majority@k (means over problems) for each k in ``ks``: columns ``k,
-    pass_at_k, majority_at_k`` and ``pass_at_k_sem`` (the standard error over problems)."""
+    """pass@k and majority@k (means over problems) for each k in ``ks`` (a non-empty list of
+    ints): columns ``k, pass_at_k, majority_at_k`` and ``pass_at_k_sem`` (the standard error
+    over problems). Needs at least one problem."""
     answers, correct = np.asarray(answers), np.asarray(correct)
     if answers.ndim != 2 or correct.shape != answers.shape[:1]:
         raise ValueError(f"scaling_table: answers must be (problems, n) and correct (problems,), "
                          f"got {answers.shape} and {correct.shape}")  # fmt: skip
+    if len(answers) == 0:  # a mean over no problems would be NaN
+        raise ValueError("scaling_table: answers hold no problems")
+    if isinstance(ks, str | bytes) or not isinstance(ks, Iterable):
+        raise TypeError(f"scaling_table: ks must be a list of ints, got {ks!r}")
+    ks = list(ks)
+    if not ks:
+        raise ValueError("scaling_table: ks is empty; give at least one k")
+    draws = check_int("scaling_table", "draws", draws, low=1)
+    seed = check_int("scaling_table", "seed", seed)
     n = answers.shape[1]
     c = (answers == correct[:, None]).sum(axis=1)
     rows = []

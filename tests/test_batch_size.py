@@ -78,6 +78,29 @@ def test_smoothed_ratio_and_input_errors():
         bs.NoiseScale(decay=1.0)
 
 
+def test_noise_scale_errors_name_the_function():
+    """(3, 1.5) at batch sizes (8, 64): ‖G‖² = (64·1.5 − 8·3)/56, tr Σ = 1.5/(1/8 − 1/64)."""
+    assert bs.noise_scale_terms(3.0, 1.5, 8, 64) == pytest.approx((72 / 56, 1.5 * 64 / 7))
+    with pytest.raises(ValueError, match="noise_scale_terms: need 0 < b_small < b_big"):
+        bs.noise_scale_terms(1.0, 1.0, 8, 8)
+    with pytest.raises(ValueError, match=r"noise_scale_terms: b_small must be in \(0, inf\)"):
+        bs.noise_scale_terms(1.0, 1.0, 0, 8)
+    with pytest.raises(TypeError, match="noise_scale_terms: squared gradient norms must be num"):
+        bs.noise_scale_terms("a", 1.0, 8, 64)
+    with pytest.raises(ValueError, match="terms_from_microbatches: need at least 2 micro-batch"):
+        bs.terms_from_microbatches([torch.zeros(3)], 4)
+    with pytest.raises(ValueError, match="terms_from_microbatches: micro must be an int ≥ 1"):
+        bs.terms_from_microbatches([torch.ones(3)] * 2, 2.5)
+    with pytest.raises(ValueError, match="terms_from_microbatches: the gradients differ in size"):
+        bs.terms_from_microbatches([torch.ones(3), torch.ones(4)], 4)
+    with pytest.raises(TypeError, match="NoiseScale: decay must be a number, got 'a'"):
+        bs.NoiseScale(decay="a")
+    with pytest.raises(TypeError, match="b_simple_curve: decay must be a number"):
+        bs.b_simple_curve([1.0], [1.0], decay="a")
+    with pytest.raises(TypeError, match="b_simple_curve: g2 and trace must hold numbers"):
+        bs.b_simple_curve(["a"], [1.0])
+
+
 def test_critical_batch_fit_recovers_a_planted_b_crit():
     rng = np.random.default_rng(0)
     s_min, b_crit = 400.0, 96.0
@@ -127,6 +150,23 @@ def test_eta_models_and_the_noise_temperature():
     assert bs.noise_temperature(0.005, 2e6, 32) == pytest.approx(base)  # η ∝ 1/D at fixed B
 
 
+def test_eta_models_refuse_batch_sizes_that_are_not_positive():
+    """√(B/B_crit) of a negative B was NaN, and B = 0 divided by zero: refused, by name."""
+    assert bs.eta_surge(64, 0.02, 64.0) == pytest.approx(0.01)  # the peak, η_crit/2
+    assert bs.EtaOfB("surge", 0.02, 64.0, 5)(64.0) == pytest.approx(0.01)
+    for f in (bs.eta_sgd, bs.eta_surge):
+        name = f.__name__
+        for B in (-4, 0, [8.0, -1.0], np.nan):
+            with pytest.raises(ValueError, match=f"{name}: B must be positive and finite"):
+                f(B, 1.0, 1.0)
+        with pytest.raises(ValueError, match=rf"{name}: b_crit must be in \(0, inf\)"):
+            f(4.0, 1.0, -1.0)
+        with pytest.raises(TypeError, match=f"{name}: B must be a number or an array"):
+            f("64", 1.0, 1.0)
+    with pytest.raises(ValueError, match=r"EtaOfB: B must be positive and finite, got \[-1.0\]"):
+        bs.EtaOfB("surge", 0.02, 64.0, 5)(-1)
+
+
 @pytest.mark.parametrize("model", ["sgd", "surge"])
 def test_eta_of_b_fit_recovers_planted_parameters(model):
     rng = np.random.default_rng(2)
@@ -159,6 +199,18 @@ def test_overhead_definitions_follow_the_hyperbola():
     assert fit.steps(b["steps"]) / fit.s_min == pytest.approx(1.2)
     one = bs.overhead_batch(100.0, 1.0)
     assert one["data"] == one["steps"] == 100.0  # both overheads 100% at B_crit
+
+
+def test_critical_batch_curves_refuse_batch_sizes_that_are_not_positive():
+    """S(B) at B = −1 was −99 000 steps and at B = 0 infinite: refused, by name."""
+    fit = bs.CriticalBatch(s_min=1000.0, e_min=100_000.0, b_crit=100.0, n=0)
+    assert fit.steps(100.0) == pytest.approx(2000.0)
+    assert fit.examples(100.0) == pytest.approx(200_000.0)
+    for B in (-1, 0):
+        with pytest.raises(ValueError, match="CriticalBatch.steps: B must be positive"):
+            fit.steps(B)
+        with pytest.raises(ValueError, match="CriticalBatch.examples: B must be positive"):
+            fit.examples(B)
 
 
 def test_the_training_probe_equals_explicit_micro_batch_gradients():
@@ -411,6 +463,19 @@ def test_noise_temperature_refuses_negative_momentum():  # B8
         bs.noise_temperature(0.01, 1e6, 32, momentum=-0.5)
 
 
+def test_noise_temperature_refuses_inputs_that_are_not_positive():
+    """A negative rate gave a negative temperature and batch 0 an infinite one."""
+    assert bs.noise_temperature(0.01, 1e6, 32, momentum=0.9) == pytest.approx(3125.0)
+    with pytest.raises(ValueError, match="noise_temperature: lr must be positive"):
+        bs.noise_temperature(-0.1, 1e6, 32)
+    with pytest.raises(ValueError, match="noise_temperature: batch must be positive"):
+        bs.noise_temperature(0.1, 1e6, 0)
+    with pytest.raises(ValueError, match="noise_temperature: examples must be positive"):
+        bs.noise_temperature(0.1, [1e6, -1.0], 32)
+    with pytest.raises(TypeError, match="noise_temperature: momentum must be a number"):
+        bs.noise_temperature(0.1, 1e6, 32, momentum="0.9")
+
+
 def test_critical_batch_intervals_hold_only_fits_that_show_the_trade_off():  # B9
     """S_min, E_min must come out positive (docstring); resamples whose line does not (about
     a fifth here, S_min being small) are left out, so every interval stays positive."""
@@ -473,6 +538,13 @@ def test_critical_batch_fit_takes_one_target_and_needs_steps_that_fall():
             s_min, rel=0.02)
     with pytest.raises(ValueError, match="do not show S falling"):
         bs.fit_critical_batch(table[table.target == 1.5].assign(steps=100.0), bootstrap=0)
+
+
+def test_steps_to_target_refuses_an_empty_log():
+    """An empty log gave a table without columns; the fit then reported missing columns."""
+    log = pd.DataFrame({"run_id": [], "step": [], "train_loss": []})
+    with pytest.raises(ValueError, match="steps_to_target: the log is empty"):
+        bs.steps_to_target(log, 1.5)
 
 
 def test_noise_scale_refuses_a_non_finite_step_and_keeps_its_averages():

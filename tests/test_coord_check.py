@@ -146,6 +146,20 @@ def test_bad_arguments():
         mlp_coord_check("mup", widths=[8], steps=1)
 
 
+def test_the_number_of_steps_must_be_an_int():
+    """steps = 2.5 or "2" failed deep inside (range(), a str < int comparison)."""
+    model = nn.Linear(2, 1)
+    batch = (torch.randn(3, 2), torch.randn(3, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="record_coords: steps must be an int ≥ 2"):
+        record_coords(model, opt, batch, mse, steps=2.5)
+    with pytest.raises(ValueError, match="coord_check: steps must be an int ≥ 2"):
+        coord_check(lambda w: nn.Linear(2, 1), lambda m: opt, batch, [8], mse, steps=1.0)
+    with pytest.raises(ValueError, match="mlp_coord_check: steps must be an int ≥ 2 .*got '2'"):
+        mlp_coord_check("mup", widths=[8], steps="2")
+    assert record_coords(model, opt, batch, mse, steps=2).step.max() == 2
+
+
 def test_record_coords_reports_mean_absolute_coordinates_and_their_change():
     """The statistics are mean|h_t| and mean|h_t − h_1| of each layer's output (not an RMS),
     checked against a hand-run copy of the same training."""
@@ -180,6 +194,24 @@ def test_optima_counts_a_run_that_ended_no_better_than_it_started_as_failed():
     row = optima(grid, margin=0.5).iloc[0]
     assert (row.best_lr, row.divergence_lr) == (0.2, 0.4)  # 3.0 ≥ 3.0: ended no better
     assert optima(grid.drop(columns="initial_loss"), margin=0.5).iloc[0].divergence_lr != 0.4
+
+
+def test_optima_refuses_an_empty_grid_text_columns_and_a_bad_margin():
+    """An empty grid gave a table without columns; a text loss failed in np.isfinite."""
+    grid = pd.DataFrame({"width": [8] * 3, "lr": [0.1, 0.2, 0.4], "loss": [2.0, 1.5, 2.2],
+                         "diverged": [False] * 3})  # fmt: skip
+    row = optima(grid, margin=0.5).iloc[0]
+    assert (row.best_lr, row.best_loss, row.edge_lr) == (0.2, 1.5, 0.4)
+    with pytest.raises(ValueError, match="optima: the grid is empty"):
+        optima(grid.iloc[:0])
+    with pytest.raises(TypeError, match="optima: column 'loss' must hold numbers, got dtype"):
+        optima(grid.assign(loss=["2.0", "1.5", "2.2"]))
+    with pytest.raises(TypeError, match="optima: column 'lr' must hold numbers"):
+        optima(grid.assign(lr=["0.1", "0.2", "0.4"]))
+    with pytest.raises(TypeError, match="optima: margin must be a number"):
+        optima(grid, margin="0.5")
+    with pytest.raises(ValueError, match=r"optima: margin must be in \[0, inf\)"):
+        optima(grid, margin=-1.0)
 
 
 def test_optima_edges():
@@ -223,6 +255,18 @@ def test_lr_transfer_stars_sit_in_their_own_panels(order):
         best = sub.loc[sub.groupby("width")["loss"].idxmin()]
         assert sorted(star.x) == sorted(best["lr"])
         assert sorted(star.y) == pytest.approx(sorted(best["loss"]))
+
+
+def test_plot_lr_transfer_names_an_unknown_facet():
+    """facet='foo' was a pandas KeyError; the error lists the grid's columns."""
+    from optimal_scaling.coord_check import plot_lr_transfer
+
+    grid = pd.DataFrame({"width": [8, 8], "lr": [0.1, 0.2], "loss": [2.0, 1.5],
+                         "diverged": [False, False]})  # fmt: skip
+    with pytest.raises(ValueError, match=r"plot_lr_transfer: missing columns \['foo'\]; the "
+                       r"table has \['width', 'lr', 'loss', 'diverged'\]"):
+        plot_lr_transfer(grid, facet="foo")
+    assert [t.name for t in plot_lr_transfer(grid).data] == ["8", "optimum"]
 
 
 def test_width_axes_show_the_widths():

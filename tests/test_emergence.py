@@ -97,6 +97,18 @@ def test_answer_metrics_rejects_rows_without_a_scored_token_and_bad_shapes():
         em.answer_metrics(model, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4))
 
 
+def test_answer_metrics_names_targets_outside_the_vocabulary():
+    model, x = Lookup(torch.zeros(2, 3, 12)), torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"answer_metrics: targets must be token ids < 12.*got 15"):
+        em.answer_metrics(model, x, torch.tensor([[IGNORE, 1, 15], [IGNORE, 1, 2]]))
+    with pytest.raises(ValueError, match="answer_metrics: targets must be token ids ≥ 0.*got -5"):
+        em.answer_metrics(model, x, torch.tensor([[IGNORE, 1, -5], [IGNORE, 1, 2]]))
+    with pytest.raises(TypeError, match="answer_metrics: y must hold integer token ids"):
+        em.answer_metrics(model, x, torch.ones(2, 3))
+    y = torch.tensor([[IGNORE, 1, 11], [IGNORE, 1, 2]])  # the largest id is fine
+    assert em.answer_metrics(model, x, y)["token_loss"] == pytest.approx(math.log(12))
+
+
 def test_exact_match_from_accuracy_is_p_to_the_k():
     assert em.exact_match_from_accuracy(0.9, 5) == pytest.approx(0.9**5)
     np.testing.assert_allclose(em.exact_match_from_accuracy(np.array([0.5, 1.0]), 3), [0.125, 1])
@@ -152,10 +164,22 @@ def test_a_small_gpt_learns_one_digit_addition_and_the_table_counts_compute():
 
 
 def test_addition_runs_rejects_bad_settings():
-    with pytest.raises(ValueError, match="widths must be ≥ 2"):
+    with pytest.raises(ValueError, match="each width must be an int ≥ 2, got 1"):
         em.addition_runs(widths=(1,), steps=2, every=1)
     with pytest.raises(ValueError, match="every ≤ steps"):
         em.addition_runs(widths=(8,), steps=2, every=5)
+
+
+def test_addition_runs_wants_a_list_of_int_widths_and_int_steps():
+    for widths in ("16", 16):  # a string is not a list of widths
+        with pytest.raises(TypeError, match="addition_runs: widths must be a list of ints"):
+            em.addition_runs(widths=widths, steps=2, every=1)
+    with pytest.raises(ValueError, match="addition_runs: widths is empty"):
+        em.addition_runs(widths=[], steps=2, every=1)
+    with pytest.raises(ValueError, match="addition_runs: each width must be an int ≥ 2, got 8.5"):
+        em.addition_runs(widths=[8.5], steps=2, every=1)
+    with pytest.raises(ValueError, match="addition_runs: steps must be an int ≥ 1, got 2.5"):
+        em.addition_runs(widths=(8,), steps=2.5, every=1)
 
 
 def test_training_loss_counts_only_the_answer_tokens():
@@ -196,11 +220,35 @@ def test_per_position_accuracy_divides_by_the_rows_that_score_it():
     assert em.frequency_baseline(torch.tensor([[5, 1], [6, IGNORE]])) == pytest.approx(2 / 3)
 
 
+def test_frequency_baseline_names_its_own_argument_and_wants_integer_targets():
+    y = torch.tensor([[IGNORE, 1, 2], [IGNORE, 1, 3]])
+    assert em.frequency_baseline(y.int()) == pytest.approx(3 / 4)  # any integer dtype
+    with pytest.raises(ValueError, match=r"frequency_baseline: y must be \(batch, time\), got"):
+        em.frequency_baseline(y[0])
+    with pytest.raises(TypeError, match="frequency_baseline: y must hold integer token ids"):
+        em.frequency_baseline(y.float())
+    with pytest.raises(ValueError, match="frequency_baseline: targets must be token ids ≥ 0"):
+        em.frequency_baseline(torch.tensor([[IGNORE, -3], [IGNORE, 1]]))
+
+
 def test_sharpness_sorts_the_rows_by_compute_first():
     x = np.geomspace(1e6, 1e12, 61)
     rise = pd.DataFrame({"flops": x, "acc": 1 / (1 + np.exp(-2 * (np.log(x) - np.log(1e9))))})
     shuffled = rise.sample(frac=1.0, random_state=0)
     assert em.sharpness(shuffled, "acc") == pytest.approx(em.sharpness(rise, "acc"))
+
+
+def test_sharpness_sorts_compute_stored_as_text_by_value():
+    table = pd.DataFrame({"flops": [1, 2, 5, 10, 20, 50, 100],
+                          "acc": [0.0, 0.1, 0.5, 0.9, 0.95, 0.99, 1.0]})  # fmt: skip
+    # 10 % is first reached at flops 2, 90 % at flops 10: ln(10 / 2)
+    assert em.sharpness(table, "acc") == pytest.approx(math.log(5))
+    as_text = table.assign(flops=table.flops.astype(str)).sample(frac=1.0, random_state=0)
+    assert em.sharpness(as_text, "acc") == pytest.approx(math.log(5))  # not "10" < "2"
+    with pytest.raises(TypeError, match="sharpness: columns 'acc' and 'flops' must hold numbers"):
+        em.sharpness(table.assign(flops="lots"), "acc")
+    with pytest.raises(TypeError, match="sharpness: expected a pandas DataFrame"):
+        em.sharpness(table.to_dict(), "acc")
 
 
 def test_addition_runs_score_the_last_step_off_the_evaluation_grid():

@@ -138,11 +138,66 @@ def test_power_law_errors_name_the_problem():
         fit_power_law(table.assign(x=[2.0, 2.0, 2.0]), "y", "x")
 
 
+def test_column_arguments_must_be_names():
+    t = pd.DataFrame({"x": [1.0, 2.0, 4.0, 8.0], "y": [1.0, 1.5, 2.1, 2.9], "loss": 1.0})
+    with pytest.raises(TypeError, match="fit_power_law: features must be a column name or a"):
+        fit_power_law(t, "y", None)
+    with pytest.raises(TypeError, match=r"fit_power_law: target must be a column name \(str\)"):
+        fit_power_law(t, ["y"], "x")
+    with pytest.raises(TypeError, match="find_optimum: over must be a column name or a list"):
+        find_optimum(t, None)
+    with pytest.raises(TypeError, match="find_optimum: by must be a column name or a list"):
+        find_optimum(t, "x", by=None)
+    with pytest.raises(TypeError, match=r"find_optimum: metric must be a column name \(str\)"):
+        find_optimum(t, "x", metric=["loss"])
+    assert find_optimum(t.assign(loss=[3.0, 1.0, 2.0, 4.0]), ("x",), by=[])["x"].iloc[0] == 2.0
+
+
+def test_power_law_refuses_a_seed_that_is_not_an_int():
+    t = pd.DataFrame({"x": [1.0, 2.0, 4.0, 8.0, 16.0], "y": [1.0, 1.5, 2.1, 2.9, 4.2]})
+    for bad in ("x", 1.5, -1, None):
+        with pytest.raises(ValueError, match="fit_power_law: seed must be an int ≥ 0"):
+            fit_power_law(t, "y", "x", bootstrap=10, seed=bad)
+    same = fit_power_law(t, "y", "x", bootstrap=50, seed=np.int64(3)).intervals
+    assert same == fit_power_law(t, "y", "x", bootstrap=50, seed=3).intervals
+
+
+def test_power_law_refuses_a_bool_column():
+    t = pd.DataFrame({"x": [1.0, 2.0, 4.0, 8.0], "y": [1.0, 1.5, 2.1, 2.9]})
+    with pytest.raises(TypeError, match="fit_power_law: column 'b' must hold numbers, got dtype "
+                                        "bool"):  # fmt: skip
+        fit_power_law(t.assign(b=True), "b", "x", bootstrap=0)  # was fitted as y = 1
+    with pytest.raises(TypeError, match="column 'b' must hold numbers"):
+        fit_power_law(t.assign(b=[True, False, True, True]), "y", "b", bootstrap=0)
+
+
+def test_power_law_call_refuses_features_outside_its_domain():
+    law = fit_power_law(pd.DataFrame({"x": [1.0, 2.0, 4.0, 8.0], "y": [3.0, 4.2, 6.0, 8.5]}),
+                        "y", "x", bootstrap=0)  # fmt: skip
+    for bad in (-1.0, 0.0, math.nan, math.inf, [1.0, -2.0]):
+        with pytest.raises(ValueError, match="PowerLaw: x must be positive and finite"):
+            law(x=bad)  # -1 gave NaN silently
+    assert law(x=[2.0, 4.0]) == pytest.approx(law.c * np.array([2.0, 4.0]) ** law.exponents["x"])
+
+
 def test_percentile_intervals_are_the_two_sided_numpy_percentiles():
     from optimal_scaling.fitting import percentile_intervals
     draws = np.column_stack([np.arange(1001.0), -np.arange(1001.0)])
     ci = percentile_intervals(draws, ["x", "y"], 0.95)
     assert ci["x"] == pytest.approx((25.0, 975.0)) and ci["y"] == pytest.approx((-975.0, -25.0))
+
+
+def test_percentile_intervals_refuse_mismatched_names_and_a_bad_level():
+    draws = np.column_stack([np.arange(1001.0), -np.arange(1001.0)])
+    for names in (["x"], ["x", "y", "z"]):  # one name fewer dropped a column quietly
+        with pytest.raises(ValueError, match=r"percentile_intervals: draws must have one column "
+                                             r"per name .* got shape \(1001, 2\)"):  # fmt: skip
+            percentile_intervals(draws, names, 0.95)
+    for level in (2, 0.0, math.nan):
+        with pytest.raises(ValueError, match=r"percentile_intervals: level must be in \(0, 1\)"):
+            percentile_intervals(draws, ["x", "y"], level)
+    assert percentile_intervals(draws, ("x", "y"), np.float64(0.5))["y"] == pytest.approx(
+        (-750.0, -250.0))
 
 
 def test_power_law_r2_from_the_formula():
@@ -202,6 +257,28 @@ def test_lbfgs_scales_its_first_direction_on_a_flat_quadratic():
     c = np.array([1e-8, 1e-6, 1e-5])
     r = lbfgs(lambda x, rows: (0.5 * (c * x**2).sum(1), c * x), np.ones((1, 3)))
     assert r.converged[0] and r.iterations[0] <= 20 and np.abs(r.x).max() < 5e-5
+
+
+def _quadratic(x, rows):
+    return 0.5 * (x**2).sum(1), x.copy()
+
+
+def test_lbfgs_refuses_bad_tolerances_a_misshapen_fun_and_an_empty_x0():
+    with pytest.raises(ValueError, match=r"lbfgs: gtol must be in \[0, inf\), got nan"):
+        lbfgs(_quadratic, np.ones((1, 2)), gtol=np.nan)  # returned x0 "converged"
+    with pytest.raises(ValueError, match=r"lbfgs: ftol must be in \[0, inf\), got -1"):
+        lbfgs(_quadratic, np.ones((1, 2)), ftol=-1)
+    with pytest.raises(ValueError, match=r"lbfgs: fun must return f of shape \(2,\) and grad "
+                                         r"of shape \(2, 3\).* got \(\) and \(2,\)"):  # fmt: skip
+        lbfgs(lambda x, rows: (0.5 * (x**2).sum(), x.sum(1)), np.ones((2, 3)))
+    with pytest.raises(TypeError, match="lbfgs: fun must return a pair"):
+        lbfgs(lambda x, rows: 0.5 * (x**2).sum(1), np.ones((2, 3)))
+    for shape in ((2, 0), (0, 2)):
+        with pytest.raises(ValueError, match=r"lbfgs: x0 must be \(starts, parameters\), at "
+                                             r"least 1 × 1"):  # fmt: skip
+            lbfgs(_quadratic, np.ones(shape))
+    r = lbfgs(_quadratic, np.array([[1.0, -2.0]]), gtol=0, ftol=np.float64(1e-10))
+    assert r.converged[0] and np.abs(r.x).max() < 1e-8
 
 
 def test_percentile_intervals_and_power_law_honour_the_level():  # F1, F9

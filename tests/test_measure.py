@@ -9,6 +9,8 @@ from optimal_scaling.measure import (
     linear_inputs,
     log_alignment_ratio,
     norm_sweep,
+    plot_alignment,
+    plot_norms,
     width_slopes,
 )
 from optimal_scaling.models import GPT, MLP
@@ -28,6 +30,17 @@ def test_alignment_ratio_errors():
         log_alignment_ratio(torch.ones(3), torch.ones(2, 3))
     with pytest.raises(ValueError, match="do not match"):
         log_alignment_ratio(torch.ones(4, 3), torch.ones(2, 5))
+
+
+def test_measure_errors_start_with_the_function_name():
+    with pytest.raises(ValueError, match="log_alignment_ratio: expected a matrix"):
+        log_alignment_ratio(torch.ones(3), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="log_alignment_ratio: inputs of width 5 do not match"):
+        log_alignment_ratio(torch.ones(4, 3), torch.ones(2, 5))
+    with pytest.raises(ValueError, match="log_alignment_ratio: needs fan_in ≥ 2"):
+        log_alignment_ratio(torch.ones(4, 1), torch.ones(2, 1))
+    with pytest.raises(ValueError, match="plot_alignment: unknown column 'norm_W'"):
+        plot_alignment(pd.DataFrame(), "norm_W")
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +171,36 @@ def test_norm_sweep_records_the_last_step_and_draws_each_seeds_init():
     assert (init[0] != init[1]).all()  # seed 1 is another initialization
 
 
+def test_norm_sweep_refuses_settings_that_would_record_nothing():
+    kw = {"d_in": 4, "depth": 2, "batch_size": 4}
+    for bad, needle in (({"widths": []}, "needs at least one width and one seed"),
+                        ({"seeds": ()}, "needs at least one width and one seed"),
+                        ({"steps": -1}, "steps must be an int ≥ 0, got -1"),
+                        ({"steps": 2.5}, "steps must be an int ≥ 0, got 2.5"),
+                        ({"widths": [0]}, "each width must be an int ≥ 1, got 0"),
+                        ({"seeds": ["a"]}, "each seed must be an int ≥ 0, got 'a'")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"norm_sweep: {needle}"):
+            norm_sweep("mup", **{"widths": [8], **kw, **bad})
+    for widths in (16, "16"):
+        with pytest.raises(TypeError, match="norm_sweep: widths must be a list of ints"):
+            norm_sweep("mup", widths, **kw)
+    # steps=0 is the initialization alone
+    assert norm_sweep("mup", [8], steps=0, **kw).step.unique().tolist() == [0]
+
+
+def test_plot_norms_names_the_steps_the_table_has():
+    df = norm_sweep("mup", [8, 16], steps=2, d_in=4, depth=2, batch_size=4)
+    with pytest.raises(ValueError, match=r"plot_norms: no rows at step 999; the table has steps "
+                                         r"\[0, 1, 2\]"):  # fmt: skip
+        plot_norms(df, step=999)
+    with pytest.raises(ValueError, match="plot_norms: the table is empty"):
+        plot_norms(df.iloc[:0])
+    with pytest.raises(ValueError, match=r"plot_norms: missing columns \['norm_dW'\]"):
+        plot_norms(df.drop(columns="norm_dW"))
+    assert plot_norms(df).layout.title.text == "natural norms at step 2"  # the last by default
+    assert len(plot_norms(df, step=1).data) > 0
+
+
 def test_width_slopes_need_two_widths_with_positive_values():
     one = pd.DataFrame({"parametrization": "sp", "layer": "l", "step": 0, "width": [64],
                         "norm_W": [2.0], "norm_dW": [1.0]})  # fmt: skip
@@ -172,3 +215,7 @@ def test_width_slopes_need_two_widths_with_positive_values():
                           "norm_dW": [0.0, 1.0, 4.0]})  # fmt: skip
     got = width_slopes(three).iloc[0]
     assert got.norm_W == pytest.approx(0.5) and got.norm_dW == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="width_slopes: the table is empty"):
+        width_slopes(three.iloc[:0])
+    with pytest.raises(ValueError, match=r"width_slopes: missing columns \['width'\]"):
+        width_slopes(three.drop(columns="width"))

@@ -47,6 +47,20 @@ def test_polar_express_first_triple_matches_the_published_one():
     assert (a, b, c) == pytest.approx((8.320, -23.859, 17.531), rel=5e-4)
 
 
+def test_polar_express_coefficients_refuses_bad_settings_by_name():
+    for steps in (2.7, 0, "5", True):  # 2.7 is not quietly 2 steps
+        with pytest.raises(ValueError, match="polar_express_coefficients: steps must be an int"):
+            polar_express_coefficients(steps)
+    for bad, needle in (({"lower": 1.0}, r"lower must be in \(0, 1\)"),
+                        ({"cushion": -0.1}, r"cushion must be in \[0, inf\)"),
+                        ({"safety": 0.9}, r"safety must be in \[1, inf\)")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"polar_express_coefficients: {needle}"):
+            polar_express_coefficients(5, **bad)
+    with pytest.raises(TypeError, match="polar_express_coefficients: lower must be a number"):
+        polar_express_coefficients(5, lower="0.001")
+    assert polar_express_coefficients(np.int64(5)) == polar_express_coefficients(5)
+
+
 def test_muon_quintic_does_not_converge_to_one():
     sigma = np.geomspace(1e-2, 1, 4000)
     out = response(sigma, "muon", 5)
@@ -177,6 +191,17 @@ def test_polar_express_survives_a_collapsed_interval():
     assert (a, b, c) == pytest.approx((15 / 8, -10 / 8, 3 / 8), rel=1e-3)
     sigma = np.geomspace(1e-3, 1, 200)
     assert np.abs(response(sigma, triples, 10) - 1).max() < 1e-6
+
+
+def test_response_wants_an_int_number_of_steps_and_numbers():
+    for steps in (2.5, -1):  # -1 used to hand the input back unchanged
+        with pytest.raises(ValueError, match=f"response: steps must be an int ≥ 0, got {steps}"):
+            response([0.1], steps=steps)
+    with pytest.raises(TypeError, match="response: sigma must be numbers"):
+        response(["a"], steps=2)
+    np.testing.assert_array_equal(response([0.1], steps=0), [0.1])  # zero steps: the identity
+    a, b, c = coefficients("muon", 1)[0]
+    assert response([0.1], steps=1)[0] == pytest.approx(a * 0.1 + b * 0.1**3 + c * 0.1**5)
 
 
 def test_float64_matrices_normalize_at_any_scale_and_bad_settings_are_named():

@@ -101,6 +101,17 @@ def test_figures_and_errors():
         nt.tidy(table.drop(columns=["norm[output]"]))
 
 
+def test_figures_name_a_horizon_or_role_the_table_lacks():
+    """A horizon not in the table drew an empty figure; an unknown role was a KeyError."""
+    table = planted()
+    with pytest.raises(ValueError, match=r"plot_loss_vs_norm: no runs at horizon 12345; the "
+                       r"table has \[65536.0, 131072.0, "):
+        nt.plot_loss_vs_norm(table, 12345)
+    with pytest.raises(ValueError, match=r"plot_norm_growth: no column 'norm\[foo\]'; the roles "
+                       r"the table has are \['output'\]"):
+        nt.plot_norm_growth(table, role="foo")
+
+
 def test_band_and_scaling_figures():
     table = planted()
     per = nt.per_horizon(table, nt.optimal_norms(table))
@@ -227,6 +238,18 @@ def test_optimal_norms_skips_a_slice_with_fewer_than_three_finite_points():  # N
     assert out["batch_size"].tolist() == [8]
 
 
+def test_optimal_norms_refuses_an_empty_table_or_one_without_a_usable_slice():
+    """Both gave a table without columns (later errors spoke of missing columns)."""
+    lr = 2.0 ** np.arange(-8, -3)
+    good = _slice(lr, 2 + 0.1 * (np.log2(lr) + 6) ** 2, lr * 2**12)
+    assert nt.optimal_norms(good)["lr"].tolist() == [2.0**-6]
+    with pytest.raises(ValueError, match="optimal_norms: the table is empty"):
+        nt.optimal_norms(good.iloc[:0])
+    dead = good.assign(val_loss=[2.5, 2.4, np.inf, np.inf, np.inf])
+    with pytest.raises(ValueError, match=r"optimal_norms: no \(horizon, batch_size\) slice has 3"):
+        nt.optimal_norms(dead)
+
+
 def test_first_reaching_at_an_exact_level_and_in_any_row_order():  # N6, N10
     lr = 2.0 ** np.arange(-8, -3)
     t = _slice(lr, 2.0, 2.0 ** (7 + np.arange(5)))  # log2 norm 7, 8, ..., 11
@@ -241,6 +264,18 @@ def test_tidy_takes_the_configured_rate_over_the_logged_one():  # N7
     lr = 2.0 ** np.arange(-8, -3)
     t = _slice(lr * 0.1, 2.0, lr * 2**12).assign(**{"optimizer.lr": lr})  # "lr": scheduled
     assert nt.tidy(t)["lr"].tolist() == lr.tolist()
+
+
+def test_tidy_refuses_a_negative_norm_and_keeps_a_zero_norm_as_minus_inf():
+    """A negative norm cannot be measured (it became a NaN that vanished): refused. A zero norm
+    (an all-zero layer) is log₂ 0 = −inf, left out of the fits like a diverged run."""
+    lr = 2.0 ** np.arange(-8, -3)
+    t = _slice(lr, 2 + 0.1 * (np.log2(lr) + 6) ** 2, lr * 2**12)
+    with pytest.raises(ValueError, match=r"norm_transfer: 1 rows have a negative norm\[output\], "
+                       r"e.g. -1.0"):
+        nt.tidy(t.assign(**{"norm[output]": [-1.0, 1.0, 2.0, 4.0, 8.0]}))
+    zero = nt.tidy(t.assign(**{"norm[output]": [0.0, *lr[1:] * 2**12]}))
+    assert zero["log2_norm"].tolist() == [-np.inf, *np.log2(lr[1:] * 2**12)]
 
 
 def test_per_horizon_without_an_estimate_for_the_best_slice_has_nan_norm_and_spread():  # N12

@@ -39,12 +39,32 @@ def test_proportional_laws_evaluate_relative_to_an_anchor():
         LAWS["Step Law B*"](D=0.0)
 
 
+
+def test_law_refuses_infinite_and_nan_values():
+    """η*(C = ∞) = 0 is only the limit of a fitted law, and an infinite anchor made
+    relative() divide by 0: infinite values are refused like NaN and negative ones."""
+    law = LAWS["DeepSeek η*"]
+    for bad in (math.inf, math.nan, -1.0, [1e21, math.inf]):
+        with pytest.raises(ValueError, match=r"DeepSeek η\*: C must be positive and finite"):
+            law(C=bad)
+    with pytest.raises(ValueError, match="C must be positive and finite"):
+        law.relative({"C": math.inf}, C=1e21)
+    assert law(C=[1e21, 1e22]) == pytest.approx(0.3118 * np.array([1e21, 1e22]) ** -0.125)
+
+
 def test_the_catalogue_lists_units_and_sources():
     table = catalogue()
     assert len(table) == len(LAWS) and table["source"].str.len().min() > 5
     assert set(catalogue("batch")["quantity"]) == {"batch"}
     deepseek = table.set_index("name").loc["DeepSeek η*"]
     assert "0.3118" in deepseek["formula"] and "0.3188" in deepseek["note"]
+
+
+def test_catalogue_refuses_an_unknown_quantity():
+    with pytest.raises(ValueError, match=r"catalogue: unknown quantity 'foo'; choose from "
+                                         r"\['b_crit', 'batch', 'lr'\]"):  # fmt: skip
+        catalogue("foo")  # was an empty table without columns
+    assert len(catalogue("lr")) == sum(law.quantity == "lr" for law in LAWS.values())
 
 
 def test_common_units_put_every_law_at_one_point():
@@ -59,7 +79,7 @@ def test_common_units_put_every_law_at_one_point():
     assert t.loc["Norm transfer B*", "relative"] == pytest.approx(8**0.45)
     assert t.loc["Norm transfer B*", "value"] != t.loc["Norm transfer B*", "value"]  # NaN
     assert t.loc["Step Law B*", "value"] == pytest.approx(0.58 * D**0.571)
-    with pytest.raises(ValueError, match="N, D, context > 0"):
+    with pytest.raises(ValueError, match=r"common_units: N must be in \(0, inf\), got 0"):
         common_units(0, D)
 
 
@@ -75,7 +95,7 @@ def test_training_flops_of_the_gpt_by_hand():
     assert f["exact"] == pytest.approx(3 * (linear + attention) * 1000)
     assert f["6ND"] == 6 * m.num_params() * 1000
     assert f["6ND non-embedding"] < f["6ND"] and 0 < f["attention share"] < 1
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"training_flops: tokens must be in \(0, inf\)"):
         training_flops(m, tokens=0)
 
 
@@ -94,6 +114,16 @@ def test_loss_laws_and_their_compute_optimal_split():
     assert OPTIMAL_EXPONENTS.set_index("source").loc["Kaplan et al. (2020)", "a"] == 0.73
     with pytest.raises(ValueError, match="positive"):
         law(0, 1)
+
+
+
+def test_loss_law_split_exponents_refuse_alpha_plus_beta_zero():
+    law = LossLaw("flat", 1.7, 400.0, 400.0, 0.3, -0.3, "t")
+    with pytest.raises(ValueError, match=r"LossLaw.a: flat has α \+ β = 0 \(α=0.3, β=-0.3\)"):
+        law.a  # noqa: B018 (a property)
+    with pytest.raises(ValueError, match=r"LossLaw.b: flat has α \+ β = 0"):
+        law.b  # noqa: B018
+    assert LossLaw("x", 1.7, 400.0, 400.0, 0.3, 0.2, "t").a == pytest.approx(0.4)
 
 
 def test_kaplan_forms_by_hand():
@@ -219,6 +249,23 @@ def test_common_units_refuses_an_infinite_anchor():  # S2
         common_units(1e8, 2e9, anchor_D=math.inf)
 
 
+
+def test_common_units_refuses_text_arrays_bools_and_a_fractional_context():
+    from optimal_scaling.scaling_laws import common_units
+
+    for bad in ("a", np.array([1e8, 2e8]), True):  # '>' on str; an ambiguous truth value
+        with pytest.raises(TypeError, match="common_units: N must be a number, got"):
+            common_units(bad, 2e9)
+    with pytest.raises(TypeError, match="common_units: anchor_D .*must be a number"):
+        common_units(1e8, 2e9, anchor_D="1e9")
+    with pytest.raises(ValueError, match="common_units: context must be an int ≥ 1, got 2.5"):
+        common_units(1e8, 2e9, context=2.5)
+    with pytest.raises(ValueError, match="common_units: 6·N·D·context overflows"):
+        common_units(1e200, 1e200)
+    t = common_units(10**8, np.int64(2 * 10**9), context=np.int64(2048)).set_index("name")
+    assert t.loc["DeepSeek η*", "value"] == pytest.approx(0.3118 * (1.2e18) ** -0.125)
+
+
 def test_training_flops_at_another_context_by_hand():  # S3, S4
     from optimal_scaling.models import GPT
     from optimal_scaling.scaling_laws import training_flops
@@ -229,6 +276,25 @@ def test_training_flops_at_another_context_by_hand():  # S3, S4
     f = training_flops(m, tokens=1000, context=128)
     assert f["exact"] == pytest.approx(3 * (linear + attention) * 1000)
     assert f["attention share"] == pytest.approx(attention / (linear + attention))
+
+
+
+def test_training_flops_refuses_nan_tokens_a_bad_context_and_text():
+    from optimal_scaling.models import GPT
+    from optimal_scaling.scaling_laws import training_flops
+
+    m = GPT(vocab_size=256, context=64, width=32, depth=2, n_heads=2, mlp_ratio=4)
+    for bad in (math.nan, math.inf, -5.0):
+        with pytest.raises(ValueError, match=r"training_flops: tokens must be in \(0, inf\)"):
+            training_flops(m, bad)  # NaN was returned as the FLOPs
+    with pytest.raises(TypeError, match="training_flops: tokens must be a number, got 'a'"):
+        training_flops(m, "a")
+    for bad in (-5, 0, 2.5):  # -5 gave a negative attention share
+        with pytest.raises(ValueError, match="training_flops: context must be an int ≥ 1"):
+            training_flops(m, 1e9, context=bad)
+    with pytest.raises(TypeError, match="training_flops: model must be a GPT"):
+        training_flops("gpt", 1e9)
+    assert training_flops(m, np.int64(1000), context=np.int64(64)) == training_flops(m, 1000)
 
 
 def test_loss_law_validation_of_the_split_and_of_d():  # S5, S6, S11
@@ -249,6 +315,28 @@ def test_kaplan_forms_refuse_nan_and_inf():  # S7
                  lambda: KAPLAN(1e9, math.nan)):  # fmt: skip
         with pytest.raises(ValueError, match="must be positive and finite"):
             call()
+
+
+
+def test_kaplan_effective_data_and_repetition_messages_name_the_function():
+    from optimal_scaling.scaling_laws import repetition_figure
+
+    with pytest.raises(ValueError, match="KaplanLaw.of_N: N must be positive and finite"):
+        KAPLAN.of_N(0)
+    with pytest.raises(ValueError, match="KaplanLaw.of_C: C must be positive and finite"):
+        KAPLAN.of_C(-1.0)
+    with pytest.raises(ValueError, match="KaplanLaw: D must be positive and finite"):
+        KAPLAN(1e9, math.nan)
+    with pytest.raises(ValueError, match="effective_data: unique must be positive and finite"):
+        effective_data(0.0, 1e9)
+    for bad in (math.nan, math.inf, 1):  # "total must be …" named an argument it does not have
+        with pytest.raises(ValueError, match=r"repetition_figure: max_epochs must be in \(1, "):
+            repetition_figure(max_epochs=bad)
+    with pytest.raises(TypeError, match="repetition_figure: max_epochs must be a number"):
+        repetition_figure(max_epochs="100")
+    with pytest.raises(ValueError, match=r"repetition_figure: r_star must be in \(0, inf\)"):
+        repetition_figure(r_star=0.0)
+    assert KAPLAN.of_N(np.array([8.8e13, 8.8e12])) == pytest.approx([1.0, 10**0.076])
 
 
 def test_effective_data_refuses_r_star_zero():  # S8

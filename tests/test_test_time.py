@@ -85,6 +85,18 @@ def test_majority_at_k_rejects_bad_shapes_and_k():
         tt.majority_at_k(np.zeros((3, 4)), np.zeros(3), 2, draws=0)
 
 
+def test_majority_at_k_names_a_bad_seed():
+    answers, correct = np.array([[1, 2, 1, 1], [3, 3, 2, 1]]), np.array([1, 3])
+    for seed in ("x", -1, 1.5):
+        with pytest.raises(ValueError, match="majority_at_k: seed must be an int ≥ 0"):
+            tt.majority_at_k(answers, correct, 2, seed=seed)
+    with pytest.raises(ValueError, match="scaling_table: seed must be an int ≥ 0, got 'x'"):
+        tt.scaling_table(answers, correct, [2], seed="x")
+    # a numpy integer is a seed like any other
+    np.testing.assert_array_equal(tt.majority_at_k(answers, correct, 2, seed=np.int64(3)),
+                                  tt.majority_at_k(answers, correct, 2, seed=3))  # fmt: skip
+
+
 def test_scaling_table_reports_both_scores_for_every_k():
     answers = np.array([[1, 2, 1, 1], [3, 3, 4, 4], [0, 0, 0, 0]])
     correct = np.array([2, 4, 1])
@@ -100,6 +112,20 @@ def test_scaling_table_reports_both_scores_for_every_k():
     sem = np.sqrt(((per_problem - per_problem.mean()) ** 2).sum() / 2) / np.sqrt(3)
     assert t.pass_at_k_sem[0] == pytest.approx(sem)
     assert np.isnan(tt.scaling_table(answers[:1], correct[:1], [1]).pass_at_k_sem[0])  # one
+
+
+def test_scaling_table_wants_a_non_empty_list_of_ks_and_some_problems():
+    answers, correct = np.array([[1, 2, 1, 1], [3, 3, 4, 4]]), np.array([2, 4])
+    for ks in (4, "12"):  # one k or a string is not a list of ks
+        with pytest.raises(TypeError, match="scaling_table: ks must be a list of ints"):
+            tt.scaling_table(answers, correct, ks)
+    with pytest.raises(ValueError, match="scaling_table: ks is empty"):
+        tt.scaling_table(answers, correct, [])
+    with pytest.raises(ValueError, match="scaling_table: answers hold no problems"):
+        tt.scaling_table(answers[:0], correct[:0], [1])
+    # any iterable of ints still works: pass@1 = (1/4 + 2/4) / 2
+    t = tt.scaling_table(answers, correct, np.array([1, 4]), draws=10)
+    assert list(t.k) == [1, 4] and t.pass_at_k[0] == pytest.approx(3 / 8)
 
 
 def _tiny_gpt():
@@ -168,6 +194,9 @@ def test_sample_answers_uses_its_seed_and_names_empty_requests():
     a = tt.sample_answers(model, prompts, 3, 8, seed=5)
     assert torch.equal(a, tt.sample_answers(model, prompts, 3, 8, seed=5))
     assert not torch.equal(a, tt.sample_answers(model, prompts, 3, 8, seed=6))
-    for length, samples in ((3, 0), (0, 2)):
-        with pytest.raises(ValueError, match="samples and length must be ≥ 1"):
+    for length, samples, needle in ((3, 0, "samples must be an int ≥ 1, got 0"),
+                                    (0, 2, "length must be an int ≥ 1, got 0"),
+                                    (3, 2.5, "samples must be an int ≥ 1, got 2.5"),
+                                    ("3", 2, "length must be an int ≥ 1, got '3'")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"sample_answers: {needle}"):
             tt.sample_answers(model, prompts, length, samples)

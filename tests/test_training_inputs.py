@@ -30,7 +30,7 @@ def test_orthogonalize_subnormal_float64_and_inputs_that_need_grad():
     out = orthogonalize(W)
     assert not out.requires_grad and torch.equal(out, orthogonalize(W.detach()))
     assert torch.equal(orthogonalize(W.detach(), steps=np.int64(3)), orthogonalize(W, steps=3))
-    for kwargs, needle in (({"margin": "1"}, "margin must be a finite number > 0"),
+    for kwargs, needle in (({"margin": "1"}, "margin must be a finite number ≥ 1, got '1'$"),
                            ({"eps": float("inf")}, "eps must be a finite number ≥ 0"),
                            ({"margin": 0.0}, "margin")):  # fmt: skip
         with pytest.raises(ValueError, match=needle):
