@@ -184,3 +184,32 @@ def test_the_readme_scaling_law_fit_runs_on_the_committed_sweep(root, monkeypatc
     assert iso["intervals"]["a"][0] <= iso["a"] <= iso["intervals"]["a"][1]
     assert np.isclose(fit["a"] + fit["b"], 1.0)  # C = 6ND: the two exponents sum to one
     assert f"{len(finals)} points" in printed.getvalue()
+
+
+def test_the_readme_lecture_09_example_runs(root, monkeypatch):
+    """README's inference/emergence/test-time example runs as is: no inference demand gives
+    Chinchilla's model (saving 0), the cheapest measured run reaches the loss, and pass@k is
+    1 − C(n−c, k)/C(n, k) of the samples it drew."""
+    import contextlib
+    import io
+    from math import comb
+
+    import numpy as np
+
+    text = (root / "README.md").read_text()
+    section = text.split("## Inference cost, sharp metrics, test-time samples")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(root)
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    inf, law, tt = scope["inf"], scope["law"], scope["tt"]
+    assert inf.inference_optimal(law, 2.0, 0.0).saving.iloc[0] == pytest.approx(0, abs=1e-9)
+    assert (inf.cheapest_runs(scope["runs"], 2.0, [0, 1e9]).val_loss <= 2.0).all()
+    codes, right = scope["codes"], scope["right"]
+    assert codes.shape == (64, 16) and right.shape == (64,)
+    c = (codes == right[:, None]).sum(1)
+    want = np.mean([1 - comb(16 - ci, 4) / comb(16, 4) for ci in c])
+    assert tt.pass_at_k(16, c, k=4).mean() == pytest.approx(want)
+    lines = printed.getvalue().splitlines()
+    assert "token_accuracy" in printed.getvalue() and float(lines[-2]) == pytest.approx(want)
