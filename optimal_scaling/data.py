@@ -582,6 +582,9 @@ def _resolve_paths(paths: str | os.PathLike | Iterable[str | os.PathLike] | None
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"byte_corpus: {root} does not exist")
+        if not (root.is_file() or root.is_dir()):  # os.walk would find nothing in it
+            raise ValueError(f"byte_corpus: {root} is not a regular file or a folder (a device "
+                             "or a pipe)")  # fmt: skip
     return [root.resolve() for root in roots]
 
 
@@ -802,6 +805,9 @@ def token_shards(folder: str | os.PathLike, vocab_size: int | None = None) -> To
     ``vocab_size`` defaults to 1 + the largest token id (scanned in chunks).
     """
     folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"token_shards: {folder} is not a folder (the shards' folder "
+                                 "holds train.bin and val.bin)")  # fmt: skip
     if not folder.is_dir():
         raise FileNotFoundError(f"token_shards: folder {folder} does not exist")
     meta_path = folder / SHARD_META

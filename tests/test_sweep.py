@@ -1207,7 +1207,7 @@ def test_a_damaged_json_file_is_named(tmp_path):
         read_json(bad)
 
 
-def test_hand_damaged_run_folders_get_named_errors(tmp_path):
+def test_hand_damaged_run_folders_get_named_errors(tmp_path, capsys):
     out = tmp_path / "s"
     sweep.run(sweep.from_dict(tiny(horizons=[1024])), out, progress=False)
     (folder,) = (out / "runs").iterdir()
@@ -1218,10 +1218,12 @@ def test_hand_damaged_run_folders_get_named_errors(tmp_path):
                             "each with an integer 'horizon'"),
                            (lambda: config.write_text('{"horizons": [1024]}'),
                             "lacks its 'run' table")):  # fmt: skip
-        damage()
-        for call in (sweep.status, sweep.collect):
-            with pytest.raises(ValueError, match=needle):
-                call(out)
+        damage()  # status lists the run as failed, collect leaves it out: both name the file
+        assert sweep.status(out)["failed"] == 1
+        assert needle in sweep.status_table(out)["reason"][0]
+        assert sweep.collect(out).empty and needle in capsys.readouterr().err
+        with pytest.raises(ValueError, match=needle):  # training it again needs a repair
+            sweep.run(sweep.from_dict(tiny(horizons=[1024])), out, progress=False)
         record.write_text(good_record)
         config.write_text(good_config)
     pending = json.loads(good_record)

@@ -24,6 +24,7 @@ so a script needs the ``if __name__ == "__main__":`` guard; a notebook does not)
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from optimal_scaling.results import writable
 from optimal_scaling.sweep.spec import (
     ConfigError,
     Run,
@@ -97,9 +99,14 @@ def run(
                           "executor (the local one runs on this machine)")  # fmt: skip
     if executor == "slurm":
         executors.require_submitit()
+    if isinstance(out, str) and not out.strip():  # Path("") would be the current folder
+        raise ConfigError("out is empty; give the sweep directory (or None for runs/<name>)")
     out = (Path(out) if out is not None else default_dir(sweep)).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; the sweep directory must be a folder")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"{out}: {blocker} is a file, not a folder")
     runs = sweep.runs()
     if dry_run:
         if workers:
@@ -107,35 +114,41 @@ def run(
         print(executors.describe(sweep, out, runs, executor))
         return {}
     if not dry_run and executor == "local":  # a cluster's paths may exist only there
-        preflight(sweep)
+        preflight(sweep, runs)
+    writable(out / "sweep.json")  # the folder can be made and written to, before any work
     todo = executors.prepare(sweep, out, runs)
     if executor == "slurm":
         return executors.run_slurm(sweep, out, todo, wait=wait, progress=progress)
     return executors.run_local(sweep, out, todo, workers=workers, progress=progress)
 
 
-def preflight(sweep: Sweep) -> None:
+def preflight(sweep: Sweep, runs: list[Run] | None = None) -> None:
     """Check what only this machine can tell before anything is written: the data folders and
-    files the runs read exist, and ``OPTIMAL_SCALING_DEVICE`` (which ``device = "auto"``
-    follows) names a device this machine has (a dry run skips this: it may describe a
-    cluster)."""
+    files the runs read exist and are of their kind (a shards folder a folder, a bytes path a
+    file or a folder), and ``OPTIMAL_SCALING_DEVICE`` (which ``device = "auto"`` follows)
+    names a device this machine has (a dry run skips this: it may describe a cluster)."""
     from optimal_scaling.config import device
 
-    seen = set()
-    if any(r.config["device"] == "auto" for r in sweep.runs()):
+    runs = sweep.runs() if runs is None else runs
+    if any(r.config["device"] == "auto" for r in runs):
         try:
             device()
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"{sweep.source}: run.device = 'auto': {exc}") from None
-    for r in sweep.runs():
-        data = r.config["data"]
-        paths = ([data["folder"]] if data["source"] == "shards"
-                 else [data["paths"]] if data["source"] == "bytes" and data["paths"] else [])
-        for path in paths:
-            if path not in seen and not Path(path).expanduser().exists():
-                raise ConfigError(f"{sweep.source}: run.data: {path} does not exist on this "
-                                  "machine")  # fmt: skip
-            seen.add(path)
+    for data in {json.dumps(r.config["data"], sort_keys=True): r.config["data"]
+                 for r in runs}.values():  # fmt: skip
+        key = {"shards": "folder", "bytes": "paths"}.get(data["source"])
+        if key is None or not data[key]:  # markov, or the standard library's sources
+            continue
+        path, where = Path(data[key]).expanduser(), f"{sweep.source}: run.data.{key}"
+        if not path.exists():
+            raise ConfigError(f"{where}: {path} does not exist on this machine")
+        if key == "folder" and not path.is_dir():
+            raise ConfigError(f"{where}: {path} is {'a file' if path.is_file() else 'no folder'}"
+                              ", not a folder (the shards' folder holds train.bin and val.bin)")
+        if not (path.is_dir() or path.is_file()):
+            raise ConfigError(f"{where}: {path} is not a regular file or a folder (a device or "
+                              "a pipe)")  # fmt: skip
 
 
 def thin_log(log: pd.DataFrame, spacing: float) -> pd.DataFrame:
@@ -181,16 +194,15 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
     (``runs_from``: ``optimal-scaling sweep run configs/NAME.toml --out DIR``), since the
     run folders are not committed with the table.
     """
-    import json
-
     from optimal_scaling.results import write_table
     from optimal_scaling.sweep.store import read_json
 
     if not (spacing >= 0 and math.isfinite(spacing)):
         raise ValueError(f"spacing must be a finite number ≥ 0 (0 keeps every entry), got "
                          f"{spacing}")  # fmt: skip
-    if Path(path).is_dir():
-        raise IsADirectoryError(f"--out {path} is a folder; give the CSV file's path")
+    if isinstance(path, str) and not path.strip():  # Path("") would be the current folder
+        raise ValueError("write_collected: the path is empty; give the CSV file's path")
+    writable(path)  # a file can be written there (not a folder, no file in the way)
     table = collect_log(sweep_dir) if log else collect(sweep_dir)
     runs = status_table(sweep_dir)  # every run folder, with or without rows
     try:

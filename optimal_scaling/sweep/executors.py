@@ -53,6 +53,10 @@ def prepare(sweep: Sweep, out: Path, runs: list[Run]) -> list[Run]:
     and the new ones (a constant-schedule run is extended, never shortened).
     """
     out.mkdir(parents=True, exist_ok=True)
+    for path in (out / "runs", *(run_dir(out, run.id) for run in runs)):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path} is a file, not a folder: a sweep directory keeps its runs "
+                              "in runs/<id>/ folders; move the file away")  # fmt: skip
     remove_partial(out)  # an interrupted sweep.json write
     write_json(out / "sweep.json", sweep.to_dict())
     todo = []

@@ -15,7 +15,10 @@ the last checkpoint (with the losses and noise estimates since the horizon, so t
 resumes into is the uninterrupted one): a killed or timed-out job loses at most that much.
 That one goes to its own file, beside the last horizon's: a resume takes it unless the run now
 asks for a horizon it has passed, or measures otherwise (``noise_scale``, ``log_every``); then
-the horizon checkpoint, and the steps since are trained again.
+the horizon checkpoint, and the steps since are trained again. A checkpoint that cannot be read
+(truncated, overwritten) is set aside as ``<name>.damaged-<time>``, never deleted, with a
+warning in the record; the run resumes from its other checkpoint or from the start, and the
+rows it read before stay in its record until it reads them again.
 
 ``noise_scale = true`` measures the gradient noise scale every step from the micro-batch
 gradients (:class:`~optimal_scaling.batch_size.GradientNoiseProbe`; B_small = the micro-batch,
@@ -226,21 +229,53 @@ def _measures(run: dict) -> list:
 
 
 def _resume_state(mid: Path, horizon: Path, device: torch.device, run: dict,
-                  horizons: list[int], tps: int, owner: bool = True) -> dict | None:  # fmt: skip
+                  horizons: list[int], tps: int, owner: bool = True,
+                  notes: list[str] | None = None) -> dict | None:  # fmt: skip
     """The checkpoint to resume from: the between-horizons one when it is still valid (every
     horizon the run asks for up to its step was read on the way, and it measures the same),
     else the last horizon's (the ``owner``, rank 0, deletes the invalid one; every rank reads
-    the same files and decides the same); None to start afresh."""
-    if mid.is_file():
-        state = torch.load(mid, map_location=device, weights_only=False)  # our own file
+    the same files and decides the same); None to start afresh. A damaged checkpoint is set
+    aside (:func:`_load_checkpoint`), with a line in ``notes``."""
+    notes = [] if notes is None else notes
+    state = _load_checkpoint(mid, device, owner, notes)
+    if state is not None:
         read = {row["horizon"] for row in state["rows"]}
         passed = [h for h in horizons if h // tps <= state["step"] and h not in read]
         if not passed and state.get("measures") == _measures(run):
             return state
         if owner:
             mid.unlink(missing_ok=True)
-    if horizon.is_file():
-        return torch.load(horizon, map_location=device, weights_only=False)
+    return _load_checkpoint(horizon, device, owner, notes)
+
+
+def _load_checkpoint(path: Path, device: torch.device, owner: bool,
+                     notes: list[str]) -> dict | None:  # fmt: skip
+    """The checkpoint at ``path``, or None when there is none or it cannot be read.
+
+    A damaged one (truncated, overwritten: torch says so as a zip, pickle, EOF or OS error) is
+    renamed ``<name>.damaged-<time>`` by the ``owner``, never deleted, and noted for the
+    record; the run goes on from its other checkpoint or from scratch. Nothing finished is
+    lost: the rows it read stay in the record until the run reads them again, and the file
+    stays for a look (rename it back to resume from it)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)  # our own file
+        if isinstance(state, dict) and {"step", "rows"} <= state.keys():
+            return state
+        why = "it holds no checkpoint"
+    except FileNotFoundError:  # none (or another rank set it aside first)
+        return None
+    except (MemoryError, torch.cuda.OutOfMemoryError, PermissionError):
+        raise  # this machine's limits, not a damaged file
+    except Exception as exc:  # noqa: BLE001 - see above: a damaged file raises many kinds
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    if owner:
+        try:
+            path.rename(aside)
+        except OSError as exc:
+            raise RuntimeError(f"{path} cannot be read ({why}) and cannot be set aside "
+                               f"({exc}); move it away to train the run again") from None
+    notes.append(f"{path} could not be read ({why}); set aside as {aside.name}")
     return None
 
 
@@ -342,13 +377,17 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     ckpt_path, rec_path = folder / "checkpoint.pt", folder / "record.json"
     mid_path = folder / "checkpoint_mid.pt"  # between horizons (checkpoint_minutes)
     record = read_record(folder)
-    step, rows, first, seconds = 0, [], None, 0.0
+    # without a checkpoint (or with damaged ones) the run starts afresh; the rows it read before
+    # stay in its record until it reads those horizons again
+    step, rows, first, seconds = 0, list(record.get("rows", [])), None, 0.0
     log: dict[str, list] = {"step": [], "tokens": [], "train_loss": []}
     log_window: tuple[list, list] = ([], [])
     window: list[torch.Tensor] = []  # each step's training loss since the last horizon
     noise: list[torch.Tensor] = []  # the probe's [‖G‖², tr Σ] of each step since the horizon
     window_seconds = 0.0  # training time since the last horizon, before this start
-    state = _resume_state(mid_path, ckpt_path, device, run, horizons, tps, owner=rank == 0)
+    notes: list[str] = []  # damaged checkpoints set aside
+    state = _resume_state(mid_path, ckpt_path, device, run, horizons, tps, owner=rank == 0,
+                          notes=notes)  # fmt: skip
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -371,6 +410,10 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                        "world": world, "device": str(device)})  # fmt: skip
         record.update(id=folder.name, status="running", rows=rows, starts=starts,
                       trainings=len(starts), reason="", error="")  # fmt: skip
+        for note in notes:
+            print(f"run {folder.name}: {note}; training from step {step}", file=sys.stderr)
+            record.setdefault("warnings", []).append(f"{time.strftime('%Y-%m-%d %H:%M')}: "
+                                                     f"{note}; trained again from step {step}")
         record.pop("traceback", None)
         write_json(rec_path, record)
 
@@ -440,6 +483,7 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
 
     def diverged(why: str) -> str:
         flush()  # the steps up to the divergence belong to its log
+        rows[:] = [r for r in rows if r["horizon"] <= step * tps]  # none kept from before
         if rank == 0:
             record.update(status="diverged", rows=rows, reason=why)
             if every:
@@ -533,7 +577,8 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
                 g2, trace = torch.stack(noise).mean(0).tolist()
                 row.update(gns_g2=g2, gns_trace=trace,
                            b_simple=trace / g2 if g2 > 0 else math.inf)  # fmt: skip
-            rows.append(row)
+            rows[:] = [r for r in rows if r["horizon"] != row["horizon"]] + [row]  # read again
+            rows.sort(key=lambda r: r["horizon"])
             if rank == 0:
                 save(mid_horizon=False)
                 saved = time.perf_counter()

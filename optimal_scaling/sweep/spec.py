@@ -38,8 +38,9 @@ constant-schedule run can be extended to a longer horizon from its last checkpoi
 
 Everything is checked before anything runs: an unknown key, a wrong type, an empty axis or an
 impossible combination (a horizon that is not a whole number of steps, a batch that does not
-split over the processes, a model that cannot be built) raises :class:`ConfigError` naming the
-key and the file.
+split over the processes, a model that cannot be built: more than :data:`MAX_PARAMS`
+parameters) or size (more than :data:`MAX_RUNS` runs, a horizon of 2^53 tokens or more) raises
+:class:`ConfigError` naming the key and the file.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import inspect
 import itertools
 import json
 import math
+import numbers
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -161,6 +163,20 @@ _SLURM_DEFAULTS: dict[str, Any] = {
     "additional": {},  # any other #SBATCH option, e.g. {constraint = "h100"}
 }
 
+#: At most this many runs in a sweep (and values in one range, and horizons): a SLURM job array
+#: holds at most MaxArraySize tasks (1001 by default, some 10^4 on large clusters), and checking
+#: a grid point takes about a millisecond; a larger grid is a typo (a range by factor 1.00001).
+MAX_RUNS = 10_000
+
+#: Horizons stay below 2^53 tokens: the collected tables store them as float64, which holds
+#: every integer exactly only up to 2^53 (9.0e15 tokens, hundreds of times the largest datasets).
+MAX_TOKENS = 2**53
+
+#: At most 10^13 parameters (40 TB of float32 weights, some ten times the largest dense models
+#: trained): a larger model is a typo (width = 1e300), and below it every tensor's size fits,
+#: far inside, the int64 shapes torch uses.
+MAX_PARAMS = 10**13
+
 _TOP_KEYS = ("name", "description", "horizons", "run", "grid", "resources", "local", "slurm")
 
 
@@ -193,23 +209,53 @@ def number(value: object, where: str, key: str) -> float | int:
             out = math.nan if bad_base else base**exp  # a negative base: (-2)^-8 or complex
             if math.isfinite(out):
                 return int(out) if out.is_integer() and exp >= 0 and base.is_integer() else out
-        except (ValueError, OverflowError):
+        except ValueError:
             pass
+        except OverflowError:  # 2^2000: a number, but beyond floats
+            raise _err(where, key, f"{value!r} overflows (a number or 'b^k' must stay below "
+                       f"{sys.float_info.max:.3g})") from None  # fmt: skip
         if bad_base:
             raise _err(where, key, f"'b^k' needs b ≥ 0 (and b > 0 for k < 0), got {value!r}")
     raise _err(where, key, f"expected a number or 'b^k', got {value!r}")
 
 
 def geometric(start: float, stop: float, factor: float) -> list[float]:
-    """start, start·factor, … up to stop (inclusive), computed in logs (2^k stay exact)."""
-    if start <= 0 or stop <= 0 or factor <= 1:
-        raise ValueError(f"need start, stop > 0 and factor > 1, got {start}, {stop}, {factor}")
+    """start, start·factor, … up to stop (inclusive), computed in logs (2^k stay exact).
+
+    Each must be a finite number, with start > 0, stop ≥ start and factor > 1, and the range at
+    most :data:`MAX_RUNS` values long (counted from the logs before any value is made); else a
+    ValueError naming the argument."""
+    for name, v in (("start", start), ("stop", stop), ("factor", factor)):
+        if not _finite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if start <= 0:
+        raise ValueError(f"start must be > 0, got {start}")
     if stop < start:
         raise ValueError(f"stop {stop} is below start {start}")
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor}")
     a, r = math.log2(start), math.log2(factor)
     n = math.floor((math.log2(stop) - a) / r + 1e-9)
+    if n + 1 > MAX_RUNS:
+        raise ValueError(f"{start} to {stop} by factor {factor} is {n + 1:,} values; at most "
+                         f"{MAX_RUNS:,} (use a larger factor)")  # fmt: skip
     values = [2.0 ** (a + k * r) for k in range(n + 1)]
     return [round(v) if v >= 0.5 and abs(v - round(v)) < 1e-9 * v else v for v in values]
+
+
+def _finite(value: object) -> bool:
+    try:
+        return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                and math.isfinite(value))  # fmt: skip
+    except OverflowError:  # an int beyond floats
+        return False
+
+
+def _big(n: int) -> str:
+    """A count of any size, short: 123,456, 1.23e+45 or (beyond floats) about 2^k."""
+    if n < 10**6:
+        return f"{n:,}"
+    return f"{float(n):.3g}" if n.bit_length() <= 1000 else f"about 2^{n.bit_length() - 1}"
 
 
 def _axis_values(raw: object, where: str, key: str) -> list:
@@ -458,11 +504,17 @@ class Sweep:
 
 def _horizons(raw: object, where: str) -> list[int]:
     values = _axis_values(raw, where, "horizons")
+    if len(values) > MAX_RUNS:
+        raise _err(where, "horizons", f"{len(values):,} horizons; at most {MAX_RUNS:,}")
     out = []
     for i, v in enumerate(values):
         n = number(v, where, f"horizons[{i}]")
-        if not math.isfinite(n) or float(n) != int(n) or n < 1:
+        if (isinstance(n, float) and not (math.isfinite(n) and n.is_integer())) or n < 1:
             raise _err(where, "horizons", f"token counts must be positive integers, got {v!r}")
+        if n >= MAX_TOKENS:
+            raise _err(where, f"horizons[{i}]", f"{_big(int(n))} tokens is not below 2^53 ≈ "
+                       "9.0e15, the largest token count the collected tables (float64) hold "
+                       "exactly")  # fmt: skip
         out.append(int(n))
     if sorted(set(out)) != out:
         raise _err(where, "horizons", f"must be increasing without repeats, got {out}")
@@ -478,8 +530,10 @@ def from_dict(raw: Mapping, source: str = "<python>") -> Sweep:
         if key not in _TOP_KEYS:
             raise _err(where, key, f"unknown key; known: {', '.join(_TOP_KEYS)}")
     name = raw.get("name") or (Path(source).stem if source != "<python>" else "")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
-        raise _err(where, "name", f"a sweep needs a name of letters, digits, _.-; got {name!r}")
+    if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or "")
+            or name in (".", "..")):  # the sweep's folder under runs/: a plain folder name
+        raise _err(where, "name", f"a sweep needs a name of letters, digits, _.- (a folder "
+                   f"name, not . or ..); got {name!r}")  # fmt: skip
     if "horizons" not in raw:
         raise _err(where, "horizons", "missing: the token counts D at which runs are read")
     if not isinstance(raw.get("run", {}), Mapping):
@@ -530,9 +584,14 @@ def from_dict(raw: Mapping, source: str = "<python>") -> Sweep:
         raise _err(where, "slurm.mem_gb", f"must be ≥ 0 (0: the partition's default), got "
                    f"{sweep.slurm['mem_gb']}")  # fmt: skip
     for key, value in sweep.slurm["additional"].items():  # true: a flag (exclusive = true)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):  # it becomes #SBATCH --key=value
+            raise _err(where, f"slurm.additional.{key}", "an #SBATCH option name is a letter, "
+                       "then letters, digits, - or _ (such as mail-type)")  # fmt: skip
         if not (isinstance(value, str | int | float) or value is True) or value is False:
             raise _err(where, f"slurm.additional.{key}", f"an #SBATCH value is a string, a "
                        f"number or true (a flag), got {value!r}")  # fmt: skip
+        if len(f"x{value}x".splitlines()) > 1:  # a line break would end the #SBATCH line
+            raise _err(where, f"slurm.additional.{key}", f"must fit on one line, got {value!r}")
     expand(sweep)  # every grid point must resolve and be runnable
     return sweep
 
@@ -555,7 +614,9 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
     """Read a sweep TOML file, apply ``--set`` style ``overrides`` (``key=value``), check it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such sweep file")
+        why = ("is a folder, not a sweep file" if path.is_dir() else "is not a regular file "
+               "(a device or a pipe), not a sweep file" if path.exists() else "no such sweep file")
+        raise ConfigError(f"{path}: {why}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -626,6 +687,10 @@ def expand(sweep: Sweep) -> list[Run]:
     """Every grid point as a checked :class:`Run` (ConfigError names the key and the point)."""
     where = sweep.source
     axes = list(sweep.grid.items())
+    points = math.prod(len(v) for _, v in axes)
+    if points > MAX_RUNS:
+        raise ConfigError(f"{where}: grid: {' × '.join(str(len(v)) for _, v in axes)} = "
+                          f"{_big(points)} grid points; at most {MAX_RUNS:,} runs in a sweep")
     runs: list[Run] = []
     seen: dict[str, dict] = {}
     for values in itertools.product(*(v for _, v in axes)):
@@ -639,6 +704,10 @@ def expand(sweep: Sweep) -> list[Run]:
         except ConfigError as exc:
             raise ConfigError(f"{exc} (grid point {shown})") from None
         per_horizon = [[h] for h in sweep.horizons] if decays(config) else [sweep.horizons]
+        if len(runs) + len(per_horizon) > MAX_RUNS:
+            raise ConfigError(f"{where}: grid: more than {MAX_RUNS:,} runs (a decaying schedule "
+                              f"is a run per horizon: {points:,} grid points × "
+                              f"{len(sweep.horizons):,} horizons)")  # fmt: skip
         for horizons in per_horizon:
             cfg = dict(config, horizon=horizons[0]) if decays(config) else config
             _check_run(cfg, horizons, sweep.resources, where, shown)
@@ -738,7 +807,8 @@ def _check_optimizer(cfg: dict, where: str, shown: str) -> None:
         raise ConfigError(f"{where}: run.optimizer.eps: must be ≥ 0, got {opt['eps']} "
                           f"(grid point {shown})")  # fmt: skip
     small = copy.deepcopy(cfg)  # head size 2: small whatever the real model's shape
-    small["model"].update(width=2 * small["model"]["n_heads"], depth=1)
+    heads = min(small["model"]["n_heads"], 64)  # (and at most 64 heads: width ≤ 128)
+    small["model"].update(width=2 * heads, n_heads=heads, depth=1)
     small["context"] = 8
     key = json.dumps([small["model"], {k: v for k, v in opt.items() if k != "lr"}],
                      sort_keys=True)  # fmt: skip
@@ -759,12 +829,35 @@ _BUILT: set[str] = set()
 
 
 def build_check(cfg: dict) -> None:
-    """Check the run's model sizes without building it (a paper-size model would not fit)."""
+    """Check the run's model sizes without building it (a paper-size model would not fit): the
+    GPT's own checks, then at most :data:`MAX_PARAMS` parameters (and rotary table entries)."""
     from optimal_scaling.models import GPT
 
-    m = cfg["model"]
-    GPT.check_sizes(_vocab_hint(cfg["data"]), cfg["context"], m["width"], m["depth"],
+    m, vocab = cfg["model"], _vocab_hint(cfg["data"])
+    GPT.check_sizes(vocab, cfg["context"], m["width"], m["depth"],
                     m["n_heads"], m["mlp_ratio"], m["positions"], m["mlp"])  # fmt: skip
+    n = gpt_params(m, vocab, cfg["context"])
+    if n > MAX_PARAMS:
+        raise ValueError(f"GPT: width {_big(m['width'])}, depth {_big(m['depth'])}, vocabulary "
+                         f"{_big(vocab)} make {_big(n)} parameters; at most "
+                         f"{_big(MAX_PARAMS)}")  # fmt: skip
+    tables = cfg["context"] * (m["width"] // m["n_heads"]) if m["positions"] == "rope" else 0
+    if tables > MAX_PARAMS:
+        raise ValueError(f"GPT: rope tables of context × head size = {_big(tables)} numbers; "
+                         f"at most {_big(MAX_PARAMS)}")  # fmt: skip
+
+
+def gpt_params(model: dict, vocab_size: int, context: int) -> int:
+    """The parameter count of ``GPT(vocab_size, context, **model)`` from its sizes alone, without
+    building it (:meth:`GPT.num_params <optimal_scaling.models.GPT.num_params>` of the model)."""
+    w, r, gain, bias = model["width"], model["mlp_ratio"], model["norm_gain"], model["bias"]
+    up = r * w * (2 if model["mlp"] == "swiglu" else 1)  # the MLP's first layer (and SwiGLU's up)
+    block = (4 * w * w + bias * 4 * w  # attention: qkv and the output projection
+             + up * w + r * w * w + bias * (up + w)  # MLP
+             + gain * (2 * w + model["norm_before_linear"] * (w + r * w)  # norms' gains
+                       + model["qk_norm"] * 2 * (w // model["n_heads"])))  # fmt: skip
+    embeddings = vocab_size * w + (context * w if model["positions"] == "learned" else 0)
+    return embeddings + model["depth"] * block + gain * w + (0 if model["tied"] else w * vocab_size)
 
 
 def _vocab_hint(data: dict) -> int:

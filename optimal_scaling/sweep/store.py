@@ -17,6 +17,11 @@ the two loses nothing: the next start resumes from the checkpoint and rewrites t
 A run's status: ``done`` (every horizon read), ``diverged`` (recorded with its reason; final),
 ``failed`` (an error, recorded; tried again next time), ``running`` (locked by a live
 process), ``pending`` (not started, or stopped part-way: it resumes from its checkpoint).
+
+A run file that is not what the package writes (a hand edit: invalid JSON, a missing table, a
+value of the wrong type) is an error naming the file. ``status`` counts that run as failed, with
+the error as its reason, and ``collect`` leaves it out with a warning, so the other runs still
+read; ``sweep run`` refuses it until the file is repaired or the run's folder deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -71,25 +77,74 @@ def read_json(path: Path) -> dict | None:
     return data
 
 
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true reads as an int
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _damaged(path: Path, what: str) -> ValueError:
+    """The error for a run file that is valid JSON but not what the package writes there."""
+    return ValueError(f"{path}: {what}; repair it or delete the run's folder to retrain that run")
+
+
 def read_config(folder: Path) -> dict | None:
-    """A run's ``config.json`` (None when missing), checked to hold its run and horizons."""
-    config = read_json(folder / "config.json")
-    if config is not None and not (isinstance(config.get("run"), dict)
-                                   and isinstance(config.get("horizons"), list)):  # fmt: skip
-        raise ValueError(f"{folder / 'config.json'} lacks its 'run' table or 'horizons' list; "
-                         "delete the run's folder to retrain that run")  # fmt: skip
+    """A run's ``config.json`` (None when missing), checked to hold what the readers use: its
+    ``run`` table, its ``horizons`` (token counts) and its grid ``point`` (a table)."""
+    path = folder / "config.json"
+    config = read_json(path)
+    if config is None:
+        return None
+    horizons = config.get("horizons")
+    if not isinstance(config.get("run"), dict):
+        raise _damaged(path, "lacks its 'run' table")
+    if not isinstance(horizons, list) or not all(_int(h) and h > 0 for h in horizons):
+        raise _damaged(path, "'horizons' must be a list of token counts (integers > 0), got "
+                       f"{_shown(horizons)}")  # fmt: skip
+    if not isinstance(config.get("point", {}), dict):
+        raise _damaged(path, f"'point' must be a table of grid values, got "
+                       f"{_shown(config['point'])}")  # fmt: skip
     return config
 
 
 def read_record(folder: Path) -> dict:
-    """A run's ``record.json`` ({} when missing), checked to hold rows with a horizon each."""
-    record = read_json(folder / "record.json") or {}
-    rows = record.get("rows", [])
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(
-            r.get("horizon"), int) for r in rows):  # fmt: skip
-        raise ValueError(f"{folder / 'record.json'}: 'rows' must be a list of rows, each with "
-                         "an integer 'horizon'; delete the run's folder to retrain that run")
+    """A run's ``record.json`` ({} when missing), checked to hold what the readers use: rows of
+    numbers with an integer horizon each, a log of number columns, parameter counts as
+    integers."""
+    path = folder / "record.json"
+    record = read_json(path) or {}
+    rows, log, sizes = (record.get(k, e) for k, e in (("rows", []), ("log", {}), ("sizes", {})))
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and _int(r.get("horizon"))
+                                             and all(map(_number, r.values())) for r in rows):
+        raise _damaged(path, "'rows' must be a list of rows of numbers, each with an integer "
+                       "'horizon'")  # fmt: skip
+    if not isinstance(log, dict) or not all(isinstance(c, list) and all(map(_number, c))
+                                            for c in log.values()):  # fmt: skip
+        raise _damaged(path, "'log' must map each column name to a list of numbers")
+    if not isinstance(sizes, dict) or not all(map(_int, sizes.values())):
+        raise _damaged(path, f"'sizes' must map names to parameter counts (integers), got "
+                       f"{_shown(sizes)}")  # fmt: skip
     return record
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _readable_runs(sweep_dir: str | Path, verb: str):
+    """``(folder, config, record)`` of each run folder of a sweep directory; a run whose files
+    are damaged is left out with a warning naming the file (``sweep run`` refuses it)."""
+    root = Path(sweep_dir) / "runs"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            yield folder, read_config(folder), read_record(folder)
+        except ValueError as exc:
+            print(f"sweep {verb}: left out run {folder.name}: {exc}", file=sys.stderr)
 
 
 def remove_partial(folder: Path, min_age: float = 600.0) -> None:
@@ -315,24 +370,31 @@ def run_status(folder: Path) -> str:
 
 
 def status_table(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per run: id, status, horizons reached / wanted, trainings, reason or error."""
+    """One row per run: id, status, horizons reached / wanted, trainings, reason or error (a
+    run whose files are damaged is ``failed``, with the error naming the file as reason)."""
     rows = []
     root = Path(sweep_dir) / "runs"
     if not root.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        record = read_record(folder)
-        config = read_config(folder) or {}
+        try:
+            record, config = read_record(folder), read_config(folder) or {}
+            state = run_status(folder)
+        except ValueError as exc:  # a damaged file: the run is failed, the reason names it
+            rows.append({"id": folder.name, "status": "failed", "reached": 0, "horizons": 0,
+                         "trainings": 0, "reason": str(exc)})  # fmt: skip
+            continue
         rows.append({
             "id": folder.name,
-            "status": run_status(folder),
+            "status": state,
             "reached": len(record.get("rows", [])),
             "horizons": len(config.get("horizons", [])),
             "trainings": record.get("trainings", 0),
             **{k: v for k, v in config.get("point", {}).items()},
             "reason": record.get("reason") or record.get("error", ""),
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table[[c for c in table if c != "reason"] + ["reason"]] if len(table) else table
 
 
 def status(sweep_dir: str | Path) -> dict[str, int]:
@@ -353,15 +415,11 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     ``noise_scale`` on ``gns_g2``, ``gns_trace`` and ``b_simple`` (same window), ``diverged``,
     ``reason``, then every config key flattened (``optimizer.lr``, ``model.width``, ...).
     A diverged run contributes its reached horizons and one row per horizon it did not reach,
-    with ``val_loss = inf``; an unfinished run only the horizons it reached.
+    with ``val_loss = inf``; an unfinished run only the horizons it reached. A run whose files
+    are damaged is left out, with a warning on stderr naming the file.
     """
-    root = Path(sweep_dir) / "runs"
-    if not root.is_dir():
-        raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     rows = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        config = read_config(folder)
-        record = read_record(folder)
+    for folder, config, record in _readable_runs(sweep_dir, "collect"):
         if config is None:
             continue
         state = run_status(folder)
@@ -404,12 +462,8 @@ def collect_log(sweep_dir: str | Path) -> pd.DataFrame:
     :func:`~optimal_scaling.compute_optimal.envelope_fit` as it is), then every config key
     flattened as in :func:`collect`. Empty if no run keeps a log.
     """
-    root = Path(sweep_dir) / "runs"
-    if not root.is_dir():
-        raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     frames = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        config, record = read_config(folder), read_record(folder)
+    for folder, config, record in _readable_runs(sweep_dir, "collect --log"):
         log = record.get("log")
         if config is None or not log or not log.get("step"):
             continue
