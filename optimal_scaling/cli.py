@@ -83,12 +83,16 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="Newton–Schulz steps (bench ns; default 5)")
     p = sub.add_parser("shards", help="byte-level token shards (train.bin, val.bin, meta.json)")
     p.add_argument("source", help="a text file or a folder searched recursively")
-    p.add_argument("out", help="the shard folder to write")
+    p.add_argument("folder", metavar="OUT", help="the shard folder to write")
     p.add_argument("--pattern", default="*.txt", help="file names to take (default *.txt)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--max-bytes", type=int, help="cap the corpus (default: every byte)")
     _add_sweep(sub)
     args = parser.parse_args(argv)
+    empty = _empty_path(args)
+    if empty:  # Path("") is the current folder: it would read or write there
+        print(f"{args.command}: {empty} is empty; give a path", file=sys.stderr)
+        return 2
 
     if args.command == "env":
         from optimal_scaling.config import environment
@@ -133,6 +137,21 @@ def _main(argv: list[str] | None = None) -> int:
     return exercises.main([args.solutions, args.exercises] + (["--check"] if args.check else []))
 
 
+# the arguments that name a file or folder, as the usage line names them
+PATH_ARGUMENTS = {"out": "--out", "notebook": "NOTEBOOK", "source": "SOURCE", "folder": "OUT",
+                  "config": "CONFIG", "dir": "DIR", "dirs": "DIR", "solutions": "--solutions",
+                  "exercises": "--exercises"}  # fmt: skip
+
+
+def _empty_path(args: argparse.Namespace) -> str | None:
+    """The name of the first path argument given as an empty string, or None."""
+    for key, name in PATH_ARGUMENTS.items():
+        value = getattr(args, key, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            return name
+    return None
+
+
 def _shards(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
@@ -140,12 +159,12 @@ def _shards(args: argparse.Namespace) -> int:
     from optimal_scaling.data import byte_corpus, write_token_shards
 
     try:
-        if Path(args.out).exists() and not Path(args.out).is_dir():
-            raise FileExistsError(f"{args.out} is a file; the shards go into a folder")
+        if Path(args.folder).exists() and not Path(args.folder).is_dir():
+            raise FileExistsError(f"{args.folder} is a file; the shards go into a folder")
         with tempfile.TemporaryDirectory() as cache:
             corpus = byte_corpus(args.source, pattern=args.pattern, max_bytes=args.max_bytes,
                                  val_fraction=args.val_fraction, cache_dir=cache)  # fmt: skip
-            folder = write_token_shards(args.out, corpus.train, corpus.val, corpus.vocab_size)
+            folder = write_token_shards(args.folder, corpus.train, corpus.val, corpus.vocab_size)
     except (OSError, ValueError) as exc:
         print(f"shards: {exc}", file=sys.stderr)
         return 2
@@ -160,7 +179,12 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     import shlex
     from pathlib import Path
 
-    from optimal_scaling.experiments import LRTransferConfig, describe, gpt_lr_transfer
+    from optimal_scaling.experiments import (
+        LRTransferConfig,
+        check_done,
+        describe,
+        gpt_lr_transfer,
+    )
     from optimal_scaling.results import read_table, writable, write_table
 
     cfg = LRTransferConfig.fast() if args.fast else LRTransferConfig()
@@ -185,14 +209,22 @@ def _lr_transfer(args: argparse.Namespace, argv: list[str] | None) -> int:
     # interrupted run of this config resumes from them
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")
     done = None
+    if partial.exists() and not partial.is_file():
+        print(f"lr-transfer: {partial} is a folder (or another non-file); the finished runs are "
+              "kept in a file of that name: move it away", file=sys.stderr)  # fmt: skip
+        return 2
     if partial.is_file():
+        # a damaged resume file is refused, not overwritten: it may hold hours of finished runs
         try:
             old, meta = read_table(partial)
-        except (ValueError, OSError):
-            old, meta = None, {}
-        if meta.get("config") == describe(cfg):
-            done = old
-            print(f"lr-transfer: resuming: {len(old)} runs already in {partial}")
+            if meta.get("config") == describe(cfg):
+                done = check_done(old, cfg)
+        except (ValueError, OSError) as exc:
+            print(f"lr-transfer: cannot resume from {partial}: {exc}; repair it, or delete it "
+                  "to start over", file=sys.stderr)  # fmt: skip
+            return 2
+        if done is not None:
+            print(f"lr-transfer: resuming: {len(done)} runs already in {partial}")
     try:
         grid = gpt_lr_transfer(cfg, done=done, after_run=lambda part: write_table(
             part, partial, command, config=describe(cfg), partial="true"))
@@ -278,7 +310,7 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"bench {args.benchmark}: {', '.join(given)} does not apply to this benchmark",
               file=sys.stderr)  # fmt: skip
         return 2
-    if args.no_write and args.out:
+    if args.no_write and args.out is not None:
         print("bench: --no-write and --out contradict each other; give one", file=sys.stderr)
         return 2
     argv = sys.argv[1:] if argv is None else argv
@@ -291,7 +323,8 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
                "ns": f"newton_schulz_{device}_{dtype}_{kind}.json",
                "tune": f"kernel_configs_{args.dtype or 'bfloat16'}.json"}[args.benchmark]
     try:  # an unwritable --out fails now, not after minutes of timing
-        out = None if args.no_write else writable(args.out or results / default)
+        out = results / default if args.out is None else Path(args.out)
+        out = None if args.no_write else writable(out)
         if args.benchmark == "sweep":
             from optimal_scaling.sweep.benchmark import run_sweep_benchmark
 
@@ -354,7 +387,7 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
             counts = sweep.run(spec, args.out, executor=args.executor, workers=args.workers,
                                dry_run=args.dry_run, wait=args.wait, progress=not args.quiet)
             if not args.dry_run:
-                out = args.out or sweep.default_dir(spec)
+                out = sweep.default_dir(spec) if args.out is None else args.out
                 print(f"sweep {spec.name}: " + (", ".join(f"{v} {k}" for k, v in counts.items())
                       or "nothing to train") + f"; now {sweep.status(out)} in {out}")
                 if counts.get("failed"):  # finished runs are kept; the exit status tells CI

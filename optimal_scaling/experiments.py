@@ -161,13 +161,15 @@ def gpt_lr_transfer(
     Columns: parametrization, then those of :func:`~optimal_scaling.coord_check.lr_transfer`
     (width, lr, log2_lr, loss = final validation loss or inf when diverged, train_loss,
     initial_loss, diverged, reason, seconds). ``done``: rows of an earlier, interrupted run
-    of the same config; their (parametrization, width, log2_lr) are not trained again.
+    of the same config (checked by :func:`check_done`); their (parametrization, width,
+    log2_lr) are not trained again.
     ``after_run(table)`` gets the rows so far after every run (the command writes them, so a
     killed grid keeps every run it finished and resumes from there).
     """
     from tqdm.auto import tqdm
 
     cfg = (cfg or LRTransferConfig()).check()  # before any data is read or run trained
+    done = None if done is None else check_done(done, cfg)
     rows = [] if done is None or done.empty else [done]
     have = set() if done is None else {(p, int(w), round(float(e), 9)) for p, w, e in
                                        zip(done.parametrization, done.width, done.log2_lr,
@@ -182,6 +184,36 @@ def gpt_lr_transfer(
         if after_run is not None:
             after_run(_in_grid_order(pd.concat(rows, ignore_index=True), cfg))
     return _in_grid_order(pd.concat(rows, ignore_index=True), cfg)
+
+
+COLUMNS = ("parametrization", "width", "lr", "log2_lr", "loss", "train_loss", "initial_loss",
+           "diverged", "reason", "seconds")
+
+
+def check_done(done: pd.DataFrame, cfg: LRTransferConfig) -> pd.DataFrame:
+    """``done`` after checking it holds finished runs of ``cfg``'s grid: every column of
+    :data:`COLUMNS`, numbers and True/False where they belong, each run of the grid at most
+    once; else a ValueError naming the problem (a damaged or hand-edited resume file)."""
+    missing = [c for c in COLUMNS if c not in done.columns]
+    if missing:
+        raise ValueError(f"no column {missing} (it has {list(done.columns)})")
+    is_number, is_bool = pd.api.types.is_numeric_dtype, pd.api.types.is_bool_dtype
+    if len(done):  # the columns of a table without rows have no type to check
+        numbers = ["width", "lr", "log2_lr", "loss", "train_loss", "initial_loss", "seconds"]
+        bad = [c for c in numbers if not is_number(done[c]) or is_bool(done[c])]
+        if bad:
+            raise ValueError(f"column {bad[0]!r} holds something other than numbers")
+        if not is_bool(done["diverged"]):
+            raise ValueError("column 'diverged' holds something other than True and False")
+    grid = {(p, w, round(float(e), 9)) for p in cfg.parametrizations for w in cfg.widths
+            for e in cfg.log2_lrs}  # fmt: skip
+    for p, w, e in zip(done.parametrization, done.width, done.log2_lr, strict=True):
+        if (p, w, round(float(e), 9)) not in grid:
+            raise ValueError(f"the run parametrization={p}, width={w}, log2_lr={e} is not in the "
+                             "grid of this config")  # fmt: skip
+    if done.duplicated(["parametrization", "width", "log2_lr"]).any():
+        raise ValueError("a run appears twice")
+    return done
 
 
 def _in_grid_order(grid: pd.DataFrame, cfg: LRTransferConfig) -> pd.DataFrame:

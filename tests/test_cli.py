@@ -339,6 +339,14 @@ def test_lr_transfer_passes_every_option_and_records_the_config(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.csv"]
 
 
+def _finished_run(**cells) -> pd.DataFrame:
+    """One row as ``lr-transfer --fast`` writes it (a run of its grid), ``cells`` changed."""
+    row = {"parametrization": "sp", "width": 32, "lr": 2.0**-7, "log2_lr": -7.0, "loss": 9.0,
+           "train_loss": 9.1, "initial_loss": 9.5, "diverged": False, "reason": "",
+           "seconds": 1.0}  # fmt: skip
+    return pd.DataFrame([{**row, **cells}])
+
+
 def test_lr_transfer_resumes_only_a_partial_file_of_the_same_config(tmp_path, monkeypatch,
                                                                      capsys):  # fmt: skip
     """C17: runs kept beside --out by another config are not taken as finished runs."""
@@ -353,7 +361,7 @@ def test_lr_transfer_resumes_only_a_partial_file_of_the_same_config(tmp_path, mo
 
     monkeypatch.setattr(experiments, "gpt_lr_transfer", grid)
     args = ["lr-transfer", "--fast", "--data", "markov", "--out", str(tmp_path / "g.csv")]
-    old = pd.DataFrame({"parametrization": ["sp"], "loss": [9.0]})
+    old = _finished_run()
     write_table(old, tmp_path / "g.partial.csv", "c", config="another config", partial="true")
     assert main(args) == 0
     assert seen == [None] and "resuming" not in capsys.readouterr().out
@@ -529,3 +537,95 @@ def test_collect_refuses_any_spacing_without_log(tmp_path, capsys):
         assert main(["sweep", "collect", str(tmp_path), "--out", str(tmp_path / "t.csv"),
                      "--spacing", spacing]) == 2
         assert "applies only with --log" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, name", [
+    (["bench", "ns", "--fast", "--out", ""], "--out"),
+    (["sweep", "run", "CONFIG", "--out", ""], "--out"),
+    (["sweep", "run", ""], "CONFIG"),
+    (["sweep", "status", ""], "DIR"),
+    (["sweep", "collect", "", "--out", "t.csv"], "DIR"),
+    (["sweep", "collect", "s", "--out", ""], "--out"),
+    (["lr-transfer", "--fast", "--out", ""], "--out"),
+    (["execute", ""], "NOTEBOOK"),
+    (["execute", "n.ipynb", "--out", ""], "--out"),
+    (["shards", "", "s"], "SOURCE"),
+    (["shards", "a.txt", ""], "OUT"),
+    (["sync", "lectures", ""], "DIR"),
+    (["check", ""], "DIR"),
+    (["exercises", "--solutions", ""], "--solutions"),
+    (["exercises", "--exercises", ""], "--exercises"),
+])  # fmt: skip
+def test_an_empty_path_is_refused_before_any_work(args, name, bench_calls, sweep_calls, tmp_path,
+                                                   monkeypatch, capsys):  # fmt: skip
+    """An empty path is not "no path given" (bench: the repository's benchmarks/results) nor
+    the current folder (Path("") is "."): one line naming the argument, exit 2, nothing run or
+    written."""
+    monkeypatch.chdir(tmp_path)
+    args = [str(_ci_toml()) if a == "CONFIG" else a for a in args]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"{args[0]}: {name} is empty; give a path\n"
+    assert bench_calls == [] and sweep_calls == [] and list(tmp_path.iterdir()) == []
+
+
+def _damaged_partial(path: Path, body: str | bytes) -> bytes:
+    """``path``: the header of a resume file of ``lr-transfer --fast --data markov``, then
+    ``body``; returns the file's bytes."""
+    import dataclasses
+
+    from optimal_scaling import experiments
+    from optimal_scaling.results import write_table
+
+    cfg = dataclasses.replace(experiments.LRTransferConfig.fast(), data="markov")
+    write_table(_finished_run(), path, "c", config=experiments.describe(cfg), partial="true")
+    header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
+    body = body.encode() if isinstance(body, str) else body
+    path.write_bytes(header.encode() + body)
+    return path.read_bytes()
+
+
+COLUMNS = "parametrization,width,lr,log2_lr,loss,train_loss,initial_loss,diverged,reason,seconds\n"
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("a,b\n1,2\n", "no column ['parametrization', 'width'"),
+    ("parametrization,width,log2_lr\nsp,32,-7\n", "no column ['lr', 'loss'"),
+    (COLUMNS + "sp,abc,0.0078125,-7,9,9,9,False,,1\n", "column 'width' holds something other "
+                                                       "than numbers"),
+    (COLUMNS + "sp,32,0.0078125,-7,9,9,9,maybe,,1\n", "column 'diverged' holds something other"),
+    (COLUMNS + "sp,48,0.0078125,-7,9,9,9,False,,1\n", "width=48, log2_lr=-7 is not in the grid"),
+    (COLUMNS + "sp,32,0.0078125,-7,9,9,9,False,,1\n" * 2, "a run appears twice"),
+    (b"\xff\xfe\n", "can't decode byte 0xff"),
+])  # fmt: skip
+def test_lr_transfer_refuses_a_damaged_resume_file(tmp_path, monkeypatch, capsys, body, needle):
+    """A resume file of this config that is not a finished run's table is refused before any
+    training, named, and left as it is (its runs may be hours of work); no table is written."""
+    from optimal_scaling import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "gpt_lr_transfer", lambda *a, **k: calls.append(k))
+    partial = tmp_path / "g.partial.csv"
+    before = _damaged_partial(partial, body)
+    assert main(["lr-transfer", "--fast", "--data", "markov", "--out",
+                 str(tmp_path / "g.csv")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith(f"lr-transfer: cannot resume from {partial}: ") and needle in err
+    assert err.endswith("; repair it, or delete it to start over\n") and err.count("\n") == 1
+    assert calls == [] and partial.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.partial.csv"]
+
+
+def test_lr_transfer_refuses_a_folder_at_the_resume_path_before_training(tmp_path, monkeypatch,
+                                                                         capsys):  # fmt: skip
+    """The runs are kept in NAME.partial.csv after each run: a folder there is named before
+    the first run, not met as an IsADirectoryError after it."""
+    from optimal_scaling import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "gpt_lr_transfer", lambda *a, **k: calls.append(k))
+    (tmp_path / "g.partial.csv").mkdir()
+    assert main(["lr-transfer", "--fast", "--out", str(tmp_path / "g.csv")]) == 2
+    assert capsys.readouterr().err == (f"lr-transfer: {tmp_path / 'g.partial.csv'} is a folder "
+                                       "(or another non-file); the finished runs are kept in a "
+                                       "file of that name: move it away\n")  # fmt: skip
+    assert calls == [] and not (tmp_path / "g.csv").exists()

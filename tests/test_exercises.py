@@ -252,3 +252,81 @@ def test_cli_reports_bad_marker(tmp_path):
 
 def test_course_exercises_are_up_to_date(root):
     assert build(root / "solutions", root / "exercises", check=True) == []
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+
+
+def test_exercises_into_a_file_is_one_line_not_a_traceback(tmp_path, capsys):
+    """``--exercises`` naming a file: 'exercises: … is not a folder', exit 2, file kept."""
+    sols, exs = tmp_path / "solutions", tmp_path / "exfile"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    exs.write_text("mine")
+    for check in ([], ["--check"]):
+        assert main([str(sols), str(exs), *check]) == 2
+        assert capsys.readouterr().err == (f"exercises: {exs} is not a folder; the exercises "
+                                           "go into one\n")  # fmt: skip
+    assert exs.read_text() == "mine"
+
+
+def test_a_solution_not_utf8_is_named_and_nothing_is_written(tmp_path, capsys):
+    """A solution that is not UTF-8 text: one 'exercises: FILE: not UTF-8 text' line, exit 2;
+    the exercises made from the other solutions are not written either (nor orphans removed)."""
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    (sols / "03_z.py").write_text(SOLUTION)
+    assert main([str(sols), str(exs)]) == 0
+    (sols / "03_z.py").unlink()  # its exercise is an orphan now
+    (sols / "01_x.py").write_text(SOLUTION.replace("Intro", "Introduction"))
+    (sols / "02_y.py").write_bytes(b"# %%\nx = '\xff'\n")
+    before = _snapshot(exs)
+    for check in ([], ["--check"]):
+        assert main([str(sols), str(exs), *check]) == 2
+        assert capsys.readouterr().err == (f"exercises: {sols / '02_y.py'}: not UTF-8 text "
+                                           "(byte 0xff at offset 10); save it as UTF-8\n")
+    assert _snapshot(exs) == before
+
+
+def test_an_exercise_not_utf8_is_refused_or_stale(tmp_path, capsys):
+    """A non-UTF-8 .py in the exercises folder was not generated: writing refuses to overwrite
+    it (exit 2, 'exercises: ' and the file named), ``--check`` lists it as stale (exit 1)."""
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    exs.mkdir()
+    (exs / "01_x.py").write_bytes(b"\xff\xfe")
+    assert main([str(sols), str(exs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"exercises: {exs / '01_x.py'} is not a generated exercise")
+    assert main([str(sols), str(exs), "--check"]) == 1
+    assert f"{exs / '01_x.py'}: stale, regenerate" in capsys.readouterr().err
+    assert _snapshot(exs) == {"01_x.py": b"\xff\xfe"}
+
+
+def test_check_lists_an_unreadable_exercise_notebook(tmp_path, capsys):
+    """``--check`` with a corrupt exercise .ipynb (a merge conflict): a stale line that names
+    the file and why, exit 1, no traceback; nothing is written."""
+    sols, exs = tmp_path / "solutions", tmp_path / "exercises"
+    sols.mkdir()
+    (sols / "01_x.py").write_text(SOLUTION)
+    assert main([str(sols), str(exs)]) == 0
+    (exs / "01_x.ipynb").write_text("<<<<<<< HEAD\n{")
+    before = _snapshot(exs)
+    assert main([str(sols), str(exs), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{exs / '01_x.ipynb'}: not a notebook nbformat can read (NotJSON")
+    assert "; regenerate with `make exercises`\n" in err and _snapshot(exs) == before
+
+
+def test_errors_are_prefixed_with_the_command(tmp_path, capsys):
+    """A malformed marker reads 'exercises: FILE:LINE: …', as every other command's errors."""
+    sols = tmp_path / "solutions"
+    sols.mkdir()
+    (sols / "01_x.py").write_text("# %%\ndef f():\n    # END SOLUTION\n")
+    assert main([str(sols), str(tmp_path / "ex")]) == 2
+    assert capsys.readouterr().err == (f"exercises: {sols / '01_x.py'}:3: '# END SOLUTION' "
+                                       "without a BEGIN\n")  # fmt: skip
+    assert not (tmp_path / "ex").exists()

@@ -101,7 +101,9 @@ def test_grid_rows_come_in_the_configured_order():
                               widths=(32, 64), log2_lrs=(-10, -7, -4))  # fmt: skip
     order = [(p, w, float(e)) for p in cfg.parametrizations for w in cfg.widths
              for e in cfg.log2_lrs]  # fmt: skip
-    rows = [{"width": w, "log2_lr": e, "loss": i, "parametrization": p}
+    run = {"lr": 0.1, "train_loss": 1.0, "initial_loss": 2.0, "diverged": False, "reason": "",
+           "seconds": 1.0}  # the columns a finished run has, besides those varied here
+    rows = [{**run, "width": w, "log2_lr": e, "loss": i, "parametrization": p}
             for i, (p, w, e) in enumerate(order)]  # fmt: skip
     shuffled = pd.DataFrame(rows).sample(frac=1, random_state=0)
 
@@ -110,7 +112,7 @@ def test_grid_rows_come_in_the_configured_order():
 
     assert keys(shuffled) != order
     got = gpt_lr_transfer(cfg, progress=False, done=shuffled)  # all done: nothing trains
-    assert list(got.columns) == ["parametrization", "width", "log2_lr", "loss"]
+    assert list(got.columns) == ["parametrization", *run, "width", "log2_lr", "loss"]
     assert keys(got) == order
     assert got.loss.tolist() == list(range(len(order))) == got.index.tolist()
 
@@ -443,3 +445,30 @@ def test_write_table_keeps_a_named_index_as_columns(tmp_path):
         write_table(df.set_index("width", drop=False), tmp_path / "d.csv", "c")
     with pytest.raises(TypeError, match="must be a pandas DataFrame"):
         write_table(df.loss, tmp_path / "s.csv", "c")
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d.drop(columns="loss"), r"no column \['loss'\]"),
+    (lambda d: d.assign(width="abc"), "column 'width' holds something other than numbers"),
+    (lambda d: d.assign(loss=True), "column 'loss' holds something other than numbers"),
+    (lambda d: d.assign(diverged="no"), "column 'diverged' holds something other than True"),
+    (lambda d: d.assign(parametrization="ntk"), "parametrization=ntk, .* is not in the grid"),
+    (lambda d: pd.concat([d, d]), "a run appears twice"),
+])  # fmt: skip
+def test_done_rows_are_checked_before_any_run(monkeypatch, change, needle):
+    """``done`` (a resume file's rows) must be finished runs of this grid: a missing column,
+    text where numbers belong or a run from elsewhere is a ValueError naming it, before any
+    data is read (not an AttributeError, and not a final table without its losses)."""
+    cfg = dataclasses.replace(LRTransferConfig.fast(), parametrizations=("sp",), widths=(32,),
+                              log2_lrs=(-7, -4))  # fmt: skip
+    done = pd.DataFrame([{"parametrization": "sp", "width": 32, "lr": 2.0**-7, "log2_lr": -7.0,
+                          "loss": 3.0, "train_loss": 3.1, "initial_loss": 5.5, "diverged": False,
+                          "reason": None, "seconds": 1.0}])  # fmt: skip
+    assert experiments.check_done(done, cfg) is done
+
+    def no_data(cfg):
+        raise AssertionError("data read before the rows were checked")
+
+    monkeypatch.setattr(experiments, "load_data", no_data)
+    with pytest.raises(ValueError, match=needle):
+        gpt_lr_transfer(cfg, progress=False, done=change(done))

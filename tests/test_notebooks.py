@@ -187,3 +187,37 @@ def test_exercises_check_only_checks(tmp_path, capsys):
     assert main(args) == 0 and (exs / "01_x.py").is_file()
     assert main([*args, "--check"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda py: py.write_bytes(b"\xff\x00binary"), "not UTF-8 text (byte 0xff at offset 0)"),
+    (lambda py: py.mkdir(), "cannot read it (Is a directory)"),
+])  # fmt: skip
+def test_a_py_that_cannot_be_read_is_named(tmp_path, capsys, damage, why):
+    """A pair's .py that is binary or a folder: `check` lists it (exit 1), `sync` says so in
+    one line (exit 2); both name the file, and the .ipynb is left as it was."""
+    _pair(tmp_path, "x")
+    py, ipynb = tmp_path / "x.py", tmp_path / "x.ipynb"
+    py.unlink()
+    damage(py)
+    before = ipynb.read_bytes()
+    assert main(["check", str(tmp_path)]) == 1
+    assert f"{py}: {why}" in capsys.readouterr().err
+    assert main(["sync", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"sync: {py}: {why}")
+    assert ipynb.read_bytes() == before
+
+
+def test_an_empty_folder_name_is_not_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`python -m optimal_scaling.course.notebooks sync ""` (and exercises): refused, not run
+    on the current folder (Path("") is ".")."""
+    from optimal_scaling.course import exercises
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "n.py").write_text("# %%\nx = 1\n")
+    assert notebooks.main(["sync", ""]) == 2
+    assert capsys.readouterr().err == "sync: not a folder: ''\n"
+    (tmp_path / "solutions").mkdir()
+    assert exercises.main(["solutions", ""]) == 2
+    assert capsys.readouterr().err == "exercises: a folder name is empty\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.py", "solutions"]

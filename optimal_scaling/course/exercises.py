@@ -26,13 +26,14 @@ import sys
 from pathlib import Path
 
 import jupytext
-import nbformat
 from nbformat.v4 import new_markdown_cell
 
 from optimal_scaling.course.notebooks import (
     PY_FORMAT,
     cell_summary,
     clean,
+    read_ipynb,
+    read_text,
     to_text,
     write_ipynb,
     write_text,
@@ -110,7 +111,7 @@ def _banner(solution: Path) -> str:
 
 def exercise_notebook(solution: Path):
     """The exercise version of a solution ``.py`` file, as a notebook object."""
-    text = strip_solutions(solution.read_text(), filename=str(solution))
+    text = strip_solutions(read_text(solution), filename=str(solution))
     nb = jupytext.reads(text, fmt=PY_FORMAT)
     nb.cells = [c for c in nb.cells if SOLUTION_TAG not in c.metadata.get("tags", ())]
     nb.cells.insert(0, new_markdown_cell(_banner(solution)))
@@ -122,7 +123,7 @@ def _refuse_non_exercises(exercises: Path) -> None:
     generated (the two folders given the other way round would overwrite the solutions)."""
     mark = "generated from `solutions/"
     for path in sorted(exercises.glob("*.py")) if exercises.is_dir() else []:
-        if mark not in path.read_text(encoding="utf-8")[:4000]:
+        if mark not in path.read_text(encoding="utf-8", errors="replace")[:4000]:
             raise ExerciseError(f"{path} is not a generated exercise (no '{mark}…' banner); "
                              f"refusing to overwrite {exercises}: are the solutions and "
                              "exercises folders the other way round?")  # fmt: skip
@@ -131,10 +132,12 @@ def _refuse_non_exercises(exercises: Path) -> None:
 def build(solutions: Path, exercises: Path, check: bool = False) -> list[str]:
     """Write every exercise (or, with ``check``, only compare); return what is stale.
 
-    Writing also removes exercises whose solution no longer exists.
+    Writing also removes exercises whose solution no longer exists. Every exercise is made
+    before any file is written or removed, so a solution that fails changes nothing.
     """
     stale: list[str] = []
     sources = sorted(solutions.glob("*.py"))
+    made = [(exercises / s.name, exercise_notebook(s)) for s in sources]
     wanted = {s.name for s in sources}
     if not check:
         _refuse_non_exercises(exercises)
@@ -145,21 +148,23 @@ def build(solutions: Path, exercises: Path, check: bool = False) -> list[str]:
             else:
                 orphan.unlink()
                 orphan.with_suffix(".ipynb").unlink(missing_ok=True)
-    for solution in sources:
-        target = exercises / solution.name
+    for target, nb in made:
         ipynb = target.with_suffix(".ipynb")
-        nb = exercise_notebook(solution)
         text = to_text(nb, target)
         if not check:
             exercises.mkdir(parents=True, exist_ok=True)
             write_text(target, text)
             write_ipynb(nb, ipynb)
-        elif not target.exists() or target.read_text() != text:
+        elif not target.is_file() or target.read_text("utf-8", errors="replace") != text:
             stale.append(f"{target}: stale, regenerate with `make exercises`")
-        elif not ipynb.exists() or cell_summary(nbformat.read(ipynb, as_version=4)) != cell_summary(
-            nb
-        ):
-            stale.append(f"{ipynb}: stale, regenerate with `make exercises`")
+        else:
+            try:
+                same = ipynb.is_file() and cell_summary(read_ipynb(ipynb)) == cell_summary(nb)
+            except ValueError as err:  # a merge conflict, a truncated file
+                stale.append(f"{err}; regenerate with `make exercises`")
+                continue
+            if not same:
+                stale.append(f"{ipynb}: stale, regenerate with `make exercises`")
     return stale
 
 
@@ -169,17 +174,25 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("solutions", type=Path)
-    parser.add_argument("exercises", type=Path)
+    parser.add_argument("solutions")
+    parser.add_argument("exercises")
     parser.add_argument("--check", action="store_true", help="fail if any exercise is stale")
     args = parser.parse_args(argv)
-    if not args.solutions.is_dir():
-        print(f"exercises: not a folder: {args.solutions}", file=sys.stderr)
+    if "" in (args.solutions, args.exercises):  # Path("") would be the current folder
+        print("exercises: a folder name is empty", file=sys.stderr)
+        return 2
+    solutions, exercises = Path(args.solutions), Path(args.exercises)
+    if not solutions.is_dir():
+        print(f"exercises: not a folder: {solutions}", file=sys.stderr)
+        return 2
+    if exercises.exists() and not exercises.is_dir():
+        print(f"exercises: {exercises} is not a folder; the exercises go into one",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
-        stale = build(args.solutions, args.exercises, check=args.check)
-    except ExerciseError as err:
-        print(f"error: {err}", file=sys.stderr)
+        stale = build(solutions, exercises, check=args.check)
+    except (ValueError, OSError) as err:  # ExerciseError, a file not UTF-8 or unreadable
+        print(f"exercises: {err}", file=sys.stderr)
         return 2
     for line in stale:
         print(line, file=sys.stderr)

@@ -43,9 +43,21 @@ def to_text(nb: nbformat.NotebookNode, path: Path) -> str:
     return jupytext.writes(nb, fmt=PY_FORMAT, config=jupytext_config(path))
 
 
+def read_text(path: Path) -> str:
+    """``path``'s text, or a ValueError naming the file: not UTF-8, a folder, unreadable."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                         f"{err.start}); save it as UTF-8") from None  # fmt: skip
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read it ({err.strerror or err})") from None
+
+
 def read_source(py: Path) -> nbformat.NotebookNode:
-    """Read a Jupytext percent ``.py`` file as a notebook."""
-    return jupytext.read(py, fmt=PY_FORMAT)
+    """Read a Jupytext percent ``.py`` file as a notebook (a ValueError names a file that
+    cannot be read as text)."""
+    return jupytext.reads(read_text(py), fmt=PY_FORMAT)
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -104,7 +116,7 @@ def notebook_files(dirs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _read_ipynb(path: Path) -> nbformat.NotebookNode:
+def read_ipynb(path: Path) -> nbformat.NotebookNode:
     """``path`` read by nbformat, or a ValueError naming the file (a merge conflict left in
     a committed notebook, a truncated file)."""
     try:
@@ -125,7 +137,7 @@ def problems(dirs: Iterable[str | Path]) -> list[str]:
         if path.suffix != ".ipynb":
             continue
         try:
-            nb = _read_ipynb(path)
+            nb = read_ipynb(path)
         except ValueError as err:
             found.append(str(err))
             continue
@@ -135,7 +147,12 @@ def problems(dirs: Iterable[str | Path]) -> list[str]:
             if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
                 found.append(f"{path}: cell {i} holds outputs or an execution count")
                 break
-        if twin.exists() and cell_summary(read_source(twin)) != cell_summary(nb):
+        try:
+            drifted = twin.exists() and cell_summary(read_source(twin)) != cell_summary(nb)
+        except ValueError as err:  # the .py is not UTF-8 text, or a folder
+            found.append(str(err))
+            continue
+        if drifted:
             found.append(f"{path}: differs from {twin.name} (run `make sync`)")
     return found
 
@@ -145,7 +162,7 @@ def sync(dirs: Iterable[str | Path]) -> list[Path]:
     written: list[Path] = []
     for path in notebook_files(dirs):
         if path.suffix == ".ipynb" and not path.with_suffix(".py").exists():
-            write_pair(_read_ipynb(path), path.with_suffix(".py"))
+            write_pair(read_ipynb(path), path.with_suffix(".py"))
             written.append(path.with_suffix(".py"))
     for path in notebook_files(dirs):
         if path.suffix == ".py":
@@ -163,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["sync", "check"])
     parser.add_argument("dirs", nargs="+", help="folders holding notebook pairs")
     args = parser.parse_args(argv)
-    missing = [d for d in args.dirs if not Path(d).is_dir()]
+    missing = [d or "''" for d in args.dirs if not d or not Path(d).is_dir()]  # "": not "."
     if missing:
         print(f"{args.command}: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
