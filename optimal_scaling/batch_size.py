@@ -339,7 +339,7 @@ def fit_eta_of_b(
     who = "fit_eta_of_b"
     if model not in _MODELS:
         raise ValueError(f"{who}: unknown model {model!r}; choose from {', '.join(_MODELS)}")
-    bootstrap = check_bootstrap(bootstrap, level, who)
+    bootstrap = check_bootstrap(bootstrap, level, who, seed)
     require_columns(table, [batch, lr], who)
     B = positive_values(table[batch], batch, who)
     eta = positive_values(table[lr], lr, who)
@@ -510,7 +510,7 @@ def fit_critical_batch(
     data again, so the intervals are NaN (not a zero-width interval that looks precise).
     """
     who = "fit_critical_batch"
-    bootstrap = check_bootstrap(bootstrap, level, who)
+    bootstrap = check_bootstrap(bootstrap, level, who, seed)
     require_columns(table, [batch, steps], who)
     if "target" in table and table["target"].nunique() > 1:  # steps_to_target with a list
         raise ValueError(f"{who}: the table mixes {table['target'].nunique()} target losses "

@@ -67,7 +67,11 @@ PARAMETERS = ("E", "A", "B", "alpha", "beta")
 
 # --------------------------------------------------------------------------- approach 3
 def huber(r: np.ndarray, delta: float = 1e-3) -> np.ndarray:
-    """Huber_δ(r) = r²/2 for |r| ≤ δ, δ·(|r| − δ/2) beyond: quadratic near 0, linear after."""
+    """Huber_δ(r) = r²/2 for |r| ≤ δ, δ·(|r| − δ/2) beyond: quadratic near 0, linear after
+    (δ > 0)."""
+    if isinstance(delta, bool) or not isinstance(delta, int | float | np.number) or \
+            not 0 < delta < np.inf:  # fmt: skip
+        raise ValueError(f"huber: delta must be a number > 0, got {delta!r}")
     r = np.abs(np.asarray(r, dtype=float))
     a = np.minimum(r, delta)  # a·(|r| − a/2) is both branches at once, and never overflows
     return a * (r - 0.5 * a)
@@ -205,7 +209,7 @@ def fit_parametric(
     N, D, loss = _points(N, D, loss, who)
     if objective not in ("sum", "mean"):
         raise ValueError(f"{who}: objective must be 'sum' or 'mean', got {objective!r}")
-    bootstrap = check_bootstrap(bootstrap, level, who)
+    bootstrap = check_bootstrap(bootstrap, level, who, seed)
     if isinstance(delta, bool) or not isinstance(delta, int | float | np.number) or \
             not 0 < delta < np.inf:  # fmt: skip
         raise ValueError(f"{who}: delta (the Huber threshold) must be a number > 0, got "
@@ -392,7 +396,7 @@ def envelope_fit(
     require_columns(curves, [N, D, loss, run] + ([flops] if flops else []), who)
     count = _budget_grid(budgets, who)
     smooth = check_int(who, "smooth", smooth, low=1)
-    bootstrap = check_bootstrap(bootstrap, level, who)
+    bootstrap = check_bootstrap(bootstrap, level, who, seed)
     values = pd.to_numeric(curves[loss], errors="coerce")
     if len(curves) and not np.isfinite(values).any():
         raise ValueError(f"{who}: column {loss!r} holds no finite numbers (e.g. "
@@ -503,7 +507,7 @@ def isoflop_fit(
     who = "isoflop_fit"
     require_columns(table, [N, D, loss], who)
     count = _budget_grid(budgets, who)
-    bootstrap = check_bootstrap(bootstrap, level, who)
+    bootstrap = check_bootstrap(bootstrap, level, who, seed)
     min_models = check_int(who, "min_models", min_models, low=3, note="(a parabola's points)")
     t = table[np.isfinite(pd.to_numeric(table[loss], errors="coerce"))]
     t = t.assign(_N=positive_values(t[N], N, who), _D=positive_values(t[D], D, who),

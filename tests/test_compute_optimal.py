@@ -41,6 +41,27 @@ def test_huber_is_quadratic_then_linear():
     # continuous with a continuous slope at |r| = δ
     eps = 1e-9
     assert huber(d + eps, d) - huber(d - eps, d) == pytest.approx(2 * eps * d, rel=1e-3)
+    for bad in (-1.0, 0.0, math.nan, "1e-3"):  # δ ≤ 0 made the "loss" negative
+        with pytest.raises(ValueError, match="huber: delta must be a number > 0"):
+            huber(1.0, bad)
+
+
+def test_every_bootstrap_fit_names_a_seed_that_is_not_an_int():
+    from optimal_scaling import batch_size as bs
+
+    N, D, L = grid_points()
+    finals = pd.DataFrame({"params": N, "tokens": D, "val_loss": L})
+    curves = finals.assign(run_id=N, train_loss=L)
+    table = pd.DataFrame({"batch_size": [8, 16, 32, 64], "steps": [900.0, 500, 300, 200],
+                          "lr": [0.01, 0.02, 0.03, 0.035]})  # fmt: skip
+    for who, call in (("fit_parametric", lambda s: fit_parametric(N, D, L, seed=s)),
+                      ("envelope_fit", lambda s: envelope_fit(curves, seed=s)),
+                      ("isoflop_fit", lambda s: isoflop_fit(finals, seed=s)),
+                      ("fit_critical_batch", lambda s: bs.fit_critical_batch(table, seed=s)),
+                      ("fit_eta_of_b", lambda s: bs.fit_eta_of_b(table, seed=s))):  # fmt: skip
+        for seed in ("x", -1, 1.5):
+            with pytest.raises(ValueError, match=f"{who}: seed must be"):
+                call(seed)
 
 
 def test_start_grid_is_the_papers():
