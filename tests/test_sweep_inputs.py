@@ -174,6 +174,20 @@ def test_rotary_tables_beyond_any_machine_are_refused():
         sweep.from_dict(raw)
 
 
+@pytest.mark.parametrize("key, value, needle", [
+    ("n_train_tokens", 2**40, r"run.data.n_train_tokens: the Markov stream of 1.1e\+12 tokens "
+                              r"would take 2.2e\+12 bytes of memory; at most 2.75e\+11"),
+    ("eval_batches", 2**30, r"run.eval_batches: eval_batches × eval_batch_size × context = "
+                            r"1.37e\+11 validation tokens would take 2.2e\+12 bytes"),
+])  # fmt: skip
+def test_data_that_would_not_fit_in_memory_is_refused_before_the_run(key, value, needle):
+    raw = tiny()
+    (raw["run"]["data"] if key.startswith("n_") else raw["run"])[key] = value
+    with pytest.raises(ConfigError, match=needle):
+        sweep.from_dict(raw)
+    assert len(sweep.from_dict(tiny()).runs()) == 1
+
+
 def test_a_model_of_many_heads_is_checked_on_a_small_stand_in():
     raw = tiny()
     raw["run"]["model"].update(width=2**18, n_heads=2**18)  # 8e11 parameters: allowed

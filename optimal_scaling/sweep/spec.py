@@ -177,6 +177,11 @@ MAX_TOKENS = 2**53
 #: far inside, the int64 shapes torch uses.
 MAX_PARAMS = 10**13
 
+#: At most 256 GiB of data held in host memory by one run: the Markov stream (uint16 ids) and
+#: the fixed validation batches (int64 inputs and targets). More than a large compute node
+#: has, so a larger value is a typo that would otherwise hang or exhaust memory at the start.
+MAX_HOST_BYTES = 2**38
+
 _TOP_KEYS = ("name", "description", "horizons", "run", "grid", "resources", "local", "slurm")
 
 
@@ -787,6 +792,16 @@ def _check_run(cfg: dict, horizons: list[int], resources: dict, where: str, show
             if data[key] <= cfg["context"]:
                 raise fail(f"run.data.{key}", f"{data[key]} tokens do not hold one window of "
                            f"context + 1 = {cfg['context'] + 1} tokens")  # fmt: skip
+        stream = 2 * (data["n_train_tokens"] + data["n_val_tokens"])  # uint16 ids
+        if stream > MAX_HOST_BYTES:
+            raise fail("run.data.n_train_tokens", f"the Markov stream of "
+                       f"{_big(data['n_train_tokens'] + data['n_val_tokens'])} tokens would "
+                       f"take {_big(stream)} bytes of memory; at most {_big(MAX_HOST_BYTES)}")
+    held = 16 * cfg["eval_batches"] * cfg["eval_batch_size"] * cfg["context"]  # int64 x and y
+    if held > MAX_HOST_BYTES:
+        raise fail("run.eval_batches", f"eval_batches × eval_batch_size × context = "
+                   f"{_big(held // 16)} validation tokens would take {_big(held)} bytes of "
+                   f"memory; at most {_big(MAX_HOST_BYTES)}")  # fmt: skip
     if data["source"] == "bytes" and data["max_bytes"] < 0:
         raise fail("run.data.max_bytes", f"must be ≥ 0 (0: no limit), got {data['max_bytes']}")
     if data["source"] == "bytes" and not 0 < data["val_fraction"] < 1:
