@@ -39,8 +39,9 @@ constant-schedule run can be extended to a longer horizon from its last checkpoi
 Everything is checked before anything runs: an unknown key, a wrong type, an empty axis or an
 impossible combination (a horizon that is not a whole number of steps, a batch that does not
 split over the processes, a model that cannot be built: more than :data:`MAX_PARAMS`
-parameters) or size (more than :data:`MAX_RUNS` runs, a horizon of 2^53 tokens or more) raises
-:class:`ConfigError` naming the key and the file.
+parameters) or size (more than :data:`MAX_RUNS` runs, a horizon of 2^53 tokens or more, data
+held in memory beyond :data:`MAX_HOST_BYTES`) raises :class:`ConfigError` naming the key and
+the file.
 """
 
 from __future__ import annotations
