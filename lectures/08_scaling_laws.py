@@ -183,7 +183,8 @@ flops.round(3)
 # stream of 2^21 tokens (the largest budget), so a token position is read D/2^21 times on
 # average: at 2^20 tokens about one read in five is a repeat, at 2^21 about a third of the
 # stream is never read and a quarter is read twice or more — mild repetition in the top two
-# budgets; section 8 puts a number on what repetition costs.
+# budgets; section 8 prices repetition with Chinchilla's law (at our top budget, under one
+# epoch, that price is zero: we do not measure it on our runs).
 
 # %%
 data_cfg = {k: v for k, v in family.runs()[0].config["data"].items()
@@ -231,16 +232,22 @@ fig.show()
 #
 # Every run's training curve, plotted against compute C = 6·N·tokens so far; at each C the
 # lowest curve belongs to the compute-optimal model. The curves come from the training log
-# (mean training loss every 4 steps), smoothed over 5 entries. The training loss stands in
-# for the validation loss with two biases: on short runs a window's mean over a steeply
-# falling curve sits above the loss at its end, and on the longest runs windows repeat
-# (section 3), so it sits below. Measured at the end of every run (median over runs, last
+# (mean training loss every 4 steps; the committed log keeps entries at least 5% apart in
+# step, so late in a run its entries are far apart), smoothed over 5 entries. The training
+# loss stands in for the validation loss with a bias: a window's mean over a falling curve
+# sits above the loss at its end, most on short runs; windows repeated on the longest runs
+# (section 3) could pull it below. Measured at the end of every run (median over runs, last
 # logged training loss minus validation loss, by budget):
 # %%
 log, _ = read_table(RESULTS / "scaling_laws_log.csv")
 last = log.sort_values("step").groupby("run_id").tail(1)[["run_id", "train_loss"]]
 gap = grid.merge(last, on="run_id", suffixes=("_mean", "_last"))
 print((gap.train_loss_last - gap.val_loss).groupby(gap.horizon).median().round(3).to_dict())
+
+# %% [markdown]
+# Above the validation loss at the short budgets, as expected; from 2^18 tokens on the gap is
+# small and changes sign from budget to budget, already where windows hardly repeat — so it is
+# noise of a few hundredths, not a repetition effect we can see.
 
 # %% [markdown]
 # The intervals of approaches 1 and 2 come from resampling **model sizes** (our ten widths,
@@ -367,8 +374,9 @@ pd.concat([side, sl.OPTIMAL_EXPONENTS.rename(columns={"source": "approach"})]).r
 # — approach 1's interval reaches Chinchilla's value. Those intervals answer a coarser
 # question than "how much does noise move a": a resample keeps about 6 of the 10 sizes, so
 # they say how much a changes with a different, sparser set of models. On a planted law
-# with 0.5% noise (`help(co.envelope_fit)`) approach 1's interval is several times
-# wider than the scatter of its estimate, approach 2's less so: conservative, not exact.
+# with 0.5% noise, approach 1's interval came out several times wider than the scatter of its
+# estimate, approach 2's less so: conservative, not exact (measured once and recorded in
+# `help(co.envelope_fit)`; too many fits to rerun here).
 # Approach 3 uses every point and its form, and is tighter (about ±0.1). 80 (N, D) points
 # over two decades of N and two of D do not pin a down better.
 #
@@ -377,7 +385,7 @@ pd.concat([side, sl.OPTIMAL_EXPONENTS.rename(columns={"source": "approach"})]).r
 # and its winners move in jumps between the model sizes that exist; approach 2 assumes each
 # valley is a parabola in log N and, here, interpolates between budgets; approach 3 assumes
 # the whole surface has the form E + A/N^α + B/D^β — and the residual plot above shows our
-# surface bends away from it at the short budgets.
+# surface bends away from it, by far more than δ at short and long budgets alike.
 #
 # **What counts as N.** The same approach-3 fit with N the non-embedding parameters:
 
@@ -604,7 +612,25 @@ fig.update_layout(title="A smooth loss, sharp metrics (illustration)",
 fig.show()
 
 # %% [markdown]
-# The longer the answer, the later and sharper the jump — from the same smooth curve. Judge a
+# The longer the answer, the later the jump. Is it also sharper? Along the frontier L − E is a
+# power law in C, so e^{−k(L−E)} reaches any level p where C ∝ (k/(−ln p))^{1/s}: every k gives
+# the same curve, shifted along log C. How many e-folds of C each takes from 0.1 to 0.9 (on a
+# wider range of C, so that every curve crosses both levels):
+
+# %%
+wide = np.geomspace(best.C.min() / 100, 1e6 * best.C.max(), 4000)
+wide_excess = fit["law"](*fit["law"].compute_optimal(wide)) - fit["E"]
+for k in (1, 10, 50):
+    match = np.exp(-k * wide_excess)  # rises with C
+    if match[0] > 0.1 or match[-1] < 0.9:
+        print(f"k = {k}: does not cross both 0.1 and 0.9 in this range")
+        continue
+    c10, c90 = np.exp(np.interp([0.1, 0.9], match, np.log(wide)))
+    print(f"k = {k:2d}: from C = {c10:.3g} to {c90:.3g}, {np.log(c90 / c10):.2f} e-folds")
+
+# %% [markdown]
+# Later, not sharper: on a log axis the jump has the same width for every k. What makes it
+# look sudden is the all-or-nothing score and where the plot starts, not the loss. Judge a
 # jump by the metric before calling it emergent.
 #
 # ## 10. The whole pipeline, live
@@ -635,6 +661,8 @@ live.pivot(index="horizon", columns="model.width", values="val_loss").round(3)
 #   D ∝ C^{α/(α+β)}.
 # * Three approaches — envelope, IsoFLOP, parametric — answer the same question with
 #   different assumptions; run all three and report each with an interval.
-# * Approach 3 is sensitive to the objective, δ, the starts, what N counts and rounding:
-#   report them (the checklist) and validate by extrapolation.
+# * Approach 3 rests on choices — the objective, δ, the starts, which points are kept, what N
+#   counts, rounding. On our runs δ and which points are kept moved it most, the form of the
+#   objective and the starts not at all (section 6): report them all (the checklist) and
+#   validate by extrapolation.
 # * Repeated data is worth less (R* ≈ 15.4); sharp metrics can hide smooth losses.

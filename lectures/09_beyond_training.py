@@ -26,7 +26,7 @@
 #    sharply than the per-token accuracy it is built from — trained live on addition, where
 #    the loss itself also falls in steps.
 # 3. **Compute can be spent at test time.** Sampling k answers and keeping a right one
-#    (pass@k) rises steadily with k; a majority vote over the same samples stalls.
+#    (pass@k) rises steadily with k; a majority vote over the same samples rises far less.
 #
 # This lecture is optional: a discussion with small computed illustrations, not a method to
 # apply as is.
@@ -438,9 +438,10 @@ print(f"sampling from the smaller model was cheaper in {cheaper} of {compared} c
 
 # %% [markdown]
 # Where a model's pass@1 is neither 0 nor 1, coverage keeps climbing with k while the majority vote
-# rises much less (the two agree at k = 1, where both are pass@1; for a weak model the vote can even
-# fall, its most common answer being wrong): sampling finds right answers the model does not rank
-# first, and only a verifier can use them. The comparison at equal compute is what the right panel
+# rises much less (the two start together at k = 1, where both estimate pass@1; a vote can only
+# help where the right answer is the model's most common one, and in principle it falls when a
+# wrong answer is): sampling finds right answers the model does not rank first, and only a
+# verifier can use them. The comparison at equal compute is what the right panel
 # shows: a ratio below 1 in the printout above would mean that sampling from the smaller model (with
 # a verifier) was the cheaper way to that accuracy — ignoring what the larger model cost to train.
 # On this task, where a model a little larger is simply right (pass@1 ≈ 1), read the ratios before
@@ -456,7 +457,8 @@ print(f"sampling from the smaller model was cheaper in {cheaper} of {compared} c
 #   late, sharp jump; before calling an ability emergent, plot a smooth metric of the same
 #   predictions — on addition the loss itself also falls in steps.
 # * **Test-time compute**: pass@k (unbiased estimator 1 − C(n−c, k)/C(n, k)) rises steadily
-#   with samples; a majority vote stalls at the model's most likely answer. Sampling trades
+#   with samples; a majority vote rises far less, bounded by how often the model's most likely
+#   answer is right. Sampling trades
 #   against model size only when a verifier picks the right sample.
 #
 # Exercises: `exercises/09_beyond_training.ipynb` — the tokens a model needs to reach a
