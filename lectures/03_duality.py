@@ -288,9 +288,9 @@ table.round(3)
 
 # %% [markdown]
 # Every column stays within a small factor across widths (the sign map's 1/32 is its 1/d_in
-# scale for one-hot inputs; the output layer's value rises towards 1/√8 ≈ 0.35 as its 8
-# random inputs become closer to orthogonal with growing n, and is bounded by it), while the
-# gradients' sizes span decades. A map used on the wrong layer would not be: ColNorm's unit
+# scale for one-hot inputs; the output layer's value scatters around 1/√8 ≈ 0.35 (its batch
+# holds 8 random inputs) from one draw to the next, with no trend in n), while the gradients'
+# sizes span decades. A map used on the wrong layer would not be: ColNorm's unit
 # step on the square hidden matrix (first table) has an RMS→RMS norm that grows with n.
 
 # %% [markdown]

@@ -180,8 +180,9 @@ interact(lambda a, b, c, steps: plot_response(a, b, c, steps).show(),
 # The optimum **equioscillates**: the error reaches its maximum `E` at 4 points (both ends and
 # the two critical points of `p`), alternating in sign. The Remez exchange solves the
 # 4×4 linear system `p(x_i) = 1 ∓ E` for `(a, b, c, E)`, moves the inner points to the new
-# critical points, and repeats. After a step the singular values lie in `[p(ℓ), 2 − p(ℓ)]`,
-# and the next design starts from there. Two practical touches: the interval's lower end is
+# critical points, and repeats. The extremes alternate between 1 − E (at ℓ) and 1 + E, so
+# after a step the singular values lie in `[p(ℓ), 2 − p(ℓ)]`, and the next design starts from
+# there. Two practical touches: the interval's lower end is
 # kept above `cushion·u` (so early polynomials do not grow too steep), and every step but the
 # last is evaluated at `σ/1.01` (a safety factor against rounding pushing σ above the
 # interval). `ns.polar_express_coefficients` implements exactly that; here is its first step
@@ -477,7 +478,9 @@ if not any(json.loads(p.read_text())["device_type"] == "cuda" for p in committed
 # %% [markdown]
 # On the CPU both package and reference spend almost all their time in the same BLAS
 # matrix products, so the saved elementwise passes can only move the ratio a little (read the
-# ratio column above). The committed CPU file was measured when the kernels landed, before
+# ratio column above). At a few shapes that file has the package below the three products it
+# contains, which only timing noise can do: read differences of about 10% there as noise.
+# The committed CPU file was measured when the kernels landed, before
 # the torch-path and `torch.compile` columns existed, and is kept unchanged: it is the
 # baseline that issue 11's GPU work must not make the CPU path slower than.
 #

@@ -62,7 +62,9 @@ print(f"device: {device}, fast mode: {osc.config.fast_mode()}")
 # W \leftarrow W - \eta\, s\, \mathrm{NS}_5(u),\quad s = \sqrt{\max(1, d_\text{out}/d_\text{in})}.$$
 #
 # NS₅ is five steps of Muon's quintic (lecture 04) on u/(1.01·‖u‖_F); the original Muon divides
-# by ‖u‖_F + 10⁻⁷ instead, which `optim.Muon(..., margin=1.0, eps=1e-7)` reproduces exactly.
+# by ‖u‖_F + 10⁻⁷ instead, which `optim.Muon(..., margin=1.0, eps=1e-7)` reproduces up to
+# rounding (about 10⁻⁷ apart in fp32, the test suite checks it; in bf16, where the original
+# runs, the order of the operations moves single entries by up to ~10⁻³).
 #
 # Written out by hand, one step is a few lines; the package's `optim.Muon` must agree:
 
