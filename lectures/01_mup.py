@@ -77,7 +77,7 @@ cost.style.format("{:.2e}")
 # | Adam LR | 1 | 1/fan_in | 1/fan_in |
 #
 # Here is the package's version of it for an MLP at base width 64 and width 256 (so every
-# ratio is 4):
+# ratio that involves the width is 4; the input's fan_in and the readout's fan_out stay put):
 
 # %%
 mlp = MLP(16, 256, 10, depth=3)
@@ -144,8 +144,8 @@ plot_coords(coords["mup"], "out", "μP + Adam: mean |h| of each layer vs width")
 # changes: the hidden layer's change grows like `n` (slope 1). The readout adds its own `±lr`
 # updates (another `n`) and reads that hidden change through weights of size `1/√n` that it is
 # aligned with ($n^{3/2}$), so once its update dominates its slope should lie between 1 and
-# 1.5; at some steps (the table shows which) the measured value falls below 1 (the next
-# cells print every slope beside the theory). Under μP every
+# 1.5; the measured values sit near that range and can fall below 1 at some steps, as they
+# do in fast mode (the next cells print every slope beside the theory). Under μP every
 # slope should be 0, except the readout's output *at initialization*, which the Table 3 init
 # $1/\text{fan\_in}^2$ makes vanish like $n^{-1/2}$.
 
@@ -194,7 +194,8 @@ interact(explore, parametrization=Dropdown(options=["sp", "mup", "ntk", "spectra
 # With μP, a model trained at a fixed learning rate should not get worse as it gets wider,
 # and tends to get better: every width follows the same feature-learning dynamics, only with
 # less finite-width noise. Under SP the same learning rate is too large for the widest models.
-# The same teacher-student task as lecture 00, at one learning rate for every width; every run
+# A teacher-student task like lecture 00's (a smaller teacher: 16 inputs, width 64), at one
+# learning rate for every width; every run
 # trains to the end (no early stop), and the printout records its worst spike, the largest
 # training loss over the first one:
 

@@ -56,8 +56,9 @@ for m, n in [(64, 64), (256, 256), (1024, 1024), (256, 1024), (1024, 64)]:
 pd.DataFrame(rows).round(2)
 
 # %% [markdown]
-# Random directions (even with W's rows and the basis vectors added) find far less than the
-# maximum: the top singular direction is one of `n` dimensions. That is why the package
+# Random directions (even with the matrix's rows and the basis vectors added) fall short of
+# the maximum (the printout says by how much): the top singular direction is one of `n`
+# dimensions. That is why the package
 # computes the norm exactly (SVD) or with power iteration, which converges to that direction
 # (slowly when the top singular values are close, as for a square Gaussian matrix) and,
 # warm-started from the previous step's vector, tracks it cheaply during training:
@@ -90,7 +91,8 @@ for iters in (1, 2, 5, 10, 20):
 # %% [markdown]
 # ## Measured: ‖W‖ and ‖ΔW‖ across width under SP, μP and the spectral parametrization
 #
-# An MLP (16 → n → n → 1) trained with Adam on the teacher task of lecture 00, widths 64 to
+# An MLP (16 → n → n → 1) trained with Adam on a teacher task like lecture 00's (a smaller
+# teacher: 16 inputs, width 64), widths 64 to
 # 1024 (fast mode) or 2048 (full mode: 32×, and the exact spectral norms of 4096² matrices
 # would take minutes on a laptop CPU). At each width we record the RMS→RMS norm of every
 # weight matrix and of its change since initialization, then fit the slope against width.
@@ -176,7 +178,8 @@ last.groupby(["width", "layer"])[["align_W", "align_dW"]].mean().round(2)
 #
 # An exact spectral norm is an SVD, too expensive at every step of a real run. Weights change
 # a little per step, so the top singular vector of the last step is an excellent start:
-# `norms.PowerIteration` keeps it and refines it with two matrix–vector products per call.
+# `norms.PowerIteration` keeps it and refines it with a few matrix–vector products per call
+# (two iterations of two products each, and one more for the estimate: five).
 # Here a 512×512 matrix drifts as weights do in training (a small random update each step),
 # and the warm-started two-iteration estimate follows the exact value:
 
@@ -219,7 +222,8 @@ interact(explore, parametrization=Dropdown(options=["sp", "mup", "spectral"], va
 # ## μP falls out of the condition
 #
 # Take the condition as the design rule and solve for the learning rate. With Adam the update
-# is sign-like: entries `±η`, aligned (A ≈ 1), so `‖ΔW‖_{RMS→RMS} ≈ η·n_in`. Setting it to
+# is sign-like: entries `±η`, aligned (A ≈ 1 at worst; the ratios measured above: 0.6–0.8), so
+# `‖ΔW‖_{RMS→RMS} ≈ η·n_in`. Setting it to
 # Θ(1) gives `η ∝ 1/n_in`: Θ(1) for the input layer (fixed fan-in), `1/n` for hidden and
 # output layers. For init, a Gaussian matrix has `‖W‖_* ≈ σ(√n_out + √n_in)`; setting it to
 # `√(n_out/n_in)` gives `σ = (1/√n_in)·min(1, √(n_out/n_in))`: `1/√n` for hidden layers and
@@ -255,10 +259,11 @@ both.pivot(index="layer", columns="parametrization",
 #   norms Θ(1).
 # * Measured during training: SP breaks it (its update slopes, printed above, are well above
 #   0: n would be a slope of 1); μP and the spectral parametrization keep every slope near 0.
-# * Hidden and readout updates are strongly aligned with their inputs (their log alignment
-#   ratios, printed above, come out well above the ½ of unaligned sums, towards 1; the input
-#   layer's update is the exception here, near ½), which is why the sizes must be set for
-#   aligned sums.
+# * Hidden and readout updates are aligned with their inputs (their log alignment ratios,
+#   printed above, come out above the ½ of unaligned sums — clearly in fast mode, by less for
+#   the widest readout in full mode — though below the 1 of full alignment, and falling
+#   during training; the input layer's update sits near ½), which is why the sizes must be
+#   set for aligned sums rather than random ones.
 # * μP's exponents are the condition's solution.
 # * Exercise: [`exercises/02_spectral.ipynb`](../exercises/02_spectral.ipynb): the RMS→RMS norm
 #   and the alignment ratio. Next: [lecture 03](03_duality.ipynb), norms for every layer.
