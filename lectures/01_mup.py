@@ -168,6 +168,10 @@ sp_readout = slopes.query("parametrization == 'sp' and layer == 'output' and sta
 print(f"μP: largest |slope| after the first update: {mup_later.slope.abs().max():.2f}")
 print(f"SP: slope of the hidden layer's change, steps 2–4: {sp_hidden.slope.round(2).tolist()}")
 print(f"SP: slope of the readout's change, steps 2–4: {sp_readout.slope.round(2).tolist()}")
+first = slopes.query("parametrization == 'mup' and layer == 'output' and stat == 'out'")
+print(f"μP: slope of the readout's output at step {first.step.min()}: "
+      f"{first.loc[first.step.idxmin(), 'slope']:.2f} (theory −0.5; a fit over a few widths and "
+      "two seeds, so read every slope here to about ±0.15)")
 
 # %% [markdown]
 # ### Play with it
