@@ -170,8 +170,8 @@ print(f"SP: slope of the hidden layer's change, steps 2–4: {sp_hidden.slope.ro
 print(f"SP: slope of the readout's change, steps 2–4: {sp_readout.slope.round(2).tolist()}")
 first = slopes.query("parametrization == 'mup' and layer == 'output' and stat == 'out'")
 print(f"μP: slope of the readout's output at step {first.step.min()}: "
-      f"{first.loc[first.step.idxmin(), 'slope']:.2f} (theory −0.5; a fit over a few widths and "
-      "two seeds, so read every slope here to about ±0.15)")
+      f"{first.loc[first.step.idxmin(), 'slope']:.2f} (theory −0.5; a fit over {len(widths)} "
+      f"widths and {len(seeds)} seeds, so read every slope here to about ±0.15)")
 
 # %% [markdown]
 # ### Play with it

@@ -108,15 +108,18 @@ measure.plot_norms(sweep, title=f"RMS→RMS norms after {steps} Adam steps").sho
 # %% [markdown]
 # The fitted slopes, beside the theory. Under SP with Adam each update entry is `±lr`, so a
 # *rank-one* update (every row the same sign pattern) has spectral norm `lr·√(n_out·n_in)`
-# and RMS→RMS norm `lr·n_in`: slope 1 for the hidden and output layers (whose fan-in grows).
+# and RMS→RMS norm `lr·n_in`: slope 1 for the hidden and output layers (whose fan-in grows),
+# slope 0 for the input layer (fan-in 16 at every width).
 # For a square hidden layer, an update of random signs would have slope ½ instead; the readout
 # has a single row, so any ±lr update of it is rank one and has slope 1. Whether the update
 # is also aligned with the layer's *input*, so that ‖ΔW h‖ reaches that norm, is a separate
 # question (next section). SP's readout also starts too large: init std `1/√n` gives
 # RMS→RMS norm `√(n/n_out)`, slope ½. μP and the spectral parametrization are built to make
 # every slope 0. (A Gaussian input layer with 16 columns has RMS→RMS norm `1 + O(√(16/n))`,
-# a small negative slope at these widths that vanishes as `n` grows.) A slope fitted over five
-# widths is a summary: the local slopes, width to width, say whether one power law fits at all.
+# a small negative slope at these widths that vanishes as `n` grows.) A slope fitted over a
+# handful of widths is a summary: the local slopes, width to width, say whether one power law
+# fits at all — printed below for SP's hidden layer and for its input layer, whose fitted
+# update slope strays from the theory's 0.
 
 # %%
 at_init = measure.width_slopes(sweep[sweep.step == 0]).set_index(["parametrization", "layer"])
@@ -138,11 +141,12 @@ sp_dw = slopes.loc["sp", f"‖ΔW‖ at step {steps}"]
 print(f"SP update slopes: hidden {sp_dw['hidden.0']:.2f}, readout {sp_dw['output']:.2f} "
       "(1 for a rank-one update; ½ for random signs in the square hidden layer)")
 # a fitted slope averages the local ones, width to width; a power law keeps them alike
-sp_hidden = sweep[(sweep.parametrization == "sp") & (sweep.layer == "hidden.0")
-                  & (sweep.step == steps)].sort_values("width")
-local = np.diff(np.log(sp_hidden.norm_dW)) / np.diff(np.log(sp_hidden.width))
-print("SP hidden ‖ΔW‖, local slopes between neighbouring widths:", np.round(local, 2),
-      "(one power law)" if np.ptp(local) < 0.5 else "(not one power law at these widths)")
+for layer, name in (("hidden.0", "hidden"), ("input", "input (theory 0)")):
+    sp_layer = sweep[(sweep.parametrization == "sp") & (sweep.layer == layer)
+                     & (sweep.step == steps)].sort_values("width")
+    local = np.diff(np.log(sp_layer.norm_dW)) / np.diff(np.log(sp_layer.width))
+    print(f"SP {name} ‖ΔW‖, local slopes between neighbouring widths:", np.round(local, 2),
+          "(one power law)" if np.ptp(local) < 0.5 else "(not one power law at these widths)")
 w_init, w_now = slopes.loc[("sp", "output")].iloc[0], slopes.loc[("sp", "output")].iloc[1]
 print(f"SP ‖W‖ slopes after {steps} steps: hidden {slopes.loc[('sp', 'hidden.0')].iloc[1]:.2f}, "
       f"readout {w_now:.2f} (at init {w_init:.2f}): "
@@ -172,6 +176,18 @@ align = measure.norm_sweep("mup", osc.config.choose(fast=[64, 256], full=[64, 25
 measure.plot_alignment(align, "align_dW", "log alignment ratio of the update ΔW").show()
 last = align[align.step == align.step.max()]
 last.groupby(["width", "layer"])[["align_W", "align_dW"]].mean().round(2)
+
+# %%
+# the hidden and readout updates: where A ended, and how far below its peak during training
+upd = align[(align.step > 0) & (align.layer != "input")].sort_values("step")
+per = upd.groupby(["layer", "width"])["align_dW"]
+summary = pd.DataFrame({"peak": per.max(), "last": per.last()})
+summary["fell by"] = summary["peak"] - summary["last"]
+print(f"update alignment at the last step: {summary['last'].min():.2f} to "
+      f"{summary['last'].max():.2f} (½: unaligned, 1: fully aligned); fell by more than 0.05 "
+      f"from its peak in {int((summary['fell by'] > 0.05).sum())} of {len(summary)} "
+      "(layer, width) pairs")
+summary.round(2)
 
 # %% [markdown]
 # ### Tracking a norm cheaply
@@ -222,7 +238,8 @@ interact(explore, parametrization=Dropdown(options=["sp", "mup", "spectral"], va
 # ## μP falls out of the condition
 #
 # Take the condition as the design rule and solve for the learning rate. With Adam the update
-# is sign-like: entries `±η`, aligned (A ≈ 1 at worst; the ratios measured above: 0.6–0.8), so
+# is sign-like: entries `±η`, aligned (A ≈ 1 at worst; the ratios measured above lie between ½
+# and 1), so
 # `‖ΔW‖_{RMS→RMS} ≈ η·n_in`. Setting it to
 # Θ(1) gives `η ∝ 1/n_in`: Θ(1) for the input layer (fixed fan-in), `1/n` for hidden and
 # output layers. For init, a Gaussian matrix has `‖W‖_* ≈ σ(√n_out + √n_in)`; setting it to
@@ -260,10 +277,10 @@ both.pivot(index="layer", columns="parametrization",
 # * Measured during training: SP breaks it (its update slopes, printed above, are well above
 #   0: n would be a slope of 1); μP and the spectral parametrization keep every slope near 0.
 # * Hidden and readout updates are aligned with their inputs (their log alignment ratios,
-#   printed above, come out above the ½ of unaligned sums — clearly in fast mode, by less for
-#   the widest readout in full mode — though below the 1 of full alignment, and falling
-#   during training; the input layer's update sits near ½), which is why the sizes must be
-#   set for aligned sums rather than random ones.
+#   printed above, end above the ½ of unaligned sums, some by little, and below the 1 of full
+#   alignment; some fall from an early peak during training, others stay level; the input
+#   layer's update sits near ½), which is why the sizes must be set for aligned sums rather
+#   than random ones.
 # * μP's exponents are the condition's solution.
 # * Exercise: [`exercises/02_spectral.ipynb`](../exercises/02_spectral.ipynb): the RMS→RMS norm
 #   and the alignment ratio. Next: [lecture 03](03_duality.ipynb), norms for every layer.

@@ -222,7 +222,7 @@ for label, (_, tracker) in tracked.items():
 # The constrained weights stay within their radius (≤ 1 in units of ρ, measured above); the
 # unconstrained ones are free to grow past it (the printout says whether they did here).
 # Whether holding them inside costs loss depends on how far they would have grown: the line
-# printed under the losses says what this run showed. Measured on a laptop CPU: the 60 steps
+# printed under the losses says what this run showed. Measured on a 2-core CPU: the 60 steps
 # of fast mode ended with the constrained run 0.025 nats *better*, the unconstrained norms at
 # 1.4× their radius; full mode's 400 steps ended 0.40 nats *worse*, the norms at 3.7×. The
 # longer the run, the further the free norms move past the radius, and the more a fixed
@@ -490,18 +490,19 @@ live.round(3)
 class CountOps(TorchDispatchMode):
     """Counts the operations torch dispatches inside it (on a GPU: launches and host work)."""
 
-    ops = 0
+    ops = products = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
+        self.products += func.overloadpacket.__name__ in ("mm", "bmm", "addmm", "baddbmm")
         return func(*args, **(kwargs or {}))
 
 
-def torch_ops(opt: torch.optim.Optimizer) -> int:
-    """Operations one ``opt.step()`` dispatches."""
+def torch_ops(opt: torch.optim.Optimizer) -> tuple[int, int]:
+    """Operations one ``opt.step()`` dispatches, and how many of them are matrix products."""
     with CountOps() as counter:
         opt.step()
-    return counter.ops
+    return counter.ops, counter.products
 
 
 counted = GPT(vocab_size=256, context=64, width=64, depth=2, n_heads=1, norm_before_linear=True)
@@ -518,12 +519,14 @@ for name, opt in {
     logits = counted(tokens)
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
     opt.step()  # the first step creates the state
-    print(f"{name}: {torch_ops(opt)} torch operations per step")
+    ops, products = torch_ops(opt)
+    print(f"{name}: {ops} torch operations per step, {products} of them matrix products "
+          f"({products / ops:.0%})")
 
 # %% [markdown]
-# About 40% of Muon's and Scion's operations are the 15 (Muon: 5 steps × 3 products) or 24
-# (Scion's Spectral: 8 Polar Express steps) matrix products of each *shape*, the rest their
-# transposes, scalings, norms and copies; both optimizers stack the
+# About 40% of Muon's and Scion's operations are matrix products (printed above): 15 per
+# *shape* for Muon (5 steps × 3 products), 24 for Scion's Spectral (8 Polar Express steps);
+# the rest are transposes, scalings, norms and copies; both optimizers stack the
 # matrices of one shape into one batched call. On CUDA, lecture 04's graphs then replay all
 # the operations of one orthogonalization in one call. What that buys on the H100, width 512,
 # the same step timed with the graphs on and off:

@@ -81,7 +81,7 @@ print(f"{grid['run_id'].nunique()} runs × {len(horizons)} horizons; "
 
 # %% [markdown]
 # The loss landscape over (log₂ η, B) at a short and at the longest horizon. Colours are
-# clipped at 0.5 nats above each panel's best; white cells diverged.
+# clipped at 0.5 nats above each panel's best; a diverged run would be a white cell.
 
 # %%
 short, long_ = horizons[2], horizons[-1]
@@ -171,9 +171,13 @@ print("edge horizons:", star.loc[star["at_edge"], "horizon"].tolist())
 # %%
 fig = px.line(per_b[np.isfinite(per_b["val_loss"])], x="batch_size", y="lr", color="horizon",
               markers=True, log_x=True, log_y=True,
-              title="η*(B) at each horizon D (parabola-refined inside the grid), with slope-1 "
-                    "and slope-½ guides",
+              title="η*(B) at each horizon D (parabola-refined; open circles: the grid "
+                    "minimum kept, at an edge or without a valley), slope-1 and slope-½ guides",
               labels={"lr": "η*", "batch_size": "B (sequences)"})
+edge = per_b[np.isfinite(per_b["val_loss"]) & ~per_b["refined"]]
+fig.add_trace(go.Scatter(x=edge["batch_size"], y=edge["lr"], mode="markers",
+                         marker=dict(symbol="circle-open", size=14, color="black"),
+                         name="not refined"))
 b0, e0 = 4, per_b["lr"].min()
 for slope, dash in ((1.0, "dash"), (0.5, "dot")):
     fig.add_trace(go.Scatter(x=[b0, 256], y=[e0, e0 * (256 / b0) ** slope], mode="lines",
@@ -560,7 +564,9 @@ scaling_laws.catalogue()[["name", "formula", "units", "source", "note"]]
 # %% [markdown]
 # In common units, at N = 10⁸ parameters and D = 2·10⁹ tokens (C = 6ND; batches in tokens,
 # sequences of 4096 tokens for the norm-transfer paper), with each law's exponent in D at fixed
-# N (a C exponent counts, since C ∝ D at fixed N):
+# N (a C exponent counts, since C ∝ D at fixed N). The value is NaN for laws published as
+# proportionalities and for Bjorck et al.'s, whose printed prefactor gives ~10⁻¹⁰ here: its
+# units are not the raw counts, so only its exponents compare:
 
 # %%
 common = scaling_laws.common_units(1e8, 2e9, context=4096)
@@ -625,34 +631,40 @@ fitting.find_optimum(live, over=["lr", "batch_size"], metric="val_loss", by="hor
 #
 # Read off by code from the committed results (the printout below), and what we make of it:
 #
-# * **Shown.** The gradient noise scale grows during training (roughly 15 → 100 sequences as
-#   the loss falls from 3 to 1.7), and so does the critical batch size of the steps–data
+# * **Shown.** The gradient noise scale grows during training (from about 15 to about 100
+#   sequences in each probe run, item 3), and so does the critical batch size of the steps–data
 #   trade-off: from about 1 sequence for a loss of 3.0 to tens for 1.8, under every smoothing
 #   of the logs we tried and on the thinned log too; single values move by up to ~1.6×
-#   between smoothings from a loss of 2.7 down (several times at 3.0, where B_crit is below
-#   one sequence), so the step between two neighbouring targets is not a finding. From a
+#   between smoothings from a loss of 2.7 down (several times at 3.0, where B_crit is of the
+#   order of one sequence), so the step between two neighbouring targets is not a finding. From a
 #   loss of 2.5 down B_crit is of the order of B_simple at the same loss (within a factor of
 #   about 4), at 2.7 about 3–8× below it and at 3.0 10–15× below; each ratio depends on which
-#   probe run measured B_simple. The best batch size at a fixed token budget is small, and it
-#   moves up with the budget (B = 4 up to D = 2¹⁸, 8 beyond).
+#   probe run measured B_simple. The best batch size at a fixed token budget is small, and the
+#   best grid cell moves up with the budget (B = 4 up to D = 2¹⁸, 8 beyond; item 1), though
+#   the parabola-refined B* of the three interior horizons does not (item 2).
 # * **Not shown at this scale.** AdamW's η* does not fall with D: its fitted exponent is
 #   compatible with zero, unlike the negative exponents of the published laws (but those use
 #   decayed schedules, larger models and horizons 10³–10⁵× longer; with a constant rate and a
 #   loss still falling fast, the short-horizon optimum need not move). B* sits on the grid's
 #   lower edge for the five shortest horizons, so the B*(D) fit rests on three points and says
 #   little; a grid with B = 1 and 2 would be needed there. The SDE rule η ∝ B fails: η*
-#   moves far less than B (for AdamW a log-log slope well below ½ up to B = 32, then nearly
-#   flat except at the shortest horizon, where the largest batches take a handful of steps:
-#   section 2). The fits do
+#   moves far less than B (for AdamW a log-log slope of 0.19–0.43 up to B = 32, below ½, and
+#   at most 0.18 beyond except at the shortest horizon, where the largest batches take a
+#   handful of steps: section 2). The fits do
 #   not pick Adam's surge: for AdamW, SGD's saturating model fits η*(B) better at most
 #   horizons. Whether B_crit grows with D depends on that choice: under the surge AdamW's
 #   B_crit grows (about D^0.2), but mostly through the three shortest horizons, where the
-#   8-step floor caps the batch size and the fitted peak lands near the largest batch run;
+#   8-step floor caps the batch size and the fitted peak lands within a factor of 2 of the
+#   largest batch run;
 #   over the horizons that share the whole batch range the exponent's interval spans zero,
-#   and under SGD's model its fitted exponent is near zero (item 5). For SGD, η* barely depends on B
-#   and sits a few octaves below the learning rate where every batch size diverges (the rates
-#   between already hurt the smallest batches): stability, not
-#   gradient noise, caps it here (the SGD model's B_crit comes out below our smallest batch).
+#   and under SGD's model its fitted exponent is near zero (item 5). For SGD, η* moves little
+#   with B (at most about 1.3 octaves across a horizon's batch sizes, where η ∝ B would move 6)
+#   and sits 1.7–3.5 octaves below the learning rate where every batch size diverges (item 6;
+#   the rates between already hurt the smallest batches): stability, not gradient noise, caps
+#   it here (the SGD model's B_crit comes out below our smallest batch). Fitted with the surge
+#   model instead, SGD's B_crit grows about as D^0.5 (item 5), close to Power Lines' 0.46, but
+#   again mostly through the shortest horizons: over those with the whole batch range the
+#   exponent is smaller (about 0.3) and its interval far wider.
 
 # %%
 print("1. best (η, B) by horizon: " + "; ".join(
@@ -676,3 +688,13 @@ print("4. B_crit by target loss: " + ", ".join(
 for (optimizer, model, rows), law in bcrit_laws.items():
     print(f"5. {optimizer}, {model} model{rows}: B_crit(D) ∝ D^{law.exponents['horizon']:+.2f} "
           f"{interval(law)} ({law.n} horizons)")
+sgd_star = usable["SGD"]
+span = sgd_star.groupby("horizon")["lr"].agg(lambda x: np.log2(x.max() / x.min()))
+runs_at = sgd_grid.groupby("lr")["batch_size"].nunique()
+diverging = sgd_grid[sgd_grid["diverged"]].groupby("lr")["batch_size"].nunique()
+all_diverge = diverging[diverging == runs_at[diverging.index]].index.min()
+below = np.log2(all_diverge / sgd_star["lr"])
+print(f"6. SGD: η* spans {span.min():.2f}–{span.max():.2f} octaves across the batch sizes of a "
+      f"horizon ({np.log2(sgd_star.batch_size.max() / sgd_star.batch_size.min()):.0f} octaves "
+      f"of B); every batch size diverged from η = {all_diverge:g}, {below.min():.1f}–"
+      f"{below.max():.1f} octaves above η*")

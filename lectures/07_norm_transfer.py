@@ -128,8 +128,9 @@ print(f"{t['run_id'].nunique()} runs × {len(horizons)} horizons; "
 # ## 2. Norm growth
 #
 # The output layer's RMS→∞ norm against tokens, one line per learning rate, one panel per
-# batch size. With no weight decay and a constant rate each step adds at most η (the LMO step
-# has norm 1 times the radius), so the learning rate sets the offset of the curves; the batch
+# batch size (three of the grid's batch sizes, 8, 32 and 128, to keep the panels readable).
+# With no weight decay and a constant rate each step adds at most η (the LMO step has norm 1
+# times the radius), so the learning rate sets the offset of the curves; the batch
 # size sets how many steps a token budget buys, and so how far apart the curves end.
 
 # %%

@@ -89,6 +89,13 @@ def start_grid(
     return np.stack([g.ravel() for g in grids], axis=1).astype(float)
 
 
+def _is_paper_grid(starts: np.ndarray) -> bool:
+    """Whether ``starts`` holds exactly the rows of :func:`start_grid` (in any order)."""
+    grid = start_grid()
+    return starts.shape == grid.shape and np.array_equal(np.unique(starts, axis=0),
+                                                         np.unique(grid, axis=0))
+
+
 def parametric_objective(N, D, loss, delta: float = 1e-3,
                          weights: np.ndarray | None = None) -> Callable:  # fmt: skip
     """f(x) = Σ_i w_i·Huber_δ(LSE(a − α log N_i, b − β log D_i, e) − log L_i) and its gradient.
@@ -192,8 +199,8 @@ def fit_parametric(
     ``law`` (a :class:`~optimal_scaling.scaling_laws.LossLaw`); ``objective`` (its value at
     the fit), ``starts`` and ``converged`` (how many starts, how many stopped by a
     tolerance), ``hits`` (starts that ended within 10⁻⁶ of the best objective, relative),
-    ``delta``, ``objective_kind`` ("sum" or "mean") and ``paper_grid`` (the default 4 500
-    starts were used), ``seconds``
+    ``delta``, ``objective_kind`` ("sum" or "mean") and ``paper_grid`` (the starts were the
+    paper's 4 500-point grid, :func:`start_grid`, in any order), ``seconds``
     (wall time of the fit, bootstrap excluded); with ``bootstrap`` > 0 also ``draws`` (a
     DataFrame, one refit per resample of the points with replacement, started from the
     full fit's ``bootstrap_starts`` best distinct minima) and ``intervals`` (percentile
@@ -232,7 +239,7 @@ def fit_parametric(
                  "starts": len(x0), "converged": int(res.converged.sum()),
                  "hits": int(np.sum(res.f <= res.f[best] + 1e-6 * max(res.f[best], 1e-12))),
                  "delta": float(delta), "objective_kind": objective,
-                 "paper_grid": starts is None,
+                 "paper_grid": _is_paper_grid(x0),
                  "seconds": seconds, "x": res.x[best]}  # fmt: skip
     if bootstrap:
         rng = np.random.default_rng(seed)

@@ -57,7 +57,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Law:
-    """``quantity = c · Π_v v^{exponents[v]}``; ``units`` say what each symbol counts."""
+    """``quantity = c · Π_v v^{exponents[v]}``; ``units`` say what each symbol counts.
+
+    ``prefactor_comparable`` is False where the printed ``c`` cannot be put in common units
+    (its units are not known): the law still evaluates, but :func:`common_units` gives NaN.
+    """
 
     name: str
     quantity: str  # "lr" or "batch" (or "b_crit")
@@ -67,6 +71,7 @@ class Law:
     source: str
     note: str = ""
     uncertainty: dict[str, float] = field(default_factory=dict)
+    prefactor_comparable: bool = True
 
     def __call__(self, **values: float | np.ndarray) -> np.ndarray:
         """The law's value (needs a prefactor; see :meth:`relative` otherwise)."""
@@ -116,7 +121,8 @@ HYPERPARAMETER_LAWS: dict[str, Law] = {
         Law("Bjorck et al. η*", "lr", 1.3192e-5, {"N": -0.23, "D": -0.32},
             {"N": "parameters", "D": _TOKENS}, "Bjorck et al. (2024)",
             note="constant as printed in Step Law's table: with N and D as raw counts it gives "
-                 "6e-11 at N=1e9, D=2e10, so its units differ; compare the exponents only"),
+                 "6e-11 at N=1e9, D=2e10, so its units differ; compare the exponents only",
+            prefactor_comparable=False),
         Law("Porian et al. η*", "lr", 3.7, {"N": -0.36}, {"N": "parameters"},
             "Porian et al. (2024)"),
         Law("Porian et al. B*", "batch", 0.7576, {"N": 0.703},
@@ -155,7 +161,8 @@ def common_units(N: float, D: float, context: int = 4096,
 
     Columns: ``name``, ``quantity``, ``d_exponent`` (of D at fixed N), ``value`` (lr, or a
     batch in tokens: laws in sequences are multiplied by ``context``; NaN for laws published
-    as proportionalities) and, with ``anchor_D``, ``relative`` = y(D)/y(anchor_D) at fixed N.
+    as proportionalities and for prefactors of unknown units, ``Law.prefactor_comparable``)
+    and, with ``anchor_D``, ``relative`` = y(D)/y(anchor_D) at fixed N.
     Parameter counts are taken as given (laws differ in whether embeddings count). N, D and
     ``anchor_D`` are finite numbers > 0, ``context`` an int ≥ 1.
     """
@@ -172,7 +179,8 @@ def common_units(N: float, D: float, context: int = 4096,
         point = {"N": N, "D": D, "C": 6 * N * D}
         values = {v: point[v] for v in law.exponents}
         d_exp = law.exponents.get("D", 0.0) + law.exponents.get("C", 0.0)
-        value = float(law(**values)) if law.c is not None else float("nan")
+        known = law.c is not None and law.prefactor_comparable
+        value = float(law(**values)) if known else float("nan")
         if law.units.get("batch") == "samples":
             value *= context
         row = {"name": law.name, "quantity": law.quantity, "d_exponent": d_exp, "value": value}

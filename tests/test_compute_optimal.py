@@ -167,6 +167,21 @@ def test_mean_objective_and_starts_change_what_the_fit_sees():
     assert not mean["paper_grid"] and fit_parametric(N, D, L)["paper_grid"]
 
 
+def test_the_paper_grid_passed_explicitly_is_reported_as_the_paper_grid():
+    """Lecture 08 in full mode passes start_grid()[::1]: its checklist must not say 'not the
+    paper's grid'; a grid of the same size with one row changed is not the paper's."""
+    from optimal_scaling.compute_optimal import checklist
+
+    N, D, L = grid_points(0.01)
+    shuffled = np.random.default_rng(0).permutation(start_grid())
+    fit = fit_parametric(N, D, L, starts=shuffled, max_iter=5)
+    assert fit["paper_grid"] and "the paper's grid" in checklist(fit, N, D, L)
+    changed = start_grid()
+    changed[0, 0] += 0.25
+    fit = fit_parametric(N, D, L, starts=changed, max_iter=5)
+    assert not fit["paper_grid"] and "not the paper's full" in checklist(fit, N, D, L)
+
+
 def test_envelope_and_isoflop_recover_the_compute_optimal_exponents():
     """Training curves and final losses generated from one law: approaches 1–3 agree."""
     law = LOSS_LAWS["Chinchilla approach 3"]

@@ -79,6 +79,10 @@ def test_common_units_put_every_law_at_one_point():
     assert t.loc["Norm transfer B*", "relative"] == pytest.approx(8**0.45)
     assert t.loc["Norm transfer B*", "value"] != t.loc["Norm transfer B*", "value"]  # NaN
     assert t.loc["Step Law B*", "value"] == pytest.approx(0.58 * D**0.571)
+    # Bjorck et al.'s printed prefactor gives ~1e-10 here: its units are unknown, so no value
+    assert not LAWS["Bjorck et al. η*"].prefactor_comparable
+    assert np.isnan(t.loc["Bjorck et al. η*", "value"])
+    assert t.loc["Bjorck et al. η*", "d_exponent"] == pytest.approx(-0.32)
     with pytest.raises(ValueError, match=r"common_units: N must be in \(0, inf\), got 0"):
         common_units(0, D)
 
