@@ -16,6 +16,7 @@
 # %% [markdown]
 # *Exercise notebook, generated from `solutions/03_duality.py` by `make exercises`.*
 # Fill in every function that raises `NotImplementedError`, then run its self-check;
+# keep the functions' parameter names (the self-checks pass arguments by name), and
 # compare with the solution notebook when you are done.
 
 # %% [markdown]

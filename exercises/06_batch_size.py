@@ -16,6 +16,7 @@
 # %% [markdown]
 # *Exercise notebook, generated from `solutions/06_batch_size.py` by `make exercises`.*
 # Fill in every function that raises `NotImplementedError`, then run its self-check;
+# keep the functions' parameter names (the self-checks pass arguments by name), and
 # compare with the solution notebook when you are done.
 
 # %% [markdown]
@@ -115,7 +116,7 @@ except NotImplementedError:
 
 # %%
 def eta_surge(B: np.ndarray, eta_crit: float, b_crit: float) -> np.ndarray:
-    raise NotImplementedError('Exercise: replace this line with your code.')
+    raise NotImplementedError('r = B / b_crit elementwise (B may be a list: np.asarray first), then the formula')
 
 
 def surge_peak(eta_crit: float, b_crit: float) -> tuple[float, float]:

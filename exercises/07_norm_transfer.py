@@ -16,6 +16,7 @@
 # %% [markdown]
 # *Exercise notebook, generated from `solutions/07_norm_transfer.py` by `make exercises`.*
 # Fill in every function that raises `NotImplementedError`, then run its self-check;
+# keep the functions' parameter names (the self-checks pass arguments by name), and
 # compare with the solution notebook when you are done.
 
 # %% [markdown]
@@ -112,7 +113,7 @@ except NotImplementedError:
 
 # %%
 def power_law(D: np.ndarray, y: np.ndarray, resamples: list[np.ndarray]) -> tuple:
-    raise NotImplementedError('Exercise: replace this line with your code.')
+    raise NotImplementedError('np.polyfit(np.log(D), np.log(y), 1)[0] is the slope; refit it on each index set')
 
 
 lecture07.check_power_law(power_law)

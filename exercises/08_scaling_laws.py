@@ -16,6 +16,7 @@
 # %% [markdown]
 # *Exercise notebook, generated from `solutions/08_scaling_laws.py` by `make exercises`.*
 # Fill in every function that raises `NotImplementedError`, then run its self-check;
+# keep the functions' parameter names (the self-checks pass arguments by name), and
 # compare with the solution notebook when you are done.
 
 # %% [markdown]
@@ -37,7 +38,7 @@ ROOT = osc.course.repo_root()
 # For parameters (E, A, B, α, β) and points (N_i, D_i, L_i), the residual of point i is taken
 # in log space,
 #
-# r_i = log(E + A/N_i^α + B/D_i^β) − log L_i,
+# r_i = log(E + A/N_i^α + B/D_i^β) − log L_i   (natural logs),
 #
 # and the objective is the **sum** of Huber losses with δ = 10⁻³:
 #
@@ -48,7 +49,7 @@ ROOT = osc.course.repo_root()
 
 # %%
 def huber_objective(params, N, D, loss, delta: float = 1e-3) -> float:
-    raise NotImplementedError('np.where(np.abs(r) <= delta, ..., ...) for the two branches')
+    raise NotImplementedError('r with np.log (natural log), then np.where(np.abs(r) <= delta, ..., ...)')
 
 
 lecture08.check_huber_objective(huber_objective)

@@ -38,6 +38,9 @@ from optimal_scaling.course.checks import lecture01
 # | init std | 1/√fan_in | 1/√fan_in | (1/√base_fan_in) / r_in |
 # | Adam LR multiplier | 1 | 1/r_in | 1/r_in |
 # | SGD LR multiplier | r_out | 1 | 1/r_in |
+#
+# `role` is `"input"`, `"hidden"` or `"output"`, `optimizer` is `"adam"` or `"sgd"`; return a
+# dict `{"init_std": float, "lr_mult": float}`.
 
 
 # %%

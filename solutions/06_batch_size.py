@@ -121,6 +121,7 @@ except NotImplementedError:
 # %%
 def eta_surge(B: np.ndarray, eta_crit: float, b_crit: float) -> np.ndarray:
     # BEGIN SOLUTION
+    # HINT: r = B / b_crit elementwise (B may be a list: np.asarray first), then the formula
     r = np.asarray(B, dtype=float) / b_crit
     return eta_crit / (np.sqrt(r) + 1 / np.sqrt(r))
     # END SOLUTION

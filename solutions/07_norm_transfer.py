@@ -123,6 +123,7 @@ except NotImplementedError:
 # %%
 def power_law(D: np.ndarray, y: np.ndarray, resamples: list[np.ndarray]) -> tuple:
     # BEGIN SOLUTION
+    # HINT: np.polyfit(np.log(D), np.log(y), 1)[0] is the slope; refit it on each index set
     logd, logy = np.log(D), np.log(y)
     a = np.polyfit(logd, logy, 1)[0]
     draws = [np.polyfit(logd[i], logy[i], 1)[0] for i in resamples]

@@ -32,7 +32,7 @@ ROOT = osc.course.repo_root()
 # For parameters (E, A, B, α, β) and points (N_i, D_i, L_i), the residual of point i is taken
 # in log space,
 #
-# r_i = log(E + A/N_i^α + B/D_i^β) − log L_i,
+# r_i = log(E + A/N_i^α + B/D_i^β) − log L_i   (natural logs),
 #
 # and the objective is the **sum** of Huber losses with δ = 10⁻³:
 #
@@ -44,7 +44,7 @@ ROOT = osc.course.repo_root()
 # %%
 def huber_objective(params, N, D, loss, delta: float = 1e-3) -> float:
     # BEGIN SOLUTION
-    # HINT: np.where(np.abs(r) <= delta, ..., ...) for the two branches
+    # HINT: r with np.log (natural log), then np.where(np.abs(r) <= delta, ..., ...)
     E, A, B, alpha, beta = params
     r = np.log(E + A / N**alpha + B / D**beta) - np.log(loss)
     return float(np.where(np.abs(r) <= delta, 0.5 * r**2, delta * (np.abs(r) - delta / 2)).sum())

@@ -553,6 +553,17 @@ def test_lecture07_checks_accept_the_package_formulas():
         assert lecture07.check_power_law(power_law)
 
 
+def test_lecture07_power_law_check_names_a_fit_in_linear_space(capsys):
+    from optimal_scaling.course.checks import lecture07
+
+    def linear(D, y, resamples):  # a straight line in (D, y), bootstrapped the same way
+        draws = [np.polyfit(D[i], y[i], 1)[0] for i in resamples]
+        return np.polyfit(D, y, 1)[0], *np.percentile(draws, [2.5, 97.5])
+
+    assert not lecture07.check_power_law(linear)
+    assert "a power law is a straight line in (log D, log y)" in capsys.readouterr().out
+
+
 
 def test_lecture08_checks_accept_the_package_formulas():
     from optimal_scaling.compute_optimal import parametric_objective
@@ -632,6 +643,12 @@ def test_messages_for_arrays_infinities_and_float32_inside_a_float64_answer(caps
                             rtol=1e-9, atol=0)  # fmt: skip
     out = capsys.readouterr().out
     assert "about 4 significant digits" in out and "formula" not in out
+    # a case's inputs are named as what they are: numpy arrays are not called tensors
+    assert not checks.check("g", lambda B: B + 1, lambda B: B, [{"B": np.ones(3)}])
+    out = capsys.readouterr().out
+    assert "case 1 (B=array(3,))" in out and "tensor" not in out
+    assert not checks.check("g", lambda B: B + 1, lambda B: B, [{"B": torch.ones(2, 3)}])
+    assert "case 1 (B=tensor(2, 3))" in capsys.readouterr().out
 
 
 def test_the_slope_prediction_check_reports_stubs_and_errors(capsys):

@@ -105,6 +105,7 @@ def _banner(solution: Path) -> str:
     return (
         f"*Exercise notebook, generated from `solutions/{solution.name}` by `make exercises`.*\n"
         "Fill in every function that raises `NotImplementedError`, then run its self-check;\n"
+        "keep the functions' parameter names (the self-checks pass arguments by name), and\n"
         "compare with the solution notebook when you are done."
     )
 

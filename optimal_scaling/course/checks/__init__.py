@@ -165,8 +165,10 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
 
 def _describe(case: Mapping[str, Any]) -> str:
     def short(v: Any) -> str:
-        if isinstance(v, torch.Tensor | np.ndarray):
+        if isinstance(v, torch.Tensor):
             return f"tensor{tuple(v.shape)}"
+        if isinstance(v, np.ndarray):
+            return f"array{tuple(v.shape)}"
         text = repr(v)
         return text if len(text) <= 30 else text[:27] + "..."
 
@@ -280,8 +282,9 @@ def _precision(expected: Any, got: Any, atol: float = 1e-6) -> str:
                 f"precision ({want} here)")
     if compare(expected, got, rtol=1e-4, atol=atol):
         return ""
-    return ("your answer agrees to about 4 significant digits, as float32 rounding would "
-            f"leave it: keep every step in the inputs' precision ({want} here)")
+    return ("your answer agrees to about 4 significant digits: as if part of it ran in "
+            f"float32 (keep every step in the inputs' precision, {want} here) or used a "
+            "slightly different method than the one asked for")
 
 
 def check_value(

@@ -64,7 +64,7 @@ def check_flops(fn: Callable[[int, int, bool], int]) -> CheckResult:
                              (8, 4, True), (128, 512, True)]]
     return check("FLOP count of one step", fn, ns.step_flops, cases,
                  hint="count X·Xᵀ, A·A and B·X (a multiply-add is 2 FLOPs); with symmetry, "
-                 "X·Xᵀ and A·A need only one triangle",
+                 "X·Xᵀ and A·A cost half their dense FLOPs (the diagonal not counted apart)",
                  mistakes={"a tall matrix is transposed first: the cost uses the short side m = "
                            "min(m, n)": lambda m, n, symmetric: (
                                3 * m * m * n + m**3 if symmetric else 4 * m * m * n + 2 * m**3)})

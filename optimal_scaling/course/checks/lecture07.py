@@ -78,8 +78,8 @@ def _unweighted(x, loss, anchor, weighted: bool = False, sort: bool = True):
     return x0 - b / (2 * a)
 
 
-def _power_law_reference(D, y, resamples):
-    logd, logy = np.log(D), np.log(y)
+def _power_law_reference(D, y, resamples, log: bool = True):
+    logd, logy = (np.log(D), np.log(y)) if log else (D, y)  # log=False: a typical mistake
     slope = np.polyfit(logd, logy, 1)[0]
     draws = [np.polyfit(logd[i], logy[i], 1)[0] for i in resamples]
     lo, hi = np.percentile(draws, [2.5, 97.5])
@@ -101,7 +101,7 @@ def check_power_law(fn: Callable) -> CheckResult:
         "a power law with its bootstrap interval", fn, _power_law_reference, cases,
         hint="np.polyfit(np.log(D), np.log(y), 1)[0] is the exponent; refit it on D[i], y[i] "
         "for every index set i, then np.percentile(exponents, [2.5, 97.5])",
-        mistakes={"fit in logs: a power law is a straight line in (log D, log y)": lambda D, y,
-                  resamples: (float(np.polyfit(D, y, 1)[0]), 0.0, 0.0)},
+        mistakes={"fit in logs: a power law is a straight line in (log D, log y)":
+                  lambda D, y, resamples: _power_law_reference(D, y, resamples, log=False)},
         rtol=1e-6, atol=1e-9,
     )  # fmt: skip
