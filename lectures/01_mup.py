@@ -218,7 +218,8 @@ def run_at_width(name: str, width: int, lr: float, seed: int) -> dict:
     result = osc.train.train(model, opt, lambda: task.batch(32, gen), steps, val_batches=val,
                              loss_fn=osc.train.mse, blowup=math.inf, progress=False)
     loss = result.history["loss"]
-    return {"loss": result.final_val_loss, "spike": loss.max() / loss.iloc[0]}
+    return {"loss": result.final_val_loss, "spike": loss.max() / loss.iloc[0],
+            "spike_step": int(result.history["step"][loss.idxmax()])}
 
 
 wider = pd.DataFrame([{"parametrization": p, "width": w, "seed": s,
@@ -226,6 +227,9 @@ wider = pd.DataFrame([{"parametrization": p, "width": w, "seed": s,
                       for p in ("sp", "mup") for w in wider_widths for s in seeds])
 wider_mean = wider.groupby(["parametrization", "width"], as_index=False).agg(
     loss=("loss", "mean"), spike=("spike", "max"))
+# the step of each width's worst spike (over its seeds)
+wider_mean["spike_step"] = wider.loc[wider.groupby(["parametrization", "width"])["spike"]
+                                     .idxmax(), "spike_step"].to_numpy()
 fig = px.line(wider_mean[np.isfinite(wider_mean["loss"])], x="width", y="loss",
               color="parametrization", markers=True, log_x=True,
               title=f"validation loss after {steps} Adam steps at lr 3e-3 (✕: diverged)")
@@ -243,8 +247,9 @@ for p, g in wider_mean.groupby("parametrization"):
           f"from width {wider_widths[0]} to {wider_widths[-1]}; "
           + ("no increase from one width to the next beyond 1%" if holds
              else "an increase beyond 1% somewhere") + ")")
-    print("    worst spike over the first loss: "
-          + ", ".join(f"{w}: {s:.1f}×" for w, s in zip(g["width"], g["spike"], strict=True)))
+    print(f"    worst spike over the first loss ({steps} steps): " + ", ".join(
+        f"{w}: {s:.1f}× at step {t}" for w, s, t in zip(g["width"], g["spike"], g["spike_step"],
+                                                        strict=True)))
 sp_m, mup_m = (wider_mean[wider_mean.parametrization == p] for p in ("sp", "mup"))
 print(f"at width {wider_widths[-1]}: SP's loss is "
       f"{sp_m.loss.iloc[-1] / mup_m.loss.iloc[-1]:.2f}× μP's")
