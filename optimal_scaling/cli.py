@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="optimal-scaling",
-        description=__doc__,
+        description=__doc__.replace("``", ""),  # the module docstring, without its RST quotes
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -629,3 +629,15 @@ def test_lr_transfer_refuses_a_folder_at_the_resume_path_before_training(tmp_pat
                                        "(or another non-file); the finished runs are kept in a "
                                        "file of that name: move it away\n")  # fmt: skip
     assert calls == [] and not (tmp_path / "g.csv").exists()
+
+
+def test_help_lists_every_command_in_plain_text(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("optimal-scaling sweep run CONFIG") == 1
+    for command in ("env", "sync", "check", "exercises", "execute", "lr-transfer", "bench",
+                    "shards", "sweep"):
+        assert f"optimal-scaling {command}" in out, command
+    assert "``" not in out  # the module docstring's RST quotes are not shown
