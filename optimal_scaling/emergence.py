@@ -193,7 +193,8 @@ def sharpness(table: pd.DataFrame, metric: str, lo: float = 0.1, hi: float = 0.9
               by: str = "flops") -> float:
     """How many e-folds of ``by`` a metric takes to cover the ``lo`` … ``hi`` fractions of the
     way from its first value to its best one (the maximum if it ends above where it started,
-    else the minimum); first crossings, rows in numeric order of ``by`` (numbers stored as text
+    the minimum if below, and the extreme farther from the start if it ends where it started);
+    first crossings, rows in numeric order of ``by`` (numbers stored as text
     count). Small is sharp; NaN if the metric never moves."""
     if not 0 < lo < hi <= 1:
         raise ValueError(f"sharpness: need 0 < lo < hi ≤ 1, got lo={lo}, hi={hi}")
@@ -209,7 +210,9 @@ def sharpness(table: pd.DataFrame, metric: str, lo: float = 0.1, hi: float = 0.9
         raise ValueError(f"sharpness: need at least 2 rows with a finite {metric!r} and a "
                          f"positive {by!r}, got {len(values)}")  # fmt: skip
     start = values[0]
-    best = values.max() if values[-1] >= start else values.min()
+    up, down = values.max() - start, start - values.min()
+    rises = values[-1] > start or (values[-1] == start and up >= down)
+    best = values.max() if rises else values.min()
     if best == start:
         return math.nan
     frac = (values - start) / (best - start)

@@ -207,8 +207,9 @@ def per_horizon(table: pd.DataFrame, slices: pd.DataFrame | None = None) -> pd.D
 
 
 def band(horizons: pd.DataFrame, column: str = "log2_norm") -> dict[str, float]:
-    """The optimal-norm band across horizons: mean, standard deviation, min, max, and the
-    largest within-slice spread (the procedure's own uncertainty).
+    """The optimal-norm band across horizons: mean, standard deviation (population, ddof 0:
+    a description of these horizons, not an estimate), min, max, and the largest within-slice
+    spread (the procedure's own uncertainty).
 
     ``column`` ``"log2_norm"`` (the slices' optimal norms) is in :func:`per_horizon`'s table
     only when it was given ``slices``; ``"log2_norm_at_best"`` always is."""

@@ -238,6 +238,16 @@ def test_sharpness_sorts_the_rows_by_compute_first():
     assert em.sharpness(shuffled, "acc") == pytest.approx(em.sharpness(rise, "acc"))
 
 
+def test_sharpness_of_a_metric_that_ends_where_it_started():
+    """It moved, so not NaN: the extreme farther from the start is its best value."""
+    dip = pd.DataFrame({"flops": [1, 10, 100, 1000.0], "loss": [1.0, 0.6, 0.5, 1.0]})
+    # 10 % of the way to 0.5 first at flops 10, 90 % first at flops 100: ln 10
+    assert em.sharpness(dip, "loss") == pytest.approx(math.log(10))
+    bump = dip.assign(loss=2 - dip.loss)  # the mirror image: the maximum is the best value
+    assert em.sharpness(bump, "loss") == pytest.approx(math.log(10))
+    assert math.isnan(em.sharpness(dip.assign(loss=1.0), "loss"))  # never moves
+
+
 def test_sharpness_sorts_compute_stored_as_text_by_value():
     table = pd.DataFrame({"flops": [1, 2, 5, 10, 20, 50, 100],
                           "acc": [0.0, 0.1, 0.5, 0.9, 0.95, 0.99, 1.0]})  # fmt: skip
