@@ -3,8 +3,8 @@ r"""Orthogonalization split across data-parallel ranks (DDP, FSDP2).
 With DDP every rank holds the same averaged gradients, so Muon would orthogonalize every
 matrix on every rank. Instead :func:`assign` gives each matrix an owner rank (greedy longest
 processing time on Newton–Schulz FLOPs; computed from the shapes alone, identical on every
-rank), each rank orthogonalizes its own matrices, and one padded ``all_gather`` per dtype
-shares the results (:func:`orthogonalize_sharded`; DTensor parameters are gathered, computed
+rank), each rank orthogonalizes its own matrices, and one padded ``all_gather`` per (dtype,
+device) shares the results (:func:`orthogonalize_sharded`; DTensor parameters are gathered, computed
 and re-sharded, :func:`orthogonalize_dtensor`).
 
 Contract: every rank of the group calls with the same list (shapes, dtypes, order, values)
@@ -179,9 +179,9 @@ def orthogonalize_sharded(
 
     Every rank passes the same list (module docstring: the contract). Rank r applies ``fn``
     to the tensors :func:`assign` gives it (by ``costs``, default :func:`matrix_cost` of the
-    shapes), then one ``all_gather`` per dtype shares the results: every rank returns all of
-    them. ``fn`` is one callable, or one per tensor (Scion: a group's maps may differ), and must
-    return its input's shape. DTensors (FSDP2) are gathered to full matrices first and the
+    shapes), then one ``all_gather`` per (dtype, device) shares the results: every rank returns
+    all of them. ``fn`` is one callable, or one per tensor (Scion: a group's maps may differ),
+    and must return its input's shape. DTensors (FSDP2) are gathered to full matrices first and the
     results re-sharded like them. Without an initialized process group, or with one process,
     this is the plain loop.
     """

@@ -57,7 +57,8 @@ def log_alignment_ratio(W: torch.Tensor, z: torch.Tensor) -> float:
 
 
 def linear_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Run ``model(x)`` and return the input of every module with a 2-D ``weight``."""
+    """Run ``model(x)`` and return the input of every module with a 2-D ``weight`` (embeddings
+    excepted: their input is token ids)."""
     inputs: dict[str, torch.Tensor] = {}
     hooks = [
         m.register_forward_pre_hook(lambda _m, args, n=n: inputs.__setitem__(n, args[0].detach()))

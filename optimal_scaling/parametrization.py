@@ -28,7 +28,9 @@ standard init 1/√fan_in (1 for embeddings, whose one-hot inputs have fan_in 1 
 **Table 8 form** (``form="table8"``, the one microsoft/mup implements) differs only in the
 output layer, by the abc symmetry (a, b, c) → (a+θ, b−θ, c−θ) for Adam (c−2θ for SGD) with
 θ = 1: a fixed init σ₀, a multiplier 1/r_in, Adam LR 1 (SGD LR r_in) and Adam ε 1/r_in. Both
-forms train the same function; Table 8 also allows tied embeddings.
+forms train the same function without weight decay (the symmetry does not cover it: decoupled
+decay shrinks by lr·wd, and the output layer's lr differs between the forms); Table 8 also
+allows tied embeddings.
 
 Adam's ε must scale like the gradient entries of its tensor, or it swamps the update at
 large width: under μP the gradient of every tensor scales like the backpropagated signal at
@@ -36,9 +38,12 @@ its output, 1/r_out (the output layer's is Θ(1) in Table 3, Θ(1/n) in Table 8)
 
 Other presets:
 
-* ``sp``: the standard parametrization (PyTorch-style init 1/√fan_in, everything else fixed).
+* ``sp``: the standard parametrization (init std 1/√fan_in, everything else fixed; the exponent
+  of PyTorch's default ``nn.Linear`` init, whose uniform draw has std 1/√(3·fan_in)).
 * ``ntk``: N(0, σ₀²) weights with multiplier 1/√r_in (the same function at init as SP),
-  constant learning rates: training falls into the kernel regime as width grows.
+  constant learning rates. With SGD, training falls into the kernel regime as width grows
+  (the features freeze); with Adam, whose update entries are Θ(lr) whatever the width, the
+  features' updates grow with width instead (unstable at a fixed learning rate).
 * ``spectral``: init and learning rate from the spectral condition (Yang, Simon & Bernstein):
   σ = (1/√fan_in)·min(1, √(fan_out/fan_in)) (fan_in = 1 for embeddings), SGD LR ∝ fan_out/fan_in,
   Adam LR ∝ 1/fan_in. Its exponents are μP's (Table 3); only the constants differ.

@@ -127,7 +127,8 @@ def scion_groups(
     radii: dict[str, float] | None = None,
     spectral_method: str = "newton_schulz",
 ) -> list[dict]:
-    """Scion param groups, one per role (roles declared by the model or guessed).
+    """Scion param groups, one per (role, norm, transposed) (roles declared by the model or
+    guessed; a conv and a linear layer of one role get two groups).
 
     ``preset`` picks each role's norm (:data:`PRESETS`): input → ColNorm, hidden → Spectral
     (``spectral_method``: "newton_schulz" or "svd"; a Conv1d/2d/3d weight → its ConvSpectral map;

@@ -17,7 +17,8 @@ where s is the shape scale:
     ``"none"``   s = 1
 
 U Vᵀ has every singular value 1, so its RMS entry is 1/√max(d_out, d_in): the ``"adamw"``
-scale makes the update RMS 0.2 whatever the shape, which lets Muon reuse an AdamW schedule.
+scale makes the update RMS 0.2 whatever the shape (about 0.17–0.18 with five Newton–Schulz
+steps, whose singular values end near, not at, 1), which lets Muon reuse an AdamW schedule.
 
 Muon is for matrices only. Embeddings, the readout, gains and biases go to another
 optimizer (AdamW); :func:`optimal_scaling.optim.muon_with_adamw` builds the pair.
@@ -133,8 +134,9 @@ class Muon(CheckedOptimizer):
     ``eps`` go to :func:`optimal_scaling.newton_schulz.orthogonalize` (``dtype=None``: float32
     on the CPU, bfloat16 on CUDA; X/(margin·‖X‖_F + eps): ``margin=1, eps=1e-7`` is the
     original Muon's normalization). ``check_finite`` raises a ValueError naming the parameter
-    when a gradient holds NaN or inf; ``None`` (default) checks CPU tensors only, because a
-    check is one host synchronization per parameter: on CUDA a step never waits for the GPU.
+    when a gradient holds NaN or inf; ``None`` (default) checks every tensor not on CUDA (CPU,
+    MPS, ...), because a check is one host synchronization per parameter: on CUDA a step never
+    waits for the GPU.
 
     Each step updates every momentum buffer of a group with ``torch._foreach_*`` ops,
     orthogonalizes all updates of the same shape in one batched call

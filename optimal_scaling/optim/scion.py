@@ -129,10 +129,10 @@ class Scion(CheckedOptimizer):
         constrained: use x ← (1 − γ)·x + γ·ρ·lmo(d).
         norm_kwargs: constructor options of the named map, e.g. ``{"method": "newton_schulz"}``.
         check_finite: raise a ValueError naming the parameter when a gradient has NaN or inf;
-            ``None`` (default): for CPU tensors only (a check is a host synchronization, which a
-            CUDA step never makes). Spectral LMOs of the same shape in a group are computed in
-            one batched Newton–Schulz (or SVD) call.
-        distributed: split the LMOs of Spectral/Conv2DSpectral parameters (an SVD or
+            ``None`` (default): for tensors not on CUDA (a check is a host synchronization,
+            which a CUDA step never makes). Spectral LMOs of the same shape in a group are
+            computed in one batched Newton–Schulz (or SVD) call.
+        distributed: split the LMOs of Spectral and conv-spectral parameters (an SVD or
             Newton–Schulz each) over the ranks of ``process_group`` (default: the world) with
             :func:`optimal_scaling.distributed.orthogonalize_sharded`; the other LMOs (ColNorm,
             RowNorm, Sign, BiasRMS: a pass over the entries) stay local. For DDP/FSDP2, where
