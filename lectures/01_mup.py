@@ -169,9 +169,14 @@ print(f"μP: largest |slope| after the first update: {mup_later.slope.abs().max(
 print(f"SP: slope of the hidden layer's change, steps 2–4: {sp_hidden.slope.round(2).tolist()}")
 print(f"SP: slope of the readout's change, steps 2–4: {sp_readout.slope.round(2).tolist()}")
 first = slopes.query("parametrization == 'mup' and layer == 'output' and stat == 'out'")
-print(f"μP: slope of the readout's output at step {first.step.min()}: "
-      f"{first.loc[first.step.idxmin(), 'slope']:.2f} (theory −0.5; a fit over {len(widths)} "
-      f"widths and {len(seeds)} seeds, so read every slope here to about ±0.15)")
+step1 = first.step.min()
+# how precise is one such slope? fit each seed alone: the spread is the noise of one fit
+per_seed = pd.concat([fit_slopes(coords["mup"][coords["mup"].seed == s]) for s in seeds])
+alone = per_seed.query("layer == 'output' and stat == 'out' and step == @step1")["slope"]
+print(f"μP: slope of the readout's output at step {step1}: "
+      f"{first.loc[first.step.idxmin(), 'slope']:.2f} (theory −0.5; fitted to the mean of "
+      f"{len(seeds)} seeds over {len(widths)} widths; each seed alone gives {alone.min():.2f} "
+      f"to {alone.max():.2f}, so read it as a rough value)")
 
 # %% [markdown]
 # ### Play with it
