@@ -72,6 +72,18 @@ def test_geometric_range_is_exact_in_powers_of_two():
     assert number("1e-3", "f", "k") == 1e-3
 
 
+def test_sweep_json_reads_back_as_the_same_runs_when_the_grid_varies_optimizer_or_data():
+    """to_dict is what sweep.json holds and from_dict reads it back (sweep_run_ids, collect
+    --current): the resolved base run carried AdamW's betas into an SGD grid point."""
+    raw = tiny(grid={"optimizer.name": ["adamw", "sgd"], "optimizer.lr": [0.01, 0.02]})
+    raw["run"]["data"] = {"source": "bytes"}
+    raw["grid"]["data.source"] = ["bytes", "markov"]
+    spec = sweep.from_dict(raw)
+    again = sweep.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert [r.id for r in again.runs()] == [r.id for r in spec.runs()]
+    assert len(spec.runs()) == 8
+
+
 def test_grid_is_the_product_of_lists_and_ranges():
     raw = tiny(grid={"optimizer.lr": {"start": "2^-8", "stop": "2^-6", "factor": "2^0.5"},
                      "batch_size": [4, 8], "model.width": [16, 32]})  # fmt: skip

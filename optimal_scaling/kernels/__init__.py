@@ -163,7 +163,8 @@ def tuned_table(path: str | Path | None = None) -> dict:
     """The measured table of best configurations: ``{"device": …, "entries": [...]}``.
 
     Read from ``path``, else the file named by ``OPTIMAL_SCALING_KERNEL_CONFIGS``, else the
-    package's ``kernels/tuned.json``; ``{"entries": []}`` when there is none. Each entry:
+    package's ``kernels/tuned.json``; ``{"entries": []}`` when there is none, except that a
+    file named by ``OPTIMAL_SCALING_KERNEL_CONFIGS`` must exist (FileNotFoundError). Each entry:
     ``kernel``, ``device`` (the GPU's name), ``dtype``, ``M``, ``K``, ``batch`` (the problem
     it was measured at; 1 when absent) and ``config`` (one of :data:`CONFIGS`), with the
     times measured.

@@ -5,7 +5,7 @@ r"""One run of a sweep: build it from its config, train it, read it at every hor
     lr(step)         = lr_group · f(step)                     f: the schedule (below)
 
 At each horizon the run records the validation loss on fixed batches (the same batches for
-every run of every sweep: they depend only on the data and ``eval_*`` keys), the mean training
+every run of every sweep with the same data, ``context`` and ``eval_*`` keys), the mean training
 loss and tokens/s since the previous horizon, the training time so far, the learning rate, and
 each layer group's largest weight norm in its natural norm (:class:`NormTracker` roles: input
 ℓ1→RMS, hidden RMS→RMS, output RMS→∞, gains RMS), read exactly (SVD, not power iteration).
@@ -295,7 +295,8 @@ def train_run(
     """Train run ``rid`` of the sweep in ``sweep_dir`` to its last horizon; return its status.
 
     Resumes from the run's checkpoint when there is one. Returns ``"done"``, ``"diverged"``,
-    ``"running"`` (another process holds the run: nothing done) or ``"failed"`` (an error,
+    ``"running"`` (another process holds the run: nothing done, or it took the run over from
+    this one, which stops and leaves the recording to it) or ``"failed"`` (an error,
     recorded in the run's record; KeyboardInterrupt is re-raised after releasing the lock).
     Under torch.distributed every rank calls this; rank 0 takes the lock and writes.
     """

@@ -495,12 +495,16 @@ class Sweep:
         return expand(self)
 
     def to_dict(self) -> dict:
-        """The sweep as plain data (what ``sweep.json`` in a sweep directory holds)."""
+        """The sweep as plain data (what ``sweep.json`` in a sweep directory holds), such that
+        ``from_dict(sweep.to_dict())`` gives the same runs: ``run`` is the table as written
+        (after ``--set``), not the resolved base, whose defaults belong to the base optimizer
+        and data source and would not fit a grid that varies ``optimizer.name`` or
+        ``data.source``. Each run's resolved config is in its ``config.json``."""
         return {
             "name": self.name,
             "description": self.description,
             "horizons": self.horizons,
-            "run": self.base,
+            "run": copy.deepcopy(self.raw_run),
             "grid": self.grid,
             "resources": self.resources,
             "local": self.local,

@@ -1,6 +1,6 @@
 """A sweep directory: one folder per run, files that are never half-written, and ``collect``.
 
-    DIR/sweep.json               the resolved sweep (what ``sweep run`` was given)
+    DIR/sweep.json               the sweep ``sweep run`` was given (Sweep.to_dict)
     DIR/runs/<id>/config.json    the run's resolved config, its grid point and its horizons
     DIR/runs/<id>/record.json    status, one row per horizon reached, trainings started
     DIR/runs/<id>/checkpoint.pt  model, optimizer, data position and RNG states at the last
