@@ -337,3 +337,25 @@ def test_sweep_names_and_sbatch_options_are_plain(setting, needle):
     assert needle in str(info.value)
     assert load("slurm.additional.mail_type=END", "name=ci-2.b").slurm["additional"] == {
         "mail_type": "END"}
+
+
+def test_an_auto_device_follows_the_gpu_the_environment_names(monkeypatch):
+    """OPTIMAL_SCALING_DEVICE=cuda:1 trains a single-process run on GPU 1 (it went to GPU
+    0, the local rank's); under torch.distributed each process takes its local rank's GPU."""
+    import torch
+
+    from optimal_scaling import config
+    from optimal_scaling.sweep import runner
+
+    monkeypatch.setattr(config, "device", lambda: torch.device("cuda", 1))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert runner._device({"device": "auto"}, 0, None) == torch.device("cuda", 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert runner._device({"device": "auto"}, 1, None) == torch.device("cuda", 1)
+    assert runner._device({"device": "auto"}, 0, None) == torch.device("cuda", 0)
+    monkeypatch.setattr(config, "device", lambda: torch.device("cuda"))  # no index: local rank
+    monkeypatch.delenv("WORLD_SIZE")
+    assert runner._device({"device": "auto"}, 0, None) == torch.device("cuda", 0)
+    monkeypatch.setattr(config, "device", lambda: torch.device("cpu"))
+    assert runner._device({"device": "auto"}, 0, None) == torch.device("cpu")

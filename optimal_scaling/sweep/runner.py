@@ -205,7 +205,13 @@ def _device(run: dict, local_rank: int, given: str | None) -> torch.device:
         return torch.device(given)
     if run["device"] == "auto":
         dev = default_device()
-        return _local_gpu(local_rank) if dev.type == "cuda" else dev
+        if dev.type != "cuda":
+            return dev
+        # one process: the GPU the environment names (OPTIMAL_SCALING_DEVICE=cuda:1); under
+        # torch.distributed, one GPU per process by local rank
+        if dev.index is not None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            return dev
+        return _local_gpu(local_rank)
     if run["device"] == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("run.device = 'cuda' but no CUDA device is available here")
