@@ -19,6 +19,26 @@ def requirement_name(spec: str) -> str:
     return re.split(r"[<>=!~;\[ ]", spec.strip(), maxsplit=1)[0].lower()
 
 
+def run_readme_block(root, heading: str) -> tuple[dict, str]:
+    """Run the first Python block under README's ``## heading`` from the repository's root;
+    return its variables and what it printed."""
+    import contextlib
+    import io
+    import os
+
+    section = (root / "README.md").read_text().split(f"## {heading}")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    scope: dict = {}
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    finally:
+        os.chdir(here)
+    return scope, printed.getvalue()
+
+
 def test_environment_yml_lists_the_same_packages(root):
     meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     pip_names = {requirement_name(r) for r in meta["dependencies"]}
@@ -137,17 +157,11 @@ def test_no_stray_files_are_tracked(root):
 def test_the_readme_training_loop_runs_and_does_what_it_says(root):
     """README's own-training-code example runs as is: Scion's steps are γ·ρ in each tracked
     norm (Spectral up to Newton–Schulz's approximation), and the loss falls towards H."""
-    import contextlib
-    import io
     import math
 
-    text = (root / "README.md").read_text()
-    section = text.split("## The optimizers and norm tracking in your own training code")[1]
-    code = section.split("```python\n")[1].split("```")[0]
-    scope: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
-    assert "entropy rate" in printed.getvalue()
+    scope, printed = run_readme_block(
+        root, "The optimizers and norm tracking in your own training code")
+    assert "entropy rate" in printed
     table, opt, data = scope["tracker"].table, scope["opt"], scope["data"]
     gamma = opt.param_groups[0]["lr"]
     assert set(table.param) == {"embed.weight", "hidden.weight", "head.weight"}
@@ -160,22 +174,13 @@ def test_the_readme_training_loop_runs_and_does_what_it_says(root):
     assert H < loss < H + 0.25 * (start - H)
 
 
-def test_the_readme_scaling_law_fit_runs_on_the_committed_sweep(root, monkeypatch):
+def test_the_readme_scaling_law_fit_runs_on_the_committed_sweep(root):
     """README's fitting example runs as is from the repository's root: one point per (N, D)
     cell of the sweep, each estimate inside its own bootstrap interval, and the checklist
     reports the points it was given."""
-    import contextlib
-    import io
-
     import numpy as np
 
-    text = (root / "README.md").read_text()
-    section = text.split("## Fitting scaling laws to your own runs")[1]
-    code = section.split("```python\n")[1].split("```")[0]
-    monkeypatch.chdir(root)
-    scope: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    scope, printed = run_readme_block(root, "Fitting scaling laws to your own runs")
     grid, finals, fit, iso = scope["grid"], scope["finals"], scope["fit"], scope["iso"]
     assert len(finals) == len(grid.groupby(["params", "tokens"])) == finals.val_loss.notna().sum()
     for key in ("alpha", "beta", "a"):
@@ -183,26 +188,18 @@ def test_the_readme_scaling_law_fit_runs_on_the_committed_sweep(root, monkeypatc
         assert low <= fit[key] <= high, key
     assert iso["intervals"]["a"][0] <= iso["a"] <= iso["intervals"]["a"][1]
     assert np.isclose(fit["a"] + fit["b"], 1.0)  # C = 6ND: the two exponents sum to one
-    assert f"{len(finals)} points" in printed.getvalue()
+    assert f"{len(finals)} points" in printed
 
 
-def test_the_readme_lecture_09_example_runs(root, monkeypatch):
+def test_the_readme_lecture_09_example_runs(root):
     """README's inference/emergence/test-time example runs as is: no inference demand gives
     Chinchilla's model (saving 0), the cheapest measured run reaches the loss, and pass@k is
     1 − C(n−c, k)/C(n, k) of the samples it drew."""
-    import contextlib
-    import io
     from math import comb
 
     import numpy as np
 
-    text = (root / "README.md").read_text()
-    section = text.split("## Inference cost, sharp metrics, test-time samples")[1]
-    code = section.split("```python\n")[1].split("```")[0]
-    monkeypatch.chdir(root)
-    scope: dict = {}
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    scope, printed = run_readme_block(root, "Inference cost, sharp metrics, test-time samples")
     inf, law, tt = scope["inf"], scope["law"], scope["tt"]
     assert inf.inference_optimal(law, 2.0, 0.0).saving.iloc[0] == pytest.approx(0, abs=1e-9)
     assert (inf.cheapest_runs(scope["runs"], 2.0, [0, 1e9]).val_loss <= 2.0).all()
@@ -211,5 +208,5 @@ def test_the_readme_lecture_09_example_runs(root, monkeypatch):
     c = (codes == right[:, None]).sum(1)
     want = np.mean([1 - comb(16 - ci, 4) / comb(16, 4) for ci in c])
     assert tt.pass_at_k(16, c, k=4).mean() == pytest.approx(want)
-    lines = printed.getvalue().splitlines()
-    assert "token_accuracy" in printed.getvalue() and float(lines[-2]) == pytest.approx(want)
+    lines = printed.splitlines()
+    assert "token_accuracy" in printed and float(lines[-2]) == pytest.approx(want)
