@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 
 from optimal_scaling import newton_schulz as ns
+from optimal_scaling.config import cpu_name
 
 #: Shapes of the full benchmark: squares, 1:4 rectangles, batches.
 FULL_SHAPES: tuple[tuple[int, ...], ...] = (
@@ -325,15 +326,7 @@ def device_name(device: str | torch.device | None = None) -> str:
     device = torch.device(device) if device is not None else _default_device()
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+    return f"{cpu_name()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
 def write_json(path: str | Path, table: pd.DataFrame, **meta: object) -> Path:

@@ -126,6 +126,18 @@ def _version(module: str) -> str:
     return str(getattr(mod, "__version__", "unknown"))
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``), else what :mod:`platform` knows
+    (often only the architecture, such as ``x86_64`` or ``arm``)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def environment() -> dict[str, str]:
     """A short report of what this machine offers the course (versions, device, modes)."""
     dev = device()
@@ -134,7 +146,7 @@ def environment() -> dict[str, str]:
     elif dev.type == "mps":
         accel = "Apple GPU (MPS)"
     else:
-        accel = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        accel = f"CPU ({cpu_name()}, {os.cpu_count()} cores)"
     from optimal_scaling import __version__
 
     return {

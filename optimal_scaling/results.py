@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-import platform
 import socket
 import tempfile
 from collections.abc import Callable
@@ -74,24 +73,37 @@ def writable(out: str | Path) -> Path:
     return out
 
 
-def machine() -> str:
-    """A one-line description of this machine's compute."""
+def machine(device: str | None = None) -> str:
+    """A one-line description of the compute ``device`` runs on (default: CUDA's first GPU
+    when there is one, else the CPU), e.g. ``CPU AMD EPYC (AVX2), 2 cores, torch threads 1``.
+
+    The CPU's vector instructions are named because they decide which kernels BLAS runs, and
+    with them the rounding: the same run trained on an AVX-512 and an AVX2 machine reads the
+    same to about 10⁻⁶ after a few steps, but a run near the edge of stability can drift
+    apart from there (the README's "Committed results" has measurements)."""
     import torch
 
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    return f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    from optimal_scaling.config import cpu_name
+
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda})"
+    if dev.type != "cpu":
+        return f"{dev.type} device"
+    simd = torch.backends.cpu.get_cpu_capability()
+    return (f"CPU {cpu_name()} ({simd}), {os.cpu_count()} cores, "
+            f"torch threads {torch.get_num_threads()}")
 
 
 def write_table(df: pd.DataFrame, path: str | Path, command: str, **meta: object) -> Path:
     """Write ``df`` as CSV with a provenance header; return the path.
 
     The header's ``machine`` and ``date`` say where and when the table was written (for a
-    sweep: where ``sweep collect`` ran), not where its runs trained; a sweep's runs carry
-    their own device, threads and timings in their columns. A named index (a ``groupby``
-    result's keys) is written as columns in front; an unnamed one is left out, as it holds
-    nothing but row positions."""
+    sweep: where ``sweep collect`` ran), not where its runs trained; a collected sweep names
+    those in ``trained_on``, and its runs carry their timings in their columns. A named index
+    (a ``groupby`` result's keys) is written as columns in front; an unnamed one is left out,
+    as it holds nothing but row positions."""
     import torch
 
     from optimal_scaling import __version__

@@ -22,7 +22,7 @@ from optimal_scaling import sweep
 from optimal_scaling.cli import main as cli
 from optimal_scaling.sweep import ConfigError
 from optimal_scaling.sweep.spec import number
-from optimal_scaling.sweep.store import read_json
+from optimal_scaling.sweep.store import read_json, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "configs" / "ci.toml"
@@ -356,9 +356,23 @@ def test_collect_cli_writes_a_provenance_header(tmp_path, monkeypatch):
     assert {"optimal_scaling", "torch", "machine", "date", "sweep"} <= set(meta)
     assert len(table) == 4 * 2 and "outside_sweep" not in meta
     assert meta["runs_from"] == f"optimal-scaling sweep run configs/ci.toml --out {out.as_posix()}"
+    # where the runs trained (the CPU with its vector instructions, the workers' threads)
+    import torch
+
+    from optimal_scaling.config import cpu_name
+
+    simd = torch.backends.cpu.get_cpu_capability()
+    assert meta["trained_on"] == (f"torch {torch.__version__} on CPU {cpu_name()} ({simd}), "
+                                  f"{os.cpu_count()} cores, torch threads 1 (4 runs)")  # fmt: skip
     monkeypatch.chdir(tmp_path)  # no preset of that name here: no line
+    first = sorted((out / "runs").iterdir())[0] / "record.json"
+    record = read_json(first)
+    del record["starts"][0]["machine"]  # a record written before runs named their machine
+    write_json(first, record)
     assert cli(["sweep", "collect", str(out), "--out", str(tmp_path / "u.csv")]) == 0
-    assert "runs_from" not in read_table(tmp_path / "u.csv")[1]
+    meta = read_table(tmp_path / "u.csv")[1]
+    assert "runs_from" not in meta
+    assert meta["trained_on"].endswith("threads 1 (3 runs); a machine not recorded (1 run)")
 
 
 def test_collect_warns_about_runs_outside_the_folders_sweep(tmp_path, capsys):
@@ -436,8 +450,6 @@ def test_a_diverging_run_is_recorded_and_the_others_finish(tmp_path):
     assert sweep.status(tmp_path / "d")["diverged"] == 1
     # one that diverged after its first horizon keeps what it measured there; only the
     # horizon it did not reach reads inf
-    from optimal_scaling.sweep.store import write_json
-
     rid = bad["run_id"].iloc[0]
     write_json(tmp_path / "d" / "runs" / rid / "record.json",
                {"status": "diverged", "reason": "loss 1e9",
@@ -633,7 +645,7 @@ def test_dry_run_prints_runs_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
     # a failed run is trained again, a done one is not
     from optimal_scaling.sweep.executors import describe
-    from optimal_scaling.sweep.store import run_dir, write_json
+    from optimal_scaling.sweep.store import run_dir
 
     raw = tiny(grid={"optimizer.lr": [0.01, 0.02]})
     s = sweep.from_dict(raw)
@@ -1003,7 +1015,6 @@ def test_collect_log_carries_each_runs_parameter_counts_for_the_envelope_fit(tmp
     the counts of the same run's horizon rows, also for a record written before the log kept
     them (taken from its rows), and a CLI log over two widths keeps it as a column."""
     from optimal_scaling import compute_optimal as co
-    from optimal_scaling.sweep.store import write_json
 
     raw = tiny(horizons=[1024, 2048], grid={"model.width": [8, 16]})
     raw["run"]["log_every"] = 2
@@ -1049,8 +1060,6 @@ def test_collect_log_cli_keeps_the_varying_columns_and_the_rest_in_the_header(tm
     full = sweep.collect_log(tmp_path / "s")["train_loss"]  # measurements to 6 digits
     assert table["train_loss"].tolist() == [float(f"{v:.6g}") for v in full]
     # a key only some runs have (sgd's momentum, adamw's eps) varies too: kept as a column
-    from optimal_scaling.sweep.store import write_json
-
     raw = tiny(horizons=[1024], grid={"optimizer.name": ["adamw", "sgd"]})
     mixed, _ = _prepared(tmp_path / "mixed", raw)
     for run in sweep.from_dict(raw).runs():
@@ -1174,7 +1183,7 @@ def test_a_horizon_below_what_a_run_already_trained_is_refused(tmp_path):
     """A constant-LR run is read on its way: after training to 4096 tokens it cannot record
     2048 any more, so asking for it must be an error, not a run forever 'pending'."""
     from optimal_scaling.sweep import executors
-    from optimal_scaling.sweep.store import run_dir, write_json
+    from optimal_scaling.sweep.store import run_dir
 
     first = sweep.from_dict(tiny(horizons=[1024, 4096]))
     run = first.runs()[0]

@@ -28,6 +28,7 @@ import json
 import math
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +44,14 @@ from optimal_scaling.sweep.spec import (
     load,
     run_id,
 )
-from optimal_scaling.sweep.store import STATUSES, collect, collect_log, status, status_table
+from optimal_scaling.sweep.store import (
+    STATUSES,
+    collect,
+    collect_log,
+    machines,
+    status,
+    status_table,
+)
 
 __all__ = [
     "STATUSES",
@@ -192,7 +200,9 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
     is warned about on stderr and written into the header (``outside_sweep``). When the
     sweep's name is a preset under ``./configs``, the header also says how to train the runs
     (``runs_from``: ``optimal-scaling sweep run configs/NAME.toml --out DIR``), since the
-    run folders are not committed with the table.
+    run folders are not committed with the table, and where they trained (``trained_on``:
+    each torch version and :func:`~optimal_scaling.results.machine` their records name, with
+    how many runs trained there), since the header's ``machine`` is where collect ran.
     """
     from optimal_scaling.results import write_table
     from optimal_scaling.sweep.store import read_json
@@ -234,6 +244,11 @@ def write_collected(sweep_dir: str | Path, path: str | Path, command: str,
         meta = {}
     counts = {k: int((runs["status"] == k).sum()) for k in STATUSES} if len(runs) else {}
     extra = {} if current or not outside else {"outside_sweep": f"{len(outside)} runs"}
+    used = machines(sweep_dir)
+    where = Counter(m for rid in table["run_id"].unique()
+                    for m in used.get(rid) or ["a machine not recorded"])  # fmt: skip
+    extra["trained_on"] = "; ".join(f"{m} ({n} run{'s' * (n != 1)})"
+                                    for m, n in where.most_common())  # fmt: skip
     preset = Path("configs") / f"{meta.get('name', '')}.toml"
     if meta.get("name") and preset.is_file():  # runs/ is not committed: say how to train them
         extra["runs_from"] = shlex.join(["optimal-scaling", "sweep", "run", preset.as_posix(),

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optimal_scaling.optim._checks import NonFiniteGradient
-from optimal_scaling.results import atomic_write
+from optimal_scaling.results import atomic_write, machine
 from optimal_scaling.sweep.store import (
     Lock,
     LockLost,
@@ -414,7 +414,8 @@ def _train(folder: Path, spec: dict, rank: int, world: int, given: str | None,
     if rank == 0:
         starts = record.get("starts", [])
         starts.append({"from_step": step, "host": socket.gethostname(), "time": time.time(),
-                       "world": world, "device": str(device)})  # fmt: skip
+                       "world": world, "device": str(device), "torch": torch.__version__,
+                       "machine": machine(str(device))})  # fmt: skip
         record.update(id=folder.name, status="running", rows=rows, starts=starts,
                       trainings=len(starts), reason="", error="")  # fmt: skip
         for note in notes:

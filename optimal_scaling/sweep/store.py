@@ -397,6 +397,22 @@ def status_table(sweep_dir: str | Path) -> pd.DataFrame:
     return table[[c for c in table if c != "reason"] + ["reason"]] if len(table) else table
 
 
+def machines(sweep_dir: str | Path) -> dict[str, list[str]]:
+    """``{run id: ["torch VERSION on MACHINE", ...]}``: where each run trained, from its
+    record's starts (a resumed run can name several); ``[]`` for a run whose record predates
+    them. Damaged run folders are left out (``collect`` warns about them)."""
+    out = {}
+    for folder in sorted(p for p in (Path(sweep_dir) / "runs").glob("*") if p.is_dir()):
+        try:
+            starts = read_record(folder).get("starts", [])
+        except ValueError:
+            continue
+        named = [f"torch {s['torch']} on {s['machine']}" for s in starts
+                 if isinstance(s, dict) and s.get("machine") and s.get("torch")]  # fmt: skip
+        out[folder.name] = list(dict.fromkeys(named))
+    return out
+
+
 def status(sweep_dir: str | Path) -> dict[str, int]:
     """How many runs are in each status."""
     table = status_table(sweep_dir)
