@@ -350,6 +350,7 @@ print(f"one combination's best loss, seed to seed: {spread.min():.2f}–{spread.
 print("gain over equal rates, % per seed (positive: lower loss):")
 print(gain.round(2).to_string())
 
+
 def paired(g: pd.Series) -> str:
     """Mean [min, max] of one combination's per-seed gains, and how many seeds it helped."""
     return (f"{g.mean():+.2f}% [{g.min():+.2f}, {g.max():+.2f}], better in {int((g > 0).sum())} "

@@ -78,9 +78,9 @@ def machine(device: str | None = None) -> str:
     when there is one, else the CPU), e.g. ``CPU AMD EPYC (AVX2), 2 cores, torch threads 1``.
 
     The CPU's vector instructions are named because they decide which kernels BLAS runs, and
-    with them the rounding: the same run trained on an AVX-512 and an AVX2 machine reads the
-    same to about 10⁻⁶ after a few steps, but a run near the edge of stability can drift
-    apart from there (the README's "Committed results" has measurements)."""
+    with them the rounding: the same run trained on two machines reads the same to about
+    10⁻⁶ after a few steps, but a run near the edge of stability can drift apart from there
+    (the README's "Committed results" has measurements)."""
     import torch
 
     from optimal_scaling.config import cpu_name
