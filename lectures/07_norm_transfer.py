@@ -258,11 +258,11 @@ for name, law in fits.items():
                  "the paper": f"{paper[name][0]:+.2f} ± {paper[name][1]:.2f}"})
 print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
 print("optimum at the grid's edge at horizons:", per.loc[per["at_edge"], "horizon"].tolist())
-by_b = t[np.isfinite(t["val_loss"])].groupby(["horizon", "batch_size"])["val_loss"].min()
-runner_up = {h: r.nsmallest(2) for h, r in by_b.groupby(level="horizon")}
+top2 = slices.sort_values("val_loss").groupby("horizon").head(2)  # each slice's best loss
 print("B* and the next-best batch size (its best loss, % above B*'s): " + "; ".join(
-    f"2^{math.log2(h):.0f}: {r.index[0][1]} vs {r.index[1][1]} "
-    f"(+{100 * (r.iloc[1] / r.iloc[0] - 1):.2f}%)" for h, r in runner_up.items()))
+    f"2^{math.log2(h):.0f}: {g['batch_size'].iloc[0]} vs {g['batch_size'].iloc[1]} "
+    f"(+{100 * (g['val_loss'].iloc[1] / g['val_loss'].iloc[0] - 1):.2f}%)"
+    for h, g in top2.groupby("horizon")))
 # A slice whose best η is the grid's smallest or largest only bounds its optimum: left out.
 inner = slices[~slices["lr_at_edge"]]
 print(f"(D, B) slices with the best η at the grid's edge: {len(slices) - len(inner)} of "
