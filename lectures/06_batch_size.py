@@ -33,7 +33,7 @@
 # 6. the published η*/B* laws side by side, and how much they disagree;
 # 7. the recipe: measure it yourself with a sweep preset.
 #
-# Everything below is computed from runs: the long grid (119 runs, ~40 minutes on 2 cores) is
+# Everything below is computed from runs: the long grid (153 runs, 97 minutes on 2 cores) is
 # committed under `results/` with the command that regenerates it, and a seconds-long
 # version of each experiment runs live.
 
@@ -65,8 +65,8 @@ print(f"device: {osc.config.device()}, fast mode: {osc.config.fast_mode()}")
 #
 # The experiment (`configs/batch_size_laptop.toml`): a 2-block GPT of width 64 on the bytes of
 # the Python standard library's sources (context 64), AdamW (β = 0.9, 0.95, no weight decay)
-# at a **constant** learning rate, on a grid of 17 learning rates (2⁻¹² … 2⁻⁴, √2 apart) × 7
-# batch sizes (4 … 256 sequences). A constant-LR run is one run for all horizons: it is read
+# at a **constant** learning rate, on a grid of 17 learning rates (2⁻¹² … 2⁻⁴, √2 apart) × 9
+# batch sizes (1 … 256 sequences). A constant-LR run is one run for all horizons: it is read
 # at D = 2¹⁴, 2¹⁵, …, 2²¹ tokens (validation loss on fixed batches). Every run sees fresh
 # data, so each point is one sample of "train on D tokens with (η, B)".
 
@@ -178,9 +178,9 @@ edge = per_b[np.isfinite(per_b["val_loss"]) & ~per_b["refined"]]
 fig.add_trace(go.Scatter(x=edge["batch_size"], y=edge["lr"], mode="markers",
                          marker=dict(symbol="circle-open", size=14, color="black"),
                          name="not refined"))
-b0, e0 = 4, per_b["lr"].min()
+b0, b1, e0 = per_b["batch_size"].min(), per_b["batch_size"].max(), per_b["lr"].min()
 for slope, dash in ((1.0, "dash"), (0.5, "dot")):
-    fig.add_trace(go.Scatter(x=[b0, 256], y=[e0, e0 * (256 / b0) ** slope], mode="lines",
+    fig.add_trace(go.Scatter(x=[b0, b1], y=[e0, e0 * (b1 / b0) ** slope], mode="lines",
                              line=dict(color="grey", dash=dash), name=f"∝ B^{slope:g}"))
 fig.show()
 measured = per_b[np.isfinite(per_b["val_loss"])]
@@ -328,7 +328,12 @@ crit
 # a mean over 8 steps). That choice is part of the measurement, and the bootstrap intervals
 # above do not include it. B_crit with other smoothings (no bootstrap), and from the same log
 # thinned to entries at least 3% apart in step (as `sweep collect --spacing 0.03` writes it
-# to save space: late in a long run 3 entries then span hundreds of steps):
+# to save space: late in a long run 3 entries then span hundreds of steps). The smoothing
+# matters most at the smallest batches: a log entry at B = 1 is a mean over 8 sequences, at
+# B = 256 over 2,048, so a lightly smoothed small-batch curve dips below a target early by
+# chance, and taking the fastest of 17 learning rates picks such a dip. That shortens the
+# small batches' S, hence E_min and B_crit. A trailing mean also delays every crossing a
+# little, at any B; the last line printed compares the two effects by batch size.
 
 # %%
 def b_crit_by_target(smooth: int, runs_log: pd.DataFrame = log) -> dict[float, float]:
@@ -346,12 +351,21 @@ def b_crit_by_target(smooth: int, runs_log: pd.DataFrame = log) -> dict[float, f
 smoothing = pd.DataFrame({f"smooth={k}": b_crit_by_target(k) for k in (1, 2, 3, 5)})
 smoothing.index.name = "target"
 spread = smoothing.max(axis=1) / smoothing.min(axis=1)
-low = spread[spread.index <= 2.7]
-print(f"largest ratio between smoothings at one target: {spread.max():.1f}× (at loss "
-      f"{spread.idxmax()}); from a loss of 2.7 down: {low.max():.2f}×")
+print("largest / smallest B_crit across smoothings, by target loss: "
+      + ", ".join(f"{t:g}: {r:.1f}×" for t, r in spread.sort_index(ascending=False).items()))
 smoothing["thinned 3%, smooth=3"] = b_crit_by_target(3, osc.sweep.thin_log(log, 0.03))
 ratio = smoothing["thinned 3%, smooth=3"] / smoothing["smooth=3"]
 print(f"thinned / full log at smooth=3: {ratio.min():.2f}× to {ratio.max():.2f}×")
+
+
+def fastest_steps(smooth: int) -> pd.Series:
+    r = bs.steps_to_target(log, targets, smooth=smooth).dropna(subset=["steps"])
+    return r.groupby(["target", "batch_size"])["steps"].min()
+
+
+lag = (fastest_steps(5) / fastest_steps(1)).groupby(level="batch_size").median()
+print("steps to a target, smoothed over 5 entries / not smoothed (median over targets), by B: "
+      + ", ".join(f"{b:g}: {v:.2f}" for b, v in lag.items()))
 smoothing.round(1)
 
 # %%
@@ -390,6 +404,11 @@ for lr, ref in curves.groupby("lr"):  # B_simple at the same loss, from each pro
     probes.append(name)
 print(crit[["target", "B_crit", "B_crit 95% interval", *probes]]
       .to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+simple_over_crit = crit[probes].div(crit["B_crit"], axis=0)
+print("B_simple / B_crit by target loss (range over the probe runs): " + ", ".join(
+    f"{t:g}: {lo:.1f}–{hi:.1f}×" for t, lo, hi in
+    zip(crit["target"], simple_over_crit.min(axis=1), simple_over_crit.max(axis=1),
+        strict=True)))
 if len(crit) >= 2:
     down = crit.sort_values("target", ascending=False)
     print(f"B_crit from a loss of {down.target.iloc[0]:g} to {down.target.iloc[-1]:g}:",
@@ -480,7 +499,7 @@ for row, (optimizer, cells) in enumerate(usable.items(), start=1):
             fit = eta_fits[(eta_fits["optimizer"] == optimizer) & (eta_fits["horizon"] == h)
                            & (eta_fits["model"] == model)]
             if len(fit):
-                B = np.geomspace(2, 512, 100)
+                B = np.geomspace(1, 512, 100)
                 fig.add_trace(go.Scatter(x=B, y=fit["fit"].iloc[0](B), mode="lines",
                                          line=dict(color=color), showlegend=False), row, col)
 fig.update_xaxes(type="log")
@@ -614,10 +633,10 @@ fig.show()
 #
 # With this package that is a preset and three commands (`optimal-scaling sweep run` /
 # `collect`, then the fits above); `configs/batch_size_gpu.toml` is the same learning-rate
-# axis for one GPU with a 4× wider, 2× deeper model, context 256 instead of 64, batch sizes
-# 16–1024 sequences instead of 4–256 (16× the tokens) and horizons from 2^18 instead of 2^14,
-# 8× longer at the top (not yet run by the course). Here is
-# the whole pipeline live on the CI-sized preset (15 runs, seconds):
+# axis for one GPU with a 4× wider, 2× deeper model, context 256 instead of 64 (so 4× the
+# tokens per sequence), batch sizes 1–512 sequences instead of 1–256, and horizons from 2^18
+# instead of 2^14, 8× longer at the top (not yet run by the course). Here is the whole
+# pipeline live on the CI-sized preset (15 runs, seconds):
 
 # %%
 small = osc.sweep.load(CONFIGS / "batch_size_ci.toml")
@@ -633,38 +652,46 @@ fitting.find_optimum(live, over=["lr", "batch_size"], metric="val_loss", by="hor
 #
 # * **Shown.** The gradient noise scale grows during training (from about 15 to about 100
 #   sequences in each probe run, item 3), and so does the critical batch size of the steps–data
-#   trade-off: from about 1 sequence for a loss of 3.0 to tens for 1.8, under every smoothing
-#   of the logs we tried and on the thinned log too; single values move by up to ~1.6×
-#   between smoothings from a loss of 2.7 down (several times at 3.0, where B_crit is of the
-#   order of one sequence), so the step between two neighbouring targets is not a finding. From a
-#   loss of 2.5 down B_crit is of the order of B_simple at the same loss (within a factor of
-#   about 4), at 2.7 about 3–8× below it and at 3.0 10–15× below; each ratio depends on which
-#   probe run measured B_simple. The best batch size at a fixed token budget is small, and the
-#   best grid cell moves up with the budget (B = 4 up to D = 2¹⁸, 8 beyond; item 1), though
-#   the parabola-refined B* of the three interior horizons does not (item 2).
-# * **Not shown at this scale.** AdamW's η* does not fall with D: its fitted exponent is
-#   compatible with zero, unlike the negative exponents of the published laws (but those use
-#   decayed schedules, larger models and horizons 10³–10⁵× longer; with a constant rate and a
-#   loss still falling fast, the short-horizon optimum need not move). B* sits on the grid's
-#   lower edge for the five shortest horizons, so the B*(D) fit rests on three points and says
-#   little; a grid with B = 1 and 2 would be needed there. The SDE rule η ∝ B fails: η*
-#   moves far less than B (for AdamW a log-log slope of 0.19–0.43 up to B = 32, below ½, and
-#   at most 0.18 beyond except at the shortest horizon, where the largest batches take a
-#   handful of steps: section 2). The fits do
-#   not pick Adam's surge: for AdamW, SGD's saturating model fits η*(B) better at most
-#   horizons. Whether B_crit grows with D depends on that choice: under the surge AdamW's
-#   B_crit grows (about D^0.2), but mostly through the three shortest horizons, where the
-#   8-step floor caps the batch size and the fitted peak lands within a factor of 2 of the
-#   largest batch run;
-#   over the horizons that share the whole batch range the exponent's interval spans zero,
-#   and under SGD's model its fitted exponent is near zero (item 5). For SGD, η* moves little
-#   with B (at most about 1.3 octaves across a horizon's batch sizes, where η ∝ B would move 6)
-#   and sits 1.7–3.5 octaves below the learning rate where every batch size diverges (item 6;
-#   the rates between already hurt the smallest batches): stability, not gradient noise, caps
-#   it here (the SGD model's B_crit comes out below our smallest batch). Fitted with the surge
-#   model instead, SGD's B_crit grows about as D^0.5 (item 5), close to Power Lines' 0.46, but
-#   again mostly through the shortest horizons: over those with the whole batch range the
-#   exponent is smaller (about 0.3) and its interval far wider.
+#   trade-off: from under one sequence for a loss of 3.0 to about 20 for 1.8 (item 4), under
+#   every smoothing of the logs we tried and on the thinned log too. The values themselves
+#   depend on the smoothing, by up to about 3× at one target from a loss of 2.5 down and more
+#   at 2.7 (section 4 prints the ratios): the smallest batches' training loss is the noisiest,
+#   so a lightly smoothed curve of theirs crosses a target early by chance and pulls B_crit
+#   down. The step between two neighbouring targets is therefore not a finding. B_crit stays
+#   several times below B_simple at the same loss (3–10× from a loss of 2.5 down, more above
+#   it; section 4 prints the ratios, which depend on the probe run). The η*(B) fits agree that
+#   AdamW's B_crit grows with D, under either model, on the five horizons that have the whole
+#   batch range, with exponents of about 0.3–0.4 whose intervals exclude zero and include Power
+#   Lines' 0.46–0.47; over all eight horizons the exponents are a little smaller and the SGD
+#   model's interval starts near zero (item 5; the horizons are readings of the same runs, so all
+#   these intervals understate the uncertainty). The best batch at a fixed token budget is
+#   tiny: 1 or 2 sequences (64–128 tokens) at every horizon up to 2²⁰ tokens, 8 at 2²¹
+#   (item 1).
+# * **Not shown at this scale.** B* does not grow steadily with D: the best cell goes B = 1,
+#   1, 2, 2, 1, 1, 2, 8 across the horizons and sits on B = 1 at four of them (item 1). One
+#   sequence is the smallest batch this context allows (fewer tokens per step would need a
+#   shorter context, another experiment), so at those four horizons the optimum may lie below
+#   any batch this setup can run. The refined B* of the four interior horizons gives an
+#   exponent whose interval spans negative and positive values alike (item 2): no B*(D) law
+#   follows.
+#   AdamW's η* does not fall with D: its fitted exponent is compatible with zero, unlike the
+#   negative exponents of the published laws (but those use decayed schedules, larger models
+#   and horizons 10³–10⁵× longer; with a constant rate and a loss still falling fast, the
+#   short-horizon optimum need not move). The SDE rule η ∝ B fails: η* moves far less than B
+#   (for AdamW a log-log slope of 0.21–0.50 up to B = 32, at most ½, and at most 0.18 beyond
+#   except at the shortest horizon, where the largest batches take a handful of steps:
+#   section 2). The fits do not pick Adam's surge: for AdamW the two models fit η*(B) about
+#   equally well (section 5's table), and η* flattens past B = 32 rather than falling. For
+#   SGD, η* moves little with B (at most about 1.3 octaves across a horizon's batch sizes,
+#   where η ∝ B would move 6) and sits 1.7–3.5 octaves below the learning rate where every
+#   batch size diverges (item 6; the rates between already hurt the smallest batches):
+#   stability, not gradient noise, caps it here (the SGD model's B_crit comes out below our
+#   smallest batch). Fitted with the surge model instead, SGD's B_crit grows about as D^0.5
+#   (item 5), close to Power Lines' 0.46, but mostly through the shortest horizons: over those
+#   with the whole batch range the exponent is smaller (about 0.3) and its interval far wider.
+#   SGD's grid still starts at B = 4, and its best cell sits there at every horizon (item 6):
+#   it has not been extended to B = 1 and 2 as AdamW's was, so its optimum batch is below
+#   the grid.
 
 # %%
 print("1. best (η, B) by horizon: " + "; ".join(
@@ -698,3 +725,8 @@ print(f"6. SGD: η* spans {span.min():.2f}–{span.max():.2f} octaves across the
       f"horizon ({np.log2(sgd_star.batch_size.max() / sgd_star.batch_size.min()):.0f} octaves "
       f"of B); every batch size diverged from η = {all_diverge:g}, {below.min():.1f}–"
       f"{below.max():.1f} octaves above η*")
+sgd_best = fitting.find_optimum(sgd_grid, over=["lr", "batch_size"], metric="val_loss",
+                                by="horizon")
+print(f"   SGD's best B by horizon: {sgd_best['batch_size'].astype(int).tolist()} (grid "
+      f"B = {sgd_grid['batch_size'].min()}…{sgd_grid['batch_size'].max()}); the best cell is "
+      f"on the grid's edge at {int(sgd_best['at_edge'].sum())} of {len(sgd_best)} horizons")
