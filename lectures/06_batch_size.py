@@ -650,48 +650,44 @@ fitting.find_optimum(live, over=["lr", "batch_size"], metric="val_loss", by="hor
 #
 # Read off by code from the committed results (the printout below), and what we make of it:
 #
-# * **Shown.** The gradient noise scale grows during training (from about 15 to about 100
-#   sequences in each probe run, item 3), and so does the critical batch size of the steps–data
-#   trade-off: from under one sequence for a loss of 3.0 to about 20 for 1.8 (item 4), under
-#   every smoothing of the logs we tried and on the thinned log too. The values themselves
-#   depend on the smoothing, by up to about 3× at one target from a loss of 2.5 down and more
-#   at 2.7 (section 4 prints the ratios): the smallest batches' training loss is the noisiest,
-#   so a lightly smoothed curve of theirs crosses a target early by chance and pulls B_crit
-#   down. The step between two neighbouring targets is therefore not a finding. B_crit stays
-#   several times below B_simple at the same loss (3–10× from a loss of 2.5 down, more above
-#   it; section 4 prints the ratios, which depend on the probe run). The η*(B) fits agree that
-#   AdamW's B_crit grows with D, under either model, on the five horizons that have the whole
-#   batch range, with exponents of about 0.3–0.4 whose intervals exclude zero and include Power
-#   Lines' 0.46–0.47; over all eight horizons the exponents are a little smaller and the SGD
-#   model's interval starts near zero (item 5; the horizons are readings of the same runs, so all
-#   these intervals understate the uncertainty). The best batch at a fixed token budget is
-#   tiny: 1 or 2 sequences (64–128 tokens) at every horizon up to 2²⁰ tokens, 8 at 2²¹
-#   (item 1).
-# * **Not shown at this scale.** B* does not grow steadily with D: the best cell goes B = 1,
-#   1, 2, 2, 1, 1, 2, 8 across the horizons and sits on B = 1 at four of them (item 1). One
-#   sequence is the smallest batch this context allows (fewer tokens per step would need a
-#   shorter context, another experiment), so at those four horizons the optimum may lie below
-#   any batch this setup can run. The refined B* of the four interior horizons gives an
-#   exponent whose interval spans negative and positive values alike (item 2): no B*(D) law
-#   follows.
-#   AdamW's η* does not fall with D: its fitted exponent is compatible with zero, unlike the
-#   negative exponents of the published laws (but those use decayed schedules, larger models
-#   and horizons 10³–10⁵× longer; with a constant rate and a loss still falling fast, the
-#   short-horizon optimum need not move). The SDE rule η ∝ B fails: η* moves far less than B
-#   (for AdamW a log-log slope of 0.21–0.50 up to B = 32, at most ½, and at most 0.18 beyond
-#   except at the shortest horizon, where the largest batches take a handful of steps:
-#   section 2). The fits do not pick Adam's surge: for AdamW the two models fit η*(B) about
-#   equally well (section 5's table), and η* flattens past B = 32 rather than falling. For
-#   SGD, η* moves little with B (at most about 1.3 octaves across a horizon's batch sizes,
-#   where η ∝ B would move 6) and sits 1.7–3.5 octaves below the learning rate where every
-#   batch size diverges (item 6; the rates between already hurt the smallest batches):
-#   stability, not gradient noise, caps it here (the SGD model's B_crit comes out below our
-#   smallest batch). Fitted with the surge model instead, SGD's B_crit grows about as D^0.5
-#   (item 5), close to Power Lines' 0.46, but mostly through the shortest horizons: over those
-#   with the whole batch range the exponent is smaller (about 0.3) and its interval far wider.
-#   SGD's grid still starts at B = 4, and its best cell sits there at every horizon (item 6):
-#   it has not been extended to B = 1 and 2 as AdamW's was, so its optimum batch is below
-#   the grid.
+# * **Shown.** The gradient noise scale grows during training (from about 15 to about 100 sequences
+#   in each probe run, item 3), and so does the critical batch size of the steps–data trade-off:
+#   from under one sequence for a loss of 3.0 to about 20 for 1.8 (item 4), under every smoothing of
+#   the logs we tried and on the thinned log too. The values themselves depend on the smoothing, by
+#   up to about 3× at one target from a loss of 2.5 down and more at 2.7 (section 4 prints the
+#   ratios): the smallest batches' training loss is the noisiest, so a lightly smoothed curve of
+#   theirs crosses a target early by chance and pulls B_crit down. The step between two neighbouring
+#   targets is therefore not a finding. B_crit stays several times below B_simple at the same loss
+#   (3–10× from a loss of 2.5 down, more above it; section 4 prints the ratios, which depend on the
+#   probe run). The η*(B) fits agree that AdamW's B_crit grows with D, under either model, on the
+#   five horizons that have the whole batch range, with exponents of about 0.3–0.4 whose intervals
+#   exclude zero and include Power Lines' 0.46–0.47; over all eight horizons the exponents are a
+#   little smaller and the interval of the SGD-model fit starts near zero (item 5; the horizons are
+#   readings of the same runs, so all these intervals understate the uncertainty). SGD's B_crit
+#   grows with D under both models too: about D^0.3 under its own, whose B_crit of one to a few
+#   sequences sits inside the batch range at five of seven horizons, and faster (D^0.4–0.55) under
+#   the surge (item 5). SGD's η* has its model's saturating shape: it rises by 1.3 octaves from B =
+#   1 to 4 and by about half an octave over the six doublings after that (medians over horizons,
+#   item 6), and SGD's model fits it better at five of seven horizons (section 5's table). AdamW's
+#   best batch at a fixed token budget is tiny: 1 or 2 sequences (64–128 tokens) at every horizon up
+#   to 2²⁰ tokens, 8 at 2²¹ (item 1).
+# * **Not shown at this scale.** AdamW's B* does not grow steadily with D: the best cell is B = 1,
+#   1, 2, 2, 1, 1, 2, 8 across the horizons and sits on B = 1 at four of them (item 1). One sequence
+#   is the smallest batch this context allows (fewer tokens per step would need a shorter context,
+#   another experiment), so at those four horizons the optimum may lie below any batch this setup
+#   can run. The refined B* of the four interior horizons gives an exponent whose interval spans
+#   negative and positive values alike (item 2): no B*(D) law follows. AdamW's η* does not fall with
+#   D: its fitted exponent is compatible with zero, unlike the negative exponents of the published
+#   laws (but those use decayed schedules, larger models and horizons 10³–10⁵× longer; with a
+#   constant rate and a loss still falling fast, the short-horizon optimum need not move). The SDE
+#   rule η ∝ B fails: η* moves far less than B (for AdamW a log-log slope of 0.21–0.50 up to B = 32,
+#   at most ½, and at most 0.18 beyond except at the shortest horizon, where the largest batches
+#   take a handful of steps: section 2). The fits do not pick Adam's surge: for AdamW the two models
+#   fit η*(B) about equally well (section 5's table), and η* flattens past B = 32 rather than
+#   falling. For SGD, η* moves little with B (at most 2.7 octaves across a horizon's batch sizes,
+#   where η ∝ B would move 8) and sits 1.7–4.4 octaves below the learning rate where every batch
+#   size diverges (item 6). SGD's best batch is one sequence, the grid's smallest, at every horizon
+#   (item 6), so its B* is out of this setup's reach as well.
 
 # %%
 print("1. best (η, B) by horizon: " + "; ".join(
@@ -727,6 +723,10 @@ print(f"6. SGD: η* spans {span.min():.2f}–{span.max():.2f} octaves across the
       f"{below.max():.1f} octaves above η*")
 sgd_best = fitting.find_optimum(sgd_grid, over=["lr", "batch_size"], metric="val_loss",
                                 by="horizon")
+eta_by_b = np.log2(sgd_star.groupby(["batch_size", "horizon"])["lr"].first()
+                   .groupby(level="batch_size").median())
+print("   SGD's log2 η* by B (median over horizons): "
+      + ", ".join(f"{b:g}: {v:.1f}" for b, v in eta_by_b.items()))
 print(f"   SGD's best B by horizon: {sgd_best['batch_size'].astype(int).tolist()} (grid "
       f"B = {sgd_grid['batch_size'].min()}…{sgd_grid['batch_size'].max()}); the best cell is "
       f"on the grid's edge at {int(sgd_best['at_edge'].sum())} of {len(sgd_best)} horizons")
