@@ -336,11 +336,15 @@ crit
 # little, at any B; the last line printed compares the two effects by batch size.
 
 # %%
-def b_crit_by_target(smooth: int, runs_log: pd.DataFrame = log) -> dict[float, float]:
+def fastest_steps(smooth: int, runs_log: pd.DataFrame = log) -> pd.Series:
+    """Steps to each target at each batch size, at its fastest learning rate."""
     r = bs.steps_to_target(runs_log, targets, smooth=smooth).dropna(subset=["steps"])
-    best_r = r.loc[r.groupby(["target", "batch_size"])["steps"].idxmin()]
+    return r.groupby(["target", "batch_size"])["steps"].min()
+
+
+def b_crit_by_target(smooth: int, runs_log: pd.DataFrame = log) -> dict[float, float]:
     out = {}
-    for t, g in best_r.groupby("target"):
+    for t, g in fastest_steps(smooth, runs_log).reset_index().groupby("target"):
         try:
             out[t] = bs.fit_critical_batch(g, bootstrap=0).b_crit
         except ValueError:
@@ -356,12 +360,6 @@ print("largest / smallest B_crit across smoothings, by target loss: "
 smoothing["thinned 3%, smooth=3"] = b_crit_by_target(3, osc.sweep.thin_log(log, 0.03))
 ratio = smoothing["thinned 3%, smooth=3"] / smoothing["smooth=3"]
 print(f"thinned / full log at smooth=3: {ratio.min():.2f}× to {ratio.max():.2f}×")
-
-
-def fastest_steps(smooth: int) -> pd.Series:
-    r = bs.steps_to_target(log, targets, smooth=smooth).dropna(subset=["steps"])
-    return r.groupby(["target", "batch_size"])["steps"].min()
-
 
 lag = (fastest_steps(5) / fastest_steps(1)).groupby(level="batch_size").median()
 print("steps to a target, smoothed over 5 entries / not smoothed (median over targets), by B: "
