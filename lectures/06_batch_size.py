@@ -300,15 +300,27 @@ print(f"{n} steps; B_simple (EMA): {live_b[n // 10]:.1f} → {live_b[n // 2]:.1f
 # crosses a target is uncertain in proportion to the step, and plain least squares would let
 # the small batches' long runs decide alone.
 #
-# From the grid's training logs: for every run, the first step where its smoothed training
-# loss reaches the target; for every B, the best learning rate's steps (each batch size gets
-# its own tuned η, as in the paper).
+# From the grid's training logs: for every run, the first step where its training loss reaches
+# the target; for every B, the best learning rate's steps (each batch size gets its own tuned η,
+# as in the paper).
+#
+# "The first step where the loss is ≤ the target" needs care, because a logged loss is noisy:
+# an entry at B = 1 is a mean over 8 sequences, at B = 256 over 2,048. The **running minimum** of
+# the log, the obvious choice, is the minimum of the noise as well, several standard deviations
+# below the curve, and it gets there earliest in the noisiest runs: the small batches. Instead we
+# fit the least-squares **non-increasing** curve to each run's log (isotonic regression: adjacent
+# entries that go the wrong way are pooled into their mean) and read the crossing off that fit.
+# A run whose loss turns up late (too high an η) is first cut where a fall-then-rise fit turns
+# (`bs.falling_curve`). Each fitted value is a mean over a block of entries, so the noise
+# averages out instead of being selected; the unit tests plant a curve 1.5 + 30/√step under
+# noise and find its crossings within a few percent, where the running minimum finds them up to
+# 6× too early.
 
 # %%
 log, log_meta = read_table(RESULTS / "batch_size_laptop_log.csv")
 log = log.rename(columns={"optimizer.lr": "lr"})
 targets = [3.0, 2.7, 2.5, 2.3, 2.1, 2.0, 1.9, 1.8]
-reach = bs.steps_to_target(log, targets, smooth=3)
+reach = bs.steps_to_target(log, targets)  # the falling fit of the raw log entries
 reach = reach.dropna(subset=["steps"])
 fastest = reach.loc[reach.groupby(["target", "batch_size"])["steps"].idxmin()].copy()
 fastest["examples"] = fastest["steps"] * fastest["batch_size"]
@@ -324,27 +336,25 @@ crit = pd.DataFrame([{"target": t, "batch sizes": f.n, "S_min": f.s_min, "E_min"
 crit
 
 # %% [markdown]
-# The steps to a target come from training logs smoothed over 3 entries (each entry is already
-# a mean over 8 steps). That choice is part of the measurement, and the bootstrap intervals
-# above do not include it. B_crit with other smoothings (no bootstrap), and from the same log
-# thinned to entries at least 3% apart in step (as `sweep collect --spacing 0.03` writes it
-# to save space: late in a long run 3 entries then span hundreds of steps). The smoothing
-# matters most at the smallest batches: a log entry at B = 1 is a mean over 8 sequences, at
-# B = 256 over 2,048, so a lightly smoothed small-batch curve dips below a target early by
-# chance, and taking the fastest of 17 learning rates picks such a dip. That shortens the
-# small batches' S, hence E_min and B_crit. A trailing mean also delays every crossing a
-# little, at any B; the last line printed compares the two effects by batch size.
+# How a crossing is read off a log is part of the measurement, and the bootstrap intervals
+# above do not include it. B_crit read three ways (no bootstrap): from the falling fit of the
+# raw entries (as above), of entries first averaged over a trailing window of 3 or 5 (which
+# delays every crossing a little), and of the log thinned to entries at least 3% apart in step
+# (as `sweep collect --spacing 0.03` writes it to save space); and, for comparison, from the
+# running minimum at the same three smoothings, which is how this lecture read the logs before.
+# The last two lines print, by batch size, how much earlier the running minimum reaches the
+# targets than the falling fit, and how much a 5-entry window delays the falling fit.
 
 # %%
-def fastest_steps(smooth: int, runs_log: pd.DataFrame = log) -> pd.Series:
+def fastest_steps(curve: str, smooth: int, runs_log: pd.DataFrame = log) -> pd.Series:
     """Steps to each target at each batch size, at its fastest learning rate."""
-    r = bs.steps_to_target(runs_log, targets, smooth=smooth).dropna(subset=["steps"])
-    return r.groupby(["target", "batch_size"])["steps"].min()
+    r = bs.steps_to_target(runs_log, targets, smooth=smooth, curve=curve)
+    return r.dropna(subset=["steps"]).groupby(["target", "batch_size"])["steps"].min()
 
 
-def b_crit_by_target(smooth: int, runs_log: pd.DataFrame = log) -> dict[float, float]:
+def b_crit_by_target(steps: pd.Series) -> dict[float, float]:
     out = {}
-    for t, g in fastest_steps(smooth, runs_log).reset_index().groupby("target"):
+    for t, g in steps.reset_index().groupby("target"):
         try:
             out[t] = bs.fit_critical_batch(g, bootstrap=0).b_crit
         except ValueError:
@@ -352,19 +362,31 @@ def b_crit_by_target(smooth: int, runs_log: pd.DataFrame = log) -> dict[float, f
     return out
 
 
-smoothing = pd.DataFrame({f"smooth={k}": b_crit_by_target(k) for k in (1, 2, 3, 5)})
-smoothing.index.name = "target"
-spread = smoothing.max(axis=1) / smoothing.min(axis=1)
-print("largest / smallest B_crit across smoothings, by target loss: "
-      + ", ".join(f"{t:g}: {r:.1f}×" for t, r in spread.sort_index(ascending=False).items()))
-smoothing["thinned 3%, smooth=3"] = b_crit_by_target(3, osc.sweep.thin_log(log, 0.03))
-ratio = smoothing["thinned 3%, smooth=3"] / smoothing["smooth=3"]
-print(f"thinned / full log at smooth=3: {ratio.min():.2f}× to {ratio.max():.2f}×")
-
-lag = (fastest_steps(5) / fastest_steps(1)).groupby(level="batch_size").median()
-print("steps to a target, smoothed over 5 entries / not smoothed (median over targets), by B: "
+steps_by = {(curve, k): fastest_steps(curve, k) for curve in ("falling", "running-min")
+            for k in (1, 3, 5)}
+readings = pd.DataFrame({f"{curve}, smooth={k}": b_crit_by_target(v)
+                         for (curve, k), v in steps_by.items()})
+readings["falling, thinned 3%"] = b_crit_by_target(
+    fastest_steps("falling", 1, osc.sweep.thin_log(log, 0.03)))
+readings.index.name = "target"
+for curve in ("falling", "running-min"):
+    cols = [c for c in readings if c.startswith(curve)]
+    spread = readings[cols].max(axis=1) / readings[cols].min(axis=1)
+    print(f"{curve}: largest / smallest B_crit across its readings, by target loss: "
+          + ", ".join(f"{t:g}: {r:.1f}×" for t, r in spread.sort_index(ascending=False).items()))
+same = (readings[[f"falling, smooth={k}" for k in (1, 3, 5)]].to_numpy()
+        / readings[[f"running-min, smooth={k}" for k in (1, 3, 5)]].to_numpy())
+low = (readings.index <= 2.5)[:, None] & np.ones_like(same, dtype=bool)
+print(f"B_crit, falling fit / running minimum at the same smoothing: {np.nanmin(same):.1f}× to "
+      f"{np.nanmax(same):.1f}× ({np.nanmin(same[low]):.1f}× to {np.nanmax(same[low]):.1f}× "
+      "from a loss of 2.5 down)")
+early = (steps_by["running-min", 1] / steps_by["falling", 1]).groupby(level="batch_size")
+print("steps to a target, running minimum / falling fit (median over targets), by B: "
+      + ", ".join(f"{b:g}: {v:.2f}" for b, v in early.median().items()))
+lag = (steps_by["falling", 5] / steps_by["falling", 1]).groupby(level="batch_size").median()
+print("steps to a target, falling fit of 5-entry means / of raw entries (median), by B: "
       + ", ".join(f"{b:g}: {v:.2f}" for b, v in lag.items()))
-smoothing.round(1)
+readings.round(1)
 
 # %%
 fig = go.Figure()
@@ -650,25 +672,28 @@ fitting.find_optimum(live, over=["lr", "batch_size"], metric="val_loss", by="hor
 #
 # * **Shown.** The gradient noise scale grows during training (from about 15 to about 100 sequences
 #   in each probe run, item 3), and so does the critical batch size of the steps–data trade-off:
-#   from under one sequence for a loss of 3.0 to about 20 for 1.8 (item 4), under every smoothing of
-#   the logs we tried and on the thinned log too. The values themselves depend on the smoothing, by
-#   up to about 3× at one target from a loss of 2.5 down and more at 2.7 (section 4 prints the
-#   ratios): the smallest batches' training loss is the noisiest, so a lightly smoothed curve of
-#   theirs crosses a target early by chance and pulls B_crit down. The step between two neighbouring
-#   targets is therefore not a finding. B_crit stays several times below B_simple at the same loss
-#   (3–10× from a loss of 2.5 down, more above it; section 4 prints the ratios, which depend on the
-#   probe run). The η*(B) fits agree that AdamW's B_crit grows with D, under either model, on the
-#   five horizons that have the whole batch range, with exponents of about 0.3–0.4 whose intervals
-#   exclude zero and include Power Lines' 0.46–0.47; over all eight horizons the exponents are a
-#   little smaller and the interval of the SGD-model fit starts near zero (item 5; the horizons are
-#   readings of the same runs, so all these intervals understate the uncertainty). SGD's B_crit
-#   grows with D under both models too: about D^0.3 under its own, whose B_crit of one to a few
-#   sequences sits inside the batch range at five of seven horizons, and faster (D^0.4–0.55) under
-#   the surge (item 5). SGD's η* has its model's saturating shape: it rises by 1.3 octaves from B =
-#   1 to 4 and by about half an octave over the six doublings after that (medians over horizons,
-#   item 6), and SGD's model fits it better at five of seven horizons (section 5's table). AdamW's
-#   best batch at a fixed token budget is tiny: 1 or 2 sequences (64–128 tokens) at every horizon up
-#   to 2²⁰ tokens, 8 at 2²¹ (item 1).
+#   from 1–2 sequences for a loss of 3.0 to about 70 for 1.8 (item 4). Read off a least-squares
+#   falling fit of each run's log, B_crit changes by at most 1.5× from a loss of 2.5 down (up to 2×
+#   above) between raw, averaged and thinned logs (section 4). The running minimum of the logs,
+#   which this lecture used before, gives a B_crit 1.1–8.5× smaller from a loss of 2.5 down (section
+#   4), and one that moves by up to 3× with the smoothing: the smallest batches' losses are the
+#   noisiest, and the minimum of their noise reaches a target 2–4× early at B = 1 and 2. From a loss
+#   of 2.5 down, B_crit comes within 0.7–3.3× of the noise scale B_simple that the probe runs
+#   measure at the same loss (about 1× at 1.9 and 1.8), as McCandlish et al. predict (section 4
+#   prints the ratios; above 2.5, B_simple is 2–10× larger). A step between two neighbouring targets
+#   (2.5 and 2.3 go the wrong way) is not a finding; the growth over the whole range is. The η*(B)
+#   fits agree that AdamW's B_crit grows with D, under either model, on the five horizons that have
+#   the whole batch range, with exponents of about 0.3–0.4 whose intervals exclude zero and include
+#   Power Lines' 0.46–0.47; over all eight horizons the exponents are a little smaller and the
+#   interval of the SGD-model fit starts near zero (item 5; the horizons are readings of the same
+#   runs, so all these intervals understate the uncertainty). SGD's B_crit grows with D under both
+#   models too: about D^0.3 under its own, whose B_crit of one to a few sequences sits inside the
+#   batch range at five of seven horizons, and faster (D^0.4–0.55) under the surge (item 5). SGD's
+#   η* has its model's saturating shape: it rises by 1.3 octaves from B = 1 to 4 and by about half
+#   an octave over the six doublings after that (medians over horizons, item 6), and SGD's model
+#   fits it better at five of seven horizons (section 5's table). AdamW's best batch at a fixed
+#   token budget is tiny: 1 or 2 sequences (64–128 tokens) at every horizon up to 2²⁰ tokens, 8 at
+#   2²¹ (item 1).
 # * **Not shown at this scale.** AdamW's B* does not grow steadily with D: the best cell is B = 1,
 #   1, 2, 2, 1, 1, 2, 8 across the horizons and sits on B = 1 at four of them (item 1). One sequence
 #   is the smallest batch this context allows (fewer tokens per step would need a shorter context,

@@ -449,7 +449,10 @@ def test_steps_to_target_interpolates_the_running_minimum():  # B6
     log = pd.DataFrame({"run_id": 0, "step": [0, 10, 20, 30],
                         "train_loss": [3.0, 2.0, 2.5, 1.0]})  # fmt: skip
     # running minimum 3, 2, 2, 1: crosses 1.5 halfway between steps 20 and 30
-    assert bs.steps_to_target(log, [1.5], smooth=1)["steps"].iloc[0] == pytest.approx(25.0)
+    got = bs.steps_to_target(log, [1.5], smooth=1, curve="running-min")["steps"].iloc[0]
+    assert got == pytest.approx(25.0)
+    # least-squares non-increasing fit 3, 2.25, 2.25, 1: crosses 1.5 at 20 + 10·0.75/1.25
+    assert bs.steps_to_target(log, [1.5])["steps"].iloc[0] == pytest.approx(26.0)
 
 
 def test_b_crit_at_the_end_of_the_measured_range_is_inside():  # B7
@@ -558,3 +561,96 @@ def test_noise_scale_refuses_a_non_finite_step_and_keeps_its_averages():
             ns.update(g2, trace)
     assert (ns.g2, ns.trace, ns.updates, len(ns.history)) == before
     assert ns.update(1.0, 10.0) == pytest.approx(10.0)  # trace/g2 of constant estimates
+
+
+# ----------------------------------------------------------------- the falling curve of a run
+def _brute_falling(y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Isotonic fit by brute force: scipy's, or the cumulative-minimum-of-means formula."""
+    try:
+        from scipy.optimize import isotonic_regression
+    except ImportError:  # scipy < 1.12
+        pytest.skip("scipy.optimize.isotonic_regression needs scipy ≥ 1.12")
+    fit = isotonic_regression(y, increasing=False).x
+    return fit, float(np.sum((y - fit) ** 2))
+
+
+def test_falling_fit_is_scipys_isotonic_regression_on_every_prefix():
+    rng = np.random.default_rng(0)
+    y = 3 / np.sqrt(np.arange(1, 61)) + 0.3 * rng.normal(size=60)
+    fit, sse = bs._falling_fit(y)
+    want, want_sse = _brute_falling(y)
+    np.testing.assert_allclose(fit, want, rtol=1e-12)
+    assert np.all(np.diff(fit) <= 0)
+    for k in (0, 1, 7, 30, 59):
+        assert sse[k] == pytest.approx(_brute_falling(y[: k + 1])[1], rel=1e-9, abs=1e-12)
+
+
+def test_falling_curve_cuts_where_a_fall_then_rise_fits_best():
+    """Brute force over every turning point k: SSE of the fall to k plus the rise after it."""
+    rng = np.random.default_rng(1)
+    x = np.arange(80.0)
+    y = 1 + 0.002 * (x - 50) ** 2 + 0.05 * rng.normal(size=80)  # falls to x = 50, then rises
+    costs = [_brute_falling(y[: k + 1])[1] + (_brute_falling(-y[k + 1:])[1] if k < 79 else 0)
+             for k in range(80)]  # fmt: skip
+    costs = np.array(costs)
+    k = int(np.flatnonzero(costs <= costs.min() + 1e-9)[-1])  # the contract: last k on a tie
+    got = bs.falling_curve(y)
+    assert len(got) == k + 1 and 40 < k < 60
+    np.testing.assert_allclose(got, _brute_falling(y[: k + 1])[0], rtol=1e-12)
+    # a run that only falls keeps every entry; bad input is named
+    assert len(bs.falling_curve(np.linspace(3, 1, 50))) == 50
+    with pytest.raises(ValueError, match="falling_curve: need a non-empty 1-d array of finite"):
+        bs.falling_curve([3.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
+        bs.falling_curve(np.ones((2, 2)))
+
+
+def _noisy_runs(noise: float, reps: int, rise: bool = False) -> pd.DataFrame:
+    """Loss 1.5 + 30/√step logged every 8 steps to 32768, plus Gaussian noise per entry;
+    with ``rise``, the loss turns up linearly after 40% of the run (too high a rate)."""
+    rng = np.random.default_rng(2)
+    step = np.arange(8, 32769, 8, dtype=float)
+    loss = 1.5 + 30 / np.sqrt(step)
+    if rise:
+        loss = loss + np.clip(0.6 * (step / (0.4 * step[-1]) - 1), 0, None)
+    return pd.concat([pd.DataFrame({"run_id": r, "step": step,
+                                    "train_loss": loss + noise * rng.normal(size=step.size)})
+                      for r in range(reps)])  # fmt: skip
+
+
+def test_falling_curve_finds_the_planted_crossings_where_the_running_minimum_is_early():
+    """The docstring's numbers: on 1.5 + 30/√step with noise 0.2 per entry the true crossing
+    of target t is at (30/(t − 1.5))² steps; the falling fit gets it within 8% (medians
+    over 40 runs; the crossings of single runs scatter by ~10%),
+    the running minimum of the noise at about a sixth for t = 1.8."""
+    targets = [2.5, 2.0, 1.8]
+    truth = np.array([(30 / (t - 1.5)) ** 2 for t in targets])  # 900, 3600, 10000
+    log = _noisy_runs(0.2, 40)
+    for curve, low, high in (("falling", 0.92, 1.08), ("running-min", 0.0, 0.7)):
+        got = bs.steps_to_target(log, targets, curve=curve).groupby("target")["steps"].median()
+        ratio = got.loc[targets].to_numpy() / truth
+        assert np.all((low < ratio) & (ratio < high)), (curve, ratio)
+        if curve == "running-min":
+            assert 0.1 < ratio[-1] < 0.25  # "about a sixth"
+
+
+def test_a_run_that_turns_up_still_reaches_the_targets_it_passed():
+    """The loss turns up after 40% of the run (true loss 1.76 there): the crossings of 2.0
+    and 1.8 before it are still found; a non-increasing fit to the whole run would pool the
+    rise into them and lose them."""
+    log = _noisy_runs(0.05, 10, rise=True)
+    got = bs.steps_to_target(log, [2.0, 1.8]).groupby("target")["steps"].median()
+    assert got[2.0] / 3600 == pytest.approx(1, abs=0.05)
+    assert got[1.8] / 10000 == pytest.approx(1, abs=0.05)
+    whole, _ = _brute_falling(log[log.run_id == 0].train_loss.to_numpy())
+    assert whole.min() > 2.0  # the whole-run fit never gets below the rise's level
+
+
+def test_falling_curve_leaves_out_entries_that_are_not_finite():
+    log = pd.DataFrame({"run_id": "c", "step": [0, 100, 200, 300, 400],
+                        "train_loss": [np.nan, 1.9, 1.5, np.inf, 1.2]})  # fmt: skip
+    # finite entries 1.9, 1.5, 1.2 at steps 100, 200, 400: 1.3 at 200 + 200·0.2/0.3
+    got = bs.steps_to_target(log, [2.0, 1.7, 1.3])["steps"].tolist()
+    assert got == pytest.approx([100, 150, 200 + 400 / 3])
+    with pytest.raises(ValueError, match="steps_to_target: unknown curve 'min'"):
+        bs.steps_to_target(log, [2.0], curve="min")
