@@ -432,20 +432,19 @@ def _falling_fit(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     smaller mean, the two merge (their mean is the least-squares constant of both). The fit
     is every block's mean repeated over it. O(n) amortized.
     """
-    starts: list[int] = []
     sums: list[float] = []
     counts: list[int] = []
     squares: list[float] = []
     total = 0.0
     sse = np.empty(len(y))
     for k, v in enumerate(y.tolist()):
-        a, s, c, q = k, v, 1, v * v
+        s, c, q = v, 1, v * v
         while sums and sums[-1] * c < s * counts[-1]:  # mean before < mean now: pool
-            a, ps, pc, pq = starts.pop(), sums.pop(), counts.pop(), squares.pop()
+            ps, pc, pq = sums.pop(), counts.pop(), squares.pop()
             total -= pq - ps * ps / pc
             s, c, q = s + ps, c + pc, q + pq
         total += q - s * s / c
-        starts.append(a), sums.append(s), counts.append(c), squares.append(q)
+        sums.append(s), counts.append(c), squares.append(q)
         sse[k] = total
     return np.repeat(np.array(sums) / np.array(counts), counts), sse
 
@@ -456,8 +455,9 @@ def falling_curve(y) -> np.ndarray:
 
     A run whose loss turns up late (too high a learning rate) would drag a plain
     non-increasing fit up over its whole tail; fitting "falls to k, rises after k" and keeping
-    the fall ignores the rise. k minimises SSE_fall(y[:k+1]) + SSE_rise(y[k+1:]); a run that
-    only falls keeps (almost) all its entries. Unlike a running minimum, a least-squares fit
+    the fall ignores the rise. k minimises SSE_fall(y[:k+1]) + SSE_rise(y[k+1:]), the largest
+    such k on a tie: a run that only falls keeps all its entries (a last entry above the fit
+    before it counts as a rise and is left out). Unlike a running minimum, a least-squares fit
     is not pulled down by noise: each value is a mean over a block of entries.
     """
     y = np.asarray(y, dtype=float)
