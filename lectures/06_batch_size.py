@@ -388,6 +388,54 @@ print("steps to a target, falling fit of 5-entry means / of raw entries (median)
       + ", ".join(f"{b:g}: {v:.2f}" for b, v in lag.items()))
 readings.round(1)
 
+# %% [markdown]
+# What the two readings do to one run's log: the raw entries (grey), their running minimum and
+# the falling fit, for the run at B = 1 that reaches a loss of 2.0 first under the falling fit.
+# The dotted verticals mark where each curve crosses the target.
+
+# %%
+lrs = sorted(log["lr"].unique())
+
+
+def show_crossing(batch_size: int, lr: float, target: float) -> go.Figure:
+    run = log[(log["batch_size"] == batch_size) & np.isclose(log["lr"], lr)].sort_values("step")
+    step, y = run["step"].to_numpy(), run["train_loss"].to_numpy()
+    fall = bs.falling_curve(y)
+    fig = go.Figure([
+        go.Scattergl(x=step, y=y, mode="markers", name="log entries",
+                     marker=dict(size=3, color="lightgray")),
+        go.Scatter(x=step, y=np.minimum.accumulate(y), name="running minimum"),
+        go.Scatter(x=step[: len(fall)], y=fall, name="falling fit"),
+    ])
+    fig.add_hline(y=target, line_dash="dot", line_color="black")
+    said = []
+    for curve, color in (("running-min", px.colors.qualitative.Plotly[1]),
+                         ("falling", px.colors.qualitative.Plotly[2])):
+        at = bs.steps_to_target(run, target, curve=curve)["steps"].iloc[0]
+        said.append(f"{curve} at step {at:.0f}" if np.isfinite(at) else f"{curve} never")
+        if np.isfinite(at):
+            fig.add_vline(x=at, line_dash="dot", line_color=color)
+    fig.update_xaxes(type="log", title_text="step")
+    fig.update_yaxes(title_text="training loss (mean over 8 steps)", range=[1.5, 4])
+    fig.update_layout(height=380, title=f"B = {batch_size}, η = 2^{np.log2(lr):.1f}, loss "
+                      f"{target} reached: " + ", ".join(said))
+    return fig
+
+
+first = reach[(reach["batch_size"] == 1) & (reach["target"] == 2.0)].nsmallest(1, "steps")
+show_crossing(1, float(first["lr"].iloc[0]), 2.0).show()
+
+# %% [markdown]
+# Any run: how far apart the two readings are depends on the batch size (the noise) and on how
+# flat the curve is at the target.
+
+# %%
+interact(lambda batch_size, lr, target: show_crossing(batch_size, lr, target).show(),
+         batch_size=Dropdown(options=sorted(log["batch_size"].unique()), value=1),
+         lr=Dropdown(options=[(f"2^{np.log2(v):.1f}", v) for v in lrs],
+                     value=float(first["lr"].iloc[0])),
+         target=Dropdown(options=targets, value=2.0));
+
 # %%
 fig = go.Figure()
 for k, (t, g) in enumerate(fastest.groupby("target")):
