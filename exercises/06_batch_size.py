@@ -20,7 +20,7 @@
 # compare with the solution notebook when you are done.
 
 # %% [markdown]
-# # 06 · Exercises: the noise-scale estimator, B_crit from runs, Adam's surge
+# # 06 · Exercises: the noise-scale estimator, B_crit from runs, a falling fit, Adam's surge
 
 # %%
 import numpy as np
@@ -93,8 +93,52 @@ def fit_b_crit(B: np.ndarray, S: np.ndarray) -> tuple[float, float, float]:
 lecture06.check_fit_b_crit(fit_b_crit)
 
 # %% [markdown]
+# ## 3. Reading a crossing off a noisy log
+#
+# The steps S come from training logs: the first step where the loss reaches the target. A
+# log is noisy, and its running minimum is the minimum of the noise too, so it crosses early.
+# The lecture reads the crossing off the least-squares **non-increasing** fit instead
+# (isotonic regression): minimize Σ(y_i − f_i)² subject to f_1 ≥ f_2 ≥ … ≥ f_n. It is found
+# by **pooling adjacent violators**: go left to right; each value starts a block; whenever a
+# block's mean is above the mean of the block before it (the fit would rise), merge the two
+# into one block at their common mean, and check the block before again. Write
+# `falling_fit(y)`, which returns f as an array as long as y.
+
+
+# %%
+def falling_fit(y: np.ndarray) -> np.ndarray:
+    raise NotImplementedError('keep two lists, block sums and block counts; compare means as sums[-1]/counts[-1]')
+
+
+lecture06.check_falling_fit(falling_fit)
+
+# %% [markdown]
+# One noisy curve, 1 + 4/√step plus noise: the running minimum sits below the curve it should
+# follow, the falling fit on it.
+
+# %%
+try:
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 401)
+    truth = 1 + 4 / np.sqrt(steps)
+    y = truth + 0.15 * rng.standard_normal(steps.size)
+    fit = falling_fit(y)
+    go.Figure([go.Scatter(x=steps, y=y, mode="markers", name="log", marker=dict(size=3)),
+               go.Scatter(x=steps, y=truth, name="the curve"),
+               go.Scatter(x=steps, y=np.minimum.accumulate(y), name="running minimum"),
+               go.Scatter(x=steps, y=fit, name="falling fit")]).update_layout(
+        height=350, xaxis_title="step", yaxis_title="loss").show()
+    late = slice(200, None)
+    print(f"mean of (curve − truth) over steps 201–400: running minimum "
+          f"{np.mean((np.minimum.accumulate(y) - truth)[late]):+.3f}, falling fit "
+          f"{np.mean((fit - truth)[late]):+.3f}")
+except NotImplementedError:
+    print("write falling_fit() above first")
+
+# %% [markdown]
 # Now on the lecture's runs: the steps each batch size needed (at its best learning rate) to
-# reach a training loss of 2.5, from the committed training logs.
+# reach a training loss of 2.5, from the committed training logs (read off the package's
+# falling fit, `bs.steps_to_target`).
 
 # %%
 try:
@@ -108,7 +152,7 @@ except NotImplementedError:
     print("write fit_b_crit() above first")
 
 # %% [markdown]
-# ## 3. Adam's surge
+# ## 4. Adam's surge
 #
 # Write η*(B) = η_crit/(√(B/B_crit) + √(B_crit/B)) for an array of batch sizes, and then the
 # location and height of its peak, `(B_peak, η_peak)`.

@@ -401,6 +401,17 @@ def _huber_without_half(params, N, D, loss):  # r² near 0 instead of r²/2
     return float(np.where(r <= 1e-3, r**2, 1e-3 * (r - 5e-4)).sum())
 
 
+def _pool_once(y):
+    """Pool each value into the block before it at most once (no cascade backwards)."""
+    out: list[list[float]] = []
+    for v in y:
+        if out and np.mean(out[-1]) < v:
+            out[-1].append(float(v))
+        else:
+            out.append([float(v)])
+    return np.concatenate([np.full(len(b), np.mean(b)) for b in out])
+
+
 def _n_opt_with_b(E, A, B, alpha, beta, C):  # D's exponent used for N
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
     return G * (C / 6) ** (alpha / (alpha + beta))
@@ -422,6 +433,8 @@ def _n_opt_with_b(E, A, B, alpha, beta, C):  # D's exponent used for N
         ("lecture08", "check_huber_objective", _mean_huber, "do not average"),
         ("lecture08", "check_huber_objective", _huber_without_half, "with the ½"),
         ("lecture06", "check_noise_terms", _clipped_noise_terms, "keep negative estimates"),
+        ("lecture06", "check_falling_fit", lambda y: np.minimum.accumulate(y), "running minimum"),
+        ("lecture06", "check_falling_fit", _pool_once, "pool backwards"),
         ("lecture08", "check_isoflop_minimum", lambda N, loss: float(N[np.argmin(loss)]),
          "not the lowest measured point"),
         ("lecture08", "check_compute_optimal_n", _n_opt_with_b, "not α/(α+β)"),
@@ -535,6 +548,21 @@ def test_lecture06_checks_accept_the_package_formulas():
         assert lecture06.check_fit_b_crit(fit_float32)
         assert lecture06.check_eta_surge(bs.eta_surge)
         assert lecture06.check_surge_peak(lambda eta_crit, b_crit: (b_crit, eta_crit / 2))
+        assert lecture06.check_falling_fit(lambda y: bs._falling_fit(np.asarray(y, float))[0])
+
+
+def test_the_falling_fit_reference_is_scipys_isotonic_regression():
+    """The self-check's closed-form reference against an independent implementation."""
+    from optimal_scaling.course.checks import lecture06
+
+    try:
+        from scipy.optimize import isotonic_regression
+    except ImportError:
+        pytest.skip("scipy.optimize.isotonic_regression needs scipy ≥ 1.12")
+    rng = np.random.default_rng(3)
+    y = 3 - 0.1 * np.arange(25) + rng.normal(size=25)
+    want = isotonic_regression(y, increasing=False).x
+    np.testing.assert_allclose(lecture06._min_max_falling_fit(y), want, rtol=1e-12)
 
 
 def test_lecture07_checks_accept_the_package_formulas():

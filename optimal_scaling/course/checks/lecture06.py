@@ -68,6 +68,52 @@ def check_fit_b_crit(fn: Callable[[np.ndarray, np.ndarray], tuple]) -> CheckResu
     )  # fmt: skip
 
 
+def _min_max_falling_fit(y: np.ndarray) -> np.ndarray:
+    """The least-squares non-increasing fit by its closed form (Robertson, Wright & Dykstra):
+    f_i = min over j ≤ i of max over k ≥ i of mean(y[j..k]). O(n³): a reference, not a tool."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    return np.array([min(max(y[j:k + 1].mean() for k in range(i, n)) for j in range(i + 1))
+                     for i in range(n)])  # fmt: skip
+
+
+def check_falling_fit(fn: Callable[[np.ndarray], np.ndarray]) -> CheckResult:
+    """``fn(y)`` → the least-squares non-increasing fit to y (isotonic regression)."""
+    rng = np.random.default_rng(1)
+    steps = np.arange(1.0, 41.0)
+    cases = [
+        {"y": 1 + 4 / np.sqrt(steps) + 0.3 * rng.standard_normal(40)},  # a noisy loss curve
+        {"y": np.array([3.0, 2.0, 2.5, 1.0])},  # one violator pair
+        {"y": np.array([1.0, 2.0, 3.0, 4.0])},  # rising throughout: one block, the mean
+        {"y": np.array([5.0, 4.0, 4.0, 1.0])},  # already non-increasing: itself
+        {"y": np.array([2.0, 1.0, 4.0, 0.5, 0.6, 0.2])},  # [1, 4] pooled must pool with 2
+    ]
+    return check(
+        "the falling (non-increasing least-squares) fit", fn, _min_max_falling_fit, cases,
+        hint="scan left to right keeping a stack of blocks (sum, count); push each value as a "
+        "block, and while the block before has a smaller mean than the last, merge the two; "
+        "then repeat each block's mean over its length",
+        mistakes={
+            "that is the running minimum, not a least-squares fit: it follows every dip of the "
+            "noise down": lambda y: np.minimum.accumulate(y),
+            "merge with the block before as long as it violates: a merged block can violate "
+            "the one before it too (pool backwards, not just once)": lambda y: _pool_once(y),
+        },
+        rtol=1e-9,
+    )  # fmt: skip
+
+
+def _pool_once(y: np.ndarray) -> np.ndarray:
+    """A typical mistake: merge each new value with the block before at most once."""
+    blocks: list[list[float]] = []
+    for v in np.asarray(y, dtype=float):
+        if blocks and np.mean(blocks[-1]) < v:
+            blocks[-1].append(v)
+        else:
+            blocks.append([v])
+    return np.concatenate([[np.mean(b)] * len(b) for b in blocks])
+
+
 def check_eta_surge(fn: Callable) -> CheckResult:
     """``fn(B, eta_crit, b_crit)`` → Adam's η*(B) = η_crit/(√(B/B_crit) + √(B_crit/B))."""
     cases = [{"B": np.array([1.0, 8, 64, 512, 4096]), "eta_crit": 0.01, "b_crit": 64.0},
