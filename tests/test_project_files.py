@@ -191,6 +191,18 @@ def test_the_readme_scaling_law_fit_runs_on_the_committed_sweep(root):
     assert f"{len(finals)} points" in printed
 
 
+def test_the_readme_critical_batch_example_runs(root):
+    """README's B_crit example runs as is: one fastest run per (target, batch size), and each
+    B_crit inside its bootstrap interval and equal to E_min/S_min of its fit."""
+    scope, printed = run_readme_block(root, "The critical batch size of your own runs")
+    fastest, fit = scope["fastest"], scope["fit"]
+    assert not fastest.duplicated(["target", "batch_size"]).any()
+    assert set(fastest.target) == {2.5, 2.0}
+    low, high = fit.intervals["b_crit"]
+    assert low <= fit.b_crit <= high and fit.b_crit == pytest.approx(fit.e_min / fit.s_min)
+    assert printed.count("B_crit = ") == 2
+
+
 def test_the_readme_lecture_09_example_runs(root):
     """README's inference/emergence/test-time example runs as is: no inference demand gives
     Chinchilla's model (saving 0), the cheapest measured run reaches the loss, and pass@k is
