@@ -13,7 +13,7 @@ optimal-scaling bench tune [--out F]        time the Triton kernels' tile config
 optimal-scaling shards SRC OUT [--pattern P] byte-level token shards from local text files
 optimal-scaling sweep run CONFIG [--out DIR] [--executor local|slurm] [--workers N]
                           [--set key=value ...] [--dry-run] [--wait]
-optimal-scaling sweep status DIR            done / running / failed / pending / diverged
+optimal-scaling sweep status DIR            done / running / failed / pending / diverged, time left
 optimal-scaling sweep collect DIR --out F   one row per run × horizon, with provenance
                       [--log]                 the training logs: one row per run × log entry
 """
@@ -21,6 +21,7 @@ optimal-scaling sweep collect DIR --out F   one row per run × horizon, with pro
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 NOTEBOOK_DIRS = ["lectures", "solutions", "exercises"]
@@ -404,6 +405,12 @@ def _sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
             if args.runs:
                 print(sweep.status_table(args.dir).to_string(index=False))
             print(", ".join(f"{v} {k}" for k, v in counts.items()))
+            eta = sweep.time_left(args.dir)
+            if eta["runs_left"] and math.isfinite(eta["left"]):  # NaN: no run done yet
+                print(f"training time: {eta['done'] / 60:.0f} min so far, "
+                      f"{eta['per_run'] / 60:.1f} min per done run; left: about "
+                      f"{eta['left'] / 60:.0f} min for {eta['runs_left']} runs (divide by the "
+                      "runs that train at once)")
             return 0
         if args.spacing is not None and not args.log:
             raise ValueError("--spacing thins the training logs: it applies only with --log")

@@ -487,6 +487,7 @@ def test_sweep_status_runs_prints_one_line_per_run(monkeypatch, capsys, tmp_path
     monkeypatch.setattr(sweep, "status", lambda d: {"done": 1, "failed": 1})
     monkeypatch.setattr(sweep, "status_table", lambda d: pd.DataFrame(
         {"id": ["aaaa1111", "bbbb2222"], "status": ["done", "failed"]}))
+    monkeypatch.setattr(sweep, "time_left", lambda d: {"runs_left": 0, "left": 0.0})
     assert main(["sweep", "status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.strip() == "1 done, 1 failed"

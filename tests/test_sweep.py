@@ -1573,3 +1573,25 @@ def test_sigterm_stops_every_rank_of_a_torchrun_run(tmp_path):
     while time.time() < deadline and ranks():
         time.sleep(0.1)
     assert ranks() == [] and not list(out.rglob("lock"))
+
+
+def test_time_left_extrapolates_the_done_runs_training_time(tmp_path, capsys):
+    """Two done runs (100 s and 300 s of training) and a diverged one (50 s): 450 s so far,
+    200 s per done run, and 200 s for each run still pending; the CLI prints it in minutes."""
+    from optimal_scaling.sweep.store import run_dir
+
+    raw = tiny(grid={"optimizer.lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]})
+    out, _ = _prepared(tmp_path / "t", raw)
+    assert math.isnan(sweep.time_left(out)["left"])  # nothing done: no estimate
+    runs = sweep.from_dict(raw).runs()
+    finished = [("done", 100.0), ("done", 300.0), ("diverged", 50.0)]
+    for r, (state, seconds) in zip(runs[:3], finished, strict=True):
+        write_json(run_dir(out, r.id) / "record.json",
+                   {"status": state, "rows": [{"horizon": 1024, "seconds": seconds / 2},
+                                              {"horizon": 2048, "seconds": seconds}]})  # fmt: skip
+    eta = sweep.time_left(out)
+    pending = len(runs) - 3
+    assert eta == {"done": 450.0, "per_run": 200.0, "left": 200.0 * pending,
+                   "runs_left": pending}  # fmt: skip
+    assert cli(["sweep", "status", str(out)]) == 0
+    assert f"left: about {200 * pending / 60:.0f} min for {pending} runs" in capsys.readouterr().out

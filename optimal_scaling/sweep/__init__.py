@@ -51,6 +51,7 @@ from optimal_scaling.sweep.store import (
     machines,
     status,
     status_table,
+    time_left,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "status",
     "status_table",
     "thin_log",
+    "time_left",
     "write_collected",
 ]
 

@@ -27,6 +27,7 @@ read; ``sweep run`` refuses it until the file is repaired or the run's folder de
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sys
@@ -370,8 +371,9 @@ def run_status(folder: Path) -> str:
 
 
 def status_table(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per run: id, status, horizons reached / wanted, trainings, reason or error (a
-    run whose files are damaged is ``failed``, with the error naming the file as reason)."""
+    """One row per run: id, status, horizons reached / wanted, trainings, seconds (training
+    time up to its last reached horizon), the grid point, reason or error (a run whose files
+    are damaged is ``failed``, with the error naming the file as reason)."""
     rows = []
     root = Path(sweep_dir) / "runs"
     if not root.is_dir():
@@ -382,7 +384,7 @@ def status_table(sweep_dir: str | Path) -> pd.DataFrame:
             state = run_status(folder)
         except ValueError as exc:  # a damaged file: the run is failed, the reason names it
             rows.append({"id": folder.name, "status": "failed", "reached": 0, "horizons": 0,
-                         "trainings": 0, "reason": str(exc)})  # fmt: skip
+                         "trainings": 0, "seconds": 0.0, "reason": str(exc)})  # fmt: skip
             continue
         rows.append({
             "id": folder.name,
@@ -390,6 +392,7 @@ def status_table(sweep_dir: str | Path) -> pd.DataFrame:
             "reached": len(record.get("rows", [])),
             "horizons": len(config.get("horizons", [])),
             "trainings": record.get("trainings", 0),
+            "seconds": float((record.get("rows") or [{}])[-1].get("seconds", 0.0)),
             **{k: v for k, v in config.get("point", {}).items()},
             "reason": record.get("reason") or record.get("error", ""),
         })  # fmt: skip
@@ -411,6 +414,29 @@ def machines(sweep_dir: str | Path) -> dict[str, list[str]]:
                  if isinstance(s, dict) and s.get("machine") and s.get("torch")]  # fmt: skip
         out[folder.name] = list(dict.fromkeys(named))
     return out
+
+
+def time_left(sweep_dir: str | Path) -> dict[str, float]:
+    """Training time so far and a rough estimate of what is left, in seconds.
+
+    ``done``: the training time of the finished runs (done or diverged), ``per_run`` its mean
+    over the done ones; ``left``: ``per_run`` for each pending run plus, for each running run,
+    ``per_run`` less its time so far (≥ 0). Runs at other grid points cost more or less (small
+    batches take more steps), so it is only representative when the done runs cover the grid
+    (the local executor trains learning rate by learning rate, each over every other axis).
+    It is training time: workers that run in parallel divide it. NaN before any run is done.
+    """
+    table = status_table(sweep_dir)
+    if not len(table):
+        return {"done": 0.0, "per_run": math.nan, "left": math.nan, "runs_left": 0}
+    finished = table[table["status"].isin(["done", "diverged"])]
+    done = table[table["status"] == "done"]
+    per_run = float(done["seconds"].mean()) if len(done) else math.nan
+    running = table[table["status"] == "running"]
+    pending = int((table["status"] == "pending").sum())
+    left = pending * per_run + float((per_run - running["seconds"]).clip(lower=0).sum())
+    return {"done": float(finished["seconds"].sum()), "per_run": per_run, "left": left,
+            "runs_left": pending + len(running)}  # fmt: skip
 
 
 def status(sweep_dir: str | Path) -> dict[str, int]:
